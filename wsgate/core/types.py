@@ -1,0 +1,44 @@
+"""Small shared vocabulary: enums used by config, core and runtime alike."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+__all__ = ["ConnectionType", "DialectName", "Severity", "StrategyName"]
+
+
+class ConnectionType(str, Enum):
+    MARKET_DATA = "market_data"
+    USER_DATA = "user_data"
+    TRADING = "trading"
+    SYSTEM = "system"
+
+    @property
+    def authenticated(self) -> bool:
+        return self in (ConnectionType.USER_DATA, ConnectionType.TRADING)
+
+
+class DialectName(str, Enum):
+    RAW = "raw"
+    BITFINEX = "bitfinex"
+    BINANCE = "binance"
+
+
+class StrategyName(str, Enum):
+    ROUND_ROBIN = "round_robin"
+    LEAST_CONNECTIONS = "least_connections"
+    LEAST_LOAD = "least_load"
+    WEIGHTED_ROUND_ROBIN = "weighted_round_robin"
+    LEAST_LATENCY = "least_latency"
+    HEALTH_BASED = "health_based"
+    ADAPTIVE = "adaptive"
+
+
+class Severity(str, Enum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return {"info": 0, "warning": 1, "critical": 2}[self.value]

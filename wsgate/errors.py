@@ -1,0 +1,141 @@
+"""The one exception tree of wsgate.
+
+::
+
+    WsgateError
+     ├── ConfigError            a config file is invalid; carries every problem found
+     ├── ControlError           a control-plane request failed; carries a stable code
+     │    ├── DaemonNotRunning  no daemon answers on the control socket (CLI exit 3)
+     │    └── PermissionDenied  the caller may not run this command (CLI exit 4)
+     ├── CapacityError          a configured limit (connections, sessions, channels) is reached
+     ├── NoCandidateError       the balancer found no eligible upstream connection
+     ├── UpstreamError          an upstream connection failed
+     │    ├── HandshakeRejected the exchange refused the opening handshake (HTTP status)
+     │    └── StaleError        an upstream went silent past its limit
+     ├── ProtocolError          a peer sent a frame the dialect cannot accept
+     └── DeliveryError          a notification channel did not accept a notification
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "CapacityError",
+    "ConfigError",
+    "ConfigProblem",
+    "ControlError",
+    "DaemonNotRunning",
+    "DeliveryError",
+    "HandshakeRejected",
+    "NoCandidateError",
+    "PermissionDenied",
+    "ProtocolError",
+    "StaleError",
+    "UpstreamError",
+    "WsgateError",
+]
+
+
+class WsgateError(Exception):
+    """Base class of every error wsgate raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in a config file: where it is, what is wrong, how to fix it."""
+
+    path: str  # dotted key path, e.g. "routes.bitfinex.endpoints[1].url"
+    message: str
+    line: int | None = None
+    hint: str | None = None
+
+    def render(self, filename: str | None = None) -> str:
+        where = f"{filename}:" if filename else ""
+        where += f"{self.line}: " if self.line is not None else (" " if filename else "")
+        text = f"{where}{self.path}: {self.message}"
+        if self.hint:
+            text += f" (hint: {self.hint})"
+        return text
+
+    def as_dict(self) -> dict[str, object]:
+        return {"path": self.path, "message": self.message, "line": self.line, "hint": self.hint}
+
+
+class ConfigError(WsgateError):
+    """A config file failed validation. ``problems`` lists every problem, not only the first."""
+
+    def __init__(self, problems: list[ConfigProblem], filename: str | None = None) -> None:
+        self.problems = list(problems)
+        self.filename = filename
+        lines = [p.render(filename) for p in self.problems]
+        super().__init__(f"{len(lines)} config error(s):\n" + "\n".join(lines))
+
+
+class ControlError(WsgateError):
+    """A control-plane request failed. ``code`` is stable and maps to a CLI exit code."""
+
+    def __init__(self, code: str, message: str, details: object = None) -> None:
+        self.code = code
+        self.message = message
+        self.details = details
+        super().__init__(f"{code}: {message}")
+
+
+class DaemonNotRunning(ControlError):
+    def __init__(self, socket_path: str, reason: str = "") -> None:
+        msg = f"no wsgate daemon answers on {socket_path}"
+        if reason:
+            msg += f" ({reason})"
+        msg += "; start it with `wsgate run` or point to it with --socket / $WSGATE_SOCKET"
+        super().__init__("daemon_not_running", msg)
+        self.socket_path = socket_path
+
+
+class PermissionDenied(ControlError):
+    def __init__(self, message: str) -> None:
+        super().__init__("permission_denied", message)
+
+
+class CapacityError(WsgateError):
+    """A configured limit is reached; the message names the limit and the config key."""
+
+
+class NoCandidateError(WsgateError):
+    """No upstream connection is eligible for a placement."""
+
+
+class UpstreamError(WsgateError):
+    """An upstream connection failed."""
+
+
+class HandshakeRejected(UpstreamError):
+    """The exchange answered the opening handshake with an HTTP error status."""
+
+    def __init__(self, status: int, retry_after: float | None = None, reason: str = "") -> None:
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(f"handshake rejected with HTTP {status}{': ' + reason if reason else ''}")
+
+
+class StaleError(UpstreamError):
+    """An upstream connection or channel stopped delivering data."""
+
+
+class ProtocolError(WsgateError):
+    """A frame that the dialect cannot accept; ``close_code`` says how to close the peer."""
+
+    def __init__(self, message: str, close_code: int = 1008) -> None:
+        self.close_code = close_code
+        super().__init__(message)
+
+
+class DeliveryError(WsgateError):
+    """A notification channel refused or failed a delivery."""
+
+    def __init__(
+        self, message: str, *, retryable: bool = True, retry_after: float | None = None
+    ) -> None:
+        self.retryable = retryable
+        self.retry_after = retry_after
+        super().__init__(message)
