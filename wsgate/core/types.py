@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 __all__ = ["ConnectionType", "DialectName", "Severity", "StrategyName"]
 
 
-class ConnectionType(str, Enum):
+class ConnectionType(StrEnum):
     MARKET_DATA = "market_data"
     USER_DATA = "user_data"
     TRADING = "trading"
@@ -18,13 +18,13 @@ class ConnectionType(str, Enum):
         return self in (ConnectionType.USER_DATA, ConnectionType.TRADING)
 
 
-class DialectName(str, Enum):
+class DialectName(StrEnum):
     RAW = "raw"
     BITFINEX = "bitfinex"
     BINANCE = "binance"
 
 
-class StrategyName(str, Enum):
+class StrategyName(StrEnum):
     ROUND_ROBIN = "round_robin"
     LEAST_CONNECTIONS = "least_connections"
     LEAST_LOAD = "least_load"
@@ -34,7 +34,7 @@ class StrategyName(str, Enum):
     ADAPTIVE = "adaptive"
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     INFO = "info"
     WARNING = "warning"
     CRITICAL = "critical"
