@@ -13,7 +13,8 @@
      │    ├── HandshakeRejected the exchange refused the opening handshake (HTTP status)
      │    └── StaleError        an upstream went silent past its limit
      ├── ProtocolError          a peer sent a frame the dialect cannot accept
-     └── DeliveryError          a notification channel did not accept a notification
+     ├── DeliveryError          a notification channel did not accept a notification
+     └── AlertError             an alert operation named an unknown alert or an invalid silence
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "AlertError",
     "CapacityError",
     "ConfigError",
     "ConfigProblem",
@@ -139,3 +141,7 @@ class DeliveryError(WsgateError):
         self.retryable = retryable
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class AlertError(WsgateError):
+    """An alert operation was refused: unknown fingerprint, invalid silence or matcher."""
