@@ -13,6 +13,7 @@
      │    ├── HandshakeRejected the exchange refused the opening handshake (HTTP status)
      │    └── StaleError        an upstream went silent past its limit
      ├── ProtocolError          a peer sent a frame the dialect cannot accept
+     │    └── InvalidPath       a downstream request path/query names no valid stream (HTTP 4xx)
      ├── DeliveryError          a notification channel did not accept a notification
      └── AlertError             an alert operation named an unknown alert or an invalid silence
 """
@@ -30,6 +31,7 @@ __all__ = [
     "DaemonNotRunning",
     "DeliveryError",
     "HandshakeRejected",
+    "InvalidPath",
     "NoCandidateError",
     "PermissionDenied",
     "ProtocolError",
@@ -130,6 +132,18 @@ class ProtocolError(WsgateError):
     def __init__(self, message: str, close_code: int = 1008) -> None:
         self.close_code = close_code
         super().__init__(message)
+
+
+class InvalidPath(ProtocolError):
+    """A downstream client asked for a path or query the dialect cannot serve.
+
+    The gateway answers the WebSocket handshake with ``http_status`` (404 unknown path,
+    400 malformed stream list) instead of opening a session.
+    """
+
+    def __init__(self, message: str, http_status: int = 404) -> None:
+        self.http_status = http_status
+        super().__init__(message, close_code=1008)
 
 
 class DeliveryError(WsgateError):
