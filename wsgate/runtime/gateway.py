@@ -1,0 +1,151 @@
+"""The bot-facing WebSocket server: routes sessions by the first path segment."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from wsgate.config import GatewayConfig
+from wsgate.runtime.routes import RouteRuntime
+from wsgate.runtime.session import Session
+
+__all__ = ["Gateway", "SystemRoute"]
+
+log = logging.getLogger("wsgate.gateway")
+
+# A system route handles its own sessions (e.g. the /_wsgate/events dashboard stream).
+SystemRoute = Callable[[ServerConnection, Session], Awaitable[None]]
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig, routes: dict[str, RouteRuntime]) -> None:
+        self.cfg = cfg
+        self.routes = routes
+        self.system_routes: dict[str, tuple[SystemRoute, str | None]] = {}
+        self.sessions: set[Session] = set()
+        self.server: Server | None = None
+        self.rejected: dict[int, int] = {}
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self.server = await serve(
+            self._handle,
+            self.cfg.host,
+            self.cfg.port,
+            process_request=self._process_request,
+            compression=None,  # loopback: deflate costs CPU and would break frame sharing
+            max_size=self.cfg.max_message_bytes,
+            max_queue=16,
+            open_timeout=10,  # bounds slowloris handshakes
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=2,
+            server_header="wsgate",
+        )
+        log.info("gateway listening on ws://%s:%d/<route>", self.cfg.host, self.port)
+
+    async def close(self, code: int = 1001, reason: str = "wsgate shutting down") -> None:
+        if self.server is None:
+            return
+        self.server.close(close_connections=True, code=code, reason=reason)
+        await self.server.wait_closed()
+
+    def add_system_route(self, name: str, handler: SystemRoute, token_env: str | None) -> None:
+        self.system_routes[name] = (handler, token_env)
+
+    # ---------------------------------------------------------------- handshake
+    def _reject(self, conn: ServerConnection, status: HTTPStatus, text: str) -> Response:
+        self.rejected[status.value] = self.rejected.get(status.value, 0) + 1
+        return conn.respond(status, text + "\n")
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        parts = urlsplit(request.path)
+        segments = parts.path.lstrip("/").split("/", 1)
+        name = segments[0]
+        query = parse_qs(parts.query)
+        if name in self.system_routes:
+            _, token_env = self.system_routes[name]
+            return self._check_token(conn, request, query, token_env)
+        route = self.routes.get(name)
+        if route is None:
+            known = ", ".join(sorted(self.routes)) or "none"
+            return self._reject(
+                conn, HTTPStatus.NOT_FOUND, f"unknown route {name!r}; routes: {known}"
+            )
+        origin = request.headers.get("Origin")
+        if self.cfg.origins and origin is not None and origin not in self.cfg.origins:
+            return self._reject(conn, HTTPStatus.FORBIDDEN, f"origin {origin!r} not allowed")
+        if len(self.sessions) >= self.cfg.max_sessions:
+            return self._reject(
+                conn, HTTPStatus.SERVICE_UNAVAILABLE, "gateway.max_sessions reached"
+            )
+        if route.cfg.max_sessions is not None and len(route.sessions) >= route.cfg.max_sessions:
+            return self._reject(
+                conn, HTTPStatus.SERVICE_UNAVAILABLE, f"routes.{name}.max_sessions reached"
+            )
+        return self._check_token(conn, request, query, route.cfg.token_env)
+
+    def _check_token(
+        self,
+        conn: ServerConnection,
+        request: Request,
+        query: dict[str, list[str]],
+        token_env: str | None,
+    ) -> Response | None:
+        if not token_env:
+            return None
+        expected = os.environ.get(token_env, "")
+        if not expected:
+            return self._reject(conn, HTTPStatus.SERVICE_UNAVAILABLE, "route token not configured")
+        auth = request.headers.get("Authorization", "")
+        given = auth[7:] if auth.startswith("Bearer ") else (query.get("token") or [""])[0]
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return self._reject(conn, HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token")
+        return None
+
+    # ---------------------------------------------------------------- sessions
+    async def _handle(self, ws: ServerConnection) -> None:
+        path = urlsplit(ws.request.path if ws.request else "/").path
+        name = path.lstrip("/").split("/", 1)[0]
+        session = Session(
+            ws,
+            name,
+            send_buffer_bytes=self.cfg.send_buffer_bytes,
+            slow_close_code=self.cfg.slow_consumer_close_code,
+        )
+        self.sessions.add(session)
+        try:
+            if name in self.system_routes:
+                await self.system_routes[name][0](ws, session)
+                return
+            route = self.routes.get(name)
+            if route is None:  # removed by a reload between handshake and handler
+                await ws.close(1013, "route removed")
+                return
+            await route.serve_session(ws, session)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("session %d on route %s failed", session.id, name)
+            await ws.close(1011, "internal error")
+        finally:
+            self.sessions.discard(session)
+
+    def statistics(self) -> dict[str, object]:
+        return {
+            "listen": f"{self.cfg.host}:{self.port if self.server else self.cfg.port}",
+            "sessions": len(self.sessions),
+            "rejected_handshakes": dict(self.rejected),
+        }

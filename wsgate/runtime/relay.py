@@ -1,0 +1,93 @@
+"""A session relayed 1:1 to its own upstream connection.
+
+Used by ``raw`` routes and by authenticated sessions: frames go both ways untouched,
+nothing is ever replayed after a reconnect (an order must never be sent twice), and
+when the upstream is lost the session is closed with 1013 so the bot reconnects and
+re-authenticates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from wsgate.runtime.framing import encode_binary
+from wsgate.runtime.session import Session
+from wsgate.runtime.upstream import UpstreamConnection
+
+__all__ = ["Relay", "run_relay"]
+
+log = logging.getLogger("wsgate.relay")
+
+CLOSE_TRY_AGAIN = 1013
+
+
+class Relay:
+    """The upstream sink of one relayed session."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.opened = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self.client_spoke = False
+
+    def on_upstream_open(self, conn: UpstreamConnection) -> None:
+        self.opened.set()
+
+    def on_upstream_frame(self, conn: UpstreamConnection, data: str | bytes) -> None:
+        if isinstance(data, str):
+            self.session.push_text(data)
+        else:
+            self.session.push(encode_binary(data))
+
+    def on_upstream_closed(self, conn: UpstreamConnection, reason: str) -> None:
+        self.close_reason = reason
+        self.closed.set()
+
+
+async def run_relay(
+    ws: ServerConnection,
+    session: Session,
+    make_upstream: Callable[[Relay], UpstreamConnection],
+    open_timeout: float,
+) -> None:
+    """Serve one relayed session until either side goes away."""
+    relay = Relay(session)
+    conn = make_upstream(relay)
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(conn.run())
+        opened = tg.create_task(relay.opened.wait())
+        lost = tg.create_task(relay.closed.wait())
+        await asyncio.wait({opened, lost}, timeout=open_timeout, return_when="FIRST_COMPLETED")
+        if not relay.opened.is_set():
+            opened.cancel()
+            lost.cancel()
+            conn.stop()
+            await ws.close(CLOSE_TRY_AGAIN, "upstream unavailable")
+            return
+        opened.cancel()
+        pump = tg.create_task(_client_to_upstream(ws, conn, relay))
+        done, _ = await asyncio.wait({pump, lost}, return_when="FIRST_COMPLETED")
+        if lost in done and session.open:
+            log.info("session %d: upstream lost (%s); closing 1013", session.id, relay.close_reason)
+            await ws.close(CLOSE_TRY_AGAIN, "upstream connection lost")
+        pump.cancel()
+        lost.cancel()
+        conn.stop()
+
+
+async def _client_to_upstream(ws: ServerConnection, conn: UpstreamConnection, relay: Relay) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        async for msg in ws:
+            relay.session.messages_in += 1
+            relay.client_spoke = True
+            try:
+                await conn.send(msg)
+            except (ConnectionError, ConnectionClosed):
+                return  # the upstream side noticed too; the relay closes the session 1013

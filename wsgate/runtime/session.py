@@ -1,0 +1,140 @@
+"""One downstream bot session: a bounded, coalescing writer over a websockets connection.
+
+The fan-out path never awaits a session. :meth:`Session.push` appends pre-encoded
+frames to a per-session list and schedules one flush per event-loop turn, so N frames
+queued in one turn cost one ``writelines`` system call. A session whose transport
+buffer exceeds ``send_buffer_bytes`` is closed (slow consumer): it can never slow the
+upstream reader or any other session, and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.protocol import State
+
+from wsgate.runtime.framing import encode_text
+
+__all__ = ["Session", "SessionStats"]
+
+log = logging.getLogger("wsgate.session")
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class SessionStats:
+    id: int
+    route: str
+    peer: str
+    age: float
+    frames_out: int
+    bytes_out: int
+    messages_in: int
+    buffered: int
+    closed: bool
+    close_code: int | None
+
+
+class Session:
+    def __init__(
+        self,
+        ws: ServerConnection,
+        route: str,
+        *,
+        send_buffer_bytes: int,
+        slow_close_code: int = 1013,
+    ) -> None:
+        self.id = next(_ids)
+        self.ws = ws
+        self.route = route
+        self.send_buffer_bytes = send_buffer_bytes
+        self.slow_close_code = slow_close_code
+        self.created = time.monotonic()
+        self.frames_out = 0
+        self.bytes_out = 0
+        self.messages_in = 0
+        self.slow_closed = False
+        self.close_code: int | None = None
+        self._pending: list[bytes] = []
+        self._scheduled = False
+        self._loop = asyncio.get_running_loop()
+        self._transport: Any = ws.transport
+        addr = ws.remote_address
+        self.peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+
+    @property
+    def open(self) -> bool:
+        return self.ws.protocol.state is State.OPEN and not self.slow_closed
+
+    def push(self, frame: bytes) -> bool:
+        """Queue one pre-encoded frame; returns False when the session is gone or too slow."""
+        if self.slow_closed:
+            return False
+        self._pending.append(frame)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+        return True
+
+    def push_text(self, text: str | bytes) -> bool:
+        return self.push(encode_text(text))
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        if not pending or self.ws.protocol.state is not State.OPEN:
+            return
+        transport = self._transport
+        if transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > self.send_buffer_bytes:
+            self._close_slow()
+            return
+        transport.writelines(pending)
+        self.frames_out += len(pending)
+        self.bytes_out += sum(map(len, pending))
+
+    def _close_slow(self) -> None:
+        self.slow_closed = True
+        log.warning(
+            "session %d (%s, route %s) closed as a slow consumer: over %d buffered bytes",
+            self.id,
+            self.peer,
+            self.route,
+            self.send_buffer_bytes,
+        )
+        self.close_nowait(self.slow_close_code, "slow consumer: send buffer full")
+
+    def close_nowait(self, code: int, reason: str) -> None:
+        self.close_code = code
+        self._loop.create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await self.ws.close(code, reason)
+        except Exception:  # the peer may already be gone; closing is best effort
+            log.debug("session %d close failed", self.id, exc_info=True)
+
+    def statistics(self) -> SessionStats:
+        buffered = self._transport.get_write_buffer_size() if self._transport else 0
+        return SessionStats(
+            id=self.id,
+            route=self.route,
+            peer=self.peer,
+            age=time.monotonic() - self.created,
+            frames_out=self.frames_out,
+            bytes_out=self.bytes_out,
+            messages_in=self.messages_in,
+            buffered=buffered,
+            closed=not self.open,
+            close_code=self.close_code,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self.route} {self.peer} out={self.frames_out}>"

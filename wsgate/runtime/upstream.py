@@ -1,0 +1,445 @@
+"""One upstream WebSocket connection, kept alive by a loop that executes core decisions.
+
+The loop: wait for a connect slot from the host budget → CONNECTING → OPEN → read
+frames, ping, watch for silence → CLOSING → ask :class:`~wsgate.core.backoff.Backoff`
+what to do → BACKOFF → again. Every state change goes through :meth:`_move`, which
+counts, logs and publishes it. A connection never gives up unless the exchange
+rejected our credentials (FAILED) or an operator disabled it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from wsgate.core.backoff import Backoff, CloseKind, TokenBucket, classify_status
+from wsgate.core.metrics import ConnectionMetrics
+from wsgate.core.states import ConnectionStateMachine, ConnState, Transition
+from wsgate.core.types import ConnectionType
+
+__all__ = [
+    "HostBudgets",
+    "UpstreamConnection",
+    "UpstreamSettings",
+    "UpstreamSink",
+    "UpstreamStats",
+    "make_ssl_context",
+]
+
+log = logging.getLogger("wsgate.upstream")
+
+
+class UpstreamSink(Protocol):
+    """What a connection reports to its owner (a route pool, a relay session, the hub)."""
+
+    def on_upstream_open(self, conn: UpstreamConnection) -> None: ...
+    def on_upstream_frame(self, conn: UpstreamConnection, data: str | bytes) -> None: ...
+    def on_upstream_closed(self, conn: UpstreamConnection, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    route: str
+    endpoint: str  # stable endpoint name
+    url: str
+    conn_type: ConnectionType = ConnectionType.MARKET_DATA
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    stale_after: float = 20.0
+    open_timeout: float = 10.0
+    max_size: int = 16 * 1024 * 1024  # exchange snapshots can be large
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    min_uptime: float = 5.0
+    max_lifetime: float | None = None
+    use_proxy: bool = False
+    ssl_context: ssl.SSLContext | None = field(default=None, compare=False)
+    reconnect: bool = True  # False for dedicated relays: one connection, then done
+    history_points: int = 1000
+
+    @property
+    def host(self) -> str:
+        parts = urlsplit(self.url)
+        return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'wss' else 80)}"
+
+
+def make_ssl_context(
+    verify: bool = True,
+    ca_file: str | None = None,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+) -> ssl.SSLContext:
+    """Verification is on unless the operator turned it off for this route explicitly."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    if client_cert:
+        ctx.load_cert_chain(client_cert, client_key)
+    if not verify:
+        log.warning("TLS certificate verification is DISABLED for an upstream by configuration")
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class HostBudgets:
+    """Connect budgets per upstream host, shared by every connection to that host."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def configure(self, host: str, count: int, per: float) -> TokenBucket:
+        b = self._buckets.get(host)
+        if b is None or b.capacity != count or abs(b.rate - count / per) > 1e-9:
+            b = TokenBucket(count, per, self._clock())
+            self._buckets[host] = b
+        return b
+
+    def reserve(self, host: str) -> float:
+        b = self._buckets.get(host)
+        return 0.0 if b is None else b.reserve(self._clock())
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        now = self._clock()
+        return {
+            h: {
+                "available": round(b.available(now), 3),
+                "capacity": b.capacity,
+                "used_fraction": round(b.used_fraction(now), 3),
+                "granted": b.granted,
+                "delayed": b.delayed,
+            }
+            for h, b in self._buckets.items()
+        }
+
+
+@dataclass(frozen=True)
+class UpstreamStats:
+    id: str
+    route: str
+    endpoint: str
+    url: str
+    type: str
+    state: str
+    state_reason: str
+    state_age: float
+    latency: float | None
+    latency_app: float | None
+    messages_in: int
+    messages_out: int
+    bytes_in: int
+    bytes_out: int
+    msg_rate: float
+    errors: int
+    reconnects: int
+    age: float | None  # seconds since the current socket opened
+    last_message_age: float | None
+    transitions: dict[str, int]
+    next_retry_in: float | None
+
+
+class UpstreamConnection:
+    def __init__(
+        self,
+        conn_id: str,
+        settings: UpstreamSettings,
+        sink: UpstreamSink,
+        budgets: HostBudgets,
+        rng: random.Random,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_transition: Callable[[UpstreamConnection, Transition], None] | None = None,
+        expects_data: Callable[[], bool] | None = None,
+    ) -> None:
+        self.id = conn_id
+        self.settings = settings
+        self.sink = sink
+        self._budgets = budgets
+        self._clock = clock
+        self._on_transition = on_transition
+        self._expects_data = expects_data or (lambda: True)
+        now = clock()
+        self.sm = ConnectionStateMachine(conn_id, now)
+        self.backoff = Backoff(
+            rng,
+            initial=settings.backoff_initial,
+            maximum=settings.backoff_max,
+            min_uptime=settings.min_uptime,
+        )
+        self.metrics = ConnectionMetrics(history_points=settings.history_points)
+        self.ws: ClientConnection | None = None
+        self.opened_at: float | None = None
+        self.last_frame_at: float | None = None
+        self.created_at = now
+        self._retry_at: float | None = None
+        self._wake = asyncio.Event()  # interrupts backoff sleeps and admin waits
+        self._stopping = False
+        self._close_reason = ""
+        self._close_kind = CloseKind.DROPPED
+        self.failed_reason: str | None = None
+        self._opened_before = False
+
+    # ------------------------------------------------------------------ state
+    @property
+    def state(self) -> ConnState:
+        return self.sm.state
+
+    def _move(self, new: ConnState, reason: str) -> None:
+        if self.sm.state is new or not self.sm.can_move(new):
+            return
+        t = self.sm.move(new, self._clock(), reason)
+        self.metrics.on_state(t.at, new.label, new.is_up)
+        level = logging.WARNING if new in (ConnState.FAILED, ConnState.DEGRADED) else logging.INFO
+        log.log(level, "%s %s -> %s (%s)", self.id, t.old.label, new.label, reason)
+        if self._on_transition is not None:
+            self._on_transition(self, t)
+
+    # ------------------------------------------------------------------ control
+    def stop(self) -> None:
+        """Close for good (daemon shutdown, route removed, relay session ended)."""
+        self._stopping = True
+        self._wake.set()
+        self._abort("stopped")
+
+    def request_reconnect(self, reason: str) -> None:
+        if self.state is ConnState.FAILED or self.state is ConnState.DISABLED:
+            self._move(ConnState.BACKOFF, reason)
+        self._retry_at = None
+        self._wake.set()
+        self._abort(reason)
+
+    def disable(self, reason: str) -> None:
+        self._move(ConnState.DISABLED, reason)
+        self._abort(reason)
+
+    def enable(self, reason: str) -> None:
+        if self.state is ConnState.DISABLED:
+            self._move(ConnState.BACKOFF, reason)
+            self._wake.set()
+
+    def set_degraded(self, degraded: bool, reason: str) -> None:
+        self._move(ConnState.DEGRADED if degraded else ConnState.OPEN, reason)
+
+    def _abort(self, reason: str) -> None:
+        ws = self.ws
+        if ws is not None:
+            self._close_reason = reason
+            asyncio.get_running_loop().create_task(self._close_ws(ws, 1000, reason[:100]))
+
+    @staticmethod
+    async def _close_ws(ws: ClientConnection, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await ws.close(code, reason)
+
+    async def send(self, data: str | bytes) -> None:
+        ws = self.ws
+        if ws is None:
+            raise ConnectionError(f"{self.id} is not open")
+        await ws.send(data)
+        self.metrics.on_message_out(self._clock(), len(data))
+
+    # ------------------------------------------------------------------ main loop
+    async def run(self) -> None:
+        """Keep the connection alive until :meth:`stop`. Owned by the pool's TaskGroup."""
+        try:
+            while not self._stopping:
+                if self.state in (ConnState.DISABLED, ConnState.FAILED):
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                await self._wait_for_budget()
+                if self._stopping or self.state is ConnState.DISABLED:
+                    continue
+                uptime, kind, retry_after = await self._attempt()
+                if self._stopping or not self.settings.reconnect:
+                    break
+                if self.state is ConnState.DISABLED:
+                    continue
+                decision = self.backoff.after_close(uptime, kind, retry_after)
+                if not decision.retry:
+                    self.failed_reason = decision.reason
+                    self._move(ConnState.FAILED, decision.reason)
+                    continue
+                self._move(ConnState.BACKOFF, decision.reason)
+                await self._sleep(decision.delay)
+        finally:
+            self._move(ConnState.CLOSED, "stopped")
+
+    async def _sleep(self, delay: float) -> None:
+        self._retry_at = self._clock() + delay
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
+        self._retry_at = None
+
+    async def _wait_for_budget(self) -> None:
+        wait = self._budgets.reserve(self.settings.host)
+        if wait > 0:
+            log.info("%s waits %.2fs for a connect slot to %s", self.id, wait, self.settings.host)
+            if self.state is ConnState.IDLE:
+                self._move(ConnState.BACKOFF, "connect budget")
+            await self._sleep(wait)
+
+    async def _attempt(self) -> tuple[float | None, CloseKind, float | None]:
+        """One connect + serve cycle. Returns (uptime or None, close kind, retry-after)."""
+        s = self.settings
+        self._move(ConnState.CONNECTING, "connecting to " + s.url)
+        try:
+            ws = await connect(
+                s.url,
+                open_timeout=s.open_timeout,
+                ping_interval=None,  # our own ping loop samples every RTT and owns the timeout
+                close_timeout=2.0,
+                max_size=s.max_size,
+                max_queue=64,
+                compression=None,
+                proxy=True if s.use_proxy else None,
+                ssl=s.ssl_context if s.url.startswith("wss:") else None,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            retry_after = _retry_after(exc.response.headers.get("Retry-After"))
+            self.metrics.on_error(self._clock(), f"http_{status}")
+            self._close_reason = f"handshake rejected: HTTP {status}"
+            log.warning("%s handshake rejected: HTTP %d", self.id, status)
+            return None, classify_status(status), retry_after
+        except Exception as exc:  # DNS, TCP, TLS, timeout, bad handshake: all retried
+            self.metrics.on_error(self._clock(), "connect")
+            self._close_reason = f"connect failed: {type(exc).__name__}: {exc}"
+            log.warning("%s %s", self.id, self._close_reason)
+            return None, CloseKind.DROPPED, None
+        return await self._serve(ws), CloseKind.DROPPED, None
+
+    async def _serve(self, ws: ClientConnection) -> float:
+        now = self._clock()
+        self.ws, self.opened_at, self.last_frame_at = ws, now, now
+        self._close_reason = "closed by peer"
+        if self._opened_before:
+            self.metrics.on_reconnect(now)
+        self._opened_before = True
+        self._move(ConnState.OPEN, "handshake ok")
+        try:
+            self.sink.on_upstream_open(self)
+            async with asyncio.TaskGroup() as tg:
+                reader = tg.create_task(self._read(ws))
+                tg.create_task(self._ping_loop(ws))
+                tg.create_task(self._stale_watch(ws))
+                if self.settings.max_lifetime:
+                    tg.create_task(self._lifetime_watch(ws, self.settings.max_lifetime))
+                await reader
+                raise _Done
+        except* _Done:
+            pass
+        finally:
+            self.ws = None
+            uptime = self._clock() - now
+            if self.state is not ConnState.DISABLED:
+                self._move(ConnState.CLOSING, self._close_reason)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 2.0)
+            self.sink.on_upstream_closed(self, self._close_reason)
+        return uptime
+
+    async def _read(self, ws: ClientConnection) -> None:
+        sink, metrics, clock = self.sink, self.metrics, self._clock
+        try:
+            async for msg in ws:
+                now = clock()
+                self.last_frame_at = now
+                metrics.on_message_in(now, len(msg))
+                sink.on_upstream_frame(self, msg)
+        except ConnectionClosed as exc:
+            if self._close_reason == "closed by peer":
+                self._close_reason = f"closed by peer: code {exc.code}"
+            self.metrics.on_error(clock(), "closed")
+
+    async def _ping_loop(self, ws: ClientConnection) -> None:
+        s = self.settings
+        while True:
+            await asyncio.sleep(s.ping_interval)
+            try:
+                waiter = await ws.ping()
+                rtt = await asyncio.wait_for(waiter, s.ping_timeout)
+            except TimeoutError:
+                self.metrics.on_error(self._clock(), "ping_timeout")
+                self._close_reason = f"no pong within {s.ping_timeout:g}s"
+                await self._close_ws(ws, 1011, "ping timeout")
+                return
+            except ConnectionClosed:
+                return
+            self.metrics.on_latency(self._clock(), rtt, "ws")
+
+    async def _stale_watch(self, ws: ClientConnection) -> None:
+        limit = self.settings.stale_after
+        while True:
+            last = self.last_frame_at or self._clock()
+            await asyncio.sleep(max(0.05, last + limit - self._clock()))
+            if not self._expects_data():
+                self.last_frame_at = self._clock()
+                continue
+            silent = self._clock() - (self.last_frame_at or 0.0)
+            if silent >= limit:
+                self.metrics.on_error(self._clock(), "stale")
+                self._close_reason = f"stale: no frame for {silent:.1f}s (stale_after={limit:g})"
+                log.warning("%s %s", self.id, self._close_reason)
+                await self._close_ws(ws, 1000, "stale")
+                return
+
+    async def _lifetime_watch(self, ws: ClientConnection, lifetime: float) -> None:
+        await asyncio.sleep(lifetime)
+        self._close_reason = f"max_lifetime {lifetime:g}s reached"
+        await self._close_ws(ws, 1000, "max lifetime")
+
+    # ------------------------------------------------------------------ stats
+    def statistics(self) -> UpstreamStats:
+        now = self._clock()
+        m = self.metrics.snapshot(now)
+        return UpstreamStats(
+            id=self.id,
+            route=self.settings.route,
+            endpoint=self.settings.endpoint,
+            url=self.settings.url,
+            type=self.settings.conn_type.value,
+            state=self.state.label,
+            state_reason=self.sm.reason,
+            state_age=now - self.sm.since,
+            latency=m.latency_ewma,
+            latency_app=m.latency_app_ewma,
+            messages_in=m.messages_in,
+            messages_out=m.messages_out,
+            bytes_in=m.bytes_in,
+            bytes_out=m.bytes_out,
+            msg_rate=m.msg_rate_in,
+            errors=m.errors_total,
+            reconnects=m.reconnects_total,
+            age=(now - self.opened_at) if self.ws is not None and self.opened_at else None,
+            last_message_age=(now - self.last_frame_at) if self.last_frame_at else None,
+            transitions=self.sm.transitions(),
+            next_retry_in=max(0.0, self._retry_at - now) if self._retry_at else None,
+        )
+
+    def __repr__(self) -> str:
+        return f"<UpstreamConnection {self.id} {self.state.label} {self.settings.url}>"
+
+
+class _Done(Exception):
+    """Ends the per-socket TaskGroup once the reader finishes."""
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # HTTP-date form: fall back to the rate-limit floor
