@@ -1,0 +1,717 @@
+"""TOML -> frozen :class:`Config`, validated completely; diff for reload; masked dump.
+
+Every problem in a file is collected (not only the first) and raised together as one
+:class:`~wsgate.errors.ConfigError`, each with its key path, line and a hint where one
+helps. The dataclasses live in :mod:`wsgate.config_schema`, the line locator and the
+collecting table reader in :mod:`wsgate.config_locate`; this module holds the rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from enum import Enum
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import tomli
+
+from wsgate.config_locate import Problems, SourceLocator, Table, did_you_mean, short
+from wsgate.config_schema import (
+    ALERT_RULE_TYPES,
+    CHANNEL_KINDS,
+    AlertChannelConfig,
+    AlertRuleConfig,
+    AlertsConfig,
+    BudgetConfig,
+    Config,
+    ConfigDiff,
+    DaemonConfig,
+    EndpointConfig,
+    GatewayConfig,
+    JobsConfig,
+    MetricsConfig,
+    RouteConfig,
+    TlsConfig,
+    default_connect_budget,
+    default_max_lifetime,
+    default_max_subscriptions,
+    default_message_budget,
+    default_rule,
+    diff_config,
+)
+from wsgate.core.types import ConnectionType, DialectName, Severity, StrategyName
+from wsgate.errors import ConfigError, ConfigProblem
+
+__all__ = [
+    "AlertChannelConfig",
+    "AlertRuleConfig",
+    "AlertsConfig",
+    "BudgetConfig",
+    "Config",
+    "ConfigDiff",
+    "DaemonConfig",
+    "EndpointConfig",
+    "GatewayConfig",
+    "JobsConfig",
+    "MetricsConfig",
+    "RouteConfig",
+    "TlsConfig",
+    "config_to_dict",
+    "diff_config",
+    "load_config",
+    "parse_config",
+    "with_endpoints",
+]
+
+log = logging.getLogger("wsgate.config")
+
+_ROUTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_SECURITIES = ("starttls", "tls", "none")
+_URL_KINDS = ("webhook", "slack", "discord")
+_COMMON_CHANNEL_KEYS = ("kind", "enabled", "min_severity", "matchers", "send_resolved")
+_KIND_KEYS: dict[str, tuple[str, ...]] = {
+    "webhook": ("url", "url_env", "url_file", "secret_env", "secret_file"),
+    "slack": ("url", "url_env", "url_file"),
+    "discord": ("url", "url_env", "url_file"),
+    "email": (
+        "smtp_host",
+        "smtp_port",
+        "security",
+        "username",
+        "password_env",
+        "password_file",
+        "from_addr",
+        "to_addrs",
+    ),
+    "log": (),
+    "console": (),
+}
+_TOP_LEVEL = ("daemon", "gateway", "jobs", "metrics", "routes", "alerts")
+
+
+# --- public entry points ---------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file; every problem (I/O included) raises ConfigError."""
+    filename = os.fspath(path)
+    try:
+        with open(filename, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(
+            [ConfigProblem("<file>", f"cannot read config file: {reason}")], filename
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        problem = ConfigProblem("<file>", "file is not valid UTF-8", line)
+        raise ConfigError([problem], filename) from None
+    return _parse(text, filename, hashlib.sha256(data).hexdigest())
+
+
+def parse_config(text: str, filename: str | None = None) -> Config:
+    """Validate TOML text; ``source_sha256`` is the hash of the UTF-8 encoded text."""
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return _parse(text, filename, digest)
+
+
+def _parse(text: str, filename: str | None, digest: str) -> Config:
+    try:
+        doc = tomli.loads(text)
+    except tomli.TOMLDecodeError as exc:
+        raise ConfigError([_syntax_problem(exc)], filename) from None
+    problems = Problems(SourceLocator(text))
+    cfg = _build(Table(problems, (), doc), filename, digest)
+    if problems.items or cfg is None:
+        raise ConfigError(problems.sorted(), filename)
+    log.debug("config %s parsed: %d routes", filename or "<text>", len(cfg.routes))
+    return cfg
+
+
+def _syntax_problem(exc: tomli.TOMLDecodeError) -> ConfigProblem:
+    line: int | None = getattr(exc, "lineno", None)
+    col: int | None = getattr(exc, "colno", None)
+    msg: str = getattr(exc, "msg", str(exc))
+    match = re.fullmatch(r"Cannot declare \((.*)\) twice", msg)
+    if match:
+        keys = re.findall(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"", match.group(1))
+        path = ".".join(a or b for a, b in keys)
+        return ConfigProblem(
+            path or "<toml>",
+            f"table [{path}] is declared twice",
+            line,
+            "merge the two tables into one; each route, channel and rule is declared once",
+        )
+    if msg == "Cannot overwrite a value":
+        return ConfigProblem(
+            "<toml>", "a key is set twice", line, "remove one of the two assignments"
+        )
+    return ConfigProblem("<toml>", f"invalid TOML: {msg}", line, f"column {col}" if col else None)
+
+
+# --- building ------------------------------------------------------------------------------
+
+
+def _build(root: Table, filename: str | None, digest: str) -> Config | None:
+    daemon = _build_daemon(root.table("daemon"))
+    gateway = _build_gateway(root.table("gateway"))
+    jobs = _build_jobs(root.table("jobs"))
+    metrics = _build_metrics(root.table("metrics"))
+    routes = _build_routes(root, daemon.max_connections)
+    alerts = _build_alerts(root.table("alerts"))
+    root.finish()
+    if routes is None:
+        return None
+    return Config(daemon, gateway, jobs, metrics, routes, alerts, filename, digest)
+
+
+def _build_daemon(t: Table | None) -> DaemonConfig:
+    if t is None:
+        return DaemonConfig()
+    d = DaemonConfig()
+    cfg = DaemonConfig(
+        node_id=t.string("node_id", d.node_id),
+        control_socket=t.string("control_socket", d.control_socket),
+        state_dir=t.string("state_dir", d.state_dir),
+        max_connections=t.integer("max_connections", d.max_connections, lo=1),
+        log_level=t.string("log_level", d.log_level, choices=_LOG_LEVELS),
+        control_group=t.string("control_group", None),
+        admin_group=t.string("admin_group", None),
+        shutdown_timeout=t.number("shutdown_timeout", d.shutdown_timeout),
+    )
+    t.finish()
+    return cfg
+
+
+def _check_listen(t: Table, key: str, value: str, *, allow_empty: bool = False) -> bool:
+    if allow_empty and value == "":
+        return True
+    host, sep, port = value.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    ok = bool(sep and host and port.isdigit() and int(port) <= 65535)
+    ok = ok and (bracketed or ":" not in host) and "/" not in host and " " not in host
+    if not ok:
+        example = '"127.0.0.1:8765" or "[::1]:8765"' + (' or "" to disable' if allow_empty else "")
+        t.problem(key, f"expected host:port, got {short(value)}", f"for example {example}")
+    return ok
+
+
+def _build_gateway(t: Table | None) -> GatewayConfig:
+    d = GatewayConfig()
+    if t is None:
+        return d
+    listen = t.string("listen", d.listen)
+    if not _check_listen(t, "listen", listen):
+        listen = d.listen
+    max_message = t.integer("max_message_bytes", d.max_message_bytes, lo=1)
+    send_buffer = t.integer("send_buffer_bytes", d.send_buffer_bytes, lo=1)
+    if send_buffer < max_message:
+        t.problem(
+            "send_buffer_bytes",
+            f"must be >= max_message_bytes ({max_message}) so one message fits, got {send_buffer}",
+        )
+    close_code = t.integer("slow_consumer_close_code", d.slow_consumer_close_code)
+    if close_code not in (1008, 1013):
+        t.problem("slow_consumer_close_code", f"expected 1008 or 1013, got {short(close_code)}")
+        close_code = d.slow_consumer_close_code
+    cfg = GatewayConfig(
+        listen=listen,
+        max_sessions=t.integer("max_sessions", d.max_sessions, lo=1),
+        max_message_bytes=max_message,
+        send_buffer_bytes=send_buffer,
+        slow_consumer_close_code=close_code,
+        client_messages_per_second=t.number(
+            "client_messages_per_second", d.client_messages_per_second
+        ),
+        linger=t.number("linger", d.linger, minimum=0.0),
+        origins=t.strings("origins"),
+        events_token_env=t.env_name("events_token_env"),
+    )
+    t.finish()
+    return cfg
+
+
+def _build_jobs(t: Table | None) -> JobsConfig:
+    d = JobsConfig()
+    if t is None:
+        return d
+    cfg = JobsConfig(
+        **{f.name: t.number(f.name, getattr(d, f.name)) for f in dataclasses.fields(JobsConfig)}
+    )
+    t.finish()
+    return cfg
+
+
+def _build_metrics(t: Table | None) -> MetricsConfig:
+    d = MetricsConfig()
+    if t is None:
+        return d
+    listen = t.string("listen", d.listen, allow_empty=True)
+    if not _check_listen(t, "listen", listen, allow_empty=True):
+        listen = d.listen
+    cfg = MetricsConfig(
+        history_points=t.integer("history_points", d.history_points, lo=10),
+        listen=listen,
+        history_retention=t.number("history_retention", d.history_retention),
+    )
+    t.finish()
+    return cfg
+
+
+# --- routes ----------------------------------------------------------------------------------
+
+
+def _check_url(t: Table, key: str | int, value: str, schemes: tuple[str, ...]) -> bool:
+    wanted = " or ".join(f"{s}://" for s in schemes)
+    try:
+        parts = urlsplit(value)
+        ok = parts.scheme in schemes and bool(parts.hostname)
+        _ = parts.port  # raises ValueError on a bad port
+    except ValueError:
+        ok = False
+    if not ok:
+        t.problem(key, f"expected {wanted} URL, got {short(value)}")
+    return ok
+
+
+def endpoint_default_name(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme in ("wss", "https") else 80)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _name_endpoints(
+    urls: Sequence[tuple[str, int, str | None]], t: Table | None
+) -> tuple[EndpointConfig, ...]:
+    """(url, weight, explicit name) -> endpoints with unique names; duplicates reported on t."""
+    taken: dict[str, int] = {}
+    for index, (_, _, name) in enumerate(urls):
+        if name is None:
+            continue
+        if name in taken and t is not None:
+            t.problems.add(
+                (*t.path, index, "name"),
+                f"duplicate endpoint name {name!r} (already used by endpoints[{taken[name]}])",
+                "give each endpoint of a route a different name",
+            )
+        taken.setdefault(name, index)
+    defaults = [endpoint_default_name(u) for u, _, n in urls if n is None]
+    out: list[EndpointConfig] = []
+    for index, (url, weight, name) in enumerate(urls):
+        if name is None:
+            name = endpoint_default_name(url)
+            if name in taken or defaults.count(name) > 1:
+                name = f"{name}#{index}"
+            taken.setdefault(name, index)
+        out.append(EndpointConfig(url=url, name=name, weight=weight))
+    return tuple(out)
+
+
+def _build_endpoints(t: Table) -> tuple[EndpointConfig, ...]:
+    raw = t.data.get("endpoints")
+    t.has("endpoints")
+    if raw is None:
+        t.problem(
+            "endpoints",
+            "missing required key 'endpoints': a route needs at least one endpoint",
+            f"add a [[{'.'.join(str(p) for p in t.path)}.endpoints]] table with a url",
+        )
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        t.problem("endpoints", "expected an array of tables ([[...endpoints]] with url = ...)")
+        return ()
+    if not raw:
+        t.problem("endpoints", "a route needs at least one endpoint")
+        return ()
+    parsed: list[tuple[str, int, str | None]] = []
+    ok = True
+    for index, item in enumerate(raw):
+        ep = Table(t.problems, (*t.at("endpoints"), index), item)
+        url = ep.string("url")
+        weight = ep.integer("weight", 1, lo=0)
+        name = ep.string("name", None)
+        ep.finish()
+        if url is None or not _check_url(ep, "url", url, ("ws", "wss")):
+            ok = False
+            continue
+        parsed.append((url, weight, name))
+    if ok and all(w == 0 for _, w, _ in parsed):
+        t.problem("endpoints", "every endpoint has weight 0; at least one needs weight > 0")
+    return _name_endpoints(parsed, Table(t.problems, t.at("endpoints"), {})) if ok else ()
+
+
+def _budget(t: Table, key: str, default: BudgetConfig) -> BudgetConfig:
+    sub = t.table(key)
+    if sub is None:
+        return default
+    budget = BudgetConfig(
+        count=sub.integer("count", default.count, lo=1),
+        per=sub.number("per", default.per),
+    )
+    sub.finish()
+    return budget
+
+
+def _build_tls(t: Table | None) -> TlsConfig:
+    if t is None:
+        return TlsConfig()
+    tls = TlsConfig(
+        verify=t.boolean("verify", True),
+        ca_file=t.string("ca_file", None),
+        client_cert=t.string("client_cert", None),
+        client_key=t.string("client_key", None),
+    )
+    if tls.client_key is not None and tls.client_cert is None:
+        t.problem("client_key", "client_key needs client_cert")
+    t.finish()
+    return tls
+
+
+def _cadence(t: Table) -> tuple[tuple[str, float], ...]:
+    sub = t.table("channel_cadence")
+    if sub is None:
+        return ()
+    out = []
+    for channel in sorted(sub.data):
+        seconds = sub.number(channel)
+        if seconds is not None:
+            out.append((channel, seconds))
+    return tuple(out)
+
+
+def _build_route(name: str, t: Table, daemon_max: int) -> RouteConfig | None:
+    dialect = t.enum("dialect", DialectName)
+    ctype = t.enum("type", ConnectionType)
+    strategy = t.enum("strategy", StrategyName, StrategyName.ADAPTIVE)
+    endpoints = _build_endpoints(t)
+    if ctype is not None and ctype.authenticated and dialect is DialectName.BINANCE:
+        t.problem(
+            "dialect",
+            f"a {ctype.value} route must use dialect bitfinex or raw, got 'binance'",
+            "binance user data streams are not supported; use type = 'market_data'",
+        )
+    d_for_defaults = dialect or DialectName.RAW
+    first_host = (urlsplit(endpoints[0].url).hostname or "") if endpoints else ""
+    min_conn = t.integer("min_connections", 1, lo=0)
+    max_conn = t.integer("max_connections", 10, lo=1)
+    if min_conn > max_conn:
+        t.problem(
+            "min_connections",
+            f"min_connections ({min_conn}) must be <= max_connections ({max_conn})",
+        )
+    if max_conn > daemon_max:
+        t.problem(
+            "max_connections",
+            f"must be <= daemon.max_connections ({daemon_max}), got {max_conn}",
+        )
+    backoff_initial = t.number("backoff_initial", 0.5)
+    backoff_max = t.number("backoff_max", 30.0)
+    if backoff_max < backoff_initial:
+        t.problem("backoff_max", f"must be >= backoff_initial ({backoff_initial:g})")
+    lifetime = t.number("max_lifetime", default_max_lifetime(d_for_defaults), minimum=0.0)
+    rest_url = t.string("rest_url", None)
+    if rest_url is not None and not _check_url(t, "rest_url", rest_url, ("http", "https")):
+        rest_url = None
+    route = RouteConfig(
+        name=name,
+        dialect=d_for_defaults,
+        type=ctype or ConnectionType.MARKET_DATA,
+        strategy=strategy or StrategyName.ADAPTIVE,
+        endpoints=endpoints,
+        max_subscriptions_per_connection=t.integer(
+            "max_subscriptions_per_connection", default_max_subscriptions(d_for_defaults), lo=1
+        ),
+        stale_after=t.number("stale_after", 20.0),
+        min_connections=min_conn,
+        max_connections=max_conn,
+        max_sessions=t.integer("max_sessions", None, lo=1),
+        ping_interval=t.number("ping_interval", 20.0),
+        ping_timeout=t.number("ping_timeout", 20.0),
+        app_ping_interval=t.number("app_ping_interval", 15.0),
+        # 0 switches rotation off, which TOML cannot say with a null.
+        max_lifetime=lifetime or None,
+        connect_budget=_budget(t, "connect_budget", default_connect_budget(first_host)),
+        message_budget=_budget(t, "message_budget", default_message_budget(d_for_defaults)),
+        backoff_initial=backoff_initial,
+        backoff_max=backoff_max,
+        min_uptime=t.number("min_uptime", 5.0, minimum=0.0),
+        rest_url=rest_url,
+        token_env=t.env_name("token_env"),
+        tls=_build_tls(t.table("tls")),
+        use_proxy=t.boolean("use_proxy", False),
+        slow_start=t.number("slow_start", 30.0, minimum=0.0),
+        linger=t.number("linger", None, minimum=0.0),
+        required=t.boolean("required", True),
+        channel_cadence=_cadence(t),
+    )
+    t.finish()
+    if dialect is None or ctype is None or not endpoints:
+        return None
+    return route
+
+
+def _build_routes(root: Table, daemon_max: int) -> tuple[RouteConfig, ...] | None:
+    table = root.table("routes", required=True)
+    if table is None:
+        return None
+    routes: list[RouteConfig] = []
+    complete = True
+    for name, body in table.data.items():
+        table.has(name)
+        if not _ROUTE_NAME.fullmatch(name):
+            table.problem(
+                name,
+                f"invalid route name {name!r}",
+                "use letters, digits, '_', '-' or '.', starting with a letter or digit",
+            )
+        if not isinstance(body, dict):
+            table.problem(name, f"expected table [routes.{name}], got {type(body).__name__}")
+            complete = False
+            continue
+        route = _build_route(name, Table(table.problems, table.at(name), body), daemon_max)
+        if route is None:
+            complete = False
+        else:
+            routes.append(route)
+    if not table.data:
+        table.problem(None, "no routes defined", "add a [routes.<name>] table with endpoints")
+        return None
+    total_min = sum(r.min_connections for r in routes)
+    if total_min > daemon_max:
+        table.problem(
+            None,
+            f"routes need {total_min} connections at minimum, more than "
+            f"daemon.max_connections ({daemon_max})",
+        )
+    return tuple(routes) if complete else None
+
+
+# --- alerts ----------------------------------------------------------------------------------
+
+
+def _one_of(t: Table, keys: tuple[str, ...], values: tuple[object, ...]) -> None:
+    given = [k for k, v in zip(keys, values, strict=True) if v is not None]
+    if len(given) > 1:
+        t.problem(given[1], f"set only one of {', '.join(keys)} (got {', '.join(given)})")
+
+
+def _build_channel(name: str, t: Table) -> AlertChannelConfig:
+    default_kind = name if name in CHANNEL_KINDS else None
+    kind: str | None = t.string("kind", default_kind, choices=CHANNEL_KINDS)
+    if default_kind is None and "kind" not in t.data:
+        t.problem(
+            "kind",
+            f"missing 'kind' for channel {name!r} (one of {', '.join(CHANNEL_KINDS)})",
+            did_you_mean(name, CHANNEL_KINDS),
+        )
+        kind = None
+    kind = kind or "log"  # keep validating the common keys after a bad kind
+    rate = _budget(t, "rate", BudgetConfig(10, 60.0))
+    fields: dict[str, Any] = {
+        "name": name,
+        "kind": kind,
+        "enabled": t.boolean("enabled", False),
+        "min_severity": t.enum("min_severity", Severity, Severity.WARNING),
+        "matchers": t.string_map("matchers"),
+        "send_resolved": t.boolean("send_resolved", True),
+        "rate": rate,
+        "timeout": t.number("timeout", 10.0),
+    }
+    if kind in _URL_KINDS:
+        url = t.string("url", None)
+        if url is not None and not _check_url(t, "url", url, ("http", "https")):
+            url = None
+        fields.update(url=url, url_env=t.env_name("url_env"), url_file=t.string("url_file", None))
+        _one_of(t, ("url", "url_env", "url_file"), (url, fields["url_env"], fields["url_file"]))
+        if fields["enabled"] and not (url or fields["url_env"] or fields["url_file"]):
+            t.problem(None, f"enabled {kind} channel needs url, url_env or url_file")
+    if kind == "webhook":
+        fields.update(
+            secret_env=t.env_name("secret_env"), secret_file=t.string("secret_file", None)
+        )
+        _one_of(t, ("secret_env", "secret_file"), (fields["secret_env"], fields["secret_file"]))
+    if kind == "email":
+        fields.update(
+            smtp_host=t.string("smtp_host", None),
+            smtp_port=t.integer("smtp_port", 587, lo=1, hi=65535),
+            security=t.string("security", "starttls", choices=_SECURITIES),
+            username=t.string("username", None),
+            password_env=t.env_name("password_env"),
+            password_file=t.string("password_file", None),
+            from_addr=t.string("from_addr", None),
+            to_addrs=t.strings("to_addrs"),
+        )
+        _one_of(
+            t, ("password_env", "password_file"), (fields["password_env"], fields["password_file"])
+        )
+        for key in ("from_addr",):
+            if fields[key] is not None and "@" not in fields[key]:
+                t.problem(key, f"expected an email address, got {short(fields[key])}")
+        for index, addr in enumerate(fields["to_addrs"]):
+            if "@" not in addr:
+                t.problem("to_addrs", f"to_addrs[{index}]: expected an email address, got {addr!r}")
+        if fields["enabled"]:
+            missing = [k for k in ("smtp_host", "from_addr", "to_addrs") if not fields[k]]
+            if missing:
+                t.problem(None, f"enabled email channel needs {', '.join(missing)}")
+    foreign = {
+        key: f"{key!r} does not apply to a {kind!r} channel"
+        for other, keys in _KIND_KEYS.items()
+        if other != kind
+        for key in keys
+    }
+    t.finish(foreign)
+    return AlertChannelConfig(**fields)
+
+
+def _build_rule(rule_type: str, t: Table) -> AlertRuleConfig:
+    d = default_rule(rule_type)
+    pending = t.integer("pending_samples", d.pending_samples, lo=1)
+    window = t.integer("window", max(d.window, pending), lo=1)
+    if window < pending:
+        t.problem("window", f"window ({window}) must be >= pending_samples ({pending})")
+    fire = t.number("fire", d.fire, signed=True)
+    clear = t.number("clear", d.clear, signed=True)
+    if d.fires_above and clear > fire:
+        t.problem("clear", f"clear ({clear:g}) must be <= fire ({fire:g}) or the alert flaps")
+    elif not d.fires_above and clear < fire:
+        t.problem("clear", f"clear ({clear:g}) must be >= fire ({fire:g}) for a score-below rule")
+    rule = AlertRuleConfig(
+        type=rule_type,
+        enabled=t.boolean("enabled", True),
+        severity=t.enum("severity", Severity, d.severity) or d.severity,
+        fire=fire,
+        clear=clear,
+        pending_samples=pending,
+        window=window,
+        keep_firing_for=t.number("keep_firing_for", d.keep_firing_for, minimum=0.0),
+        labels=t.string_map("labels"),
+    )
+    t.finish()
+    return rule
+
+
+def _build_alerts(t: Table | None) -> AlertsConfig:
+    d = AlertsConfig()
+    if t is None:
+        return d
+    channels: list[AlertChannelConfig] = []
+    chan_table = t.table("channels")
+    for name, body in (chan_table.data if chan_table else {}).items():
+        assert chan_table is not None
+        chan_table.has(name)
+        if isinstance(body, dict):
+            channels.append(_build_channel(name, Table(t.problems, chan_table.at(name), body)))
+        else:
+            chan_table.problem(name, f"expected table [alerts.channels.{name}]")
+    rules = {r.type: r for r in d.rules}
+    rule_table = t.table("rules")
+    for rule_type, body in (rule_table.data if rule_table else {}).items():
+        assert rule_table is not None
+        if rule_type not in ALERT_RULE_TYPES:
+            rule_table.problem(
+                rule_type,
+                f"unknown alert rule type {rule_type!r}",
+                did_you_mean(rule_type, ALERT_RULE_TYPES),
+            )
+        elif not isinstance(body, dict):
+            rule_table.problem(rule_type, f"expected table [alerts.rules.{rule_type}]")
+        else:
+            rules[rule_type] = _build_rule(
+                rule_type, Table(t.problems, rule_table.at(rule_type), body)
+            )
+    cfg = AlertsConfig(
+        group_wait=t.number("group_wait", d.group_wait, minimum=0.0),
+        group_interval=t.number("group_interval", d.group_interval),
+        repeat_interval=t.number("repeat_interval", d.repeat_interval),
+        send_resolved=t.boolean("send_resolved", d.send_resolved),
+        flap_threshold=t.integer("flap_threshold", d.flap_threshold, lo=2),
+        flap_window=t.number("flap_window", d.flap_window),
+        channels=tuple(channels),
+        rules=tuple(rules[name] for name in ALERT_RULE_TYPES),
+    )
+    t.finish()
+    return cfg
+
+
+# --- dump and demo rewrite -----------------------------------------------------------------
+
+_PAIR_FIELDS = ("matchers", "labels", "channel_cadence")
+_SECRET_URL_KINDS = ("slack", "discord")  # their webhook URL is the credential itself
+
+
+def _mask_url(url: str) -> str:
+    """Hide credentials that may ride in a URL: userinfo and the query string."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "***" if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _plain(value: Any, mask: bool, kind: str | None = None) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, Any] = {}
+        inner_kind = getattr(value, "kind", None) if isinstance(value, AlertChannelConfig) else None
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            if f.name in _PAIR_FIELDS:
+                out[f.name] = {k: v for k, v in item}
+            elif f.name.endswith("_env"):
+                out[f.name] = None if item is None else {"name": item, "set": item in os.environ}
+            elif f.name == "url" and inner_kind is not None and item is not None and mask:
+                out[f.name] = "***" if inner_kind in _SECRET_URL_KINDS else _mask_url(item)
+            else:
+                out[f.name] = _plain(item, mask, inner_kind)
+        return out
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_plain(item, mask, kind) for item in value]
+    return value
+
+
+def config_to_dict(cfg: Config, *, mask_secrets: bool = True) -> dict[str, Any]:
+    """A JSON-able view for ``wsgate config show``.
+
+    Secret values are replaced by ``"***"`` (Slack/Discord webhook URLs entirely, other
+    alert URLs in their userinfo and query). Environment variables appear by NAME with
+    whether they are set; their values are never read into the output.
+    """
+    out: dict[str, Any] = _plain(cfg, mask_secrets)
+    out["gateway"]["host"], out["gateway"]["port"] = cfg.gateway.host, cfg.gateway.port
+    out["metrics"]["enabled"] = cfg.metrics.enabled
+    return out
+
+
+def with_endpoints(cfg: Config, urls: Mapping[str, list[str]]) -> Config:
+    """Point each named route at ``urls`` (weight 1 each), keeping everything else.
+
+    Used by ``wsgate run --demo`` to aim the configured routes at the simulator. An
+    unknown route name raises KeyError; a bad URL or an empty list raises ConfigError.
+    """
+    problems = Problems(None)
+    replaced: dict[str, RouteConfig] = {}
+    for name, url_list in urls.items():
+        route = cfg.route(name)
+        t = Table(problems, ("routes", name, "endpoints"), {})
+        if not url_list:
+            t.problem(None, "a route needs at least one endpoint")
+        good = [(u, 1, None) for i, u in enumerate(url_list) if _check_url(t, i, u, ("ws", "wss"))]
+        if len(good) == len(url_list) and good:
+            replaced[name] = dataclasses.replace(route, endpoints=_name_endpoints(good, t))
+    if problems.items:
+        raise ConfigError(problems.items, cfg.source_path)
+    routes = tuple(replaced.get(r.name, r) for r in cfg.routes)
+    return dataclasses.replace(cfg, routes=routes)
