@@ -1,0 +1,661 @@
+"""Placement of subscriptions and sessions on upstream connections (or endpoints).
+
+Pure policy: the caller passes the current candidates (frozen snapshots of its
+connections), the time ``now`` in seconds and, at construction, a seeded
+``random.Random``. The balancer returns a :class:`Decision`; it never reads a
+clock, never sleeps and never touches a socket.
+
+Exclusions, applied before any strategy runs: a candidate is *usable* when it is
+``eligible``, has a positive weight (weight 0 means "no new work", like HAProxy)
+and is not full (``capacity > 0 and subscriptions >= capacity``). A usable
+candidate is *healthy* when ``health >= unhealthy_below``. Strategies choose among
+the healthy ones. When none is healthy but some are usable, the balancer fails
+open (``Decision.fail_open``) onto the least bad one -- highest health, then least
+load -- because for market data a degraded feed beats no feed; with
+``fail_open=False`` (trading routes) it raises :class:`NoCandidateError` instead.
+
+Strategies (:class:`~wsgate.core.types.StrategyName`):
+
+* ``round_robin`` -- rotation over the candidate list; pass candidates in a stable
+  order (e.g. sorted by id). Excluded entries are skipped.
+* ``least_connections`` -- least ``(sessions + subscriptions + 1) / weight``;
+  ties broken by a rotating index, not list order, so equal connections share a
+  burst instead of the first one taking it.
+* ``least_load`` -- least ``message_rate / weight``; ties by counts, then rotation.
+* ``weighted_round_robin`` -- nginx's smooth WRR: every pick adds each weight to
+  its ``current_weight``, picks the maximum and subtracts the total from it. Over
+  one cycle the picks match the weights exactly and are interleaved (5,1,1 gives
+  a a b a c a a). State is keyed by candidate id so it survives lists changing.
+* ``least_latency`` -- power of two choices (P2C) on ``rtt * (1 + load) / weight``
+  (Finagle's cost without the peak). The load factor is what stops a burst from
+  herding onto the momentarily fastest connection. A candidate with no RTT sample
+  yet counts as the pool median so new connections get traffic.
+* ``health_based`` -- highest health; ties by ``load / weight``, then rotation.
+* ``adaptive`` -- P2C on
+  ``peak_ewma(rtt) * (1 + load / weight) * (1 + error_penalty) * (100 / health)**2``
+  where ``load = sessions + subscriptions + message_rate / rate_unit``. The peak
+  EWMA (Finagle, decay ``decay`` seconds) jumps up at once when a connection gets
+  slower and decays back over tens of seconds when it recovers, so traffic leaves
+  fast and returns gradually, without flapping. Behaviour by regime: in an idle
+  pool every load term is ~0 and the cost is the latency, so the faster
+  connection of each pair wins; in a busy pool the load factors differ by far
+  more than the latencies of near-equal connections, so load dominates; in a
+  degraded pool the penalty and health factors (up to x4 at health 50, and
+  ``1 + penalty`` without bound) dominate both.
+
+Slow start: :func:`effective_weight` scales the configured weight of a fresh
+connection from 10% to 100% over ``slow_start`` seconds; every weight-aware
+strategy (all but ``round_robin``) uses it.
+
+Hot path: P2C and round robin draw from the caller's sequence directly (rejection
+sampling), so they cost O(1) per decision whatever the pool size; the scanning
+strategies make one pass over the candidates without per-candidate allocation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from wsgate.core.types import StrategyName
+from wsgate.errors import NoCandidateError
+
+__all__ = [
+    "MIN_WEIGHT_FRACTION",
+    "Balancer",
+    "BalancerStats",
+    "Candidate",
+    "Decision",
+    "ErrorPenalty",
+    "effective_weight",
+    "is_healthy",
+    "is_usable",
+]
+
+log = logging.getLogger("wsgate.balancer")
+
+MIN_WEIGHT_FRACTION = 0.1  # Envoy's min_weight_percent default: a new connection is never starved
+_MIN_RTT = 1e-4  # floor so a zero RTT sample cannot make the load term vanish
+_DEFAULT_RTT = 0.01  # only used when no candidate of the pool has a sample (all compare equal)
+_DRAWS = 8  # rejection-sampling attempts before falling back to a full scan
+_INF = math.inf
+_DECISION_CACHE = 4096  # bound on reused Decision objects
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A snapshot of one upstream connection (or endpoint) as the balancer sees it."""
+
+    id: str
+    weight: float = 1.0
+    sessions: int = 0
+    subscriptions: int = 0
+    capacity: int = 0  # max subscriptions, 0 = unlimited
+    message_rate: float = 0.0  # msgs/s EWMA
+    latency: float | None = None  # seconds, EWMA of ping RTT; None = no sample yet
+    health: float = 100.0  # 0..100
+    eligible: bool = True  # False when draining/disabled/not open: the caller decides
+    connected_at: float | None = None  # for slow start
+    error_penalty: float = 0.0  # decaying penalty (see ErrorPenalty), >= 0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    candidate_id: str
+    strategy: StrategyName
+    fail_open: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class BalancerStats:
+    strategy: StrategyName
+    picks: Mapping[StrategyName, int]  # successful picks per strategy actually used
+    total_picks: int
+    fail_open_picks: int
+    no_candidate: int  # picks that raised NoCandidateError
+    tracked_ids: int  # candidate ids with per-id state (WRR weights, peak EWMA)
+
+
+def is_usable(c: Candidate) -> bool:
+    """Eligible, positive weight and not full."""
+    return c.eligible and c.weight > 0 and (c.capacity <= 0 or c.subscriptions < c.capacity)
+
+
+def is_healthy(c: Candidate, unhealthy_below: float) -> bool:
+    """Usable and at or above the health floor."""
+    return is_usable(c) and c.health >= unhealthy_below
+
+
+def effective_weight(
+    c: Candidate, now: float, slow_start: float, *, aggression: float = 1.0
+) -> float:
+    """Weight after slow start: ``weight * max(10%, (age / window) ** (1 / aggression))``.
+
+    Envoy's formula; the default aggression 1.0 is a linear ramp (like HAProxy's
+    ``slowstart``). It is non-decreasing in ``now`` and reaches the full weight at
+    ``connected_at + slow_start``. A connection with no ``connected_at`` or a
+    window of 0 gets its full weight. A ``now`` before ``connected_at`` (skewed
+    caller) gets the floor rather than a negative weight.
+    """
+    t0 = c.connected_at
+    if t0 is None or slow_start <= 0:
+        return c.weight
+    age = now - t0
+    if age >= slow_start:
+        return c.weight
+    f = age / slow_start if age > 0 else 0.0
+    if aggression != 1.0 and f > 0:
+        f = f ** (1.0 / aggression)
+    return c.weight * (f if f > MIN_WEIGHT_FRACTION else MIN_WEIGHT_FRACTION)
+
+
+class ErrorPenalty:
+    """A penalty that halves every ``half_life`` seconds; ``add`` bumps it on an error.
+
+    Feed ``value(now)`` into ``Candidate.error_penalty``. Time going backwards is
+    treated as no time passing, so the value never grows by itself.
+    """
+
+    __slots__ = ("_stamp", "_value", "half_life")
+
+    def __init__(self, half_life: float = 30.0) -> None:
+        if half_life <= 0:
+            raise ValueError(f"half_life must be > 0, got {half_life!r}")
+        self.half_life = half_life
+        self._value = 0.0
+        self._stamp = 0.0
+
+    def value(self, now: float) -> float:
+        if self._value == 0.0:
+            return 0.0
+        elapsed = now - self._stamp
+        if elapsed <= 0:
+            return self._value
+        return self._value * float(0.5 ** (elapsed / self.half_life))
+
+    def add(self, now: float, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError(f"penalty amount must be >= 0, got {amount!r}")
+        self._value = self.value(now) + amount
+        self._stamp = max(now, self._stamp)
+
+    def __repr__(self) -> str:
+        return (
+            f"<ErrorPenalty value={self._value:.3f}@{self._stamp:.3f} half_life={self.half_life}>"
+        )
+
+
+@dataclass
+class _Counters:
+    picks: dict[StrategyName, int] = field(default_factory=lambda: dict.fromkeys(StrategyName, 0))
+    fail_open: int = 0
+    no_candidate: int = 0
+
+
+class Balancer:
+    """Chooses one candidate per placement with a strategy; keeps per-id state.
+
+    Keep one instance per route across config reloads (set :attr:`strategy`
+    instead of building a new one) so WRR positions and latency history survive.
+    """
+
+    def __init__(
+        self,
+        strategy: StrategyName,
+        rng: random.Random,
+        *,
+        slow_start: float = 30.0,
+        unhealthy_below: float = 50.0,
+        fail_open: bool = True,
+        decay: float = 10.0,
+        rate_unit: float = 50.0,
+    ) -> None:
+        if decay <= 0 or rate_unit <= 0:
+            raise ValueError("decay and rate_unit must be > 0")
+        self._strategy = StrategyName(strategy)
+        self._rng = rng
+        self.slow_start = float(slow_start)
+        self.unhealthy_below = float(unhealthy_below)
+        self.fail_open = fail_open
+        self.decay = decay  # peak-EWMA decay time (Finagle/Envoy default 10 s)
+        self.rate_unit = rate_unit  # msgs/s that weigh as much as one placement in `adaptive`
+        self._rr = 0  # round-robin cursor into the caller's list
+        self._rot = 0  # rotating tie-break index
+        self._wrr: dict[str, float] = {}  # smooth WRR current_weight per id
+        self._peak: dict[str, list[float]] = {}  # id -> [peak-EWMA rtt, stamp]
+        self._c = _Counters()
+        self._decisions: dict[tuple[str, StrategyName, str], Decision] = {}
+        self._handlers: dict[
+            StrategyName, Callable[[Sequence[Candidate], float], tuple[Candidate, str]]
+        ] = {
+            StrategyName.ROUND_ROBIN: self._round_robin,
+            StrategyName.LEAST_CONNECTIONS: self._least_connections,
+            StrategyName.LEAST_LOAD: self._least_load,
+            StrategyName.WEIGHTED_ROUND_ROBIN: self._weighted_round_robin,
+            StrategyName.LEAST_LATENCY: self._least_latency,
+            StrategyName.HEALTH_BASED: self._health_based,
+            StrategyName.ADAPTIVE: self._adaptive,
+        }
+
+    @property
+    def strategy(self) -> StrategyName:
+        return self._strategy
+
+    @strategy.setter
+    def strategy(self, value: StrategyName) -> None:
+        value = StrategyName(value)
+        if value is not self._strategy:
+            log.info("strategy %s -> %s", self._strategy.value, value.value)
+            self._strategy = value
+
+    def pick(
+        self, candidates: Sequence[Candidate], now: float, *, strategy: StrategyName | None = None
+    ) -> Decision:
+        """Choose a candidate; raise NoCandidateError when none may take the work."""
+        strat = self._strategy if strategy is None else strategy
+        try:
+            chosen, reason = self._handlers[strat](candidates, now)
+        except _FailOpen as fo:
+            self._c.fail_open += 1
+            self._c.picks[strat] += 1
+            return Decision(fo.chosen.id, strat, True, fo.reason)
+        self._c.picks[strat] += 1
+        # Decisions are immutable and a frozen dataclass costs ~1.5 us to build, a large
+        # share of a decision at 10-100 candidates; reuse one per (id, strategy, reason).
+        key = (chosen.id, strat, reason)
+        decision = self._decisions.get(key)
+        if decision is None:
+            if len(self._decisions) >= _DECISION_CACHE:
+                self._decisions.clear()
+            decision = self._decisions[key] = Decision(chosen.id, strat, False, reason)
+        return decision
+
+    def forget(self, candidate_id: str) -> None:
+        """Drop per-id state of a connection that is gone for good."""
+        self._wrr.pop(candidate_id, None)
+        self._peak.pop(candidate_id, None)
+        for key in [k for k in self._decisions if k[0] == candidate_id]:
+            del self._decisions[key]
+
+    def statistics(self) -> BalancerStats:
+        picks = dict(self._c.picks)
+        return BalancerStats(
+            strategy=self._strategy,
+            picks=MappingProxyType(picks),
+            total_picks=sum(picks.values()),
+            fail_open_picks=self._c.fail_open,
+            no_candidate=self._c.no_candidate,
+            tracked_ids=len(self._wrr.keys() | self._peak.keys()),
+        )
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return (
+            f"<Balancer {self._strategy.value} picks={s.total_picks} fail_open={s.fail_open_picks}"
+            f" no_candidate={s.no_candidate} slow_start={self.slow_start}"
+            f" unhealthy_below={self.unhealthy_below} fail_open_allowed={self.fail_open}>"
+        )
+
+    # -- pool filtering -------------------------------------------------------------------
+
+    def _pool(self, candidates: Sequence[Candidate]) -> list[Candidate]:
+        """The healthy candidates; fails open (by raising _FailOpen) or raises NoCandidateError."""
+        floor = self.unhealthy_below
+        pool = [
+            c
+            for c in candidates
+            if c.eligible
+            and c.health >= floor
+            and c.weight > 0
+            and (c.capacity <= 0 or c.subscriptions < c.capacity)
+        ]
+        if pool:
+            return pool
+        usable = [c for c in candidates if is_usable(c)]
+        if usable and self.fail_open:
+            best = usable[0]
+            for c in usable:
+                if c.health > best.health or (
+                    c.health == best.health
+                    and (c.sessions + c.subscriptions) / c.weight
+                    < (best.sessions + best.subscriptions) / best.weight
+                ):
+                    best = c
+            log.warning(
+                "fail open: no candidate at health >= %s among %d; using %s (health %.1f)",
+                floor,
+                len(candidates),
+                best.id,
+                best.health,
+            )
+            raise _FailOpen(best, f"fail open: all usable below health {floor}, least bad")
+        self._c.no_candidate += 1
+        raise NoCandidateError(self._explain(candidates, usable))
+
+    def _explain(self, candidates: Sequence[Candidate], usable: list[Candidate]) -> str:
+        if not candidates:
+            return "no upstream candidate: the pool is empty"
+        ineligible = sum(1 for c in candidates if not c.eligible)
+        weightless = sum(1 for c in candidates if c.eligible and c.weight <= 0)
+        full = sum(
+            1
+            for c in candidates
+            if c.eligible and c.weight > 0 and 0 < c.capacity <= c.subscriptions
+        )
+        msg = (
+            f"no upstream candidate among {len(candidates)}: {ineligible} not eligible,"
+            f" {weightless} with weight 0, {full} full"
+        )
+        if usable:
+            msg += (
+                f", {len(usable)} unhealthy (health < {self.unhealthy_below})"
+                " and fail-open is disabled for this route"
+            )
+        return msg
+
+    def _two(self, candidates: Sequence[Candidate]) -> tuple[Candidate, Candidate] | None:
+        """Two distinct healthy candidates drawn uniformly (P2C), or None to fall back."""
+        n = len(candidates)
+        if n < 3:
+            return None
+        rnd = self._rng.random
+        floor = self.unhealthy_below
+        first = -1
+        for _ in range(_DRAWS):
+            i = int(rnd() * n)
+            if i == first:
+                continue
+            c = candidates[i]
+            if (
+                c.eligible
+                and c.health >= floor
+                and c.weight > 0
+                and (c.capacity <= 0 or c.subscriptions < c.capacity)
+            ):
+                if first < 0:
+                    first = i
+                else:
+                    return candidates[first], c
+        return None
+
+    def _pair(self, candidates: Sequence[Candidate]) -> tuple[Candidate, Candidate] | None:
+        """P2C pair from the fast path or from the filtered pool; None when only one is healthy."""
+        pair = self._two(candidates)
+        if pair is not None:
+            return pair
+        pool = self._pool(candidates)
+        n = len(pool)
+        if n == 1:
+            return None
+        rnd = self._rng.random
+        i = int(rnd() * n)
+        j = int(rnd() * (n - 1))
+        if j >= i:
+            j += 1
+        return pool[i], pool[j]
+
+    def _weight(self, c: Candidate, now: float) -> float:
+        t0 = c.connected_at
+        if t0 is not None and now - t0 < self.slow_start:
+            return effective_weight(c, now, self.slow_start)
+        return c.weight
+
+    def _median_rtt(self, candidates: Sequence[Candidate]) -> float:
+        floor = self.unhealthy_below
+        samples = sorted(
+            c.latency for c in candidates if c.latency is not None and is_healthy(c, floor)
+        )
+        if not samples:
+            return _DEFAULT_RTT
+        mid = len(samples) // 2
+        return samples[mid] if len(samples) % 2 else (samples[mid - 1] + samples[mid]) / 2
+
+    def _rotate(self, ties: list[Candidate]) -> Candidate:
+        self._rot += 1
+        return ties[self._rot % len(ties)]
+
+    # -- strategies: each returns (candidate, reason) ---------------------------------------
+
+    def _round_robin(self, candidates: Sequence[Candidate], now: float) -> tuple[Candidate, str]:
+        n = len(candidates)
+        floor = self.unhealthy_below
+        start = self._rr % n if n else 0
+        for k in range(n):
+            i = (start + k) % n
+            c = candidates[i]
+            if (
+                c.eligible
+                and c.health >= floor
+                and c.weight > 0
+                and (c.capacity <= 0 or c.subscriptions < c.capacity)
+            ):
+                self._rr = i + 1
+                return c, "round robin"
+        pool = self._pool(candidates)  # raises: nothing healthy
+        return pool[0], "round robin"
+
+    # The scanning strategies filter and score in the same pass (no intermediate list):
+    # at 100 candidates the loop body is the whole cost of a decision. Floats are
+    # compared with floats on purpose; int/float comparisons take a slower path.
+
+    def _least_connections(
+        self, candidates: Sequence[Candidate], now: float
+    ) -> tuple[Candidate, str]:
+        floor = self.unhealthy_below
+        ss = self.slow_start
+        cutoff = now - ss
+        best = _INF
+        ties: list[Candidate] = []
+        for c in candidates:
+            n = c.sessions + c.subscriptions + 1
+            w = c.weight
+            # Slow start only lowers the weight, so a candidate already worse at full
+            # weight is skipped before the exclusion checks (the common case).
+            if n > best * w or w <= 0.0:
+                continue
+            if not c.eligible or c.health < floor:
+                continue
+            cap = c.capacity
+            if cap > 0 and c.subscriptions >= cap:
+                continue
+            t0 = c.connected_at
+            if t0 is not None and t0 > cutoff:
+                w = effective_weight(c, now, ss)
+            s = n / w
+            if s < best:
+                best = s
+                ties = [c]
+            elif s == best:
+                ties.append(c)
+        if not ties:
+            ties = self._pool(candidates)  # raises: nothing healthy
+        c = ties[0] if len(ties) == 1 else self._rotate(ties)
+        return c, "least connections"
+
+    def _least_load(self, candidates: Sequence[Candidate], now: float) -> tuple[Candidate, str]:
+        floor = self.unhealthy_below
+        ss = self.slow_start
+        cutoff = now - ss
+        best_rate = _INF
+        best_count = _INF
+        ties: list[Candidate] = []
+        for c in candidates:
+            w = c.weight
+            if c.message_rate > best_rate * w or w <= 0.0:
+                continue
+            if not c.eligible or c.health < floor:
+                continue
+            cap = c.capacity
+            if cap > 0 and c.subscriptions >= cap:
+                continue
+            t0 = c.connected_at
+            if t0 is not None and t0 > cutoff:
+                w = effective_weight(c, now, ss)
+            r = c.message_rate / w
+            if r > best_rate:
+                continue
+            n = (c.sessions + c.subscriptions + 1) / w
+            if r < best_rate or n < best_count:
+                best_rate = r
+                best_count = n
+                ties = [c]
+            elif n == best_count:
+                ties.append(c)
+        if not ties:
+            ties = self._pool(candidates)
+        c = ties[0] if len(ties) == 1 else self._rotate(ties)
+        return c, "least load"
+
+    def _weighted_round_robin(
+        self, candidates: Sequence[Candidate], now: float
+    ) -> tuple[Candidate, str]:
+        floor = self.unhealthy_below
+        ss = self.slow_start
+        cutoff = now - ss
+        cw = self._wrr
+        total = 0.0
+        best_v = -_INF
+        best: Candidate | None = None
+        live = 0
+        for c in candidates:
+            if not c.eligible or c.health < floor:
+                continue
+            cap = c.capacity
+            if cap > 0 and c.subscriptions >= cap:
+                continue
+            w = c.weight
+            if w <= 0.0:
+                continue
+            t0 = c.connected_at
+            if t0 is not None and t0 > cutoff:
+                w = effective_weight(c, now, ss)
+            key = c.id
+            try:
+                v = cw[key] + w
+            except KeyError:
+                v = w
+            cw[key] = v
+            total += w
+            live += 1
+            if v > best_v:
+                best_v = v
+                best = c
+        if best is None:
+            return self._pool(candidates)[0], "weighted round robin"
+        cw[best.id] = best_v - total
+        if len(cw) > 4 * live + 64:
+            # Ids that left the list keep their position for a while (a connection that
+            # flaps must not restart its cycle), but the map must not grow without bound.
+            keep = {c.id for c in candidates}
+            for key in [k for k in cw if k not in keep]:
+                del cw[key]
+        return best, "weighted round robin"
+
+    def _least_latency(self, candidates: Sequence[Candidate], now: float) -> tuple[Candidate, str]:
+        pair = self._pair(candidates)
+        if pair is None:
+            return self._pool(candidates)[0], "least latency (only candidate)"
+        a, b = pair
+        median = -1.0
+        la = a.latency
+        lb = b.latency
+        if la is None or lb is None:
+            median = self._median_rtt(candidates)
+            la = median if la is None else la
+            lb = median if lb is None else lb
+        ca = max(la, _MIN_RTT) * (1 + a.sessions + a.subscriptions) / self._weight(a, now)
+        cb = max(lb, _MIN_RTT) * (1 + b.sessions + b.subscriptions) / self._weight(b, now)
+        c = b if cb < ca else a
+        return c, "least latency (p2c)"
+
+    def _health_based(self, candidates: Sequence[Candidate], now: float) -> tuple[Candidate, str]:
+        floor = self.unhealthy_below
+        ss = self.slow_start
+        cutoff = now - ss
+        best_h = -_INF
+        best_l = _INF
+        ties: list[Candidate] = []
+        for c in candidates:
+            h = c.health
+            if not c.eligible or h < floor or h < best_h:
+                continue
+            cap = c.capacity
+            if cap > 0 and c.subscriptions >= cap:
+                continue
+            w = c.weight
+            if w <= 0.0:
+                continue
+            t0 = c.connected_at
+            if t0 is not None and t0 > cutoff:
+                w = effective_weight(c, now, ss)
+            ld = (c.sessions + c.subscriptions) / w
+            if h > best_h or ld < best_l:
+                best_h = h
+                best_l = ld
+                ties = [c]
+            elif ld == best_l:
+                ties.append(c)
+        if not ties:
+            ties = self._pool(candidates)
+        c = ties[0] if len(ties) == 1 else self._rotate(ties)
+        return c, "health based"
+
+    def _adaptive(self, candidates: Sequence[Candidate], now: float) -> tuple[Candidate, str]:
+        pair = self._pair(candidates)
+        if pair is None:
+            c = self._pool(candidates)[0]
+            self._peak_rtt(c, candidates, now)
+            return c, "adaptive (only candidate)"
+        a, b = pair
+        ca = self._cost(a, candidates, now)
+        cb = self._cost(b, candidates, now)
+        c = b if cb < ca else a
+        return c, "adaptive (p2c)"
+
+    def _peak_rtt(self, c: Candidate, candidates: Sequence[Candidate], now: float) -> float:
+        """Finagle's peak EWMA of the candidate's RTT, kept per id and updated when sampled."""
+        rtt = c.latency
+        if rtt is None:
+            return max(self._median_rtt(candidates), _MIN_RTT)
+        rtt = max(rtt, _MIN_RTT)
+        st = self._peak.get(c.id)
+        if st is None:
+            self._peak[c.id] = [rtt, now]
+            return rtt
+        peak, stamp = st
+        if rtt < peak:
+            dt = now - stamp
+            if dt > 0:
+                w = math.exp(-dt / self.decay)
+                peak = peak * w + rtt * (1.0 - w)
+        else:
+            peak = rtt
+        st[0] = peak
+        if now > stamp:
+            st[1] = now
+        return peak
+
+    def _cost(self, c: Candidate, candidates: Sequence[Candidate], now: float) -> float:
+        load = c.sessions + c.subscriptions + c.message_rate / self.rate_unit
+        health = c.health if c.health > 1.0 else 1.0
+        hf = 100.0 / health
+        return (
+            self._peak_rtt(c, candidates, now)
+            * (1.0 + load / self._weight(c, now))
+            * (1.0 + c.error_penalty)
+            * hf
+            * hf
+        )
+
+
+class _FailOpen(Exception):
+    """Internal control flow for a fail-open pick; never escapes ``pick()``."""
+
+    def __init__(self, chosen: Candidate, reason: str) -> None:
+        self.chosen = chosen
+        self.reason = reason
