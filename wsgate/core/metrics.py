@@ -204,8 +204,9 @@ class RateCounter:
 
     The window is ``buckets`` buckets of ``window / buckets`` seconds, the newest being the
     one ``now`` falls in. ``rate(now)`` divides the events in those buckets by the time
-    they actually cover: from the start of the oldest bucket (or of the first event's
-    bucket, for a counter younger than the window) to ``now``, at least one bucket width.
+    they actually cover: from the start of the oldest bucket (or, for a counter younger
+    than the window, of the bucket of the first event or of :meth:`mark_start`) to
+    ``now``, and at least one bucket width.
     Events older than the window when they arrive are dropped.
     """
 
@@ -280,8 +281,18 @@ class RateCounter:
             self._counts[slot] = count
             self._bytes[slot] = nbytes
 
+    def mark_start(self, now: float) -> None:
+        """Declare that counting began at ``now`` even if no event came yet.
+
+        Without it a young counter measures from its first event, which overstates the
+        rate of sparse events (one error 4 s after connecting is not one error per 4 s
+        of a 10 s-old connection, but it is if the connection is only 4 s old).
+        """
+        start = math.floor(now / self._width) * self._width
+        self._origin = start if self._origin is None else min(self._origin, start)
+
     def _close_current(self) -> None:
-        if self._origin is None:
+        if self._cur_end == -math.inf:  # no bucket opened yet
             return
         slot = self._cur_idx % self._n
         self._epochs[slot] = self._cur_idx
@@ -459,6 +470,9 @@ class ConnectionMetrics:
 
     def on_state(self, now: float, state_name: str, is_up: bool) -> None:
         """Record a state change; time since the previous one counts as up or down."""
+        if self._state_since is None:
+            self._rate_in.mark_start(now)
+            self._err_rate.mark_start(now)
         self._account(now)
         self.state = state_name
         self.is_up = is_up
