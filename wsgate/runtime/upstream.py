@@ -204,6 +204,10 @@ class UpstreamConnection:
         if self._on_transition is not None:
             self._on_transition(self, t)
 
+    def _disabled(self) -> bool:
+        # A method, not an inline check: an operator may disable us during any await.
+        return self.sm.state is ConnState.DISABLED
+
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
         """Close for good (daemon shutdown, route removed, relay session ended)."""
@@ -258,12 +262,12 @@ class UpstreamConnection:
                     await self._wake.wait()
                     continue
                 await self._wait_for_budget()
-                if self._stopping or self.state is ConnState.DISABLED:
+                if self._stopping or self._disabled():
                     continue
                 uptime, kind, retry_after = await self._attempt()
                 if self._stopping or not self.settings.reconnect:
                     break
-                if self.state is ConnState.DISABLED:
+                if self._disabled():
                     continue
                 decision = self.backoff.after_close(uptime, kind, retry_after)
                 if not decision.retry:

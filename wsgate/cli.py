@@ -1,0 +1,277 @@
+"""The `wsgate` command line: a thin client of the control socket, plus `run` and `sim`.
+
+Imports nothing heavy at module level: `wsgate status --json` pays for typer, json
+and a socket, not for websockets, APScheduler or Rich.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from wsgate.control.client import ControlClient, resolve_socket_path
+from wsgate.errors import ControlError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="wsgate",
+    help="wsgate: a local WebSocket gateway daemon for crypto trading bots.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Validate and show configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+conn_app = typer.Typer(help="Upstream connections: list, show, reconnect, enable, disable.")
+app.add_typer(conn_app, name="connections")
+
+SocketOpt = Annotated[
+    str | None, typer.Option("--socket", help="Control socket path (else $WSGATE_SOCKET).")
+]
+ConfigOpt = Annotated[
+    str | None, typer.Option("--config", "-c", help="Config file (its daemon.control_socket).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly the control result as JSON.")]
+
+
+def _fail(err: ControlError) -> NoReturn:
+    from wsgate.control.wire import exit_code
+
+    print(f"wsgate: {err.message}", file=sys.stderr)
+    if isinstance(err.details, list):
+        for item in err.details:
+            if isinstance(item, dict) and "message" in item:
+                line = f":{item['line']}" if item.get("line") else ""
+                hint = f" (hint: {item['hint']})" if item.get("hint") else ""
+                print(f"  {item.get('path', '')}{line}: {item['message']}{hint}", file=sys.stderr)
+            else:
+                print(f"  {item}", file=sys.stderr)
+    raise typer.Exit(exit_code(err.code))
+
+
+def _call(socket: str | None, config: str | None, method: str, **params: Any) -> Any:
+    path = resolve_socket_path(socket, config)
+    try:
+        return ControlClient(path, timeout=30.0).call(method, params)
+    except ControlError as err:
+        _fail(err)
+
+
+def _emit_json(result: Any) -> None:
+    indent = 2 if sys.stdout.isatty() else None
+    sys.stdout.write(json.dumps(result, indent=indent, default=str) + "\n")
+
+
+# ---------------------------------------------------------------- daemon side
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Run against the built-in exchange simulator.")
+    ] = False,
+    seed: Annotated[int | None, typer.Option(help="Seed for jitter and the simulator.")] = None,
+    log_level: Annotated[str | None, typer.Option(help="Override daemon.log_level.")] = None,
+) -> None:
+    """Run the daemon in the foreground (under systemd: Type=notify)."""
+    from wsgate.main import run_main
+
+    raise typer.Exit(run_main(config, demo=demo, seed=seed, log_level=log_level))
+
+
+@app.command()
+def sim(
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    bitfinex_port: Annotated[int, typer.Option(help="Bitfinex v2 simulator port.")] = 8801,
+    binance_port: Annotated[int, typer.Option(help="Binance spot simulator port.")] = 8802,
+    seed: Annotated[int, typer.Option(help="Market random-walk seed.")] = 1,
+) -> None:
+    """Run the exchange simulator alone (faults: GET /_sim/fault?kind=... on its ports)."""
+    from wsgate.main import sim_main
+
+    raise typer.Exit(sim_main(host, bitfinex_port, binance_port, seed))
+
+
+# ---------------------------------------------------------------- client side
+@app.command()
+def status(socket: SocketOpt = None, config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+    """Daemon uptime, routes with connection states, sessions, jobs."""
+    result = _call(socket, config, "status")
+    if json_:
+        _emit_json(result)
+    else:
+        from wsgate.cli_render import render_status
+
+        render_status(result)
+
+
+@conn_app.callback(invoke_without_command=True)
+def connections(
+    ctx: typer.Context,
+    socket: SocketOpt = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+    route: Annotated[str | None, typer.Option(help="Only this route.")] = None,
+) -> None:
+    """One row per upstream connection."""
+    ctx.obj = (socket, config)
+    if ctx.invoked_subcommand is not None:
+        return
+    result = _call(socket, config, "connections", route=route)
+    if json_:
+        _emit_json(result)
+    else:
+        from wsgate.cli_render import render_connections
+
+        render_connections(result)
+
+
+def _ctx_paths(
+    ctx: typer.Context, socket: str | None, config: str | None
+) -> tuple[str | None, ...]:
+    parent = ctx.obj or (None, None)
+    return (socket or parent[0], config or parent[1])
+
+
+@conn_app.command("show")
+def connections_show(
+    ctx: typer.Context, conn_id: str, socket: SocketOpt = None, json_: JsonOpt = False
+) -> None:
+    """Full statistics of one connection, with a latency sparkline over its history."""
+    s, c = _ctx_paths(ctx, socket, None)
+    result = _call(s, c, "connections.show", id=conn_id)
+    if json_:
+        _emit_json(result)
+    else:
+        from wsgate.cli_render import render_connection
+
+        render_connection(result)
+
+
+def _admin(ctx: typer.Context, method: str, conn_id: str, socket: str | None, json_: bool) -> None:
+    s, c = _ctx_paths(ctx, socket, None)
+    result = _call(s, c, method, id=conn_id)
+    if json_:
+        _emit_json(result)
+    else:
+        print(f"{result['id']}: {result['state']}")
+
+
+@conn_app.command("reconnect")
+def connections_reconnect(
+    ctx: typer.Context, conn_id: str, socket: SocketOpt = None, json_: JsonOpt = False
+) -> None:
+    """Close and reopen one connection now (subscriptions are replayed)."""
+    _admin(ctx, "connections.reconnect", conn_id, socket, json_)
+
+
+@conn_app.command("disable")
+def connections_disable(
+    ctx: typer.Context, conn_id: str, socket: SocketOpt = None, json_: JsonOpt = False
+) -> None:
+    """Close one connection and keep it closed until enabled."""
+    _admin(ctx, "connections.disable", conn_id, socket, json_)
+
+
+@conn_app.command("enable")
+def connections_enable(
+    ctx: typer.Context, conn_id: str, socket: SocketOpt = None, json_: JsonOpt = False
+) -> None:
+    """Let a disabled or failed connection connect again."""
+    _admin(ctx, "connections.enable", conn_id, socket, json_)
+
+
+@app.command()
+def alerts(socket: SocketOpt = None, config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+    """Active alerts."""
+    result = _call(socket, config, "alerts")
+    if json_:
+        _emit_json(result)
+    else:
+        from wsgate.cli_render import render_alerts
+
+        render_alerts(result)
+
+
+@app.command()
+def reload(
+    socket: SocketOpt = None,
+    config: ConfigOpt = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Accepted for systemd ExecReload; reload is synchronous.")
+    ] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Re-read the config file; a bad file keeps the old config and lists every error."""
+    result = _call(socket, config, "reload")
+    if json_:
+        _emit_json(result)
+        return
+    changed = result.get("changed") or ["no changes"]
+    print(f"reloaded (config generation {result['generation']}): " + "; ".join(changed))
+    for key in result.get("restart_required", []):
+        print(f"  {key} changed: restart the daemon to apply it", file=sys.stderr)
+
+
+@config_app.command("check")
+def config_check(
+    path: Annotated[str, typer.Argument(help="Config file to validate.")] = "etc/wsgate.toml",
+) -> None:
+    """Validate a config file and print every error with its key path, line and a hint."""
+    from wsgate.config import load_config
+    from wsgate.errors import ConfigError
+
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(p.render(exc.filename), file=sys.stderr)
+        print(f"{path}: {len(exc.problems)} error(s)", file=sys.stderr)
+        raise typer.Exit(1) from None
+    print(f"{path}: OK ({len(cfg.routes)} routes: {', '.join(cfg.route_names)})")
+
+
+@config_app.command("show")
+def config_show(
+    path: Annotated[
+        str | None, typer.Argument(help="Show this file instead of the running config.")
+    ] = None,
+    socket: SocketOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Print the effective config as TOML (secrets masked); the daemon's unless PATH is given."""
+    if path:
+        from wsgate.config import config_to_dict, load_config
+        from wsgate.errors import ConfigError
+
+        try:
+            result = config_to_dict(load_config(path), mask_secrets=True)
+        except ConfigError as exc:
+            print(str(exc), file=sys.stderr)
+            raise typer.Exit(1) from None
+    else:
+        result = _call(socket, config, "config.show")
+    import tomli_w
+
+    sys.stdout.write(tomli_w.dumps(_drop_none(result)))
+
+
+def _drop_none(value: Any) -> Any:
+    # TOML has no null: omitted keys mean "not set".
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value if v is not None]
+    return value
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

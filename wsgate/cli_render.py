@@ -1,0 +1,213 @@
+"""Rich rendering of control results for humans. Imported only on the human-output path."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = [
+    "fmt_age",
+    "fmt_ms",
+    "render_alerts",
+    "render_connection",
+    "render_connections",
+    "render_status",
+    "sparkline",
+]
+
+_console = Console()
+_BARS = "▁▂▃▄▅▆▇█"
+_STATE_STYLE = {
+    "open": "green",
+    "degraded": "yellow",
+    "connecting": "cyan",
+    "backoff": "yellow",
+    "closing": "yellow",
+    "draining": "magenta",
+    "disabled": "dim",
+    "failed": "bold red",
+    "closed": "dim",
+    "idle": "dim",
+}
+
+
+def fmt_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 120:
+        return f"{seconds:.0f}s" if seconds >= 1 else f"{seconds:.1f}s"
+    if s < 7200:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 172800:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def fmt_ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f}ms"
+
+
+def sparkline(values: list[float | None]) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return ""
+    lo, hi = min(vals), max(vals)
+    span = (hi - lo) or 1.0
+    return "".join(
+        " " if v is None else _BARS[min(7, int((v - lo) / span * 7.999))] for v in values
+    )
+
+
+def _state(label: str) -> str:
+    return f"[{_STATE_STYLE.get(label, 'white')}]{label}[/]"
+
+
+def render_status(r: dict[str, Any]) -> None:
+    health = r.get("health")
+    head = (
+        f"[bold]wsgate {r['version']}[/] node [bold]{r['node_id']}[/] pid {r['pid']}  "
+        f"up {fmt_age(r['uptime'])}  config gen {r['config_generation']}"
+        + (" [yellow](demo)[/]" if r.get("demo") else "")
+    )
+    _console.print(head)
+    if health is not None:
+        score = health.get("score") if isinstance(health, dict) else health
+        _console.print(f"health [bold]{score:.0f}[/]/100")
+    _console.print(
+        f"gateway ws://{r['gateway']['listen']}  sessions {r['sessions']}  "
+        f"control {r['control_socket']}  config {r.get('config_path') or '(built-in demo)'}"
+    )
+    lr = r.get("last_reload")
+    if lr:
+        outcome = "[green]ok[/]" if lr.get("ok") else "[red]rejected[/]"
+        _console.print(f"last reload: {outcome} {fmt_age(time.time() - lr['at'])} ago")
+    t = Table(title="routes", title_justify="left")
+    for col in ("route", "dialect", "type", "strategy", "sessions", "upstreams", "states"):
+        t.add_column(col)
+    for rt in r["routes"]:
+        c = dict(rt["connections"])
+        total, up = c.pop("total"), c.pop("open")
+        states = " ".join(f"{_state(k)}={v}" for k, v in sorted(c.items()))
+        t.add_row(
+            rt["name"],
+            rt["dialect"],
+            rt["type"],
+            rt["strategy"],
+            str(rt["sessions"]),
+            f"{up}/{total}",
+            states,
+        )
+    _console.print(t)
+    j = Table(title="jobs", title_justify="left")
+    for col in ("job", "every", "runs", "failures", "last run", "next run", "duration"):
+        j.add_column(col)
+    now = time.time()
+    for job in r["jobs"]:
+        j.add_row(
+            job["name"],
+            f"{job['interval']:g}s",
+            str(job["runs"]),
+            str(job["failures"]),
+            fmt_age(now - job["last_run"]) + " ago" if job["last_run"] else "never",
+            "in " + fmt_age(max(0.0, job["next_run"] - now)) if job["next_run"] else "-",
+            fmt_ms(job["last_duration"]),
+        )
+    _console.print(j)
+
+
+def render_connections(rows: list[dict[str, Any]]) -> None:
+    t = Table()
+    for col in (
+        "id",
+        "route",
+        "type",
+        "endpoint",
+        "state",
+        "latency",
+        "msgs in",
+        "msgs out",
+        "reconnects",
+        "age",
+    ):
+        t.add_column(col, justify="right" if col.startswith(("msgs", "lat", "rec")) else "left")
+    for c in rows:
+        t.add_row(
+            c["id"],
+            c["route"],
+            c["type"],
+            c["endpoint"],
+            _state(c["state"]),
+            fmt_ms(c["latency"]),
+            str(c["messages_in"]),
+            str(c["messages_out"]),
+            str(c["reconnects"]),
+            fmt_age(c["age"]),
+        )
+    _console.print(t)
+
+
+def render_connection(c: dict[str, Any]) -> None:
+    _console.print(f"[bold]{c['id']}[/] {c['url']}  {_state(c['state'])} ({c['state_reason']})")
+    t = Table(show_header=False, box=None)
+    for key in (
+        "route",
+        "type",
+        "endpoint",
+        "latency",
+        "latency_app",
+        "messages_in",
+        "messages_out",
+        "bytes_in",
+        "bytes_out",
+        "msg_rate",
+        "errors",
+        "reconnects",
+        "age",
+        "last_message_age",
+    ):
+        v = c.get(key)
+        if key.startswith("latency"):
+            v = fmt_ms(v)
+        elif key in ("age", "last_message_age"):
+            v = fmt_age(v)
+        elif isinstance(v, float):
+            v = f"{v:.2f}"
+        t.add_row(key, str(v))
+    _console.print(t)
+    hist = c.get("history") or []
+    lat = [p.get("latency") for p in hist]
+    if any(v is not None for v in lat):
+        _console.print(f"latency  {sparkline(lat[-60:])}")
+    rate = [p.get("msg_rate") for p in hist]
+    if any(v is not None for v in rate):
+        _console.print(f"msg/s    {sparkline(rate[-60:])}")
+    if c.get("transitions"):
+        _console.print("transitions: " + ", ".join(f"{k}={v}" for k, v in c["transitions"].items()))
+
+
+def render_alerts(r: dict[str, Any]) -> None:
+    alerts = r.get("alerts", [])
+    if not alerts:
+        _console.print("no active alerts")
+        return
+    t = Table()
+    for col in ("fingerprint", "alert", "severity", "state", "labels", "age", "flags"):
+        t.add_column(col)
+    now = time.time()
+    for a in alerts:
+        labels = a.get("labels", {})
+        flags = [f for f in ("acknowledged", "silenced", "inhibited", "flapping") if a.get(f)]
+        t.add_row(
+            a.get("fingerprint", ""),
+            labels.get("alertname", ""),
+            a.get("severity", ""),
+            a.get("state", ""),
+            " ".join(f"{k}={v}" for k, v in labels.items() if k not in ("alertname", "severity")),
+            fmt_age(now - a["started_at"]) if a.get("started_at") else "-",
+            ",".join(flags),
+        )
+    _console.print(t)

@@ -1,0 +1,141 @@
+"""The control API: one function per command, bound to a running :class:`Daemon`.
+
+Results are plain JSON documents; ``wsgate <cmd> --json`` prints exactly them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from wsgate import __version__
+from wsgate.config import config_to_dict
+from wsgate.control.server import Caller, Handler
+from wsgate.errors import ControlError
+
+if TYPE_CHECKING:
+    from wsgate.daemon import Daemon
+
+__all__ = ["build_handlers"]
+
+
+def _conn_dict(conn: Any) -> dict[str, Any]:
+    return dataclasses.asdict(conn.statistics())
+
+
+def status(d: Daemon) -> dict[str, Any]:
+    routes = []
+    for rt in d.routes.values():
+        conns = rt.connections()
+        states: dict[str, int] = {}
+        for c in conns:
+            states[c.state.label] = states.get(c.state.label, 0) + 1
+        routes.append(
+            {
+                "name": rt.name,
+                "dialect": rt.cfg.dialect.value,
+                "type": rt.cfg.type.value,
+                "strategy": rt.cfg.strategy.value,
+                "endpoints": [e.url for e in rt.cfg.endpoints],
+                "sessions": len(rt.sessions),
+                "connections": {"total": len(conns), "open": rt.open_connections(), **states},
+            }
+        )
+    return {
+        "version": __version__,
+        "node_id": d.config.daemon.node_id,
+        "pid": os.getpid(),
+        "uptime": time.time() - d.started_at,
+        "started_at": d.started_at,
+        "demo": d.demo,
+        "config_path": d.config_path,
+        "config_generation": d.generation,
+        "config_sha256": d.config.source_sha256,
+        "last_reload": d.last_reload,
+        "gateway": d.gateway.statistics(),
+        "control_socket": d.config.daemon.control_socket,
+        "sessions": len(d.gateway.sessions),
+        "loop_lag": round(d.loop_lag, 6),
+        "routes": routes,
+        "jobs": [j.as_dict() for j in d.jobs.statistics()],
+        "budgets": d.budgets.snapshot(),
+    }
+
+
+def _find_connection(d: Daemon, conn_id: str) -> Any:
+    for rt in d.routes.values():
+        for c in rt.connections():
+            if c.id == conn_id:
+                return c
+    raise ControlError("not_found", f"no upstream connection {conn_id!r}; see `wsgate connections`")
+
+
+def build_handlers(d: Daemon) -> Mapping[str, Handler]:
+    async def h_status(params: dict[str, Any], caller: Caller) -> Any:
+        return status(d)
+
+    async def h_connections(params: dict[str, Any], caller: Caller) -> Any:
+        route = params.get("route")
+        return [
+            _conn_dict(c)
+            for rt in d.routes.values()
+            if route in (None, rt.name)
+            for c in rt.connections()
+        ]
+
+    async def h_connection_show(params: dict[str, Any], caller: Caller) -> Any:
+        conn = _find_connection(d, str(params.get("id", "")))
+        return {
+            **_conn_dict(conn),
+            "history": [dataclasses.asdict(p) for p in conn.metrics.history()],
+            "recent_transitions": [t.as_dict() for t in conn.sm.history()],
+        }
+
+    async def h_connection_reconnect(params: dict[str, Any], caller: Caller) -> Any:
+        conn = _find_connection(d, str(params.get("id", "")))
+        conn.request_reconnect(f"operator uid {caller.uid} pid {caller.pid}")
+        return {"id": conn.id, "state": conn.state.label}
+
+    async def h_connection_disable(params: dict[str, Any], caller: Caller) -> Any:
+        conn = _find_connection(d, str(params.get("id", "")))
+        conn.disable(f"disabled by uid {caller.uid} pid {caller.pid}")
+        return {"id": conn.id, "state": conn.state.label}
+
+    async def h_connection_enable(params: dict[str, Any], caller: Caller) -> Any:
+        conn = _find_connection(d, str(params.get("id", "")))
+        conn.enable(f"enabled by uid {caller.uid} pid {caller.pid}")
+        return {"id": conn.id, "state": conn.state.label}
+
+    async def h_alerts(params: dict[str, Any], caller: Caller) -> Any:
+        return {"alerts": []}
+
+    async def h_reload(params: dict[str, Any], caller: Caller) -> Any:
+        return await d.reload(f"control (uid {caller.uid}, pid {caller.pid})")
+
+    async def h_config_show(params: dict[str, Any], caller: Caller) -> Any:
+        return config_to_dict(d.config, mask_secrets=True)
+
+    async def h_stop(params: dict[str, Any], caller: Caller) -> Any:
+        d.stop(f"control (uid {caller.uid}, pid {caller.pid})")
+        return {"stopping": True}
+
+    async def h_events(params: dict[str, Any], caller: Caller) -> AsyncIterator[tuple[str, Any]]:
+        async for ev in d.follow_events():
+            yield ev
+
+    return {
+        "status": Handler(h_status),
+        "connections": Handler(h_connections),
+        "connections.show": Handler(h_connection_show),
+        "connections.reconnect": Handler(h_connection_reconnect, mutating=True),
+        "connections.disable": Handler(h_connection_disable, mutating=True),
+        "connections.enable": Handler(h_connection_enable, mutating=True),
+        "alerts": Handler(h_alerts),
+        "reload": Handler(h_reload, mutating=True),
+        "config.show": Handler(h_config_show),
+        "stop": Handler(h_stop, mutating=True),
+        "events.follow": Handler(h_events, stream=True),
+    }

@@ -1,0 +1,324 @@
+"""Daemon lifecycle: start, serve, reload, drain, stop.
+
+Startup order matters: the lock is taken before anything binds (a second daemon must
+not steal the control socket), listeners bind before READY=1 (a bind error fails
+startup), and signal handlers are installed before READY=1 (systemd may send SIGHUP
+at any time after it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import grp
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from wsgate import __version__
+from wsgate.config import Config, ConfigDiff, diff_config, load_config
+from wsgate.control.server import ControlServer
+from wsgate.core.states import Transition
+from wsgate.errors import ConfigError, ControlError
+from wsgate.runtime import sdnotify
+from wsgate.runtime.gateway import Gateway
+from wsgate.runtime.lock import PidLock
+from wsgate.runtime.routes import RouteEnv, RouteRuntime
+from wsgate.runtime.scheduler import Jobs
+from wsgate.runtime.upstream import HostBudgets, UpstreamConnection
+
+__all__ = ["Daemon", "run_daemon"]
+
+log = logging.getLogger("wsgate.daemon")
+
+JOB_NAMES = ("health", "analytics", "alerts", "cleanup")
+
+
+def _job_intervals(cfg: Config) -> dict[str, float]:
+    j = cfg.jobs
+    return {
+        "health": j.health_check_interval,
+        "analytics": j.analytics_interval,
+        "alerts": j.alert_check_interval,
+        "cleanup": j.cleanup_interval,
+    }
+
+
+def _gid(name: str | None) -> int | None:
+    if not name:
+        return None
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        log.warning("group %r does not exist; ignoring it for control permissions", name)
+        return None
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: str | None,
+        reload_source: Callable[[], Config] | None = None,
+        demo: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        # How a reload re-reads the config (the demo re-points endpoints at its simulator).
+        self._reload_source = reload_source or (lambda: load_config(self._require_path()))
+        self.demo = demo
+        self.started_at = time.time()
+        self.started_mono = time.monotonic()
+        self.generation = 1
+        self.last_reload: dict[str, Any] | None = None
+        self.rng = random.Random(seed)
+        self.budgets = HostBudgets()
+        self.env = RouteEnv(
+            budgets=self.budgets,
+            rng=self.rng,
+            history_points=config.metrics.history_points,
+            max_connections=config.daemon.max_connections,
+        )
+        self.env.total_connections = lambda: sum(len(r.connections()) for r in self.routes.values())
+        self.env.on_transition.append(self._on_transition)
+        self.routes: dict[str, RouteRuntime] = {}
+        self.gateway = Gateway(config.gateway, self.routes)
+        self.jobs = Jobs(
+            {
+                "health": self._job_health,
+                "analytics": self._job_analytics,
+                "alerts": self._job_alerts,
+                "cleanup": self._job_cleanup,
+            }
+        )
+        self.control: ControlServer | None = None
+        self.lock = PidLock.for_socket(config.daemon.control_socket)
+        self.notify = sdnotify.Notifier()
+        self.loop_lag = 0.0
+        self.events: list[dict[str, Any]] = []  # recent transitions for `status`
+        self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._tg: asyncio.TaskGroup | None = None
+        self._sigint_count = 0
+        self.ready = asyncio.Event()
+
+    def _require_path(self) -> str:
+        if not self.config_path:
+            raise ControlError("invalid_config", "the daemon was started without a config file")
+        return self.config_path
+
+    # ---------------------------------------------------------------- lifecycle
+    async def serve(self) -> int:
+        """Run until SIGTERM/SIGINT or :meth:`stop`; returns the process exit code."""
+        self.lock.acquire()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                await self._start(tg)
+                await self._stop.wait()
+                await self._shutdown()
+        finally:
+            self.lock.release()
+        return 0
+
+    async def _start(self, tg: asyncio.TaskGroup) -> None:
+        from wsgate.control.api import build_handlers
+
+        cfg = self.config
+        for route_cfg in cfg.routes:
+            self._add_route(route_cfg, tg)
+        await self.gateway.start()
+        self.control = ControlServer(
+            cfg.daemon.control_socket,
+            build_handlers(self),
+            read_gid=_gid(cfg.daemon.control_group),
+            admin_gid=_gid(cfg.daemon.admin_group),
+        )
+        await self.control.start()
+        self.jobs.start(_job_intervals(cfg))
+        self._install_signals()
+        tg.create_task(self._measure_loop_lag(), name="loop-lag")
+        interval = self.notify.watchdog_interval()
+        if interval:
+            tg.create_task(self._watchdog(interval), name="watchdog")
+        self.notify.ready(self._status_line())
+        self.ready.set()
+        log.info(
+            "wsgate %s ready: node %s, gateway ws://%s:%d, control %s, %d route(s)",
+            __version__,
+            cfg.daemon.node_id,
+            cfg.gateway.host,
+            self.gateway.port,
+            cfg.daemon.control_socket,
+            len(self.routes),
+        )
+
+    def _add_route(self, route_cfg: Any, tg: asyncio.TaskGroup) -> None:
+        rt = RouteRuntime(route_cfg, self.env)
+        self.routes[rt.name] = rt
+        tg.create_task(rt.run(), name=f"route-{rt.name}")
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def _on_sigint(self) -> None:
+        self._sigint_count += 1
+        if self._sigint_count > 1:
+            log.error("second SIGINT: exiting immediately")
+            os._exit(130)
+        self.stop("SIGINT")
+
+    def _on_sighup(self) -> None:
+        assert self._tg is not None
+        self._tg.create_task(self._reload_quietly("SIGHUP"))
+
+    async def _reload_quietly(self, trigger: str) -> None:
+        with contextlib.suppress(ControlError):
+            await self.reload(trigger)
+
+    def stop(self, reason: str = "requested") -> None:
+        if not self._stop.is_set():
+            log.info("stopping (%s)", reason)
+            self._stop.set()
+
+    async def _shutdown(self) -> None:
+        """Bounded graceful stop: sessions get 1001, upstreams close, the socket is removed."""
+        self.notify.stopping()
+        grace = self.config.daemon.shutdown_timeout
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self.gateway.close(1001, "wsgate shutting down")
+        await self.jobs.shutdown(grace=min(2.0, grace))
+        for rt in self.routes.values():
+            rt.stop()
+        if self.control is not None:
+            await self.control.close()
+        assert self._tg is not None
+        # Background helpers (loop lag, watchdog) end with the TaskGroup.
+        for task in asyncio.all_tasks():
+            if task.get_name() in ("loop-lag", "watchdog"):
+                task.cancel()
+        log.info("stopped")
+
+    async def _measure_loop_lag(self) -> None:
+        while True:
+            start = time.monotonic()
+            await asyncio.sleep(0.5)
+            self.loop_lag = max(0.0, time.monotonic() - start - 0.5)
+
+    async def _watchdog(self, interval: float) -> None:
+        # Runs on the loop, so a blocked loop misses pings and systemd restarts us.
+        while True:
+            self.notify.watchdog()
+            await asyncio.sleep(interval)
+
+    def _status_line(self) -> str:
+        up = sum(rt.open_connections() for rt in self.routes.values())
+        return (
+            f"gen {self.generation}: {len(self.routes)} routes, {up} upstreams open, "
+            f"{len(self.gateway.sessions)} sessions"
+        )
+
+    def _on_transition(self, conn: UpstreamConnection, t: Transition) -> None:
+        self.events.append(t.as_dict())
+        del self.events[:-200]
+
+    # ---------------------------------------------------------------- reload
+    async def reload(self, trigger: str) -> dict[str, Any]:
+        """Validate the whole new config; on any error keep the old one and report all errors."""
+        async with self._reload_lock:
+            self.notify.reloading()
+            try:
+                new = self._reload_source()
+            except ConfigError as exc:
+                for p in exc.problems:
+                    log.error("reload (%s) rejected: %s", trigger, p.render(exc.filename))
+                self.last_reload = {
+                    "at": time.time(),
+                    "ok": False,
+                    "trigger": trigger,
+                    "errors": [p.render(exc.filename) for p in exc.problems],
+                }
+                self.notify.status(
+                    f"reload failed: {len(exc.problems)} error(s), "
+                    f"kept config gen {self.generation}"
+                )
+                self.notify.ready()
+                raise ControlError(
+                    "invalid_config",
+                    f"{len(exc.problems)} config error(s); kept the running config",
+                    details=[p.as_dict() for p in exc.problems],
+                ) from exc
+            diff = diff_config(self.config, new)
+            self._apply(new, diff)
+            self.generation += 1
+            result = {
+                "generation": self.generation,
+                "changed": diff.summary(),
+                "restart_required": list(diff.restart_required),
+            }
+            self.last_reload = {"at": time.time(), "ok": True, "trigger": trigger, **result}
+            log.info("reload (%s) applied: %s", trigger, "; ".join(diff.summary()) or "no changes")
+            for key in diff.restart_required:
+                log.warning("reload: %s changed but needs a restart to take effect", key)
+            self.notify.ready(self._status_line())
+            return result
+
+    def _apply(self, new: Config, diff: ConfigDiff) -> None:
+        assert self._tg is not None
+        for name in diff.routes_removed:
+            rt = self.routes.pop(name)
+            rt.stop()
+            for s in list(rt.sessions):
+                s.close_nowait(1001, "route removed by reload")
+        for name in diff.routes_changed:
+            self.routes[name].reconfigure(new.route(name))
+        for name in diff.routes_added:
+            self._add_route(new.route(name), self._tg)
+        if diff.jobs_changed:
+            self.jobs.sync(_job_intervals(new))
+        # Live gateway limits apply to new handshakes at once; listen needs a restart.
+        self.gateway.cfg = dataclasses.replace(new.gateway, listen=self.config.gateway.listen)
+        self.env.max_connections = new.daemon.max_connections
+        self.config = new
+
+    # ---------------------------------------------------------------- jobs
+    async def _job_health(self) -> None:
+        for rt in self.routes.values():
+            for conn in rt.connections():
+                conn.metrics.snapshot(time.monotonic())
+
+    async def _job_analytics(self) -> None:
+        now = time.monotonic()
+        for rt in self.routes.values():
+            for conn in rt.connections():
+                conn.metrics.roll_up(now)
+
+    async def _job_alerts(self) -> None:
+        return None
+
+    async def _job_cleanup(self) -> None:
+        return None
+
+    # ---------------------------------------------------------------- views
+    async def follow_events(self) -> AsyncIterator[tuple[str, Any]]:
+        seen = len(self.events)
+        while not self._stop.is_set():
+            await asyncio.sleep(0.5)
+            for ev in self.events[seen:]:
+                yield "transition", ev
+            seen = len(self.events)
+
+
+async def run_daemon(daemon: Daemon) -> int:
+    return await daemon.serve()
