@@ -1,0 +1,409 @@
+"""The contract between the runtime hub and an exchange dialect.
+
+A dialect is a set of pure codecs: no asyncio, no sockets, no clock reads. Callers pass
+``now`` (seconds). The hub stays dialect-agnostic by talking only to the four objects
+defined here.
+
+Data flow, for the hub author::
+
+    handshake path/query  -> Dialect.open_session(path, query)    -> SessionCodec
+                             (raises errors.InvalidPath: answer HTTP .http_status)
+    session open          -> SessionCodec.on_open(now)             -> [Intent] (greeting, streams)
+    client text frame     -> SessionCodec.on_client_message(t, now) -> [Intent]
+    upstream connected    -> Dialect.open_upstream(flags).hello()   -> frames to send first
+    upstream text frame   -> UpstreamCodec.on_upstream_frame(t)     -> UpstreamEvent
+    ChannelData event     -> ChannelState.apply(ev)                 -> Integrity (one state per sub)
+                          -> Dialect.rewrite(ev, gw_id, form)       -> bytes, ONCE per form
+                          -> per session: shared[codec.form] if ev.kind in codec.fast_kinds
+                                          else codec.render(ev, gw_id, now) (None: skip)
+
+Intents (client → hub):
+
+* ``Subscribe(key, echo, client_id)`` - share one upstream subscription per ``key``
+  (reference counted). When it is live, answer with ``codec.render_subscribed(intent, gw_id)``
+  (may be ``None``: Binance has no per-subscription ack), then send the late-joiner snapshot
+  (``state.snapshot_event()`` delivered like any other ChannelData). On an upstream failure use
+  ``codec.render_subscribe_error(intent, code, msg)``.
+* ``Unsubscribe(key, gateway_chan_id)`` - drop this session's reference, then send
+  ``codec.render_unsubscribed(gw_id)`` (may be ``None``).
+* ``Reply(frame)`` / ``Error(frame, code)`` - send ``frame`` to this client as is.
+* ``Conf(flags)`` - informational: the session changed its per-session flags; the hub may want
+  upstream flags that serve them (``Dialect.upstream_flags_for``).
+* ``Auth(frame, upstream_path)`` - the session authenticates: give it a dedicated upstream
+  (``upstream_path`` appended to the endpoint URL when not ``None``), send ``frame`` there and
+  from then on relay both directions 1:1. Never replay it after a reconnect.
+* ``Relay(frame)`` - send ``frame`` on the session's dedicated upstream as is.
+* ``Close(code, reason)`` - close the session with this WebSocket close code.
+
+Frames to clients: ``str`` values are sent as text; ``bytes`` values are UTF-8 JSON produced
+once for many sessions and must also be sent as TEXT frames
+(``websockets``: ``await ws.send(data, text=True)``).
+
+Numbers in data frames are never re-serialised: every rewrite is string slicing, so
+``29999`` stays ``29999`` and ``1e-8`` stays ``1e-8``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import NamedTuple, Protocol, runtime_checkable
+
+from wsgate.core.types import DialectName
+
+__all__ = [
+    "Auth",
+    "AuthReply",
+    "ChannelData",
+    "ChannelState",
+    "Close",
+    "Conf",
+    "ConfAck",
+    "DataKind",
+    "Dialect",
+    "Error",
+    "ErrorAction",
+    "FrameForm",
+    "Info",
+    "InfoAction",
+    "Integrity",
+    "Intent",
+    "Pong",
+    "Relay",
+    "Reply",
+    "Result",
+    "ServerShutdown",
+    "SessionCodec",
+    "StateStatistics",
+    "SubKey",
+    "Subscribe",
+    "SubscribeFailed",
+    "Subscribed",
+    "Unrecognized",
+    "Unsubscribe",
+    "Unsubscribed",
+    "UpstreamCodec",
+    "UpstreamEvent",
+    "compact",
+]
+
+
+def compact(obj: object) -> str:
+    """JSON the way exchanges write it: no spaces. Only for control frames, never for data."""
+    return json.dumps(obj, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- keys and enums
+
+
+@dataclass(frozen=True, slots=True)
+class SubKey:
+    """Canonical, hashable identity of one shareable upstream subscription.
+
+    ``name`` is the normalised wire identity (Bitfinex ``book:tBTCUSD:P0:F0:25``, Binance the
+    stream name ``btcusdt@depth@100ms``); ``channel``/``symbol``/``params`` are its parts.
+    """
+
+    dialect: DialectName
+    channel: str
+    symbol: str
+    params: tuple[tuple[str, str], ...] = ()
+    name: str = ""
+
+    def param(self, name: str, default: str = "") -> str:
+        for k, v in self.params:
+            if k == name:
+                return v
+        return default
+
+    def __str__(self) -> str:
+        return f"{self.dialect.value}:{self.name}"
+
+
+class FrameForm(StrEnum):
+    """Which shared encoding of a data frame a session consumes."""
+
+    PLAIN = "plain"  # Bitfinex: gateway chanId prefix; Binance: payload without wrapper
+    COMBINED = "combined"  # Binance combined-stream wrapper {"stream":…,"data":…}
+
+
+class DataKind(StrEnum):
+    DATA = "data"
+    HEARTBEAT = "heartbeat"
+    CHECKSUM = "checksum"
+
+
+class ErrorAction(StrEnum):
+    """What the hub should do with a failed upstream request."""
+
+    PLACE_ELSEWHERE = "place_elsewhere"  # connection full (Bitfinex 10305)
+    ALREADY_SUBSCRIBED = "already_subscribed"  # 10301: treat as confirmed on that connection
+    FAIL_SUBSCRIPTION = "fail_subscription"  # unknown symbol/channel: tell the sessions, drop
+    UNSUBSCRIBE_FAILED = "unsubscribe_failed"  # 10400/10401: forget the channel
+    OTHER = "other"
+
+
+class InfoAction(StrEnum):
+    CONNECTED = "connected"  # greeting; see Info.platform_status
+    RECONNECT = "reconnect"  # Bitfinex 20051: rotate make-before-break
+    MAINTENANCE_START = "maintenance_start"  # 20060: pause, degraded, no reconnect loop
+    MAINTENANCE_END = "maintenance_end"  # 20061: resubscribe every channel
+    OTHER = "other"
+
+
+class Integrity(StrEnum):
+    """Verdict of ChannelState.apply on one frame."""
+
+    OK = "ok"
+    MISMATCH = "mismatch"  # checksum differs: resubscribe this channel (fresh snapshot)
+    GAP = "gap"  # update ids not contiguous: downstream books must resync
+
+
+# --------------------------------------------------------------------------- intents
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    key: SubKey
+    echo: tuple[tuple[str, object], ...] = ()  # request fields the ack must echo, in order
+    client_id: object = None  # Bitfinex subId / Binance request id
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    key: SubKey
+    gateway_chan_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    frame: str
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    frame: str
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
+class Conf:
+    flags: int
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    frame: str
+    upstream_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    frame: str
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: int
+    reason: str
+
+
+Intent = Subscribe | Unsubscribe | Reply | Error | Conf | Auth | Relay | Close
+
+
+# --------------------------------------------------------------------------- upstream events
+
+
+class ChannelData(NamedTuple):
+    """One channel frame, located but not parsed (hot path: a NamedTuple is cheapest to build).
+
+    ``channel`` is the routing key (Bitfinex upstream chanId, Binance stream name).
+    ``text[start:end]`` is the dialect-specific slice a rewrite reuses; ``ts`` is an upstream
+    timestamp token when the upstream connection appends one.
+    """
+
+    channel: int | str
+    kind: DataKind
+    text: str
+    start: int
+    end: int
+    ts: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    key: SubKey | None
+    channel: int | str  # the routing key ChannelData.channel will carry
+    req_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribed:
+    channel: int | str
+    req_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeFailed:
+    code: int
+    msg: str
+    action: ErrorAction
+    key: SubKey | None = None
+    req_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    action: InfoAction
+    code: int | None = None
+    msg: str = ""
+    version: int | None = None
+    platform_status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    cid: int | None
+    ts: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A request/response reply (Binance ``{"result":…,"id":N}``), already matched to keys."""
+
+    req_id: int | None
+    result: object = None
+    subscribed: tuple[Subscribed, ...] = ()
+    unsubscribed: tuple[Unsubscribed, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConfAck:
+    flags: int
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AuthReply:
+    frame: str
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ServerShutdown:
+    """The exchange announced a close of this connection: rotate make-before-break now."""
+
+    frame: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unrecognized:
+    frame: str
+    reason: str
+
+
+UpstreamEvent = (
+    ChannelData
+    | Subscribed
+    | Unsubscribed
+    | SubscribeFailed
+    | Info
+    | Pong
+    | Result
+    | ConfAck
+    | AuthReply
+    | ServerShutdown
+    | Unrecognized
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StateStatistics:
+    key: SubKey
+    frames: int
+    mismatches: int
+    gaps: int
+    depth: int  # book levels / trades / candles held
+    has_snapshot: bool
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+@runtime_checkable
+class SessionCodec(Protocol):
+    """One per downstream session. Never raises on client input."""
+
+    form: FrameForm
+    fast_kinds: frozenset[DataKind]  # kinds delivered as the shared bytes of ``form`` unchanged
+
+    def greeting(self) -> list[str]: ...
+
+    def on_open(self, now: float) -> list[Intent]: ...
+
+    def on_client_message(self, text: str | bytes, now: float) -> list[Intent]: ...
+
+    def render_subscribed(self, sub: Subscribe, gateway_chan_id: int) -> str | None: ...
+
+    def render_subscribe_error(self, sub: Subscribe, code: int, msg: str) -> str | None: ...
+
+    def render_unsubscribed(self, gateway_chan_id: int) -> str | None: ...
+
+    def render(self, event: ChannelData, gateway_chan_id: int, now: float) -> bytes | None: ...
+
+
+@runtime_checkable
+class UpstreamCodec(Protocol):
+    """One per upstream connection."""
+
+    def hello(self) -> list[str]: ...
+
+    def subscribe_frame(self, key: SubKey, req_id: int) -> str: ...
+
+    def unsubscribe_frame(self, key: SubKey, channel: int | str, req_id: int) -> str: ...
+
+    def ping_frame(self, cid: int) -> str | None: ...
+
+    def on_upstream_frame(self, text: str) -> UpstreamEvent: ...
+
+
+@runtime_checkable
+class ChannelState(Protocol):
+    """Gateway state of one shared subscription, fed every ChannelData of it."""
+
+    key: SubKey
+
+    def apply(self, event: ChannelData) -> Integrity: ...
+
+    def reset(self) -> None: ...
+
+    def snapshot_event(self) -> ChannelData | None: ...
+
+    def snapshot_frame(
+        self, gateway_chan_id: int, form: FrameForm = FrameForm.PLAIN
+    ) -> bytes | None: ...
+
+    def statistics(self) -> StateStatistics: ...
+
+
+@runtime_checkable
+class Dialect(Protocol):
+    name: DialectName
+    shared: bool  # False: every session gets a dedicated upstream (raw)
+    url_suffix: str  # appended to the endpoint URL for shared upstream connections
+
+    def open_session(self, path: str, query: str = "") -> SessionCodec: ...
+
+    def open_upstream(self, flags: int = 0) -> UpstreamCodec: ...
+
+    def upstream_flags_for(self, session_flags: Sequence[int]) -> int: ...
+
+    def new_state(self, key: SubKey) -> ChannelState: ...
+
+    def rewrite(self, event: ChannelData, gateway_chan_id: int, form: FrameForm) -> bytes: ...
+
+    def cadence(self, key: SubKey) -> float | None: ...
+
+    def dedup_id(self, event: ChannelData) -> int | None: ...
