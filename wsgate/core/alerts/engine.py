@@ -1,0 +1,629 @@
+"""The alert engine facade: snapshot in, transitions and due notifications out.
+
+Pure: the runtime passes ``now`` and the snapshot, persists what comes back (``export_state``
+after each call, silences and acks on change) and hands notifications to the channels.
+Nothing here awaits, sleeps or reads a clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from wsgate.core.alerts.inputs import AlertInputs
+from wsgate.core.alerts.routing import (
+    ChannelRoute,
+    GroupState,
+    GroupTimers,
+    Notification,
+    channel_accepts,
+    flush_group,
+    group_key_for,
+)
+from wsgate.core.alerts.rules import DEFAULT_RULES, RuleSpec, evaluate_rules
+from wsgate.core.alerts.silences import (
+    DEFAULT_INHIBIT_RULES,
+    Ack,
+    InhibitRule,
+    Matcher,
+    Silence,
+    inhibitions,
+    make_silence,
+)
+from wsgate.core.alerts.state import AlertRecord, AlertState, AlertView, Transition, fingerprint
+from wsgate.core.types import Severity
+from wsgate.errors import AlertError
+
+__all__ = ["AlertEngine", "EngineStatistics", "EvalResult"]
+
+log = logging.getLogger("wsgate.alerts")
+
+_STATE_VERSION = 1
+_LIVE = (AlertState.PENDING, AlertState.FIRING)
+
+
+@dataclass(frozen=True, slots=True)
+class EvalResult:
+    """What one evaluation changed and what must be sent now."""
+
+    transitions: tuple[Transition, ...]
+    notifications: tuple[Notification, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStatistics:
+    evaluations: int
+    observations: int  # in the last evaluation
+    pending: int
+    firing: int
+    resolved: int  # resolved alerts still retained (for flap detection / resolved notices)
+    acknowledged: int
+    silenced: int
+    inhibited: int
+    flapping: int
+    groups: int
+    silences: int
+    notifications_total: int
+    last_evaluation_at: float | None
+
+
+class AlertEngine:
+    """Owns every alert's state machine, silences, acks, groups and their timers.
+
+    ``rules`` is merged over :data:`DEFAULT_RULES` (disable a type with ``enabled=False``).
+    """
+
+    def __init__(
+        self,
+        rules: Mapping[str, RuleSpec],
+        channels: Sequence[ChannelRoute],
+        *,
+        group_wait: float = 30.0,
+        group_interval: float = 300.0,
+        repeat_interval: float = 14400.0,
+        send_resolved: bool = True,
+        flap_threshold: int = 4,
+        flap_window: float = 600.0,
+        group_by: Sequence[str] = ("alertname", "route"),
+        inhibit_rules: Sequence[InhibitRule] = DEFAULT_INHIBIT_RULES,
+        external_url: str = "",
+        node_id: str = "",
+    ) -> None:
+        self._records: dict[str, AlertRecord] = {}
+        self._groups: dict[str, GroupState] = {}
+        self._silences: dict[str, Silence] = {}
+        self._buffered: list[Transition] = []  # from tick()/raise_external(), for evaluate()
+        self._seq = 0
+        self._silence_seq = 0
+        self._evaluations = 0
+        self._observations = 0
+        self._notifications_total = 0
+        self._last_eval: float | None = None
+        self._node_id = node_id
+        self._external_url = external_url
+        self._group_by = tuple(group_by)
+        self._inhibit_rules = tuple(inhibit_rules)
+        self._rules: dict[str, RuleSpec] = {}
+        self._channels: tuple[ChannelRoute, ...] = ()
+        self._timers = GroupTimers()
+        self._flap_threshold = flap_threshold
+        self._flap_window = flap_window
+        self.reconfigure(
+            rules,
+            channels,
+            group_wait=group_wait,
+            group_interval=group_interval,
+            repeat_interval=repeat_interval,
+            send_resolved=send_resolved,
+            flap_threshold=flap_threshold,
+            flap_window=flap_window,
+        )
+
+    # ------------------------------------------------------------------ configuration
+
+    def reconfigure(
+        self,
+        rules: Mapping[str, RuleSpec],
+        channels: Sequence[ChannelRoute],
+        *,
+        group_wait: float | None = None,
+        group_interval: float | None = None,
+        repeat_interval: float | None = None,
+        send_resolved: bool | None = None,
+        flap_threshold: int | None = None,
+        flap_window: float | None = None,
+    ) -> None:
+        """Apply new rules/channels/timers keeping every alert whose fingerprint is unchanged.
+
+        Alerts of disabled or relabelled rules resolve at the next evaluation; group timers
+        keep running, so a reload does not re-notify (Alertmanager #627).
+        """
+        t = self._timers
+        self._timers = GroupTimers(
+            group_wait=t.group_wait if group_wait is None else float(group_wait),
+            group_interval=t.group_interval if group_interval is None else float(group_interval),
+            repeat_interval=(
+                t.repeat_interval if repeat_interval is None else float(repeat_interval)
+            ),
+            send_resolved=t.send_resolved if send_resolved is None else send_resolved,
+        )
+        if flap_threshold is not None:
+            self._flap_threshold = flap_threshold
+        if flap_window is not None:
+            self._flap_window = float(flap_window)
+        self._rules = {**DEFAULT_RULES, **rules}
+        self._channels = tuple(channels)
+        for rec in self._records.values():
+            spec = self._rules.get(rec.alertname)
+            if spec is not None:
+                rec.resize(spec.window)
+        names = {c.name for c in self._channels}
+        for group in self._groups.values():
+            for gone in [ch for ch in group.nflog if ch not in names]:
+                del group.nflog[gone]
+
+    @property
+    def rules(self) -> Mapping[str, RuleSpec]:
+        return dict(self._rules)
+
+    @property
+    def channels(self) -> tuple[ChannelRoute, ...]:
+        return self._channels
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, inputs: AlertInputs) -> EvalResult:
+        """Run every enabled rule over the snapshot, step each alert, flush due groups."""
+        now = inputs.now
+        self._node_id = inputs.node_id
+        self._evaluations += 1
+        self._last_eval = now
+        transitions = self._buffered
+        self._buffered = []
+        observations = evaluate_rules(inputs, self._rules)
+        self._observations = len(observations)
+        records = self._records
+        rules = self._rules
+        seen: set[str] = set()
+        for obs in observations:
+            fp = fingerprint(obs.labels)
+            rec = records.get(fp)
+            if rec is None:
+                if not obs.breaching:
+                    continue  # nothing known and nothing wrong: the common case, kept cheap
+                spec = rules[obs.alertname]
+                rec = AlertRecord(fp, obs.alertname, obs.labels, obs.severity, spec.window)
+                records[fp] = rec
+            else:
+                spec = rules[obs.alertname]
+            seen.add(fp)
+            rec.value = obs.value
+            if obs.summary:
+                rec.summary = obs.summary
+            moved = rec.observe(
+                obs.breaching, obs.clear, now, spec.pending_samples, spec.keep_firing_for
+            )
+            if moved is not None:
+                self._after_move(rec, moved, now, transitions)
+            if rec.state is AlertState.INACTIVE:
+                del records[fp]
+        for fp, rec in list(records.items()):
+            if fp in seen or rec.external_until is not None:
+                continue
+            # The watched thing is gone (connection removed, rule disabled): resolve or forget.
+            if rec.state is AlertState.FIRING:
+                rec.summary = f"{rec.summary} (no longer observed)"
+                self._after_move(rec, rec.move(AlertState.RESOLVED, now), now, transitions)
+            elif rec.state is AlertState.PENDING:
+                del records[fp]
+        notifications = self._housekeeping(now, transitions)
+        return EvalResult(tuple(transitions), tuple(notifications))
+
+    def tick(self, now: float) -> list[Notification]:
+        """Run group timers (and silence/external expiry) between evaluations."""
+        return self._housekeeping(now, self._buffered)
+
+    def _housekeeping(self, now: float, transitions: list[Transition]) -> list[Notification]:
+        for rec in self._records.values():
+            until = rec.external_until
+            if until is not None and now >= until and rec.state is AlertState.FIRING:
+                self._after_move(rec, rec.move(AlertState.RESOLVED, now), now, transitions)
+        self._end_flapping(now)
+        self._refresh_flags(now)
+        out = self._flap_notices(now)
+        out.extend(self._flush_due(now))
+        self._collect(now)
+        self._notifications_total += len(out)
+        return out
+
+    def _after_move(
+        self, rec: AlertRecord, moved: Transition, now: float, out: list[Transition]
+    ) -> None:
+        out.append(moved)
+        if moved.new is AlertState.FIRING:
+            self._join_group(rec, now)
+        if moved.new in (AlertState.FIRING, AlertState.RESOLVED):
+            horizon = now - self._flap_window
+            while rec.transitions and rec.transitions[0] < horizon:
+                rec.transitions.popleft()
+            if not rec.flapping and len(rec.transitions) >= self._flap_threshold:
+                rec.flapping = True
+                rec.flap_notified = False
+                log.info(
+                    "alert %s %s is flapping (%d changes in %.0fs); notices held",
+                    rec.alertname,
+                    rec.fingerprint,
+                    len(rec.transitions),
+                    self._flap_window,
+                )
+
+    def _end_flapping(self, now: float) -> None:
+        for rec in self._records.values():
+            if rec.flapping and (
+                not rec.transitions or now - rec.transitions[-1] >= self._flap_window
+            ):
+                rec.flapping = False
+                rec.flap_notified = False
+                log.info("alert %s %s is stable again", rec.alertname, rec.fingerprint)
+                if rec.state in (AlertState.FIRING, AlertState.RESOLVED):
+                    self._join_group(rec, now)  # its current state is notified normally again
+
+    def _join_group(self, rec: AlertRecord, now: float) -> None:
+        key, labels = group_key_for(rec.labels, self._group_by)
+        rec.group_key = key
+        group = self._groups.get(key)
+        if group is None:
+            group = GroupState(key, labels, now, now + self._timers.group_wait)
+            self._groups[key] = group
+        group.members.add(rec.fingerprint)
+
+    def _refresh_flags(self, now: float) -> None:
+        active = [s for s in self._silences.values() if s.is_active(now)]
+        firing: list[tuple[str, Mapping[str, str]]] = []
+        candidates: list[tuple[str, Mapping[str, str]]] = []
+        for fp, rec in self._records.items():
+            rec.silenced_by = tuple(s.id for s in active if s.matches(rec.labels))
+            candidates.append((fp, rec.labels))
+            if rec.state is AlertState.FIRING:
+                firing.append((fp, rec.labels))
+        inhibited = inhibitions(firing, candidates, self._inhibit_rules) if firing else {}
+        for fp, rec in self._records.items():
+            rec.inhibited_by = inhibited.get(fp, ())
+
+    def _next_id(self, channel: str, group_key: str) -> str:
+        self._seq += 1
+        return f"{channel}/{group_key}/{self._seq}"
+
+    def _flap_notices(self, now: float) -> list[Notification]:
+        out: list[Notification] = []
+        for rec in self._records.values():
+            if not rec.flapping or rec.flap_notified:
+                continue
+            rec.flap_notified = True
+            view = rec.view()
+            if view.suppressed:
+                continue
+            key, labels = group_key_for(rec.labels, self._group_by)
+            for channel in self._channels:
+                if channel_accepts(channel, view):
+                    out.append(
+                        Notification(
+                            id=self._next_id(channel.name, key),
+                            channel=channel.name,
+                            group_key=key,
+                            status="firing",
+                            alerts=(view,),
+                            kind="flapping",
+                            group_labels=tuple(sorted(labels.items())),
+                            reason="flapping",
+                            created_at=now,
+                            external_url=self._external_url,
+                        )
+                    )
+        return out
+
+    def _flush_due(self, now: float) -> list[Notification]:
+        out: list[Notification] = []
+        records = self._records
+        for key, group in list(self._groups.items()):
+            if now < group.next_flush_at:
+                continue
+            # Late ticks push the cadence back rather than catching up, so two notifications
+            # of a group are never closer than group_interval.
+            group.next_flush_at = now + self._timers.group_interval
+            group.members.intersection_update(records)
+            if not group.members:
+                del self._groups[key]
+                continue
+            views = {fp: records[fp].view() for fp in group.members}
+            out.extend(
+                flush_group(
+                    group,
+                    views,
+                    self._channels,
+                    self._timers,
+                    now,
+                    self._next_id,
+                    self._external_url,
+                )
+            )
+            for fp, view in views.items():
+                if view.state is AlertState.RESOLVED and not view.flapping:
+                    group.members.discard(fp)
+        return out
+
+    def _collect(self, now: float) -> None:
+        """Forget resolved alerts once notified and older than the flap window."""
+        for fp, rec in list(self._records.items()):
+            if rec.state is not AlertState.RESOLVED or rec.flapping:
+                continue
+            group = self._groups.get(rec.group_key)
+            if group is not None and fp in group.members:
+                continue
+            if rec.resolved_at is None or now - rec.resolved_at >= self._flap_window:
+                del self._records[fp]
+
+    # ------------------------------------------------------------------ operator actions
+
+    def ack(self, fingerprint: str, by: str, comment: str, now: float) -> Ack:
+        """Acknowledge a pending or firing alert: repeats stop until it resolves."""
+        rec = self._records.get(fingerprint)
+        if rec is None or rec.state not in _LIVE:
+            raise AlertError(f"no pending or firing alert with fingerprint {fingerprint!r}")
+        if not by.strip():
+            raise AlertError("an acknowledgement needs a name in 'by'")
+        rec.ack = Ack(fingerprint, by, comment, now)
+        log.info("alert %s %s acknowledged by %s", rec.alertname, fingerprint, by)
+        return rec.ack
+
+    def unack(self, fingerprint: str) -> bool:
+        rec = self._records.get(fingerprint)
+        if rec is None or rec.ack is None:
+            return False
+        rec.ack = None
+        return True
+
+    def acks(self) -> list[Ack]:
+        return [r.ack for r in self._records.values() if r.ack is not None]
+
+    def silence(
+        self,
+        matchers: Sequence[Matcher | str],
+        *,
+        created_by: str,
+        comment: str,
+        now: float,
+        starts_at: float | None = None,
+        ends_at: float | None = None,
+        duration: float | None = None,
+    ) -> Silence:
+        """Create a silence from ``starts_at`` (default now) to ``ends_at`` or for ``duration``."""
+        start = now if starts_at is None else starts_at
+        if ends_at is None:
+            if duration is None:
+                raise AlertError("a silence needs ends_at or a duration")
+            ends_at = start + duration
+        self._silence_seq += 1
+        digest = hashlib.sha256(
+            f"{self._silence_seq}|{now!r}|{created_by}|{matchers!r}".encode()
+        ).hexdigest()[:12]
+        sil = make_silence(
+            f"{self._silence_seq:x}-{digest}",
+            matchers,
+            starts_at=start,
+            ends_at=ends_at,
+            created_by=created_by,
+            comment=comment,
+            now=now,
+        )
+        self._silences[sil.id] = sil
+        self._refresh_flags(now)
+        log.info("silence %s created by %s: %s", sil.id, created_by, comment)
+        return sil
+
+    def add_silence(self, silence: Silence) -> None:
+        """Insert an existing silence (e.g. loaded from the store)."""
+        self._silences[silence.id] = silence
+
+    def unsilence(self, silence_id: str, now: float | None = None) -> Silence:
+        """Remove a silence; returns it, expired at ``now`` if given (for the store)."""
+        sil = self._silences.pop(silence_id, None)
+        if sil is None:
+            raise AlertError(f"no silence with id {silence_id!r}")
+        if now is not None:
+            self._refresh_flags(now)
+            if now < sil.ends_at:
+                sil = Silence(
+                    sil.id,
+                    sil.matchers,
+                    min(sil.starts_at, now),
+                    now,
+                    sil.created_by,
+                    sil.comment,
+                    now,
+                )
+        return sil
+
+    def expire_silences(self, now: float) -> list[Silence]:
+        """Drop silences whose end has passed; returns them so the store can delete them."""
+        gone = [s for s in self._silences.values() if s.ends_at <= now]
+        for sil in gone:
+            del self._silences[sil.id]
+        if gone:
+            self._refresh_flags(now)
+        return gone
+
+    def silences(self) -> list[Silence]:
+        return sorted(self._silences.values(), key=lambda s: (s.starts_at, s.id))
+
+    def raise_external(
+        self,
+        alertname: str,
+        labels: Mapping[str, str],
+        severity: Severity,
+        summary: str,
+        now: float,
+        *,
+        ttl: float = 3600.0,
+    ) -> AlertView:
+        """Fire a one-off alert the runtime detected (e.g. a channel disabled after HTTP 404).
+
+        It fires at once (no pending window) and resolves after ``ttl`` unless raised again.
+        """
+        full = {"alertname": alertname, "severity": severity.value, **labels}
+        if self._node_id:
+            full.setdefault("node", self._node_id)
+        fp = fingerprint(full)
+        rec = self._records.get(fp)
+        if rec is None:
+            rec = AlertRecord(fp, alertname, full, severity, 1)
+            self._records[fp] = rec
+        rec.summary = summary
+        rec.value = None
+        rec.external_until = now + ttl
+        rec.last_breach_at = now
+        if rec.state is not AlertState.FIRING:
+            self._after_move(rec, rec.move(AlertState.FIRING, now), now, self._buffered)
+        self._refresh_flags(now)
+        return rec.view()
+
+    def resolve_external(self, fingerprint: str, now: float) -> bool:
+        rec = self._records.get(fingerprint)
+        if rec is None or rec.external_until is None or rec.state is not AlertState.FIRING:
+            return False
+        self._after_move(rec, rec.move(AlertState.RESOLVED, now), now, self._buffered)
+        return True
+
+    def test_notification(
+        self, channel: str, now: float, severity: Severity = Severity.WARNING
+    ) -> Notification:
+        """A synthetic notification for ``wsgate alerts test-send`` (routing is bypassed)."""
+        if channel not in {c.name for c in self._channels}:
+            raise AlertError(f"unknown channel {channel!r}")
+        labels = {"alertname": "wsgate_test", "severity": severity.value, "node": self._node_id}
+        view = AlertView(
+            fingerprint=fingerprint(labels),
+            alertname="wsgate_test",
+            state=AlertState.FIRING,
+            severity=severity,
+            labels=labels,
+            summary=f"test notification for channel {channel}",
+            value=None,
+            started_at=now,
+            fired_at=now,
+            resolved_at=None,
+        )
+        key, group_labels = group_key_for(labels, self._group_by)
+        return Notification(
+            id=self._next_id(channel, key),
+            channel=channel,
+            group_key=key,
+            status="firing",
+            alerts=(view,),
+            kind="test",
+            group_labels=tuple(sorted(group_labels.items())),
+            reason="test",
+            created_at=now,
+            external_url=self._external_url,
+        )
+
+    # ------------------------------------------------------------------ queries
+
+    def active(self, *, include_resolved: bool = False) -> list[AlertView]:
+        """Pending and firing alerts (and retained resolved ones if asked), worst first."""
+        order = {AlertState.FIRING: 0, AlertState.PENDING: 1, AlertState.RESOLVED: 2}
+        views = [
+            r.view()
+            for r in self._records.values()
+            if r.state in _LIVE or (include_resolved and r.state is AlertState.RESOLVED)
+        ]
+        views.sort(key=lambda v: (order[v.state], -v.severity.rank, v.alertname, v.fingerprint))
+        return views
+
+    def get(self, fingerprint: str) -> AlertView | None:
+        rec = self._records.get(fingerprint)
+        return rec.view() if rec is not None else None
+
+    def statistics(self) -> EngineStatistics:
+        recs = self._records.values()
+        return EngineStatistics(
+            evaluations=self._evaluations,
+            observations=self._observations,
+            pending=sum(r.state is AlertState.PENDING for r in recs),
+            firing=sum(r.state is AlertState.FIRING for r in recs),
+            resolved=sum(r.state is AlertState.RESOLVED for r in recs),
+            acknowledged=sum(r.ack is not None for r in recs),
+            silenced=sum(bool(r.silenced_by) for r in recs if r.state in _LIVE),
+            inhibited=sum(bool(r.inhibited_by) for r in recs if r.state in _LIVE),
+            flapping=sum(r.flapping for r in recs),
+            groups=len(self._groups),
+            silences=len(self._silences),
+            notifications_total=self._notifications_total,
+            last_evaluation_at=self._last_eval,
+        )
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return (
+            f"<AlertEngine rules={sum(r.enabled for r in self._rules.values())} "
+            f"channels={len(self._channels)} firing={s.firing} pending={s.pending} "
+            f"groups={s.groups} silences={s.silences}>"
+        )
+
+    # ------------------------------------------------------------------ persistence
+
+    def export_state(self) -> dict[str, Any]:
+        """Everything needed to continue after a restart, as JSON-able data."""
+        return {
+            "version": _STATE_VERSION,
+            "seq": self._seq,
+            "silence_seq": self._silence_seq,
+            "node_id": self._node_id,
+            "records": [r.to_dict() for r in self._records.values()],
+            "acks": [a.to_dict() for a in self.acks()],
+            "silences": [s.to_dict() for s in self._silences.values()],
+            "groups": [g.to_dict() for g in self._groups.values()],
+        }
+
+    def restore_state(self, state: Mapping[str, Any], now: float) -> None:
+        """Replace the engine's state with an :meth:`export_state` document.
+
+        Group timers and the notification log come back too, so firing alerts are not
+        re-notified; flags (silences, inhibition) are recomputed at ``now`` before any flush.
+        """
+        version = state.get("version")
+        if version != _STATE_VERSION:
+            raise AlertError(f"cannot restore alert state version {version!r}")
+        self._seq = int(state.get("seq", 0))
+        self._silence_seq = int(state.get("silence_seq", 0))
+        self._node_id = str(state.get("node_id", self._node_id))
+        self._records = {}
+        for d in state.get("records", ()):
+            rec = AlertRecord.from_dict(d)
+            spec = self._rules.get(rec.alertname)
+            if spec is not None and rec.external_until is None:
+                rec.resize(spec.window)
+            self._records[rec.fingerprint] = rec
+        for d in state.get("acks", ()):
+            ack = Ack.from_dict(d)
+            acked = self._records.get(ack.fingerprint)
+            if acked is not None and acked.state in _LIVE:
+                acked.ack = ack
+        self._silences = {}
+        for d in state.get("silences", ()):
+            sil = Silence.from_dict(d)
+            self._silences[sil.id] = sil
+        self._groups = {}
+        for d in state.get("groups", ()):
+            group = GroupState.from_dict(d)
+            self._groups[group.key] = group
+        self._refresh_flags(now)
+        log.info(
+            "alert state restored: %d alerts, %d silences, %d groups",
+            len(self._records),
+            len(self._silences),
+            len(self._groups),
+        )
