@@ -14,9 +14,8 @@ import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
-from enum import Enum
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import tomli
 
@@ -37,6 +36,7 @@ from wsgate.config_schema import (
     MetricsConfig,
     RouteConfig,
     TlsConfig,
+    config_to_dict,
     default_connect_budget,
     default_max_lifetime,
     default_max_subscriptions,
@@ -74,7 +74,6 @@ _ROUTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _SECURITIES = ("starttls", "tls", "none")
 _URL_KINDS = ("webhook", "slack", "discord")
-_COMMON_CHANNEL_KEYS = ("kind", "enabled", "min_severity", "matchers", "send_resolved")
 _KIND_KEYS: dict[str, tuple[str, ...]] = {
     "webhook": ("url", "url_env", "url_file", "secret_env", "secret_file"),
     "slack": ("url", "url_env", "url_file"),
@@ -92,7 +91,6 @@ _KIND_KEYS: dict[str, tuple[str, ...]] = {
     "log": (),
     "console": (),
 }
-_TOP_LEVEL = ("daemon", "gateway", "jobs", "metrics", "routes", "alerts")
 
 
 # --- public entry points ---------------------------------------------------------------
@@ -192,25 +190,12 @@ def _build_daemon(t: Table | None) -> DaemonConfig:
     return cfg
 
 
-def _check_listen(t: Table, key: str, value: str, *, allow_empty: bool = False) -> bool:
-    if allow_empty and value == "":
-        return True
-    host, sep, port = value.rpartition(":")
-    bracketed = host.startswith("[") and host.endswith("]")
-    ok = bool(sep and host and port.isdigit() and int(port) <= 65535)
-    ok = ok and (bracketed or ":" not in host) and "/" not in host and " " not in host
-    if not ok:
-        example = '"127.0.0.1:8765" or "[::1]:8765"' + (' or "" to disable' if allow_empty else "")
-        t.problem(key, f"expected host:port, got {short(value)}", f"for example {example}")
-    return ok
-
-
 def _build_gateway(t: Table | None) -> GatewayConfig:
     d = GatewayConfig()
     if t is None:
         return d
     listen = t.string("listen", d.listen)
-    if not _check_listen(t, "listen", listen):
+    if not t.check_listen("listen", listen):
         listen = d.listen
     max_message = t.integer("max_message_bytes", d.max_message_bytes, lo=1)
     send_buffer = t.integer("send_buffer_bytes", d.send_buffer_bytes, lo=1)
@@ -256,7 +241,7 @@ def _build_metrics(t: Table | None) -> MetricsConfig:
     if t is None:
         return d
     listen = t.string("listen", d.listen, allow_empty=True)
-    if not _check_listen(t, "listen", listen, allow_empty=True):
+    if not t.check_listen("listen", listen, allow_empty=True):
         listen = d.listen
     cfg = MetricsConfig(
         history_points=t.integer("history_points", d.history_points, lo=10),
@@ -268,19 +253,6 @@ def _build_metrics(t: Table | None) -> MetricsConfig:
 
 
 # --- routes ----------------------------------------------------------------------------------
-
-
-def _check_url(t: Table, key: str | int, value: str, schemes: tuple[str, ...]) -> bool:
-    wanted = " or ".join(f"{s}://" for s in schemes)
-    try:
-        parts = urlsplit(value)
-        ok = parts.scheme in schemes and bool(parts.hostname)
-        _ = parts.port  # raises ValueError on a bad port
-    except ValueError:
-        ok = False
-    if not ok:
-        t.problem(key, f"expected {wanted} URL, got {short(value)}")
-    return ok
 
 
 def endpoint_default_name(url: str) -> str:
@@ -341,7 +313,7 @@ def _build_endpoints(t: Table) -> tuple[EndpointConfig, ...]:
         weight = ep.integer("weight", 1, lo=0)
         name = ep.string("name", None)
         ep.finish()
-        if url is None or not _check_url(ep, "url", url, ("ws", "wss")):
+        if url is None or not ep.check_url("url", url, ("ws", "wss")):
             ok = False
             continue
         parsed.append((url, weight, name))
@@ -420,7 +392,7 @@ def _build_route(name: str, t: Table, daemon_max: int) -> RouteConfig | None:
         t.problem("backoff_max", f"must be >= backoff_initial ({backoff_initial:g})")
     lifetime = t.number("max_lifetime", default_max_lifetime(d_for_defaults), minimum=0.0)
     rest_url = t.string("rest_url", None)
-    if rest_url is not None and not _check_url(t, "rest_url", rest_url, ("http", "https")):
+    if rest_url is not None and not t.check_url("rest_url", rest_url, ("http", "https")):
         rest_url = None
     route = RouteConfig(
         name=name,
@@ -499,12 +471,6 @@ def _build_routes(root: Table, daemon_max: int) -> tuple[RouteConfig, ...] | Non
 # --- alerts ----------------------------------------------------------------------------------
 
 
-def _one_of(t: Table, keys: tuple[str, ...], values: tuple[object, ...]) -> None:
-    given = [k for k, v in zip(keys, values, strict=True) if v is not None]
-    if len(given) > 1:
-        t.problem(given[1], f"set only one of {', '.join(keys)} (got {', '.join(given)})")
-
-
 def _build_channel(name: str, t: Table) -> AlertChannelConfig:
     default_kind = name if name in CHANNEL_KINDS else None
     kind: str | None = t.string("kind", default_kind, choices=CHANNEL_KINDS)
@@ -529,17 +495,17 @@ def _build_channel(name: str, t: Table) -> AlertChannelConfig:
     }
     if kind in _URL_KINDS:
         url = t.string("url", None)
-        if url is not None and not _check_url(t, "url", url, ("http", "https")):
+        if url is not None and not t.check_url("url", url, ("http", "https")):
             url = None
         fields.update(url=url, url_env=t.env_name("url_env"), url_file=t.string("url_file", None))
-        _one_of(t, ("url", "url_env", "url_file"), (url, fields["url_env"], fields["url_file"]))
+        t.only_one(("url", "url_env", "url_file"), (url, fields["url_env"], fields["url_file"]))
         if fields["enabled"] and not (url or fields["url_env"] or fields["url_file"]):
             t.problem(None, f"enabled {kind} channel needs url, url_env or url_file")
     if kind == "webhook":
         fields.update(
             secret_env=t.env_name("secret_env"), secret_file=t.string("secret_file", None)
         )
-        _one_of(t, ("secret_env", "secret_file"), (fields["secret_env"], fields["secret_file"]))
+        t.only_one(("secret_env", "secret_file"), (fields["secret_env"], fields["secret_file"]))
     if kind == "email":
         fields.update(
             smtp_host=t.string("smtp_host", None),
@@ -551,15 +517,16 @@ def _build_channel(name: str, t: Table) -> AlertChannelConfig:
             from_addr=t.string("from_addr", None),
             to_addrs=t.strings("to_addrs"),
         )
-        _one_of(
-            t, ("password_env", "password_file"), (fields["password_env"], fields["password_file"])
+        t.only_one(
+            ("password_env", "password_file"), (fields["password_env"], fields["password_file"])
         )
-        for key in ("from_addr",):
-            if fields[key] is not None and "@" not in fields[key]:
-                t.problem(key, f"expected an email address, got {short(fields[key])}")
+        if fields["from_addr"] is not None and "@" not in fields["from_addr"]:
+            t.problem("from_addr", f"expected an email address, got {short(fields['from_addr'])}")
         for index, addr in enumerate(fields["to_addrs"]):
             if "@" not in addr:
-                t.problem("to_addrs", f"to_addrs[{index}]: expected an email address, got {addr!r}")
+                t.problems.add(
+                    (*t.at("to_addrs"), index), f"expected an email address, got {short(addr)}"
+                )
         if fields["enabled"]:
             missing = [k for k in ("smtp_host", "from_addr", "to_addrs") if not fields[k]]
             if missing:
@@ -644,57 +611,6 @@ def _build_alerts(t: Table | None) -> AlertsConfig:
     return cfg
 
 
-# --- dump and demo rewrite -----------------------------------------------------------------
-
-_PAIR_FIELDS = ("matchers", "labels", "channel_cadence")
-_SECRET_URL_KINDS = ("slack", "discord")  # their webhook URL is the credential itself
-
-
-def _mask_url(url: str) -> str:
-    """Hide credentials that may ride in a URL: userinfo and the query string."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    query = "***" if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-def _plain(value: Any, mask: bool, kind: str | None = None) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out: dict[str, Any] = {}
-        inner_kind = getattr(value, "kind", None) if isinstance(value, AlertChannelConfig) else None
-        for f in dataclasses.fields(value):
-            item = getattr(value, f.name)
-            if f.name in _PAIR_FIELDS:
-                out[f.name] = {k: v for k, v in item}
-            elif f.name.endswith("_env"):
-                out[f.name] = None if item is None else {"name": item, "set": item in os.environ}
-            elif f.name == "url" and inner_kind is not None and item is not None and mask:
-                out[f.name] = "***" if inner_kind in _SECRET_URL_KINDS else _mask_url(item)
-            else:
-                out[f.name] = _plain(item, mask, inner_kind)
-        return out
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, tuple | list):
-        return [_plain(item, mask, kind) for item in value]
-    return value
-
-
-def config_to_dict(cfg: Config, *, mask_secrets: bool = True) -> dict[str, Any]:
-    """A JSON-able view for ``wsgate config show``.
-
-    Secret values are replaced by ``"***"`` (Slack/Discord webhook URLs entirely, other
-    alert URLs in their userinfo and query). Environment variables appear by NAME with
-    whether they are set; their values are never read into the output.
-    """
-    out: dict[str, Any] = _plain(cfg, mask_secrets)
-    out["gateway"]["host"], out["gateway"]["port"] = cfg.gateway.host, cfg.gateway.port
-    out["metrics"]["enabled"] = cfg.metrics.enabled
-    return out
-
-
 def with_endpoints(cfg: Config, urls: Mapping[str, list[str]]) -> Config:
     """Point each named route at ``urls`` (weight 1 each), keeping everything else.
 
@@ -708,7 +624,7 @@ def with_endpoints(cfg: Config, urls: Mapping[str, list[str]]) -> Config:
         t = Table(problems, ("routes", name, "endpoints"), {})
         if not url_list:
             t.problem(None, "a route needs at least one endpoint")
-        good = [(u, 1, None) for i, u in enumerate(url_list) if _check_url(t, i, u, ("ws", "wss"))]
+        good = [(u, 1, None) for i, u in enumerate(url_list) if t.check_url(i, u, ("ws", "wss"))]
         if len(good) == len(url_list) and good:
             replaced[name] = dataclasses.replace(route, endpoints=_name_endpoints(good, t))
     if problems.items:

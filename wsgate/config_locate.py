@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from wsgate.errors import ConfigProblem
 
@@ -402,3 +403,34 @@ class Table:
                 self.problem(key, foreign[key])
             else:
                 self.problem(key, f"unknown key {key!r}", did_you_mean(key, self.known))
+
+    def check_listen(self, key: str, value: str, *, allow_empty: bool = False) -> bool:
+        if allow_empty and value == "":
+            return True
+        host, sep, port = value.rpartition(":")
+        bracketed = host.startswith("[") and host.endswith("]")
+        ok = bool(sep and host and port.isascii() and port.isdigit() and int(port) <= 65535)
+        ok = ok and (bracketed or ":" not in host) and "/" not in host and " " not in host
+        if not ok:
+            example = '"127.0.0.1:8765" or "[::1]:8765"' + (
+                ' or "" to disable' if allow_empty else ""
+            )
+            self.problem(key, f"expected host:port, got {short(value)}", f"for example {example}")
+        return ok
+
+    def check_url(self, key: str | int, value: str, schemes: tuple[str, ...]) -> bool:
+        wanted = " or ".join(f"{s}://" for s in schemes)
+        try:
+            parts = urlsplit(value)
+            ok = parts.scheme in schemes and bool(parts.hostname)
+            _ = parts.port  # raises ValueError on a bad port
+        except ValueError:
+            ok = False
+        if not ok:
+            self.problem(key, f"expected {wanted} URL, got {short(value)}")
+        return ok
+
+    def only_one(self, keys: tuple[str, ...], values: tuple[object, ...]) -> None:
+        given = [k for k, v in zip(keys, values, strict=True) if v is not None]
+        if len(given) > 1:
+            self.problem(given[1], f"set only one of {', '.join(keys)} (got {', '.join(given)})")

@@ -1,4 +1,4 @@
-"""The shape of a wsgate config: frozen dataclasses and their per-dialect/per-rule defaults.
+"""The shape of a wsgate config: frozen dataclasses, their defaults, the reload diff, the dump.
 
 Built only by :mod:`wsgate.config` (which validates); everyone else reads them. Every
 collection is a tuple so a whole :class:`Config` is hashable and compares by value,
@@ -7,7 +7,12 @@ which is what the reload diff relies on.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from wsgate import paths
 from wsgate.core.types import ConnectionType, DialectName, Severity, StrategyName
@@ -28,6 +33,7 @@ __all__ = [
     "MetricsConfig",
     "RouteConfig",
     "TlsConfig",
+    "config_to_dict",
     "default_connect_budget",
     "default_max_lifetime",
     "default_max_subscriptions",
@@ -441,3 +447,54 @@ def diff_config(old: Config, new: Config) -> ConfigDiff:
             if getattr(getattr(old, section), key) != getattr(getattr(new, section), key)
         ),
     )
+
+
+# --- dump and demo rewrite -----------------------------------------------------------------
+
+_PAIR_FIELDS = ("matchers", "labels", "channel_cadence")
+_SECRET_URL_KINDS = ("slack", "discord")  # their webhook URL is the credential itself
+
+
+def _mask_url(url: str) -> str:
+    """Hide credentials that may ride in a URL: userinfo and the query string."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "***" if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _plain(value: Any, mask: bool, kind: str | None = None) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, Any] = {}
+        inner_kind = getattr(value, "kind", None) if isinstance(value, AlertChannelConfig) else None
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            if f.name in _PAIR_FIELDS:
+                out[f.name] = {k: v for k, v in item}
+            elif f.name.endswith("_env"):
+                out[f.name] = None if item is None else {"name": item, "set": item in os.environ}
+            elif f.name == "url" and inner_kind is not None and item is not None and mask:
+                out[f.name] = "***" if inner_kind in _SECRET_URL_KINDS else _mask_url(item)
+            else:
+                out[f.name] = _plain(item, mask, inner_kind)
+        return out
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_plain(item, mask, kind) for item in value]
+    return value
+
+
+def config_to_dict(cfg: Config, *, mask_secrets: bool = True) -> dict[str, Any]:
+    """A JSON-able view for ``wsgate config show``.
+
+    Secret values are replaced by ``"***"`` (Slack/Discord webhook URLs entirely, other
+    alert URLs in their userinfo and query). Environment variables appear by NAME with
+    whether they are set; their values are never read into the output.
+    """
+    out: dict[str, Any] = _plain(cfg, mask_secrets)
+    out["gateway"]["host"], out["gateway"]["port"] = cfg.gateway.host, cfg.gateway.port
+    out["metrics"]["enabled"] = cfg.metrics.enabled
+    return out
