@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Generator
 from types import TracebackType
 from typing import Any, BinaryIO
 
@@ -199,7 +199,7 @@ class ControlClient:
         params: dict[str, Any] | None = None,
         *,
         idle_timeout: float | None = None,
-    ) -> Iterator[tuple[str, Any]]:
+    ) -> Generator[tuple[str, Any], None, None]:
         """Yield ``(event, data)`` until the daemon ends the stream.
 
         Uses its own connection, closed when the iterator is closed, so breaking out of
