@@ -46,7 +46,7 @@ def _fail(err: ControlError) -> NoReturn:
     if isinstance(err.details, list):
         for item in err.details:
             if isinstance(item, dict) and "message" in item:
-                line = f":{item['line']}" if item.get("line") else ""
+                line = f" (line {item['line']})" if item.get("line") else ""
                 hint = f" (hint: {item['hint']})" if item.get("hint") else ""
                 print(f"  {item.get('path', '')}{line}: {item['message']}{hint}", file=sys.stderr)
             else:

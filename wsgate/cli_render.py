@@ -89,9 +89,9 @@ def render_status(r: dict[str, Any]) -> None:
     for col in ("route", "dialect", "type", "strategy", "sessions", "upstreams", "states"):
         t.add_column(col)
     for rt in r["routes"]:
-        c = dict(rt["connections"])
-        total, up = c.pop("total"), c.pop("open")
-        states = " ".join(f"{_state(k)}={v}" for k, v in sorted(c.items()))
+        c = rt["connections"]
+        total, up = c["total"], c["up"]
+        states = " ".join(f"{_state(k)}={v}" for k, v in sorted(c["states"].items()))
         t.add_row(
             rt["name"],
             rt["dialect"],

@@ -41,7 +41,7 @@ def status(d: Daemon) -> dict[str, Any]:
                 "strategy": rt.cfg.strategy.value,
                 "endpoints": [e.url for e in rt.cfg.endpoints],
                 "sessions": len(rt.sessions),
-                "connections": {"total": len(conns), "open": rt.open_connections(), **states},
+                "connections": {"total": len(conns), "up": rt.open_connections(), "states": states},
             }
         )
     return {

@@ -1,0 +1,164 @@
+"""Run the real daemon as a subprocess against real loopback servers, with bounded waits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, serve
+
+WSGATE = [sys.executable, "-m", "wsgate.cli"]
+
+
+def free_port() -> int:
+    # Only for the daemon's own listener, which must be named in its config file.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class ThreadServer:
+    """A websockets server on 127.0.0.1:0 running in its own thread and event loop."""
+
+    def __init__(self, handler: Callable[[ServerConnection], Awaitable[None]]) -> None:
+        self._handler = handler
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self.port = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        async with serve(self._handler, "127.0.0.1", 0, compression=None) as server:
+            self.port = server.sockets[0].getsockname()[1]
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> ThreadServer:
+        self._thread.start()
+        assert self._ready.wait(10), "upstream test server did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
+@dataclass
+class DaemonProc:
+    proc: subprocess.Popen[bytes]
+    dir: Path
+    config: Path
+    socket: str
+    port: int
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def cli(self, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*WSGATE, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env,
+            check=False,
+        )
+
+    def status(self) -> dict[str, Any]:
+        r = self.cli("status", "--json", "--socket", self.socket)
+        assert r.returncode == 0, r.stderr
+        return dict(json.loads(r.stdout))
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def wait_log(self, text: str, timeout: float = 10.0) -> None:
+        wait_until(lambda: text in self.logs(), timeout, f"log line {text!r}")
+
+
+def write_config(directory: Path, body: str, port: int) -> tuple[Path, str]:
+    sock = str(directory / "ctl.sock")
+    cfg = directory / "wsgate.toml"
+    cfg.write_text(
+        f"""
+[daemon]
+control_socket = "{sock}"
+state_dir = "{directory / "state"}"
+shutdown_timeout = 3
+[gateway]
+listen = "127.0.0.1:{port}"
+[metrics]
+listen = ""
+"""
+        + body
+    )
+    return cfg, sock
+
+
+@contextmanager
+def run_daemon(
+    body: str, *, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+) -> Iterator[DaemonProc]:
+    # Unix socket paths are limited to 108 bytes: keep the directory short.
+    directory = Path(tempfile.mkdtemp(prefix="wsg-", dir="/tmp"))
+    port = free_port()
+    cfg, sock = write_config(directory, body, port)
+    log = directory / "daemon.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [*WSGATE, "run", "--config", str(cfg), *args],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    d = DaemonProc(proc, directory, cfg, sock, port, log, env)
+    try:
+        wait_until(
+            lambda: "ready:" in d.logs() or proc.poll() is not None, 20, "daemon to be ready"
+        )
+        assert proc.poll() is None, d.logs()
+        yield d
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
