@@ -1,0 +1,495 @@
+"""Binance spot streams as a pure codec: paths, SUBSCRIBE ids, combined wrapper, limits.
+
+Upstream connections always use the combined endpoint (``/stream``) so every frame names its
+stream in a fixed prefix ``{"stream":"<name>","data":...}``: the routing key is read by slicing
+and the ``/ws`` (plain) form is the ``data`` slice, never a re-encoding. Binance counts at most
+5 incoming messages per second per connection; sessions enforce that here with ``now``
+(WebSocket ping/pong frames never reach the codec, so only text frames count).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import deque
+from collections.abc import Sequence
+from urllib.parse import parse_qs
+
+from wsgate.core.types import DialectName
+from wsgate.dialects.base import (
+    Auth,
+    ChannelData,
+    Close,
+    DataKind,
+    Error,
+    ErrorAction,
+    FrameForm,
+    Integrity,
+    Intent,
+    Reply,
+    Result,
+    ServerShutdown,
+    StateStatistics,
+    SubKey,
+    Subscribe,
+    Subscribed,
+    SubscribeFailed,
+    Unrecognized,
+    Unsubscribe,
+    Unsubscribed,
+    UpstreamEvent,
+    compact,
+)
+from wsgate.errors import InvalidPath
+
+__all__ = [
+    "MAX_MESSAGES_PER_SECOND",
+    "MAX_STREAMS",
+    "BinanceDialect",
+    "BinanceSession",
+    "BinanceState",
+    "BinanceUpstream",
+    "parse_stream",
+]
+
+log = logging.getLogger("wsgate.dialects.binance")
+
+MAX_MESSAGES_PER_SECOND = 5
+MAX_STREAMS = 1024
+
+# 1m (minute) and 1M (month) differ only by case: intervals are never lower-cased.
+_INTERVALS = frozenset(
+    ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h")
+    + ("1d", "3d", "1w", "1M")
+)
+_FIXED_LOWER = frozenset({"ticker_1h", "ticker_4h", "ticker_1d", "depth5", "depth10", "depth20"})
+_EVENTS = {
+    e.lower(): e
+    for e in ("trade", "aggTrade", "bookTicker", "miniTicker", "ticker", "avgPrice", "depth")
+}
+_SYMBOL = re.compile(r"[a-z0-9]{2,30}")
+_LISTEN_KEY = re.compile(r"[A-Za-z0-9]{20,128}")
+_ALL_MARKET = {
+    s.lower(): s
+    for s in (
+        "!miniTicker@arr",
+        "!ticker@arr",
+        "!ticker_1h@arr",
+        "!ticker_4h@arr",
+        "!ticker_1d@arr",
+        "!bookTicker",
+    )
+}
+_PREFIX = '{"stream":"'
+# Streams whose last message is a complete picture for a late joiner.
+_LAST_VALUE = ("bookTicker", "ticker", "miniTicker", "avgPrice", "depth5", "depth10", "depth20")
+
+
+def parse_stream(raw: object) -> SubKey | None:
+    """Canonical key of a stream name, or ``None`` when Binance has no such stream."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    if raw[0] == "!":
+        name = _ALL_MARKET.get(raw.lower())
+        if name is None:
+            return None
+        return SubKey(DialectName.BINANCE, name[1:].split("@")[0], "", (), name)
+    parts = raw.split("@")
+    if len(parts) not in (2, 3):
+        return None
+    symbol, event = parts[0].lower(), parts[1]
+    if not _SYMBOL.fullmatch(symbol):
+        return None
+    low = event.lower()
+    params: tuple[tuple[str, str], ...] = ()
+    if low.startswith("kline_"):
+        interval = event[6:]
+        if interval not in _INTERVALS:
+            return None
+        channel = f"kline_{interval}"
+    elif low in _FIXED_LOWER:
+        channel = low
+    else:
+        found = _EVENTS.get(low)
+        if found is None:
+            return None
+        channel = found
+    if len(parts) == 3:
+        if not channel.startswith("depth") or parts[2].lower() not in ("100ms", "1000ms"):
+            return None
+        params = (("speed", parts[2].lower()),)
+    name = "@".join([symbol, channel, *(v for _, v in params)])
+    return SubKey(DialectName.BINANCE, channel, symbol, params, name)
+
+
+def _result(result: object, req_id: object) -> Reply:
+    return Reply(compact({"result": result, "id": req_id}))
+
+
+def _error(code: int, msg: str, req_id: object = None) -> Error:
+    return Error(compact({"error": {"code": code, "msg": msg}, "id": req_id}), code)
+
+
+class BinanceSession:
+    """Downstream codec: ``/ws`` sessions get plain payloads, ``/stream`` ones the wrapper."""
+
+    fast_kinds = frozenset({DataKind.DATA})
+
+    def __init__(
+        self,
+        combined: bool,
+        streams: Sequence[SubKey] = (),
+        listen_key: str | None = None,
+        max_rate: int = MAX_MESSAGES_PER_SECOND,
+    ) -> None:
+        self.form = FrameForm.COMBINED if combined else FrameForm.PLAIN
+        self.initial = tuple(dict.fromkeys(streams))
+        self.listen_key = listen_key
+        self.subs: dict[SubKey, None] = {}  # ordered set, as LIST_SUBSCRIPTIONS reports it
+        self.max_rate = max_rate
+        self._recent: deque[float] = deque()
+
+    def __repr__(self) -> str:
+        return f"<BinanceSession form={self.form.value} streams={len(self.subs)}>"
+
+    def greeting(self) -> list[str]:
+        return []
+
+    def on_open(self, now: float) -> list[Intent]:
+        if self.listen_key is not None:
+            return [Auth("", f"/ws/{self.listen_key}")]
+        for key in self.initial:
+            self.subs[key] = None
+        return [Subscribe(key) for key in self.initial]
+
+    def _over_rate(self, now: float) -> bool:
+        recent = self._recent
+        recent.append(now)
+        while recent and recent[0] <= now - 1.0:
+            recent.popleft()
+        return len(recent) > self.max_rate
+
+    def on_client_message(self, text: str | bytes, now: float) -> list[Intent]:
+        if self._over_rate(now):
+            return [Close(1008, "Too many messages")]
+        try:
+            msg = json.loads(text)
+        except (ValueError, TypeError):
+            return [_error(3, "Invalid JSON: expected value")]
+        if not isinstance(msg, dict):
+            return [_error(2, "Invalid request: expected an object")]
+        req_id = msg.get("id")
+        if req_id is not None and (
+            isinstance(req_id, bool)
+            or not isinstance(req_id, int | str)
+            or (isinstance(req_id, int) and req_id < 0)
+        ):
+            return [_error(2, "Invalid request: request ID must be an unsigned integer")]
+        method = msg.get("method")
+        params = msg.get("params", [])
+        if method is None:
+            return [_error(2, "Invalid request: missing field `method`", req_id)]
+        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
+            return self._sub_unsub(method, params, req_id)
+        if method == "LIST_SUBSCRIPTIONS":
+            return [_result([k.name for k in self.subs], req_id)]
+        if method in ("SET_PROPERTY", "GET_PROPERTY"):
+            return self._property(method, params, req_id)
+        return [
+            _error(
+                2,
+                f"Invalid request: unknown variant `{method}`, expected one of `SUBSCRIBE`, "
+                "`UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY`",
+                req_id,
+            )
+        ]
+
+    def _sub_unsub(self, method: str, params: object, req_id: object) -> list[Intent]:
+        if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+            return [_error(1, "Invalid value type: expected a list of stream names", req_id)]
+        keys: list[SubKey] = []
+        for p in params:
+            key = parse_stream(p)
+            if key is None:
+                return [_error(2, f"Invalid request: invalid stream name {p!r}", req_id)]
+            keys.append(key)
+        out: list[Intent] = [_result(None, req_id)]
+        if method == "SUBSCRIBE":
+            new = [k for k in dict.fromkeys(keys) if k not in self.subs]
+            if len(self.subs) + len(new) > MAX_STREAMS:
+                return [_error(2, f"Invalid request: more than {MAX_STREAMS} streams", req_id)]
+            for key in new:
+                self.subs[key] = None
+                out.append(Subscribe(key, (), req_id))
+        else:
+            for key in dict.fromkeys(keys):
+                if key in self.subs:
+                    del self.subs[key]
+                    out.append(Unsubscribe(key))
+        return out
+
+    def _property(self, method: str, params: object, req_id: object) -> list[Intent]:
+        if not isinstance(params, list) or not params or params[0] != "combined":
+            return [_error(2, "Invalid request: unknown property", req_id)]
+        if method == "GET_PROPERTY":
+            return [_result(self.form is FrameForm.COMBINED, req_id)]
+        if len(params) != 2 or not isinstance(params[1], bool):
+            return [_error(1, "Invalid value type: expected Boolean", req_id)]
+        self.form = FrameForm.COMBINED if params[1] else FrameForm.PLAIN
+        return [_result(None, req_id)]
+
+    def render_subscribed(self, sub: Subscribe, gateway_chan_id: int) -> str | None:
+        return None  # Binance acknowledges the request ({"result":null}), not each stream
+
+    def render_subscribe_error(self, sub: Subscribe, code: int, msg: str) -> str | None:
+        self.subs.pop(sub.key, None)
+        return _error(code, msg, sub.client_id).frame
+
+    def render_unsubscribed(self, gateway_chan_id: int) -> str | None:
+        return None
+
+    def render(self, event: ChannelData, gateway_chan_id: int, now: float) -> bytes | None:
+        if self.form is FrameForm.COMBINED:
+            return event.text.encode()
+        return event.text[event.start : event.end].encode()
+
+
+class BinanceUpstream:
+    """Codec for one combined-stream upstream connection; remembers request ids -> keys."""
+
+    def __init__(self) -> None:
+        self._requests: dict[int, tuple[str, tuple[SubKey, ...]]] = {}
+
+    def __repr__(self) -> str:
+        return f"<BinanceUpstream pending_requests={len(self._requests)}>"
+
+    def hello(self) -> list[str]:
+        return []
+
+    def subscribe_batch_frame(self, keys: Sequence[SubKey], req_id: int) -> str:
+        """One SUBSCRIBE for many streams: the 5 messages/s budget favours batches."""
+        self._requests[req_id] = ("SUBSCRIBE", tuple(keys))
+        return compact({"method": "SUBSCRIBE", "params": [k.name for k in keys], "id": req_id})
+
+    def subscribe_frame(self, key: SubKey, req_id: int) -> str:
+        return self.subscribe_batch_frame([key], req_id)
+
+    def unsubscribe_batch_frame(self, keys: Sequence[SubKey], req_id: int) -> str:
+        self._requests[req_id] = ("UNSUBSCRIBE", tuple(keys))
+        return compact({"method": "UNSUBSCRIBE", "params": [k.name for k in keys], "id": req_id})
+
+    def unsubscribe_frame(self, key: SubKey, channel: int | str, req_id: int) -> str:
+        return self.unsubscribe_batch_frame([key], req_id)
+
+    def ping_frame(self, cid: int) -> str | None:
+        return None  # no app-level ping; it would spend the 5 msgs/s budget: use WS pings
+
+    def on_upstream_frame(self, text: str) -> UpstreamEvent:
+        if text.startswith(_PREFIX):
+            q = text.find('"', 11)
+            if q > 11 and text.startswith('","data":', q):
+                stream = text[11:q]
+                if stream[0] == "!" and stream.startswith("!serverShutdown"):
+                    return ServerShutdown(text)
+                return ChannelData(stream, DataKind.DATA, text, q + 9, len(text) - 1)
+            return self._slow_data(text)
+        if '"e":"serverShutdown"' in text:
+            return ServerShutdown(text)
+        if text.startswith('{"result"') or text.startswith('{"error"') or '"id":' in text[:80]:
+            return self._reply(text)
+        # A plain /ws upstream (user-data relay): the whole frame is the payload.
+        return ChannelData("", DataKind.DATA, text, 0, len(text))
+
+    def _slow_data(self, text: str) -> UpstreamEvent:
+        # Unusual member order or spacing: parse once to find the parts. If "data" is not the
+        # last member it cannot be sliced, and only then is the wrapper rebuilt (re-encoded).
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            return Unrecognized(text, "invalid JSON")
+        stream = msg.get("stream") if isinstance(msg, dict) else None
+        if not isinstance(stream, str) or "data" not in msg:
+            return Unrecognized(text, "combined frame without stream/data")
+        start = text.rfind('"data":') + 7
+        try:
+            sliced_ok = json.loads(text[start:-1]) == msg["data"]
+        except ValueError:
+            sliced_ok = False
+        if not sliced_ok:
+            head = '{"stream":' + json.dumps(stream) + ',"data":'
+            text = head + compact(msg["data"]) + "}"
+            start = len(head)
+        return ChannelData(stream, DataKind.DATA, text, start, len(text) - 1)
+
+    def _reply(self, text: str) -> UpstreamEvent:
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            return Unrecognized(text, "invalid JSON")
+        if not isinstance(msg, dict):
+            return Unrecognized(text, "not an object")
+        raw_id = msg.get("id")
+        req_id = raw_id if isinstance(raw_id, int) and not isinstance(raw_id, bool) else None
+        method, keys = self._requests.pop(req_id, ("", ())) if req_id is not None else ("", ())
+        err = msg.get("error", msg if "code" in msg and "msg" in msg else None)
+        if isinstance(err, dict):
+            code = err.get("code")
+            return SubscribeFailed(
+                code if isinstance(code, int) else -1,
+                str(err.get("msg", "")),
+                ErrorAction.FAIL_SUBSCRIPTION if method == "SUBSCRIBE" else ErrorAction.OTHER,
+                keys[0] if len(keys) == 1 else None,
+                req_id,
+            )
+        if "result" not in msg:
+            return Unrecognized(text, "reply without result")
+        subscribed = tuple(Subscribed(k, k.name, req_id) for k in keys if method == "SUBSCRIBE")
+        unsubscribed = tuple(Unsubscribed(k.name, req_id) for k in keys if method == "UNSUBSCRIBE")
+        return Result(req_id, msg["result"], subscribed, unsubscribed)
+
+
+def _int_after(text: str, token: str, start: int, end: int) -> int | None:
+    i = text.find(token, start, end)
+    if i < 0:
+        return None
+    i += len(token)
+    j = i
+    while j < end and text[j].isdigit():
+        j += 1
+    return int(text[i:j]) if j > i else None
+
+
+class BinanceState:
+    """Late-joiner state: last message of snapshot-like streams; ``u`` contiguity for diff depth."""
+
+    def __init__(self, key: SubKey) -> None:
+        self.key = key
+        self.keeps_last = key.channel in _LAST_VALUE or key.channel.startswith(
+            ("kline_", "ticker_")
+        )
+        self.diff_depth = key.channel == "depth"
+        self.last_update_id: int | None = None
+        self._last: ChannelData | None = None
+        self._frames = 0
+        self._gaps = 0
+
+    def __repr__(self) -> str:
+        return f"<BinanceState {self.key} frames={self._frames} gaps={self._gaps}>"
+
+    def apply(self, event: ChannelData) -> Integrity:
+        self._frames += 1
+        if self.keeps_last:
+            self._last = event
+            return Integrity.OK
+        if not self.diff_depth:
+            return Integrity.OK
+        first = _int_after(event.text, '"U":', event.start, event.end)
+        last = _int_after(event.text, '"u":', event.start, event.end)
+        if first is None or last is None:
+            return Integrity.OK
+        prev, self.last_update_id = self.last_update_id, last
+        if prev is not None and first != prev + 1:
+            self._gaps += 1
+            log.warning("%s: depth gap: U=%d after u=%d", self.key, first, prev)
+            return Integrity.GAP
+        return Integrity.OK
+
+    def reset(self) -> None:
+        self._last = None
+        self.last_update_id = None
+
+    def snapshot_event(self) -> ChannelData | None:
+        return self._last
+
+    def snapshot_frame(
+        self, gateway_chan_id: int, form: FrameForm = FrameForm.PLAIN
+    ) -> bytes | None:
+        ev = self._last
+        if ev is None:
+            return None
+        return (ev.text if form is FrameForm.COMBINED else ev.text[ev.start : ev.end]).encode()
+
+    def statistics(self) -> StateStatistics:
+        return StateStatistics(
+            self.key, self._frames, 0, self._gaps, int(self._last is not None), bool(self._last)
+        )
+
+
+def _cadence(key: SubKey) -> float | None:
+    ch = key.channel
+    if ch in ("trade", "aggTrade", "bookTicker"):
+        return None  # event driven: silence on a quiet symbol is not a fault
+    if ch.startswith("depth"):
+        return 0.1 if key.param("speed") == "100ms" else 1.0
+    if ch.startswith("kline_"):
+        return 1.0 if ch == "kline_1s" else 2.0
+    return 1.0  # tickers, miniTicker, avgPrice and the all-market arrays
+
+
+class BinanceDialect:
+    name = DialectName.BINANCE
+    shared = True
+    url_suffix = "/stream"
+
+    def __init__(self) -> None:
+        self._dedup_token: dict[str, str | None] = {}
+
+    def __repr__(self) -> str:
+        return "<BinanceDialect>"
+
+    def open_session(self, path: str, query: str = "") -> BinanceSession:
+        path = path.rstrip("/")
+        if path == "/stream":
+            raw = parse_qs(query).get("streams", [""])[0]
+            names = [n for n in raw.split("/") if n]
+            keys = [parse_stream(n) for n in names]
+            bad = [n for n, k in zip(names, keys, strict=True) if k is None]
+            if bad:
+                raise InvalidPath(f"binance: invalid stream name(s) {', '.join(bad)}", 400)
+            return BinanceSession(True, [k for k in keys if k is not None])
+        if path == "/ws":
+            return BinanceSession(False)
+        if path.startswith("/ws/"):
+            segments = path[4:].split("/")
+            keys = [parse_stream(s) for s in segments]
+            if all(k is not None for k in keys):
+                return BinanceSession(False, [k for k in keys if k is not None])
+            if len(segments) == 1 and _LISTEN_KEY.fullmatch(segments[0]):
+                return BinanceSession(False, listen_key=segments[0])
+            # Binance itself accepts any /ws/<name> and then stays silent; so do we.
+            log.info("binance session on unknown stream path %r: no data will flow", path)
+            return BinanceSession(False)
+        raise InvalidPath(f"binance routes serve /ws, /ws/<stream> and /stream, not {path!r}")
+
+    def open_upstream(self, flags: int = 0) -> BinanceUpstream:
+        return BinanceUpstream()
+
+    def upstream_flags_for(self, session_flags: Sequence[int]) -> int:
+        return 0
+
+    def new_state(self, key: SubKey) -> BinanceState:
+        return BinanceState(key)
+
+    def rewrite(self, event: ChannelData, gateway_chan_id: int, form: FrameForm) -> bytes:
+        if form is FrameForm.COMBINED:
+            return event.text.encode()
+        return event.text[event.start : event.end].encode()
+
+    def cadence(self, key: SubKey) -> float | None:
+        return _cadence(key)
+
+    def dedup_id(self, event: ChannelData) -> int | None:
+        """Trade ``t``, aggTrade ``a`` or diff-depth ``u``: monotonic per stream."""
+        stream = event.channel
+        if not isinstance(stream, str):
+            return None
+        token = self._dedup_token.get(stream, "")
+        if token == "":
+            key = parse_stream(stream)
+            ch = key.channel if key else ""
+            token = {"trade": '"t":', "aggTrade": '"a":', "depth": '"u":'}.get(ch)
+            self._dedup_token[stream] = token
+        if token is None:
+            return None
+        return _int_after(event.text, token, event.start, event.end)
