@@ -60,8 +60,24 @@ MAX_STREAMS = 1024
 
 # 1m (minute) and 1M (month) differ only by case: intervals are never lower-cased.
 _INTERVALS = frozenset(
-    ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h")
-    + ("1d", "3d", "1w", "1M")
+    {
+        "1s",
+        "1m",
+        "3m",
+        "5m",
+        "15m",
+        "30m",
+        "1h",
+        "2h",
+        "4h",
+        "6h",
+        "8h",
+        "12h",
+        "1d",
+        "3d",
+        "1w",
+        "1M",
+    }
 )
 _FIXED_LOWER = frozenset({"ticker_1h", "ticker_4h", "ticker_1d", "depth5", "depth10", "depth20"})
 _EVENTS = {
