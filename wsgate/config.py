@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import tomli
 
-from wsgate.config_locate import Problems, SourceLocator, Table, did_you_mean, short
+from wsgate.config_locate import Problems, SourceLocator, Table, did_you_mean, short, toml_type
 from wsgate.config_schema import (
     ALERT_RULE_TYPES,
     CHANNEL_KINDS,
@@ -447,7 +447,9 @@ def _build_routes(root: Table, daemon_max: int) -> tuple[RouteConfig, ...] | Non
                 "use letters, digits, '_', '-' or '.', starting with a letter or digit",
             )
         if not isinstance(body, dict):
-            table.problem(name, f"expected table [routes.{name}], got {type(body).__name__}")
+            table.problem(
+                name, f"expected table [routes.{name}], got {toml_type(body)} {short(body)}"
+            )
             complete = False
             continue
         route = _build_route(name, Table(table.problems, table.at(name), body), daemon_max)

@@ -465,7 +465,7 @@ def _mask_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
-def _plain(value: Any, mask: bool, kind: str | None = None) -> Any:
+def _plain(value: Any, mask: bool) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out: dict[str, Any] = {}
         inner_kind = getattr(value, "kind", None) if isinstance(value, AlertChannelConfig) else None
@@ -474,16 +474,18 @@ def _plain(value: Any, mask: bool, kind: str | None = None) -> Any:
             if f.name in _PAIR_FIELDS:
                 out[f.name] = {k: v for k, v in item}
             elif f.name.endswith("_env"):
-                out[f.name] = None if item is None else {"name": item, "set": item in os.environ}
+                # "set" means set and non-empty: an empty secret is as good as none.
+                is_set = item is not None and bool(os.environ.get(item))
+                out[f.name] = None if item is None else {"name": item, "set": is_set}
             elif f.name == "url" and inner_kind is not None and item is not None and mask:
                 out[f.name] = "***" if inner_kind in _SECRET_URL_KINDS else _mask_url(item)
             else:
-                out[f.name] = _plain(item, mask, inner_kind)
+                out[f.name] = _plain(item, mask)
         return out
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, tuple | list):
-        return [_plain(item, mask, kind) for item in value]
+        return [_plain(item, mask) for item in value]
     return value
 
 
