@@ -19,7 +19,7 @@ import json as jsonlib
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
-from typing import Any
+from typing import Any, Self
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -89,7 +89,7 @@ class HttpReceiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook/secret-token"
 
-    async def start(self) -> HttpReceiver:
+    async def start(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -104,7 +104,7 @@ class HttpReceiver:
             await self._server.wait_closed()
             self._server = None
 
-    async def __aenter__(self) -> HttpReceiver:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -239,7 +239,7 @@ class SmtpReceiver:
             kw = {"authenticator": self._authenticate, "auth_require_tls": False}
         return SMTP(_Handler(self), hostname="wsgate-test", **kw)
 
-    async def __aenter__(self) -> SmtpReceiver:
+    async def __aenter__(self) -> Self:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._protocol, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]

@@ -334,7 +334,9 @@ def test_email_through_smtp_with_auth(monkeypatch: pytest.MonkeyPatch) -> None:
         assert msg["Subject"] == "[FIRING:2] high_latency route=bitfinex"
         assert msg["Message-ID"] == "<wsgate.n_7@example.org>"
         assert msg.get_content_type() == "text/plain"
-        text = msg.get_payload(decode=True).decode()
+        raw = msg.get_payload(decode=True)
+        assert isinstance(raw, bytes)
+        text = raw.decode()
         assert "p95 812ms > 500ms" in text
         assert "route = bitfinex" in text
 
