@@ -167,7 +167,7 @@ class SymbolMarket:
         self._quote_volume = 0.0
         self._first_trade = self.trade_id + 1
         self._trades = 0
-        self.changed: set[int] = set()  # raw prices touched by the last step
+        self.changed: dict[int, bool] = {}  # raw price -> is bid, touched by the last step
         for _ in range(levels * 3):
             self._add_random_order()
         self.changed.clear()
@@ -196,12 +196,12 @@ class SymbolMarket:
 
     # -- evolution ----------------------------------------------------------------------------
 
-    def step(self) -> set[int]:
-        """Move the price and mutate a few orders; return the raw prices whose level changed.
+    def step(self) -> dict[int, bool]:
+        """Move the price and mutate a few orders; return {raw price: is bid} of changed levels.
 
         ``update_id`` advances once per step that changed the book.
         """
-        self.changed = set()
+        self.changed = {}
         rng = self._rng
         move = round(rng.gauss(0.0, self._volatility) * self.mid_t)
         self.mid_t = max(self.mid_t + move, 10 * self._levels + 10)
@@ -303,19 +303,19 @@ class SymbolMarket:
         self._next_order_id += 1
         order = Order(self._next_order_id, price_t, amount_t if bid else -amount_t)
         self.orders[order.id] = order
-        self._touch(order.price_t, 1, order.amount_t)
+        self._touch(order.price_t, 1, order.amount_t, bid)
 
     def _remove(self, order: Order) -> None:
         del self.orders[order.id]
-        self._touch(order.price_t, -1, -order.amount_t)
+        self._touch(order.price_t, -1, -order.amount_t, order.amount_t > 0)
 
     def _amend(self, order: Order) -> None:
         sign = 1 if order.amount_t > 0 else -1
         new_amount = sign * self._rng.randint(10, 2 * _AMOUNT_SCALE)
-        self._touch(order.price_t, 0, new_amount - order.amount_t)
+        self._touch(order.price_t, 0, new_amount - order.amount_t, sign > 0)
         order.amount_t = new_amount
 
-    def _touch(self, price_t: int, count: int, amount_t: int) -> None:
+    def _touch(self, price_t: int, count: int, amount_t: int, bid: bool) -> None:
         level = self.book.get(price_t)
         if level is None:
             level = self.book[price_t] = [0, 0]
@@ -323,4 +323,4 @@ class SymbolMarket:
         level[1] += amount_t
         if level[0] == 0:
             del self.book[price_t]
-        self.changed.add(price_t)
+        self.changed[price_t] = bid

@@ -285,7 +285,7 @@ class SimServer:
             job.due = max(job.due + job.interval, now)
             heapq.heappush(self._jobs, job)
 
-    def later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+    def later(self, delay: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
         return asyncio.get_running_loop().call_later(delay, callback)
 
     def spawn(self, coro: Any) -> None:

@@ -1,0 +1,145 @@
+"""The umbrella that runs both exchange simulators, for the demo, tests and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from wsgate.sim.binance import BinanceSim
+from wsgate.sim.bitfinex import BitfinexSim
+from wsgate.sim.server import SimStatistics
+
+__all__ = ["Simulator", "SimulatorStatistics", "run_simulator"]
+
+logger = logging.getLogger("wsgate.sim")
+
+
+@dataclass(frozen=True)
+class SimulatorStatistics:
+    bitfinex: SimStatistics | None
+    binance: SimStatistics | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "bitfinex": self.bitfinex.as_dict() if self.bitfinex else None,
+            "binance": self.binance.as_dict() if self.binance else None,
+        }
+
+
+def _split_tuning(tuning: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Route ``bitfinex_x``/``binance_x`` to one sim and a bare ``x`` to every sim that takes it."""
+    accepts = {
+        "bitfinex": set(inspect.signature(BitfinexSim.__init__).parameters) - {"self"},
+        "binance": set(inspect.signature(BinanceSim.__init__).parameters) - {"self"},
+    }
+    out: dict[str, dict[str, Any]] = {"bitfinex": {}, "binance": {}}
+    for key, value in tuning.items():
+        venue, _, rest = key.partition("_")
+        if venue in out and rest in accepts[venue]:
+            out[venue][rest] = value
+            continue
+        targets = [v for v in out if key in accepts[v]]
+        if not targets:
+            raise TypeError(f"Simulator: unknown tuning option {key!r}")
+        for v in targets:
+            out[v][key] = value
+    return out["bitfinex"], out["binance"]
+
+
+class Simulator:
+    """``async with Simulator(seed=1) as sim:`` starts the enabled exchange simulators."""
+
+    def __init__(
+        self,
+        *,
+        seed: int | None = 0,
+        bitfinex: bool = True,
+        binance: bool = True,
+        host: str = "127.0.0.1",
+        bitfinex_port: int = 0,
+        binance_port: int = 0,
+        **tuning: Any,
+    ) -> None:
+        bfx_opts, bnc_opts = _split_tuning(tuning)
+        self._bitfinex = (
+            BitfinexSim(seed=seed, host=host, port=bitfinex_port, **bfx_opts) if bitfinex else None
+        )
+        self._binance = (
+            BinanceSim(seed=seed, host=host, port=binance_port, **bnc_opts) if binance else None
+        )
+
+    def __repr__(self) -> str:
+        return f"Simulator(bitfinex={self._bitfinex!r}, binance={self._binance!r})"
+
+    @property
+    def bitfinex(self) -> BitfinexSim:
+        if self._bitfinex is None:
+            raise RuntimeError("the Bitfinex simulator is disabled (bitfinex=False)")
+        return self._bitfinex
+
+    @property
+    def binance(self) -> BinanceSim:
+        if self._binance is None:
+            raise RuntimeError("the Binance simulator is disabled (binance=False)")
+        return self._binance
+
+    @property
+    def bitfinex_url(self) -> str:
+        return self.bitfinex.url
+
+    @property
+    def binance_url(self) -> str:
+        return self.binance.url
+
+    @property
+    def binance_rest_url(self) -> str:
+        return self.binance.rest_url
+
+    async def start(self) -> None:
+        started: list[BitfinexSim | BinanceSim] = []
+        try:
+            for sim in (self._bitfinex, self._binance):
+                if sim is not None:
+                    await sim.start()
+                    started.append(sim)
+        except BaseException:
+            for sim in started:
+                await sim.close()
+            raise
+
+    async def close(self) -> None:
+        for sim in (self._binance, self._bitfinex):
+            if sim is not None:
+                await sim.close()
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def statistics(self) -> SimulatorStatistics:
+        return SimulatorStatistics(
+            bitfinex=self._bitfinex.statistics() if self._bitfinex else None,
+            binance=self._binance.statistics() if self._binance else None,
+        )
+
+
+async def run_simulator(
+    host: str, bitfinex_port: int, binance_port: int, seed: int | None, stop: asyncio.Event
+) -> None:
+    """Serve both simulators until ``stop`` is set (the ``wsgate sim`` command)."""
+    async with Simulator(
+        seed=seed, host=host, bitfinex_port=bitfinex_port, binance_port=binance_port
+    ) as sim:
+        logger.info(
+            "simulator ready: bitfinex %s, binance %s (REST %s); faults at /_sim/fault, stats at /_sim/stats",
+            sim.bitfinex_url,
+            sim.binance_url,
+            sim.binance_rest_url,
+        )
+        await stop.wait()
