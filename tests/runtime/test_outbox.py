@@ -399,3 +399,20 @@ def test_send_test_goes_straight_to_the_channel(tmp_path: Path) -> None:
             store.close()
 
     run(main())
+
+
+def test_notifier_bug_is_retried_not_fatal(tmp_path: Path) -> None:
+    async def main() -> None:
+        fake = FakeTime()
+        notifier = ScriptedNotifier("x", [RuntimeError("bug in a notifier")], fake.clock)
+        store = Store(tmp_path / "db")
+        outbox = Outbox(
+            store, {"x": notifier}, rng=random.Random(1), clock=fake.clock, sleep=fake.sleep
+        )
+        outbox.enqueue("x", alert_payload("n-1"))
+        async with Running(outbox):
+            await until(lambda: notifier.accepted == ["n-1"])
+        assert outbox.statistics().channel("x").last_error == "RuntimeError: bug in a notifier"
+        store.close()
+
+    run(main())

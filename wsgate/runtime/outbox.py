@@ -388,8 +388,9 @@ class Outbox:
                 )
                 self._store.outbox_retry(row.id, name, attempts, now + delay, str(exc))
                 return False
-            except (TimeoutError, OSError, ValueError, KeyError, TypeError) as exc:
-                # A notifier bug or a hang must not lose the row: retry it like a 5xx.
+            except Exception as exc:
+                # A notifier bug or a hang must neither lose the row nor stop the other
+                # channels' tasks (they share a TaskGroup): retry it like a 5xx.
                 now = self._clock()
                 msg = f"{type(exc).__name__}: {exc}"
                 self._failed(ch, msg)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email.utils
 import re
-import socket
 from email.message import EmailMessage
 from typing import Any
 
@@ -108,6 +107,6 @@ class EmailNotifier(Notifier):
             # 4xx is transient by RFC 5321; 5xx (bad auth, bad sender) will not heal by itself.
             retryable = 400 <= exc.code < 500
             raise DeliveryError(f"{where}: {exc.code} {exc.message}", retryable=retryable) from None
-        except (aiosmtplib.SMTPException, OSError, socket.gaierror) as exc:
+        except (aiosmtplib.SMTPException, OSError) as exc:
             raise DeliveryError(f"{where}: {type(exc).__name__}: {exc}") from None
         return self._result(payload, status=250, detail=reply)
