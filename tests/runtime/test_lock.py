@@ -39,25 +39,25 @@ def test_lock_writes_pid_and_refuses_a_second_holder(tmp_path: Path) -> None:
 
 def test_lock_held_by_another_process_names_its_pid(tmp_path: Path) -> None:
     path = str(tmp_path / "wsgate.lock")
-    holder = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", HOLDER, path],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdin is not None
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(ControlError) as info:
-            PidLock(path).acquire()
-        assert f"pid {holder.pid}" in info.value.message
-        assert info.value.details == {"pid": holder.pid, "lock": path}
-        holder.stdin.close()
-        assert holder.wait(timeout=10) == 0
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait(timeout=10)
+    ) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdin is not None
+            assert holder.stdout.readline().strip() == "locked"
+            with pytest.raises(ControlError) as info:
+                PidLock(path).acquire()
+            assert f"pid {holder.pid}" in info.value.message
+            assert info.value.details == {"pid": holder.pid, "lock": path}
+            holder.stdin.close()
+            assert holder.wait(timeout=10) == 0
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+                holder.wait(timeout=10)
     lock = PidLock(path)
     lock.acquire()
     lock.close()
@@ -65,13 +65,13 @@ def test_lock_held_by_another_process_names_its_pid(tmp_path: Path) -> None:
 
 def test_lock_is_released_when_the_holder_dies(tmp_path: Path) -> None:
     path = str(tmp_path / "wsgate.lock")
-    holder = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", HOLDER, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == b"locked"
-    holder.kill()
-    holder.wait(timeout=10)
+    ) as holder:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == b"locked"
+        holder.kill()
+        holder.wait(timeout=10)
     with PidLock(path) as lock:  # the kernel dropped the dead holder's flock
         assert lock.locked
 

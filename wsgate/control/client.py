@@ -17,12 +17,16 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import Generator
-from types import TracebackType
-from typing import Any, BinaryIO
 
 from wsgate.control import wire
 from wsgate.errors import ControlError, DaemonNotRunning, PermissionDenied
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+
+if TYPE_CHECKING:  # keep `typing` and `types` off the CLI's import path
+    from collections.abc import Generator
+    from types import TracebackType
+    from typing import Any, BinaryIO
 
 __all__ = ["ControlClient", "resolve_socket_path"]
 

@@ -315,14 +315,19 @@ class ControlServer:
 
     # -- connections -----------------------------------------------------------------
 
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A plain callback, so the connection task is ours: on 3.11, a task that asyncio
+        # streams creates for a coroutine callback logs a spurious traceback when
+        # close() cancels it.
         if self._state is not ServerState.LISTENING:
             writer.close()
             return
+        task = asyncio.get_running_loop().create_task(self._connection(reader, writer))
         self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
         self._connections_total += 1
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             caller = peer_caller(writer.get_extra_info("socket"))
             log.debug("control connection from pid=%d uid=%d", caller.pid, caller.uid)
@@ -332,7 +337,6 @@ class ControlServer:
         except Exception:
             log.exception("control connection failed")
         finally:
-            self._connections.discard(task)
             writer.close()
 
     async def _serve(
