@@ -83,6 +83,7 @@ _MIN_RTT = 1e-4  # floor so a zero RTT sample cannot make the load term vanish
 _DEFAULT_RTT = 0.01  # only used when no candidate of the pool has a sample (all compare equal)
 _DRAWS = 8  # rejection-sampling attempts before falling back to a full scan
 _INF = math.inf
+_MEDIAN_TTL = 1.0  # seconds a computed pool-median RTT is reused
 _DECISION_CACHE = 4096  # bound on reused Decision objects
 
 
@@ -230,6 +231,7 @@ class Balancer:
         self._peak: dict[str, list[float]] = {}  # id -> [peak-EWMA rtt, stamp]
         self._c = _Counters()
         self._decisions: dict[tuple[str, StrategyName, str], Decision] = {}
+        self._median: tuple[float, float, int] | None = None  # (rtt, computed at, pool size)
         self._handlers: dict[
             StrategyName, Callable[[Sequence[Candidate], float], tuple[Candidate, str]]
         ] = {
@@ -405,15 +407,29 @@ class Balancer:
             return effective_weight(c, now, self.slow_start)
         return c.weight
 
-    def _median_rtt(self, candidates: Sequence[Candidate]) -> float:
+    def _median_rtt(self, candidates: Sequence[Candidate], now: float) -> float:
+        """Median RTT of the healthy candidates, stand-in for a connection without a sample.
+
+        Sorting the pool is the one O(n log n) step of the P2C strategies, so the value
+        is reused for up to ``_MEDIAN_TTL`` seconds while the pool size is unchanged;
+        a median drifts far slower than that.
+        """
+        cached = self._median
+        if cached is not None:
+            value, at, size = cached
+            if size == len(candidates) and 0.0 <= now - at < _MEDIAN_TTL:
+                return value
         floor = self.unhealthy_below
         samples = sorted(
             c.latency for c in candidates if c.latency is not None and is_healthy(c, floor)
         )
         if not samples:
-            return _DEFAULT_RTT
-        mid = len(samples) // 2
-        return samples[mid] if len(samples) % 2 else (samples[mid - 1] + samples[mid]) / 2
+            value = _DEFAULT_RTT
+        else:
+            mid = len(samples) // 2
+            value = samples[mid] if len(samples) % 2 else (samples[mid - 1] + samples[mid]) / 2
+        self._median = (value, now, len(candidates))
+        return value
 
     def _rotate(self, ties: list[Candidate]) -> Candidate:
         self._rot += 1
@@ -452,7 +468,7 @@ class Balancer:
         best = _INF
         ties: list[Candidate] = []
         for c in candidates:
-            n = c.sessions + c.subscriptions + 1
+            n = c.sessions + c.subscriptions + 1.0
             w = c.weight
             # Slow start only lowers the weight, so a candidate already worse at full
             # weight is skipped before the exclusion checks (the common case).
@@ -561,11 +577,10 @@ class Balancer:
         if pair is None:
             return self._pool(candidates)[0], "least latency (only candidate)"
         a, b = pair
-        median = -1.0
         la = a.latency
         lb = b.latency
         if la is None or lb is None:
-            median = self._median_rtt(candidates)
+            median = self._median_rtt(candidates, now)
             la = median if la is None else la
             lb = median if lb is None else lb
         ca = max(la, _MIN_RTT) * (1 + a.sessions + a.subscriptions) / self._weight(a, now)
@@ -621,7 +636,7 @@ class Balancer:
         """Finagle's peak EWMA of the candidate's RTT, kept per id and updated when sampled."""
         rtt = c.latency
         if rtt is None:
-            return max(self._median_rtt(candidates), _MIN_RTT)
+            return max(self._median_rtt(candidates, now), _MIN_RTT)
         rtt = max(rtt, _MIN_RTT)
         st = self._peak.get(c.id)
         if st is None:
