@@ -15,6 +15,7 @@ from wsgate.core.alerts import (
     ChannelRoute,
     ConnInput,
     EvalResult,
+    Notification,
     RuleSpec,
     fingerprint,
 )
@@ -142,7 +143,7 @@ def test_fingerprint_is_stable_across_label_order() -> None:
 def test_flapping_sends_exactly_one_notice_then_recovers() -> None:
     channel = ChannelRoute("ops", Severity.INFO)
     engine = latency_engine((channel,), pending_samples=1, window=1)
-    notes = []
+    notes: list[Notification] = []
     t = 0.0
     for i in range(12):  # fire / resolve every evaluation
         result = feed(engine, t, 0.9 if i % 2 == 0 else 0.1)
