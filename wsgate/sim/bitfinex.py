@@ -218,7 +218,7 @@ class BitfinexSim(SimServer):
         mts = _ms()
         for feed in list(self.feeds.values()):
             if isinstance(feed, StatusFeed):
-                self._publish(feed, dumps([feed.entry(mts)]), now, mts)
+                self._publish(feed, dumps(feed.entry(mts)), now, mts)
 
     def _heartbeat_job(self, now: float) -> None:
         if self.faults.data_paused:

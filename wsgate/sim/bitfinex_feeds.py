@@ -82,7 +82,7 @@ class Feed(ABC):
 @dataclass(eq=False)
 class TickerFeed(Feed):
     def snapshot_tail(self) -> str:
-        return dumps([self.ticker_entry()])
+        return dumps(self.ticker_entry())
 
     def ticker_entry(self) -> Entry:
         m = self.market
@@ -107,7 +107,7 @@ class TickerFeed(Feed):
 @dataclass(eq=False)
 class TradesFeed(Feed):
     def snapshot_tail(self) -> str:
-        return dumps([[self.entry(t) for t in reversed(self.market.tape)]])
+        return dumps([self.entry(t) for t in reversed(self.market.tape)])
 
     def entry(self, trade: Trade) -> Entry:
         m = self.market
@@ -121,11 +121,11 @@ class CandlesFeed(Feed):
     def snapshot_tail(self) -> str:
         series = self.market.candles(self.interval_ms)
         candles = [*series.closed, *([series.current] if series.current else [])]
-        return dumps([[self._entry_of(c) for c in reversed(candles)]])
+        return dumps([self._entry_of(c) for c in reversed(candles)])
 
     def update_tail(self) -> str | None:
         cur = self.market.candles(self.interval_ms).current
-        return None if cur is None else dumps([self._entry_of(cur)])
+        return None if cur is None else dumps(self._entry_of(cur))
 
     def _entry_of(self, c: Candle) -> Entry:
         m = self.market
@@ -142,7 +142,7 @@ class CandlesFeed(Feed):
 @dataclass(eq=False)
 class StatusFeed(Feed):
     def snapshot_tail(self) -> str:
-        return dumps([self.entry(int(time.time() * 1000))])
+        return dumps(self.entry(int(time.time() * 1000)))
 
     def entry(self, now_ms: int) -> list[object]:
         m = self.market
@@ -195,7 +195,7 @@ class BookFeed(Feed):
         return self.prec == "R0"
 
     def snapshot_tail(self) -> str:
-        return dumps([[*self.bids, *self.asks]])
+        return dumps([*self.bids, *self.asks])
 
     def checksum(self) -> int:
         return book_checksum(self.bids, self.asks)

@@ -137,7 +137,7 @@ async def run_simulator(
         seed=seed, host=host, bitfinex_port=bitfinex_port, binance_port=binance_port
     ) as sim:
         logger.info(
-            "simulator ready: bitfinex %s, binance %s (REST %s); faults at /_sim/fault, stats at /_sim/stats",
+            "simulator ready: bitfinex %s, binance %s (REST %s); faults at /_sim/fault",
             sim.bitfinex_url,
             sim.binance_url,
             sim.binance_rest_url,
