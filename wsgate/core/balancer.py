@@ -227,7 +227,7 @@ class Balancer:
         self.rate_unit = rate_unit  # msgs/s that weigh as much as one placement in `adaptive`
         self._rr = 0  # round-robin cursor into the caller's list
         self._rot = 0  # rotating tie-break index
-        self._wrr: dict[str, float] = {}  # smooth WRR current_weight per id
+        self._wrr: dict[str, list[float]] = {}  # smooth WRR current_weight cell per id
         self._peak: dict[str, list[float]] = {}  # id -> [peak-EWMA rtt, stamp]
         self._c = _Counters()
         self._decisions: dict[tuple[str, StrategyName, str], Decision] = {}
@@ -537,6 +537,7 @@ class Balancer:
         total = 0.0
         best_v = -_INF
         best: Candidate | None = None
+        best_cell: list[float] = []
         live = 0
         for c in candidates:
             if not c.eligible or c.health < floor:
@@ -550,20 +551,22 @@ class Balancer:
             t0 = c.connected_at
             if t0 is not None and t0 > cutoff:
                 w = effective_weight(c, now, ss)
-            key = c.id
-            try:
-                v = cw[key] + w
-            except KeyError:
-                v = w
-            cw[key] = v
+            # One mutable cell per id: a dict lookup plus an in-place add is measurably
+            # cheaper than a lookup plus a store on every candidate of every pick.
+            cell = cw.get(c.id)
+            if cell is None:
+                cell = cw[c.id] = [0.0]
+            v = cell[0] + w
+            cell[0] = v
             total += w
             live += 1
             if v > best_v:
                 best_v = v
                 best = c
+                best_cell = cell
         if best is None:
             return self._pool(candidates)[0], "weighted round robin"
-        cw[best.id] = best_v - total
+        best_cell[0] = best_v - total
         if len(cw) > 4 * live + 64:
             # Ids that left the list keep their position for a while (a connection that
             # flaps must not restart its cycle), but the map must not grow without bound.

@@ -21,6 +21,11 @@ neither restarts the clock nor toggles moves on and off. Each move goes from the
 most loaded connection to the least loaded healthy target and only when it
 narrows their gap (target after the move stays strictly below the source before
 it), so a plan never moves a subscription back and forth.
+
+Only eligible connections count and act as sources: subscriptions on a draining
+or disabled connection are the drain path's job, not the rebalancer's. Targets
+must also be healthy (``health >= unhealthy_below``), below capacity and of
+positive weight.
 """
 
 from __future__ import annotations
