@@ -23,7 +23,7 @@ from wsgate.core.alerts.routing import (
     flush_group,
     group_key_for,
 )
-from wsgate.core.alerts.rules import DEFAULT_RULES, RuleSpec, evaluate_rules
+from wsgate.core.alerts.rules import DEFAULT_RULES, RuleSpec, iter_observations
 from wsgate.core.alerts.silences import (
     DEFAULT_INHIBIT_RULES,
     Ack,
@@ -43,6 +43,7 @@ log = logging.getLogger("wsgate.alerts")
 
 _STATE_VERSION = 1
 _LIVE = (AlertState.PENDING, AlertState.FIRING)
+_FP_CACHE_MAX = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,7 @@ class AlertEngine:
         self._records: dict[str, AlertRecord] = {}
         self._groups: dict[str, GroupState] = {}
         self._silences: dict[str, Silence] = {}
+        self._fp_cache: dict[tuple[tuple[str, str], ...], str] = {}
         self._buffered: list[Transition] = []  # from tick()/raise_external(), for evaluate()
         self._seq = 0
         self._silence_seq = 0
@@ -183,33 +185,41 @@ class AlertEngine:
         self._last_eval = now
         transitions = self._buffered
         self._buffered = []
-        observations = evaluate_rules(inputs, self._rules)
-        self._observations = len(observations)
         records = self._records
         rules = self._rules
+        fp_cache = self._fp_cache
+        if len(fp_cache) > _FP_CACHE_MAX:
+            fp_cache.clear()
         seen: set[str] = set()
-        for obs in observations:
-            fp = fingerprint(obs.labels)
+        count = 0
+        for alertname, labels, value, breaching, ok, summary, severity in iter_observations(
+            inputs, rules
+        ):
+            count += 1
+            # Rules build labels in a fixed order, so the item tuple is a cheap cache key.
+            key = tuple(labels.items())
+            fp = fp_cache.get(key)
+            if fp is None:
+                fp = fp_cache[key] = fingerprint(labels)
             rec = records.get(fp)
             if rec is None:
-                if not obs.breaching:
+                if not breaching:
                     continue  # nothing known and nothing wrong: the common case, kept cheap
-                spec = rules[obs.alertname]
-                rec = AlertRecord(fp, obs.alertname, obs.labels, obs.severity, spec.window)
+                spec = rules[alertname]
+                rec = AlertRecord(fp, alertname, labels, severity, spec.window)
                 records[fp] = rec
             else:
-                spec = rules[obs.alertname]
+                spec = rules[alertname]
             seen.add(fp)
-            rec.value = obs.value
-            if obs.summary:
-                rec.summary = obs.summary
-            moved = rec.observe(
-                obs.breaching, obs.clear, now, spec.pending_samples, spec.keep_firing_for
-            )
+            rec.value = value
+            if summary:
+                rec.summary = summary
+            moved = rec.observe(breaching, ok, now, spec.pending_samples, spec.keep_firing_for)
             if moved is not None:
                 self._after_move(rec, moved, now, transitions)
             if rec.state is AlertState.INACTIVE:
                 del records[fp]
+        self._observations = count
         for fp, rec in list(records.items()):
             if fp in seen or rec.external_until is not None:
                 continue

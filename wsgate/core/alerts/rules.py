@@ -24,8 +24,10 @@ __all__ = [
     "ALERT_TYPES",
     "DEFAULT_RULES",
     "Observation",
+    "RawObservation",
     "RuleSpec",
     "evaluate_rules",
+    "iter_observations",
     "judge",
     "rule_spec_from",
 ]
@@ -208,10 +210,15 @@ def _ratio(num: float, den: float) -> float:
     return min(num / den, _RATIO_CAP)
 
 
-def evaluate_rules(inputs: AlertInputs, rules: Mapping[str, RuleSpec]) -> list[Observation]:
-    """Every observation of every enabled rule over one snapshot."""
-    out: list[Observation] = []
-    append = out.append
+# One observation as a plain tuple, for the engine's hot loop:
+# (alertname, labels, value, breaching, clear, summary, severity).
+RawObservation = tuple[str, dict[str, str], float | None, bool, bool, str, Severity]
+
+
+def iter_observations(
+    inputs: AlertInputs, rules: Mapping[str, RuleSpec]
+) -> Iterator[RawObservation]:
+    """Every observation of every enabled rule over one snapshot, as plain tuples."""
     for type_, spec in rules.items():
         evaluator = _EVALUATORS.get(type_)
         if not spec.enabled or evaluator is None:
@@ -223,8 +230,12 @@ def evaluate_rules(inputs: AlertInputs, rules: Mapping[str, RuleSpec]) -> list[O
             breaching, ok = judge(value, fire, clear) if verdict is None else verdict
             labels = base.copy()
             labels.update(extra)
-            append(Observation(type_, labels, value, breaching, ok, summary, sev))
-    return out
+            yield type_, labels, value, breaching, ok, summary, sev
+
+
+def evaluate_rules(inputs: AlertInputs, rules: Mapping[str, RuleSpec]) -> list[Observation]:
+    """Every observation of every enabled rule over one snapshot."""
+    return [Observation(*raw) for raw in iter_observations(inputs, rules)]
 
 
 # (value, summary, extra labels, verdict): a verdict (breaching, clear) overrides the thresholds

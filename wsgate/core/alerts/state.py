@@ -46,11 +46,9 @@ class Transition(NamedTuple):
 
 
 def fingerprint(labels: Mapping[str, str]) -> str:
-    """Stable identity of a label set: sha256 over sorted ``name\\xffvalue\\xff``, 16 hex chars."""
-    h = hashlib.sha256()
-    for name in sorted(labels):
-        h.update(f"{name}\xff{labels[name]}\xff".encode())
-    return h.hexdigest()[:16]
+    """Stable identity of a label set: sha256 over sorted ``name\xffvalue\xff``, 16 hex chars."""
+    text = "".join([f"{name}\xff{labels[name]}\xff" for name in sorted(labels)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's "no end time"
