@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import pytest
 
@@ -26,8 +27,8 @@ from wsgate.dialects.base import (
     Reply,
     SessionCodec,
     Subscribe,
-    SubscribeFailed,
     Subscribed,
+    SubscribeFailed,
     Unrecognized,
     Unsubscribe,
     Unsubscribed,
@@ -51,7 +52,7 @@ def session() -> BitfinexSession:
     return D.open_session("/ws/2")
 
 
-def only(intents: list[object]) -> object:
+def only(intents: Sequence[object]) -> object:
     assert len(intents) == 1, intents
     return intents[0]
 
@@ -62,7 +63,7 @@ def subscribe(s: BitfinexSession, **fields: object) -> Subscribe:
     return intent
 
 
-def error_of(intents: list[object]) -> dict[str, object]:
+def error_of(intents: Sequence[object]) -> dict[str, object]:
     intent = only(intents)
     assert isinstance(intent, Error)
     body = json.loads(intent.frame)
@@ -74,8 +75,9 @@ def test_protocol_conformance() -> None:
     assert isinstance(D, Dialect)
     assert isinstance(session(), SessionCodec)
     assert isinstance(D.open_upstream(), UpstreamCodec)
-    assert isinstance(D.new_state(subscribe(session(), channel="ticker", symbol="tBTCUSD").key),
-                      ChannelState)  # fmt: skip
+    assert isinstance(
+        D.new_state(subscribe(session(), channel="ticker", symbol="tBTCUSD").key), ChannelState
+    )
 
 
 def test_paths() -> None:
@@ -142,35 +144,63 @@ def test_subscribed_echo_includes_sub_id_and_gateway_chan_id() -> None:
 
 def test_subscribe_errors_use_exchange_codes() -> None:
     s = session()
-    assert error_of(s.on_client_message('{"event":"subscribe","channel":"nope"}', NOW))[
-        "code"
-    ] == 10302
+    assert (
+        error_of(s.on_client_message('{"event":"subscribe","channel":"nope"}', NOW))["code"]
+        == 10302
+    )
     bad_symbol = error_of(
         s.on_client_message('{"event":"subscribe","channel":"ticker","symbol":"t$$"}', NOW)
     )
     assert bad_symbol["code"] == 10300 and bad_symbol["symbol"] == "t$$"
-    assert error_of(
-        s.on_client_message('{"event":"subscribe","channel":"book","symbol":"tBTCUSD","len":7}', NOW)
-    )["code"] == 10300
-    assert error_of(
-        s.on_client_message('{"event":"subscribe","channel":"candles","key":"trade:2m:tBTCUSD"}',
-                            NOW)  # fmt: skip
-    )["code"] == 10300
+    assert (
+        error_of(
+            s.on_client_message(
+                '{"event":"subscribe","channel":"book","symbol":"tBTCUSD","len":7}', NOW
+            )
+        )["code"]
+        == 10300
+    )
+    assert (
+        error_of(
+            s.on_client_message(
+                '{"event":"subscribe","channel":"candles","key":"trade:2m:tBTCUSD"}', NOW
+            )
+        )["code"]
+        == 10300
+    )
     sub = subscribe(s, channel="trades", symbol="tBTCUSD")
-    dup = error_of(s.on_client_message('{"event":"subscribe","channel":"trades","pair":"BTCUSD"}',
-                                       NOW))  # fmt: skip
+    dup = error_of(
+        s.on_client_message('{"event":"subscribe","channel":"trades","pair":"BTCUSD"}', NOW)
+    )
     assert dup["code"] == 10301
     s.render_subscribed(sub, 3)
-    assert error_of(
-        s.on_client_message('{"event":"subscribe","channel":"trades","symbol":"tBTCUSD"}', NOW)
-    )["code"] == 10301
-    failed = json.loads(s.render_subscribe_error(subscribe(s, channel="ticker", symbol="tXXXYYY"),
-                                                 10300, "symbol: invalid") or "")  # fmt: skip
-    assert failed == {"event": "error", "msg": "symbol: invalid", "code": 10300,
-                      "channel": "ticker", "symbol": "tXXXYYY", "pair": "XXXYYY"}  # fmt: skip
+    assert (
+        error_of(
+            s.on_client_message('{"event":"subscribe","channel":"trades","symbol":"tBTCUSD"}', NOW)
+        )["code"]
+        == 10301
+    )
+    failed = json.loads(
+        s.render_subscribe_error(
+            subscribe(s, channel="ticker", symbol="tXXXYYY"), 10300, "symbol: invalid"
+        )
+        or ""
+    )
+    assert failed == {
+        "event": "error",
+        "msg": "symbol: invalid",
+        "code": 10300,
+        "channel": "ticker",
+        "symbol": "tXXXYYY",
+        "pair": "XXXYYY",
+    }
     # After a failure the session may try again.
-    assert isinstance(only(s.on_client_message(
-        '{"event":"subscribe","channel":"ticker","symbol":"tXXXYYY"}', NOW)), Subscribe)  # fmt: skip
+    assert isinstance(
+        only(
+            s.on_client_message('{"event":"subscribe","channel":"ticker","symbol":"tXXXYYY"}', NOW)
+        ),
+        Subscribe,
+    )
 
 
 def test_unsubscribe_by_gateway_chan_id() -> None:
@@ -184,7 +214,9 @@ def test_unsubscribe_by_gateway_chan_id() -> None:
         "status": "OK",
         "chanId": 42,
     }
-    assert error_of(s.on_client_message('{"event":"unsubscribe","chanId":42}', NOW))["code"] == 10401
+    assert (
+        error_of(s.on_client_message('{"event":"unsubscribe","chanId":42}', NOW))["code"] == 10401
+    )
 
 
 def test_ping_pong_with_cid_and_ts_from_now() -> None:
@@ -195,8 +227,9 @@ def test_ping_pong_with_cid_and_ts_from_now() -> None:
 
 def test_conf_flags_per_session() -> None:
     s = session()
-    intents = s.on_client_message(json.dumps({"event": "conf", "flags": SEQ_ALL | OB_CHECKSUM}),
-                                  NOW)  # fmt: skip
+    intents = s.on_client_message(
+        json.dumps({"event": "conf", "flags": SEQ_ALL | OB_CHECKSUM}), NOW
+    )
     assert intents[0] == Conf(SEQ_ALL | OB_CHECKSUM)
     assert isinstance(intents[1], Reply)
     assert json.loads(intents[1].frame) == {"event": "conf", "status": "OK", "flags": 196608}
@@ -283,7 +316,9 @@ def test_sequence_numbers_are_per_session_and_checksums_only_when_asked() -> Non
     assert seq_b.render(hb, 5, NOW) == b'[5,"hb",2,1700000000123]'
     assert seq_a.render(data, 6, NOW) == b"[6,[29999,1,0.5],4]"
     # an upstream timestamp wins over the local clock
-    up_ts = BitfinexUpstream(OB_CHECKSUM | TIMESTAMP).on_upstream_frame("[17,[1,1,1],1600000000000]")
+    up_ts = BitfinexUpstream(OB_CHECKSUM | TIMESTAMP).on_upstream_frame(
+        "[17,[1,1,1],1600000000000]"
+    )
     assert isinstance(up_ts, ChannelData)
     assert seq_b.render(up_ts, 5, NOW) == b"[5,[1,1,1],3,1600000000000]"
 
@@ -311,7 +346,9 @@ def test_upstream_hello_subscribe_unsubscribe_ping_frames() -> None:
 def test_upstream_event_classification() -> None:
     up = BitfinexUpstream()
     key = subscribe(session(), channel="book", symbol="tBTCUSD").key
-    info = up.on_upstream_frame('{"event":"info","version":2,"serverId":"x","platform":{"status":0}}')
+    info = up.on_upstream_frame(
+        '{"event":"info","version":2,"serverId":"x","platform":{"status":0}}'
+    )
     assert info == Info(InfoAction.CONNECTED, None, "", 2, 0)
     for code, action in (
         (20051, InfoAction.RECONNECT),
@@ -339,7 +376,8 @@ def test_upstream_event_classification() -> None:
     )
     assert isinstance(dup, SubscribeFailed) and dup.action is ErrorAction.ALREADY_SUBSCRIBED
     unknown = up.on_upstream_frame(
-        '{"event":"error","msg":"symbol: invalid","code":10300,"channel":"ticker","symbol":"tZZZQQQ"}'
+        '{"event":"error","msg":"symbol: invalid","code":10300,"channel":"ticker",'
+        '"symbol":"tZZZQQQ"}'
     )
     assert isinstance(unknown, SubscribeFailed)
     assert unknown.action is ErrorAction.FAIL_SUBSCRIPTION and unknown.key is not None

@@ -38,7 +38,7 @@ def signed_crc(text: str) -> int:
 
 
 def test_raw_json_keeps_number_tokens() -> None:
-    doc = load_raw("[29999,0.00001,1e-8,-2.50,null,\"x\",{\"a\":1.0}]")
+    doc = load_raw('[29999,0.00001,1e-8,-2.50,null,"x",{"a":1.0}]')
     assert all(isinstance(x, Num) for x in doc[:4])
     assert dump_raw(doc) == '[29999,0.00001,1e-8,-2.50,null,"x",{"a":1.0}]'
 

@@ -312,6 +312,8 @@ class BinanceUpstream:
             return self._slow_data(text)
         if '"e":"serverShutdown"' in text:
             return ServerShutdown(text)
+        if '"stream":' in text and '"data":' in text:
+            return self._slow_data(text)
         if text.startswith('{"result"') or text.startswith('{"error"') or '"id":' in text[:80]:
             return self._reply(text)
         # A plain /ws upstream (user-data relay): the whole frame is the payload.
