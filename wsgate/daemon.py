@@ -85,6 +85,8 @@ class Daemon:
             rng=self.rng,
             history_points=config.metrics.history_points,
             max_connections=config.daemon.max_connections,
+            gateway_linger=config.gateway.linger,
+            client_messages_per_second=config.gateway.client_messages_per_second,
         )
         self.env.total_connections = lambda: sum(len(r.connections()) for r in self.routes.values())
         self.env.on_transition.append(self._on_transition)
@@ -117,6 +119,8 @@ class Daemon:
     # ---------------------------------------------------------------- lifecycle
     async def serve(self) -> int:
         """Run until SIGTERM/SIGINT or :meth:`stop`; returns the process exit code."""
+        os.makedirs(os.path.dirname(self.config.daemon.control_socket), mode=0o750, exist_ok=True)
+        os.makedirs(self.config.daemon.state_dir, mode=0o750, exist_ok=True)
         self.lock.acquire()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -290,6 +294,8 @@ class Daemon:
         # Live gateway limits apply to new handshakes at once; listen needs a restart.
         self.gateway.cfg = dataclasses.replace(new.gateway, listen=self.config.gateway.listen)
         self.env.max_connections = new.daemon.max_connections
+        self.env.gateway_linger = new.gateway.linger
+        self.env.client_messages_per_second = new.gateway.client_messages_per_second
         self.config = new
 
     # ---------------------------------------------------------------- jobs

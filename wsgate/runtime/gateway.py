@@ -14,6 +14,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from wsgate.config import GatewayConfig
+from wsgate.errors import InvalidPath
 from wsgate.runtime.routes import RouteRuntime
 from wsgate.runtime.session import Session
 
@@ -95,6 +96,11 @@ class Gateway:
             return self._reject(
                 conn, HTTPStatus.SERVICE_UNAVAILABLE, f"routes.{name}.max_sessions reached"
             )
+        rest = "/" + segments[1] if len(segments) > 1 else ""
+        try:
+            route.validate_path(rest, parts.query)
+        except InvalidPath as exc:
+            return self._reject(conn, HTTPStatus(exc.http_status), str(exc))
         return self._check_token(conn, request, query, route.cfg.token_env)
 
     def _check_token(
@@ -117,8 +123,10 @@ class Gateway:
 
     # ---------------------------------------------------------------- sessions
     async def _handle(self, ws: ServerConnection) -> None:
-        path = urlsplit(ws.request.path if ws.request else "/").path
-        name = path.lstrip("/").split("/", 1)[0]
+        parts = urlsplit(ws.request.path if ws.request else "/")
+        segments = parts.path.lstrip("/").split("/", 1)
+        name = segments[0]
+        rest = "/" + segments[1] if len(segments) > 1 else ""
         session = Session(
             ws,
             name,
@@ -134,7 +142,7 @@ class Gateway:
             if route is None:  # removed by a reload between handshake and handler
                 await ws.close(1013, "route removed")
                 return
-            await route.serve_session(ws, session)
+            await route.serve_session(ws, session, rest, parts.query)
         except asyncio.CancelledError:
             raise
         except Exception:

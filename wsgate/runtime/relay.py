@@ -56,8 +56,13 @@ async def run_relay(
     session: Session,
     make_upstream: Callable[[Relay], UpstreamConnection],
     open_timeout: float,
+    first_frame: str | None = None,
 ) -> None:
-    """Serve one relayed session until either side goes away."""
+    """Serve one relayed session until either side goes away.
+
+    ``first_frame`` is a client frame already read by someone else (the auth request
+    that turned a shared Bitfinex session into a private one); it goes upstream first.
+    """
     relay = Relay(session)
     conn = make_upstream(relay)
     async with asyncio.TaskGroup() as tg:
@@ -72,6 +77,14 @@ async def run_relay(
             await ws.close(CLOSE_TRY_AGAIN, "upstream unavailable")
             return
         opened.cancel()
+        if first_frame is not None:
+            try:
+                await conn.send(first_frame)
+            except (ConnectionError, ConnectionClosed):
+                await ws.close(CLOSE_TRY_AGAIN, "upstream connection lost")
+                lost.cancel()
+                conn.stop()
+                return
         pump = tg.create_task(_client_to_upstream(ws, conn, relay))
         done, _ = await asyncio.wait({pump, lost}, return_when="FIRST_COMPLETED")
         if lost in done and session.open:

@@ -1,4 +1,10 @@
-"""The runtime of one route: its pool of upstream connections and its sessions."""
+"""The runtime of one route: its pool of upstream connections, its hub and its sessions.
+
+Shared dialects (Bitfinex, Binance) hand sessions to a :class:`~wsgate.runtime.hub.Hub`
+that multiplexes subscriptions over the pool. The raw dialect and authenticated
+sessions get a dedicated upstream each (:mod:`wsgate.runtime.relay`); the raw route's
+pool then holds a warm probe connection that keeps the endpoint measured.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,20 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
 from wsgate.config import RouteConfig
+from wsgate.core.balancer import Balancer
 from wsgate.core.states import ConnState, Transition
-from wsgate.core.types import DialectName
+from wsgate.core.types import ConnectionType, DialectName
+from wsgate.dialects import base as d
+from wsgate.dialects.binance import BinanceDialect
+from wsgate.dialects.bitfinex import BitfinexDialect
+from wsgate.dialects.raw import RawDialect
+from wsgate.errors import CapacityError
+from wsgate.runtime.hub import Hub
 from wsgate.runtime.relay import Relay, run_relay
 from wsgate.runtime.session import Session
 from wsgate.runtime.upstream import (
@@ -24,9 +38,17 @@ from wsgate.runtime.upstream import (
     make_ssl_context,
 )
 
-__all__ = ["RouteEnv", "RouteRuntime"]
+__all__ = ["RouteEnv", "RouteRuntime", "make_dialect"]
 
 log = logging.getLogger("wsgate.route")
+
+
+def make_dialect(name: DialectName) -> d.Dialect:
+    if name is DialectName.BITFINEX:
+        return BitfinexDialect()
+    if name is DialectName.BINANCE:
+        return BinanceDialect()
+    return RawDialect()
 
 
 @dataclass
@@ -38,6 +60,8 @@ class RouteEnv:
     clock: Callable[[], float] = time.monotonic
     history_points: int = 1000
     max_connections: int = 1000
+    gateway_linger: float = 30.0
+    client_messages_per_second: float = 50.0
     on_transition: list[Callable[[UpstreamConnection, Transition], None]] = field(
         default_factory=list
     )
@@ -52,13 +76,28 @@ class RouteRuntime:
     def __init__(self, cfg: RouteConfig, env: RouteEnv) -> None:
         self.cfg = cfg
         self.env = env
+        self.dialect = make_dialect(cfg.dialect)
         self.pool: dict[str, UpstreamConnection] = {}
         self.relays: dict[str, UpstreamConnection] = {}
         self.sessions: set[Session] = set()
+        self.health: dict[str, float] = {}  # conn id -> score, refreshed by the health job
+        self.weights: dict[str, int] = {}  # endpoint name -> runtime weight override
+        self.no_candidate_events = 0
+        self.fail_open_events = 0
+        self.last_lb_issue: str | None = None
         self._ids = itertools.count(1)
-        self._rr = itertools.count()
+        self._target = cfg.min_connections
         self._stopped = asyncio.Event()
         self._changed = asyncio.Event()
+        self.balancer = Balancer(
+            cfg.strategy,
+            env.rng,
+            slow_start=cfg.slow_start,
+            fail_open=not cfg.type.authenticated,  # trading fails closed
+        )
+        self.hub: Hub | None = (
+            Hub(self, self.dialect, self.balancer, clock=env.clock) if self.dialect.shared else None
+        )
         self._configure_budgets()
 
     @property
@@ -91,23 +130,35 @@ class RouteRuntime:
             backoff_initial=c.backoff_initial,
             backoff_max=c.backoff_max,
             min_uptime=c.min_uptime,
-            max_lifetime=c.max_lifetime,
+            max_lifetime=c.max_lifetime or None,
             use_proxy=c.use_proxy,
             ssl_context=ctx,
             reconnect=reconnect,
             history_points=self.env.history_points,
         )
 
+    # ---------------------------------------------------------------- endpoints
+    def endpoint_weight(self, name: str) -> int:
+        if name in self.weights:
+            return self.weights[name]
+        for ep in self.cfg.endpoints:
+            if ep.name == name:
+                return ep.weight
+        return 0  # an endpoint removed by a reload takes no new work
+
     def pick_endpoint(self) -> tuple[str, str]:
-        """Smooth choice among endpoints with weight > 0 (the balancer refines this)."""
-        eps = [e for e in self.cfg.endpoints if e.weight > 0] or list(self.cfg.endpoints)
-        expanded = [e for e in eps for _ in range(max(1, e.weight))]
-        ep = expanded[next(self._rr) % len(expanded)]
+        """The endpoint for a new connection: smooth weighted rotation, by current weights."""
+        eps = [e for e in self.cfg.endpoints if self.endpoint_weight(e.name) > 0]
+        eps = eps or list(self.cfg.endpoints)
+        counts = {e.name: 0 for e in eps}
+        for c in self.connections():
+            if c.settings.endpoint in counts:
+                counts[c.settings.endpoint] += 1
+        # The endpoint furthest below its weighted share gets the connection.
+        ep = min(eps, key=lambda e: (counts[e.name] + 1) / max(1, self.endpoint_weight(e.name)))
         return ep.name, ep.url
 
     def _check_capacity(self) -> None:
-        from wsgate.errors import CapacityError
-
         if self.env.total_connections() >= self.env.max_connections:
             raise CapacityError(
                 f"daemon.max_connections = {self.env.max_connections} upstream connections reached"
@@ -117,46 +168,82 @@ class RouteRuntime:
                 f"routes.{self.name}.max_connections = {self.cfg.max_connections} reached"
             )
 
-    def _new_connection(self, sink: object, *, dedicated: bool) -> UpstreamConnection:
+    def _new_connection(
+        self, sink: Any, *, dedicated: bool, url_suffix: str = ""
+    ) -> UpstreamConnection:
         self._check_capacity()
         endpoint, url = self.pick_endpoint()
         n = next(self._ids)
         conn_id = f"{self.name}-{'s' if dedicated else 'c'}{n}"
-        return UpstreamConnection(
+        conn = UpstreamConnection(
             conn_id,
-            self._settings(endpoint, url, reconnect=not dedicated),
-            sink,  # type: ignore[arg-type]
+            self._settings(endpoint, url + url_suffix, reconnect=not dedicated),
+            sink,
             self.env.budgets,
             self.env.rng,
             clock=self.env.clock,
             on_transition=self.env.transition,
-            expects_data=(lambda: False) if not dedicated else None,
         )
+        if self.hub is not None and not dedicated:
+            hub = self.hub
+            conn.expects_data = lambda: bool(hub.registry.keys_on(conn.id))
+            conn.on_lifetime = lambda: hub.rotate(conn.id, "max_lifetime reached")
+        elif not dedicated:
+            conn.expects_data = lambda: False  # an idle probe: pings keep it honest
+        return conn
 
     # ---------------------------------------------------------------- pool
     async def run(self) -> None:
-        """Keep ``min_connections`` shared upstream connections alive until stopped."""
+        """Keep the pool at its target size until stopped; run the hub beside it."""
         async with asyncio.TaskGroup() as tg:
+            if self.hub is not None:
+                tg.create_task(self.hub.run(), name=f"hub-{self.name}")
             while not self._stopped.is_set():
-                while len(self.pool) < self.cfg.min_connections:
+                while len(self.pool) < self._target:
                     try:
-                        conn = self._new_connection(self, dedicated=False)
-                    except Exception as exc:
+                        conn = self._new_connection(
+                            self.hub or self, dedicated=False, url_suffix=self.dialect.url_suffix
+                        )
+                    except CapacityError as exc:
                         log.error("route %s: cannot open a pool connection: %s", self.name, exc)
+                        self._target = len(self.pool)
                         break
                     self.pool[conn.id] = conn
+                    if self.hub is not None:
+                        self.hub.attach(conn)
                     tg.create_task(self._run_pooled(conn), name=conn.id)
                 self._changed.clear()
                 await self._changed.wait()
-            for conn in self.pool.values():
+            for conn in list(self.pool.values()):
                 conn.stop()
+            if self.hub is not None:
+                self.hub.stop()
 
     async def _run_pooled(self, conn: UpstreamConnection) -> None:
         try:
             await conn.run()
         finally:
             self.pool.pop(conn.id, None)
+            if self.hub is not None:
+                self.hub.detach(conn)
             self._changed.set()
+
+    def grow(self, force: bool = False) -> None:
+        """One more pooled connection (placement is full, or a rotation needs a successor)."""
+        if len(self.pool) >= self.cfg.max_connections:
+            raise CapacityError(f"routes.{self.name}.max_connections = {self.cfg.max_connections}")
+        opening = sum(1 for c in self.pool.values() if not c.state.is_up)
+        if opening and not force:
+            return  # one is already on its way
+        self._check_capacity()
+        self._target = len(self.pool) + 1
+        self._changed.set()
+
+    def retire(self, conn: UpstreamConnection) -> None:
+        """Close a drained or rotated-out connection for good."""
+        if conn.id in self.pool:
+            self._target = max(self.cfg.min_connections, self._target - 1)
+            conn.stop()
 
     def stop(self) -> None:
         self._stopped.set()
@@ -164,7 +251,7 @@ class RouteRuntime:
         for conn in list(self.relays.values()):
             conn.stop()
 
-    # UpstreamSink for pool connections: frames are consumed by the dialect hub when present.
+    # UpstreamSink of a raw route's probe connection: nothing to route.
     def on_upstream_open(self, conn: UpstreamConnection) -> None:
         pass
 
@@ -174,33 +261,73 @@ class RouteRuntime:
     def on_upstream_closed(self, conn: UpstreamConnection, reason: str) -> None:
         pass
 
+    # ---------------------------------------------------------------- hub policy hooks
+    def gateway_linger(self) -> float:
+        return self.env.gateway_linger
+
+    def client_rate(self) -> float:
+        return self.env.client_messages_per_second
+
+    def health_of(self, conn: UpstreamConnection) -> float:
+        return self.health.get(conn.id, 100.0)
+
+    def cadence(self, key: Any, dialect_default: float | None) -> float:
+        channel = getattr(key, "channel", "")
+        configured = self.cfg.cadence(channel) if channel else None
+        if configured is not None:
+            return configured
+        return dialect_default if dialect_default is not None else self.cfg.stale_after
+
+    def no_candidate(self, reason: str) -> None:
+        self.no_candidate_events += 1
+        self.last_lb_issue = reason
+        log.warning("route %s: no eligible upstream connection: %s", self.name, reason)
+
+    def fail_open(self, reason: str) -> None:
+        self.fail_open_events += 1
+        self.last_lb_issue = reason
+        log.warning("route %s: every candidate unhealthy; failing open: %s", self.name, reason)
+
     # ---------------------------------------------------------------- sessions
-    async def serve_session(self, ws: ServerConnection, session: Session) -> None:
+    def validate_path(self, path: str, query: str) -> None:
+        """Raise InvalidPath at the handshake, before a session exists."""
+        self.dialect.open_session(path, query)
+
+    async def serve_session(
+        self, ws: ServerConnection, session: Session, path: str = "", query: str = ""
+    ) -> None:
         self.sessions.add(session)
         try:
-            await self._serve_relay(ws, session)
+            if self.hub is not None:
+                await self.hub.serve_session(ws, session, path, query)
+            else:
+                suffix = path + (f"?{query}" if query else "")
+                await self._serve_relay(ws, session, suffix, None)
         finally:
             self.sessions.discard(session)
 
-    async def _serve_relay(self, ws: ServerConnection, session: Session) -> None:
+    async def relay_after_auth(
+        self, ws: ServerConnection, session: Session, frame: str, upstream_path: str | None
+    ) -> None:
+        await self._serve_relay(ws, session, upstream_path or "", frame)
+
+    async def _serve_relay(
+        self, ws: ServerConnection, session: Session, suffix: str, first: str | None
+    ) -> None:
         holder: list[UpstreamConnection] = []
 
         def make(relay: Relay) -> UpstreamConnection:
-            conn = self._new_connection(relay, dedicated=True)
-            conn._expects_data = lambda: relay.client_spoke  # raw: silence matters once asked
+            conn = self._new_connection(relay, dedicated=True, url_suffix=suffix)
+            conn.expects_data = lambda: relay.client_spoke  # silence matters once asked
             holder.append(conn)
             self.relays[conn.id] = conn
             return conn
 
         try:
-            await run_relay(ws, session, make, open_timeout=10.0)
-        except* Exception as eg:
-            from wsgate.errors import CapacityError
-
-            if any(isinstance(e, CapacityError) for e in eg.exceptions):
-                await ws.close(1013, "upstream capacity reached")
-            else:
-                raise
+            await run_relay(ws, session, make, open_timeout=10.0, first_frame=first)
+        except* CapacityError as eg:
+            log.warning("route %s: session %d refused: %s", self.name, session.id, eg.exceptions[0])
+            await ws.close(1013, "upstream capacity reached")
         finally:
             for conn in holder:
                 self.relays.pop(conn.id, None)
@@ -213,16 +340,28 @@ class RouteRuntime:
         return sum(1 for c in self.connections() if c.state.is_up)
 
     def healthy(self) -> bool:
-        return any(c.state in (ConnState.OPEN,) for c in self.connections())
+        return any(c.state is ConnState.OPEN for c in self.connections())
 
     def reconfigure(self, cfg: RouteConfig) -> None:
+        """Apply a changed route config; live connections on removed endpoints are rotated."""
+        old_endpoints = {e.name for e in self.cfg.endpoints}
         self.cfg = cfg
+        self.balancer.strategy = cfg.strategy
+        self.balancer.slow_start = cfg.slow_start
+        self._target = max(self._target, cfg.min_connections)
         self._configure_budgets()
+        gone = old_endpoints - {e.name for e in cfg.endpoints}
+        for conn in list(self.pool.values()):
+            if conn.settings.endpoint in gone:
+                if self.hub is not None:
+                    self.hub.rotate(conn.id, "endpoint removed by reload")
+                else:
+                    self.retire(conn)
         self._changed.set()
 
     @property
-    def dialect(self) -> DialectName:
-        return self.cfg.dialect
+    def conn_type(self) -> ConnectionType:
+        return self.cfg.type
 
     def __repr__(self) -> str:
         return f"<RouteRuntime {self.name} pool={len(self.pool)} sessions={len(self.sessions)}>"

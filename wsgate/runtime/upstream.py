@@ -167,7 +167,9 @@ class UpstreamConnection:
         self._budgets = budgets
         self._clock = clock
         self._on_transition = on_transition
-        self._expects_data = expects_data or (lambda: True)
+        self.expects_data: Callable[[], bool] = expects_data or (lambda: True)
+        # Called instead of closing at max_lifetime, so the owner can rotate make-before-break.
+        self.on_lifetime: Callable[[], None] | None = None
         now = clock()
         self.sm = ConnectionStateMachine(conn_id, now)
         self.backoff = Backoff(
@@ -388,7 +390,7 @@ class UpstreamConnection:
         while True:
             last = self.last_frame_at or self._clock()
             await asyncio.sleep(max(0.05, last + limit - self._clock()))
-            if not self._expects_data():
+            if not self.expects_data() or self.sm.state is ConnState.DEGRADED:
                 self.last_frame_at = self._clock()
                 continue
             silent = self._clock() - (self.last_frame_at or 0.0)
@@ -401,6 +403,9 @@ class UpstreamConnection:
 
     async def _lifetime_watch(self, ws: ClientConnection, lifetime: float) -> None:
         await asyncio.sleep(lifetime)
+        if self.on_lifetime is not None:
+            self.on_lifetime()  # the owner moves our subscriptions, then retires us
+            return
         self._close_reason = f"max_lifetime {lifetime:g}s reached"
         await self._close_ws(ws, 1000, "max lifetime")
 
