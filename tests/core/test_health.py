@@ -3,7 +3,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wsgate.core.health import (
@@ -14,6 +14,9 @@ from wsgate.core.health import (
     overview,
 )
 from wsgate.core.types import ConnectionType
+
+# Fixed examples: the suite must be deterministic; no deadline, since CI boxes are shared.
+DETERMINISTIC = settings(derandomize=True, deadline=None, max_examples=300)
 
 latency = st.one_of(st.none(), st.floats(0.0, 100.0))
 rate = st.floats(0.0, 1e6)
@@ -48,6 +51,7 @@ def score(inputs: HealthInputs, **changes: Any) -> float:
     return health_score(dataclasses.replace(inputs, **changes)).score
 
 
+@DETERMINISTIC
 @given(inputs=inputs_st)
 def test_score_is_bounded(inputs: HealthInputs) -> None:
     b = health_score(inputs)
@@ -65,36 +69,42 @@ def test_healthy_connection_scores_100_and_down_scores_0() -> None:
     assert degraded.score == pytest.approx(60.0) and degraded.worst_component() == "degraded"
 
 
+@DETERMINISTIC
 @given(inputs=inputs_st, a=st.floats(0.0, 100.0), b=st.floats(0.0, 100.0))
 def test_monotonic_in_latency(inputs: HealthInputs, a: float, b: float) -> None:
     lo, hi = sorted((a, b))
     assert score(inputs, latency=hi) <= score(inputs, latency=lo)
 
 
+@DETERMINISTIC
 @given(inputs=inputs_st, a=st.floats(0.0, 1.0), b=st.floats(0.0, 1.0))
 def test_monotonic_in_staleness(inputs: HealthInputs, a: float, b: float) -> None:
     lo, hi = sorted((a, b))
     assert score(inputs, stale_fraction=hi) <= score(inputs, stale_fraction=lo)
 
 
+@DETERMINISTIC
 @given(inputs=inputs_st, a=st.floats(0.0, 1e4), b=st.floats(0.0, 1e4))
 def test_monotonic_in_errors(inputs: HealthInputs, a: float, b: float) -> None:
     lo, hi = sorted((a, b))
     assert score(inputs, error_rate=hi) <= score(inputs, error_rate=lo)
 
 
+@DETERMINISTIC
 @given(inputs=inputs_st, a=st.integers(0, 10_000), b=st.integers(0, 10_000))
 def test_monotonic_in_reconnects(inputs: HealthInputs, a: int, b: int) -> None:
     lo, hi = sorted((a, b))
     assert score(inputs, reconnects_recent=hi) <= score(inputs, reconnects_recent=lo)
 
 
+@DETERMINISTIC
 @given(inputs=inputs_st, a=rate, b=rate)
 def test_monotonic_in_message_rate(inputs: HealthInputs, a: float, b: float) -> None:
     lo, hi = sorted((a, b))
     assert score(inputs, message_rate=lo) <= score(inputs, message_rate=hi)
 
 
+@DETERMINISTIC
 @given(inputs=inputs_st)
 def test_down_and_degraded_never_help(inputs: HealthInputs) -> None:
     assert score(inputs, state_up=False) == 0.0
@@ -129,6 +139,7 @@ def test_inputs_are_validated() -> None:
 pairs = st.lists(st.tuples(st.floats(0.0, 100.0), st.floats(0.01, 1e3)), min_size=1, max_size=50)
 
 
+@DETERMINISTIC
 @given(scores=pairs)
 def test_aggregate_bounds(scores: list[tuple[float, float]]) -> None:
     agg = aggregate_health(scores)
@@ -138,6 +149,7 @@ def test_aggregate_bounds(scores: list[tuple[float, float]]) -> None:
     assert agg <= max(s for s, _ in scores)
 
 
+@DETERMINISTIC
 @given(scores=pairs, i=st.integers(0, 49), drop=st.floats(0.0, 100.0))
 def test_aggregate_never_rises_when_a_score_falls(
     scores: list[tuple[float, float]], i: int, drop: float

@@ -168,6 +168,7 @@ def aggregate_health(scores: Sequence[tuple[float, float]]) -> float:
     total_w = 0.0
     acc = 0.0
     worst = math.inf
+    best = -math.inf
     for score, weight in scores:
         if weight < 0:
             raise ValueError(f"aggregate_health weights must be >= 0, got {weight}")
@@ -176,9 +177,10 @@ def aggregate_health(scores: Sequence[tuple[float, float]]) -> float:
         total_w += weight
         acc += score * weight
         worst = min(worst, score)
+        best = max(best, score)
     if total_w == 0:
         raise ValueError("aggregate_health needs at least one score with a positive weight")
-    mean = max(acc / total_w, worst)  # float rounding must not put the mean below the worst
+    mean = min(max(acc / total_w, worst), best)  # float rounding must not leave [worst, best]
     # Written as a sum of non-negative multiples so float rounding keeps it monotonic.
     return min(max((1.0 - WORST_DRAG) * mean + WORST_DRAG * worst, worst), mean)
 
