@@ -423,3 +423,29 @@ def test_decisions_are_deterministic_for_a_seed() -> None:
         return [b.pick(cands, float(k)).candidate_id for k in range(50)]
 
     assert run(9) == run(9)
+
+
+def test_state_survives_a_rebuilt_balancer() -> None:
+    cands = [Candidate("a", weight=5.0), Candidate("b"), Candidate("c")]
+    old = Balancer(StrategyName.WEIGHTED_ROUND_ROBIN, random.Random(1))
+    head = [old.pick(cands, 0.0).candidate_id for _ in range(3)]
+    state = old.export_state()
+    new = Balancer(StrategyName.WEIGHTED_ROUND_ROBIN, random.Random(1))
+    new.restore_state(state)
+    tail = [new.pick(cands, 0.0).candidate_id for _ in range(4)]
+    assert "".join(head + tail) == "aabacaa"  # the cycle continues, it does not restart
+    assert state.strategy is StrategyName.WEIGHTED_ROUND_ROBIN
+    # Peak RTT history carries over too: a spike seen before the rebuild still counts.
+    a = Balancer(StrategyName.ADAPTIVE, random.Random(1))
+    ref = Candidate("ref", latency=0.020)
+    a.pick([Candidate("x", latency=0.100), ref], 0.0)
+    b = Balancer(StrategyName.ADAPTIVE, random.Random(1))
+    b.restore_state(a.export_state())
+    assert b.pick([Candidate("x", latency=0.010), ref], 1.0).candidate_id == "ref"
+
+
+def test_strategy_may_be_given_as_its_config_string() -> None:
+    b = Balancer(StrategyName.ROUND_ROBIN, random.Random(1))
+    d = b.pick([Candidate("a")], 0.0, strategy="health_based")  # type: ignore[arg-type]
+    assert d.strategy is StrategyName.HEALTH_BASED
+    assert b.statistics().picks[StrategyName.HEALTH_BASED] == 1

@@ -67,6 +67,7 @@ from wsgate.errors import NoCandidateError
 __all__ = [
     "MIN_WEIGHT_FRACTION",
     "Balancer",
+    "BalancerState",
     "BalancerStats",
     "Candidate",
     "Decision",
@@ -110,6 +111,21 @@ class Decision:
     strategy: StrategyName
     fail_open: bool
     reason: str
+
+
+@dataclass(frozen=True)
+class BalancerState:
+    """What a balancer learned, keyed by candidate id, so it survives a rebuild.
+
+    Losing it on reload is the failure behind Traefik #13913 (placement turns random
+    after every config refresh).
+    """
+
+    strategy: StrategyName
+    wrr: tuple[tuple[str, float], ...]  # id -> smooth WRR current_weight
+    peak_rtt: tuple[tuple[str, float, float], ...]  # id -> (peak-EWMA rtt, stamp)
+    rr_cursor: int
+    rotation: int
 
 
 @dataclass(frozen=True)
@@ -260,6 +276,8 @@ class Balancer:
     ) -> Decision:
         """Choose a candidate; raise NoCandidateError when none may take the work."""
         strat = self._strategy if strategy is None else strategy
+        if strat.__class__ is not StrategyName:  # a plain string from config or the CLI
+            strat = StrategyName(strat)
         try:
             chosen, reason = self._handlers[strat](candidates, now)
         except _FailOpen as fo:
@@ -276,6 +294,24 @@ class Balancer:
                 self._decisions.clear()
             decision = self._decisions[key] = Decision(chosen.id, strat, False, reason)
         return decision
+
+    def export_state(self) -> BalancerState:
+        """Per-id state to carry into a rebuilt balancer (e.g. a route re-created on reload)."""
+        return BalancerState(
+            strategy=self._strategy,
+            wrr=tuple((k, v[0]) for k, v in self._wrr.items()),
+            peak_rtt=tuple((k, v[0], v[1]) for k, v in self._peak.items()),
+            rr_cursor=self._rr,
+            rotation=self._rot,
+        )
+
+    def restore_state(self, state: BalancerState) -> None:
+        """Adopt exported state; the strategy stays the one this balancer was built with."""
+        self._wrr = {k: [v] for k, v in state.wrr}
+        self._peak = {k: [v, at] for k, v, at in state.peak_rtt}
+        self._rr = state.rr_cursor
+        self._rot = state.rotation
+        self._median = None
 
     def forget(self, candidate_id: str) -> None:
         """Drop per-id state of a connection that is gone for good."""
