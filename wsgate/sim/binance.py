@@ -414,7 +414,7 @@ class BinanceSim(SimServer):
         while conn.recent and now - conn.recent[0] >= 1.0:
             conn.recent.popleft()
         if len(conn.recent) > self.config.max_messages_per_second:
-            self.spawn(conn.ws.close(1008, "Too many requests"))
+            conn.close_with = (1008, "Too many requests")
             return False
         try:
             req = json.loads(message)

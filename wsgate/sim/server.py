@@ -87,6 +87,7 @@ class SimConnection:
         self.messages_received = 0
         self._delayed: deque[tuple[float, bytes]] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        self.close_with: tuple[int, str] = (1000, "")  # used when the protocol stops reading
 
     def __repr__(self) -> str:
         return (
@@ -315,6 +316,7 @@ class SimServer:
             async for message in ws:
                 conn.messages_received += 1
                 if not self._on_message(conn, message):
+                    await ws.close(*conn.close_with)
                     break
         except Exception as exc:
             if (
