@@ -10,9 +10,10 @@ with tracemalloc by ``python -m bench.core_metrics``: 58,018 bytes (56.7 KiB), u
 64 KiB goal. The six history rings are 48,000 bytes of that; ``memory_bytes()``
 estimates 57,224 bytes from ``sys.getsizeof``.
 
-Hot-path cost, same bench on the shared 2-vCPU reference box (Python 3.11, under load
-from other jobs): ``on_message_in`` 0.35 µs per call including the ~0.07 µs call
-itself, ``on_message_out`` 0.18 µs; small next to the ~10 µs a relayed frame costs.
+Hot-path cost, same bench on the shared 2-vCPU reference box (Python 3.11, other jobs
+running): ``on_message_in`` 0.35 µs per call including the ~0.07 µs call itself at load
+average 2, 0.8 µs with the box oversubscribed (load 3.4); ``on_message_out`` 0.18-0.36 µs.
+Small next to the ~10 µs a relayed frame costs.
 """
 
 from __future__ import annotations
