@@ -238,3 +238,18 @@ def test_clear_forgets_standing_faults() -> None:
             assert "Faults('bitfinex'" in repr(f)
 
     run(main())
+
+
+def test_coalesced_writer_frames_all_payload_sizes() -> None:
+    async def main() -> None:
+        async with BitfinexSim(seed=12) as sim, connect(sim.url, max_size=2**20) as ws:
+            await recv_json(ws)
+            conn = next(iter(sim.connections.values()))
+            payloads = [b"[" + b"1," * n + b"1]" for n in (10, 100, 40_000)]
+            for p in payloads:
+                conn.send(p)
+            got = [await asyncio.wait_for(ws.recv(decode=False), 5) for _ in payloads]
+            assert got == payloads  # 7-bit, 16-bit and 64-bit length headers
+            assert "BitfinexConnection(id=1" in repr(conn) and "open=1" in repr(sim)
+
+    run(main())

@@ -17,7 +17,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -88,6 +88,7 @@ class SimConnection:
         self._delayed: deque[tuple[float, bytes]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self.close_with: tuple[int, str] = (1000, "")  # used when the protocol stops reading
+        self._out: list[bytes] = []
 
     def __repr__(self) -> str:
         return (
@@ -126,6 +127,7 @@ class SimConnection:
             self._timer.cancel()
             self._timer = None
         self._delayed.clear()
+        self._out.clear()
 
     def _flush_delayed(self) -> None:
         self._timer = None
@@ -137,18 +139,27 @@ class SimConnection:
             self._timer = asyncio.get_running_loop().call_at(delayed[0][0], self._flush_delayed)
 
     def _write(self, data: bytes) -> None:
+        # Frames are coalesced and written once per loop iteration: one syscall for a burst
+        # instead of one per frame, which is what keeps the sim off the critical path.
+        if not self._out:
+            self.sim.mark_dirty(self)
+        self._out.append(self.sim.frame(data))
+        self.frames_sent += 1
+        self.bytes_sent += len(data)
+
+    def flush(self) -> None:
+        out, self._out = self._out, []
         ws = self.ws
-        if ws.protocol.state is not State.OPEN:
+        if not out or ws.protocol.state is not State.OPEN:
             return
+        transport = ws.transport
         # No backpressure on a fan-out: a client that cannot keep up is cut off, as exchanges do.
-        if ws.transport.get_write_buffer_size() > self.sim.max_write_buffer:
+        if transport.get_write_buffer_size() > self.sim.max_write_buffer:
             logger.warning("sim %s: aborting slow consumer %r", self.sim.name, self)
             self.sim.slow_consumer_aborts += 1
             self.abort()
             return
-        broadcast((ws,), data, text=True)
-        self.frames_sent += 1
-        self.bytes_sent += len(data)
+        transport.write(b"".join(out))
 
 
 @dataclass(order=True)
@@ -197,6 +208,9 @@ class SimServer:
         self._scheduler: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         self._wakeup = asyncio.Event()
+        self._dirty: list[SimConnection] = []
+        self._last_data: bytes | None = None
+        self._last_frame = b""
 
     def __repr__(self) -> str:
         return (
@@ -252,6 +266,35 @@ class SimServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    # -- frame writer ---------------------------------------------------------------------------
+
+    def frame(self, data: bytes) -> bytes:
+        """A server-to-client text frame (unmasked, no extension: compression is off).
+
+        Built once per message: consecutive sends of the same bytes reuse the last frame.
+        """
+        if data is self._last_data:
+            return self._last_frame
+        n = len(data)
+        if n < 126:
+            head = bytes((0x81, n))
+        elif n < 65536:
+            head = bytes((0x81, 126)) + n.to_bytes(2, "big")
+        else:
+            head = bytes((0x81, 127)) + n.to_bytes(8, "big")
+        self._last_data, self._last_frame = data, head + data
+        return self._last_frame
+
+    def mark_dirty(self, conn: SimConnection) -> None:
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self._flush_dirty)
+        self._dirty.append(conn)
+
+    def _flush_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
 
     # -- scheduling -----------------------------------------------------------------------------
 
