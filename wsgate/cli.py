@@ -6,14 +6,13 @@ and a socket, not for websockets, APScheduler or Rich.
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
-from wsgate.control.client import ControlClient, resolve_socket_path
-from wsgate.errors import ControlError
+from wsgate.cli_balance import rebalance, routes_app
+from wsgate.cli_common import ConfigOpt, JsonOpt, SocketOpt, call, emit_json, fail
 
 __all__ = ["app", "main"]
 
@@ -29,42 +28,12 @@ config_app = typer.Typer(help="Validate and show configuration.", no_args_is_hel
 app.add_typer(config_app, name="config")
 conn_app = typer.Typer(help="Upstream connections: list, show, reconnect, enable, disable.")
 app.add_typer(conn_app, name="connections")
+app.add_typer(routes_app, name="routes")
+app.command()(rebalance)
 
-SocketOpt = Annotated[
-    str | None, typer.Option("--socket", help="Control socket path (else $WSGATE_SOCKET).")
-]
-ConfigOpt = Annotated[
-    str | None, typer.Option("--config", "-c", help="Config file (its daemon.control_socket).")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly the control result as JSON.")]
-
-
-def _fail(err: ControlError) -> NoReturn:
-    from wsgate.control.wire import exit_code
-
-    print(f"wsgate: {err.message}", file=sys.stderr)
-    if isinstance(err.details, list):
-        for item in err.details:
-            if isinstance(item, dict) and "message" in item:
-                line = f" (line {item['line']})" if item.get("line") else ""
-                hint = f" (hint: {item['hint']})" if item.get("hint") else ""
-                print(f"  {item.get('path', '')}{line}: {item['message']}{hint}", file=sys.stderr)
-            else:
-                print(f"  {item}", file=sys.stderr)
-    raise typer.Exit(exit_code(err.code))
-
-
-def _call(socket: str | None, config: str | None, method: str, **params: Any) -> Any:
-    path = resolve_socket_path(socket, config)
-    try:
-        return ControlClient(path, timeout=30.0).call(method, params)
-    except ControlError as err:
-        _fail(err)
-
-
-def _emit_json(result: Any) -> None:
-    indent = 2 if sys.stdout.isatty() else None
-    sys.stdout.write(json.dumps(result, indent=indent, default=str) + "\n")
+_call = call
+_emit_json = emit_json
+_fail = fail
 
 
 # ---------------------------------------------------------------- daemon side
@@ -167,6 +136,19 @@ def connections_reconnect(
 ) -> None:
     """Close and reopen one connection now (subscriptions are replayed)."""
     _admin(ctx, "connections.reconnect", conn_id, socket, json_)
+
+
+@conn_app.command("drain")
+def connections_drain(
+    ctx: typer.Context, conn_id: str, socket: SocketOpt = None, json_: JsonOpt = False
+) -> None:
+    """No new placements; move its subscriptions away make-before-break, then close it."""
+    s, c = _ctx_paths(ctx, socket, None)
+    result = _call(s, c, "connections.drain", id=conn_id)
+    if json_:
+        _emit_json(result)
+    else:
+        print(f"{result['id']}: draining ({result['moves']} subscription move(s) started)")
 
 
 @conn_app.command("disable")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from wsgate import __version__
 from wsgate.config import config_to_dict
+from wsgate.control.api_balance import build_balance_handlers
 from wsgate.control.server import Caller, Handler
 from wsgate.errors import ControlError
 
@@ -138,4 +139,5 @@ def build_handlers(d: Daemon) -> Mapping[str, Handler]:
         "config.show": Handler(h_config_show),
         "stop": Handler(h_stop, mutating=True),
         "events.follow": Handler(h_events, stream=True),
+        **build_balance_handlers(d),
     }

@@ -21,6 +21,7 @@ from websockets.asyncio.server import ServerConnection
 
 from wsgate.config import RouteConfig
 from wsgate.core.balancer import Balancer
+from wsgate.core.rebalance import Move, Rebalancer
 from wsgate.core.states import ConnState, Transition
 from wsgate.core.types import ConnectionType, DialectName
 from wsgate.dialects import base as d
@@ -98,6 +99,9 @@ class RouteRuntime:
         self.hub: Hub | None = (
             Hub(self, self.dialect, self.balancer, clock=env.clock) if self.dialect.shared else None
         )
+        self.rebalancer = Rebalancer()
+        self.strategy_override: Any = None  # set by `wsgate routes strategy`, kept over reloads
+        self.drained: set[str] = set()  # connection ids drained by an operator
         self._configure_budgets()
 
     @property
@@ -332,6 +336,56 @@ class RouteRuntime:
             for conn in holder:
                 self.relays.pop(conn.id, None)
 
+    # ---------------------------------------------------------------- runtime control
+    def set_weight(self, endpoint: str, weight: int) -> None:
+        if endpoint not in {e.name for e in self.cfg.endpoints}:
+            names = ", ".join(e.name for e in self.cfg.endpoints)
+            raise KeyError(f"route {self.name} has no endpoint {endpoint!r} (endpoints: {names})")
+        self.weights[endpoint] = weight
+
+    def set_strategy(self, strategy: Any) -> None:
+        self.strategy_override = strategy
+        self.balancer.strategy = strategy
+
+    def drain(self, conn_id: str, reason: str) -> int:
+        """No new placements; move subscriptions away make-before-break, then close."""
+        conn = self.pool.get(conn_id)
+        if conn is None:
+            raise KeyError(conn_id)
+        self.drained.add(conn_id)
+        if self.hub is None:
+            self.retire(conn)
+            return 0
+        started = self.hub.drain(conn_id, reason)
+        if len(self.pool) <= self.cfg.min_connections:
+            self.grow(force=True)  # the drained one leaves: keep the floor
+        return started
+
+    def plan_rebalance(self, now: float, *, dry_run: bool) -> list[Move]:
+        """Moves that would even out subscriptions (executed make-before-break unless dry)."""
+        if self.hub is None:
+            return []
+        hub = self.hub
+        loads: dict[str, list[str]] = {}
+        by_name: dict[str, Any] = {}
+        for sub in hub.registry.subscriptions():
+            if sub.conn_id is not None and sub.state.value == "confirmed":
+                loads.setdefault(sub.conn_id, []).append(str(sub.key))
+                by_name[str(sub.key)] = sub
+        candidates = hub.candidates()
+        if dry_run:
+            # A preview must not advance the real planner's hysteresis clock.
+            preview = Rebalancer(
+                imbalance_ratio=self.rebalancer.imbalance_ratio, sustain=0.0, min_interval=0.0
+            )
+            return preview.plan(loads, candidates, now)
+        moves = self.rebalancer.plan(loads, candidates, now)
+        for mv in moves:
+            moving = by_name.get(mv.subscription)
+            if moving is not None:
+                hub.move(moving, mv.target, "rebalance")
+        return moves
+
     # ---------------------------------------------------------------- views
     def connections(self) -> list[UpstreamConnection]:
         return [*self.pool.values(), *self.relays.values()]
@@ -345,8 +399,14 @@ class RouteRuntime:
     def reconfigure(self, cfg: RouteConfig) -> None:
         """Apply a changed route config; live connections on removed endpoints are rotated."""
         old_endpoints = {e.name for e in self.cfg.endpoints}
+        if cfg.strategy != self.cfg.strategy:
+            self.strategy_override = None  # the file changed the strategy: the file wins
         self.cfg = cfg
-        self.balancer.strategy = cfg.strategy
+        self.balancer.strategy = self.strategy_override or cfg.strategy
+        # Operator weights survive a reload for endpoints that still exist (stable names).
+        self.weights = {
+            k: v for k, v in self.weights.items() if k in {e.name for e in cfg.endpoints}
+        }
         self.balancer.slow_start = cfg.slow_start
         self._target = max(self._target, cfg.min_connections)
         self._configure_budgets()

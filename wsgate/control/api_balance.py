@@ -1,0 +1,126 @@
+"""Control methods for balancing: drain, weights, strategies, rebalance plans."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from wsgate.control.server import Caller, Handler
+from wsgate.core.types import StrategyName
+from wsgate.errors import ControlError
+
+if TYPE_CHECKING:
+    from wsgate.daemon import Daemon
+    from wsgate.runtime.routes import RouteRuntime
+
+__all__ = ["build_balance_handlers"]
+
+log = logging.getLogger("wsgate.control")
+
+
+def _route(d: Daemon, name: object) -> RouteRuntime:
+    rt = d.routes.get(str(name))
+    if rt is None:
+        raise ControlError("not_found", f"no route {name!r}; routes: {', '.join(d.routes)}")
+    return rt
+
+
+def _who(caller: Caller) -> str:
+    return f"uid {caller.uid} pid {caller.pid}"
+
+
+def build_balance_handlers(d: Daemon) -> dict[str, Handler]:
+    async def h_drain(params: dict[str, Any], caller: Caller) -> Any:
+        conn_id = str(params.get("id", ""))
+        for rt in d.routes.values():
+            if conn_id in rt.pool:
+                started = rt.drain(conn_id, f"drained by {_who(caller)}")
+                log.info("connection %s drained by %s (%d moves)", conn_id, _who(caller), started)
+                return {"id": conn_id, "state": rt.pool[conn_id].state.label, "moves": started}
+        raise ControlError("not_found", f"no pooled upstream connection {conn_id!r}")
+
+    async def h_weight(params: dict[str, Any], caller: Caller) -> Any:
+        rt = _route(d, params.get("route"))
+        weight = params.get("weight")
+        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
+            raise ControlError("invalid_params", "weight must be an integer >= 0")
+        try:
+            rt.set_weight(str(params.get("endpoint")), weight)
+        except KeyError as exc:
+            raise ControlError("not_found", str(exc.args[0])) from None
+        log.info(
+            "route %s endpoint %s weight %d by %s",
+            rt.name,
+            params.get("endpoint"),
+            weight,
+            _who(caller),
+        )
+        return {
+            "route": rt.name,
+            "weights": {e.name: rt.endpoint_weight(e.name) for e in rt.cfg.endpoints},
+        }
+
+    async def h_strategy(params: dict[str, Any], caller: Caller) -> Any:
+        rt = _route(d, params.get("route"))
+        try:
+            strategy = StrategyName(str(params.get("strategy")))
+        except ValueError:
+            names = ", ".join(s.value for s in StrategyName)
+            raise ControlError("invalid_params", f"strategy must be one of {names}") from None
+        rt.set_strategy(strategy)
+        log.info("route %s strategy %s by %s", rt.name, strategy.value, _who(caller))
+        return {"route": rt.name, "strategy": strategy.value}
+
+    async def h_routes(params: dict[str, Any], caller: Caller) -> Any:
+        return [
+            {
+                "name": rt.name,
+                "strategy": rt.balancer.strategy.value,
+                "strategy_override": rt.strategy_override is not None,
+                "endpoints": [
+                    {
+                        "name": e.name,
+                        "url": e.url,
+                        "weight": rt.endpoint_weight(e.name),
+                        "configured_weight": e.weight,
+                    }
+                    for e in rt.cfg.endpoints
+                ],
+                "balancer": dataclasses.asdict(rt.balancer.statistics()),
+                "rebalancer": dataclasses.asdict(rt.rebalancer.statistics()),
+                "no_candidate_events": rt.no_candidate_events,
+                "fail_open_events": rt.fail_open_events,
+                "subscriptions": rt.hub.subscriptions_view() if rt.hub else [],
+            }
+            for rt in d.routes.values()
+        ]
+
+    async def h_plan(params: dict[str, Any], caller: Caller) -> Any:
+        return _rebalance(params, caller, dry=True)
+
+    async def h_apply(params: dict[str, Any], caller: Caller) -> Any:
+        return _rebalance(params, caller, dry=False)
+
+    def _rebalance(params: dict[str, Any], caller: Caller, *, dry: bool) -> Any:
+        only = params.get("route")
+        now = time.monotonic()
+        plan = []
+        for rt in d.routes.values():
+            if only not in (None, rt.name):
+                continue
+            for mv in rt.plan_rebalance(now, dry_run=dry):
+                plan.append({"route": rt.name, **dataclasses.asdict(mv)})
+        if not dry:
+            log.info("rebalance by %s: %d move(s)", _who(caller), len(plan))
+        return {"dry_run": dry, "moves": plan}
+
+    return {
+        "connections.drain": Handler(h_drain, mutating=True),
+        "routes": Handler(h_routes),
+        "routes.weight": Handler(h_weight, mutating=True),
+        "routes.strategy": Handler(h_strategy, mutating=True),
+        "rebalance.plan": Handler(h_plan),
+        "rebalance.apply": Handler(h_apply, mutating=True),
+    }
