@@ -98,6 +98,11 @@ _ALL_MARKET = {
     )
 }
 _PREFIX = '{"stream":"'
+# Hot path: module constants and tuple.__new__ skip enum descriptor lookups and the
+# NamedTuple's Python-level __new__.
+_DATA = DataKind.DATA
+_COMBINED = FrameForm.COMBINED
+_new = tuple.__new__
 # Streams whose last message is a complete picture for a late joiner.
 _LAST_VALUE = ("bookTicker", "ticker", "miniTicker", "avgPrice", "depth5", "depth10", "depth20")
 
@@ -308,7 +313,7 @@ class BinanceUpstream:
                 stream = text[11:q]
                 if stream[0] == "!" and stream.startswith("!serverShutdown"):
                     return ServerShutdown(text)
-                return ChannelData(stream, DataKind.DATA, text, q + 9, len(text) - 1)
+                return _new(ChannelData, (stream, _DATA, text, q + 9, len(text) - 1, None))
             return self._slow_data(text)
         if '"e":"serverShutdown"' in text:
             return ServerShutdown(text)
@@ -490,7 +495,7 @@ class BinanceDialect:
         return BinanceState(key)
 
     def rewrite(self, event: ChannelData, gateway_chan_id: int, form: FrameForm) -> bytes:
-        if form is FrameForm.COMBINED:
+        if form is _COMBINED:
             return event.text.encode()
         return event.text[event.start : event.end].encode()
 
