@@ -5,6 +5,7 @@ Results are plain JSON documents; ``wsgate <cmd> --json`` prints exactly them.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import time
@@ -60,6 +61,7 @@ def status(d: Daemon) -> dict[str, Any]:
         "control_socket": d.config.daemon.control_socket,
         "sessions": len(d.gateway.sessions),
         "loop_lag": round(d.loop_lag, 6),
+        "tasks": len(asyncio.all_tasks()),  # leak checks: chaos drills compare it over time
         "routes": routes,
         "jobs": [j.as_dict() for j in d.jobs.statistics()],
         "budgets": d.budgets.snapshot(),
