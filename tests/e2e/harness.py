@@ -162,3 +162,51 @@ def run_daemon(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+class SimThread:
+    """The built-in exchange simulator running in its own thread and event loop."""
+
+    def __init__(self, **tuning: Any) -> None:
+        self._tuning = tuning
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self.sim: Any = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from wsgate.sim import Simulator
+
+        async def main() -> None:
+            self._stop = asyncio.Event()
+            async with Simulator(**self._tuning) as sim:
+                self.sim = sim
+                self._ready.set()
+                await self._stop.wait()
+
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(main())
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the simulator's loop (fault injection) and return its result."""
+        done = threading.Event()
+        box: list[Any] = []
+
+        def run() -> None:
+            box.append(fn())
+            done.set()
+
+        self._loop.call_soon_threadsafe(run)
+        assert done.wait(10)
+        return box[0]
+
+    def __enter__(self) -> SimThread:
+        self._thread.start()
+        assert self._ready.wait(15), "simulator did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(15)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from wsgate.control.server import Caller, Handler
@@ -25,6 +26,17 @@ def _route(d: Daemon, name: object) -> RouteRuntime:
     if rt is None:
         raise ControlError("not_found", f"no route {name!r}; routes: {', '.join(d.routes)}")
     return rt
+
+
+def _plain(stats: Any) -> dict[str, Any]:
+    """A statistics dataclass as JSON-able data (mappings and enums flattened)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(stats):
+        v = getattr(stats, f.name)
+        if isinstance(v, Mapping):
+            v = {str(k): x for k, x in v.items()}
+        out[f.name] = v
+    return out
 
 
 def _who(caller: Caller) -> str:
@@ -88,8 +100,8 @@ def build_balance_handlers(d: Daemon) -> dict[str, Handler]:
                     }
                     for e in rt.cfg.endpoints
                 ],
-                "balancer": dataclasses.asdict(rt.balancer.statistics()),
-                "rebalancer": dataclasses.asdict(rt.rebalancer.statistics()),
+                "balancer": _plain(rt.balancer.statistics()),
+                "rebalancer": _plain(rt.rebalancer.statistics()),
                 "no_candidate_events": rt.no_candidate_events,
                 "fail_open_events": rt.fail_open_events,
                 "subscriptions": rt.hub.subscriptions_view() if rt.hub else [],
