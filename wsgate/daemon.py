@@ -149,6 +149,7 @@ class Daemon:
         self.jobs.start(_job_intervals(cfg))
         self._install_signals()
         tg.create_task(self._measure_loop_lag(), name="loop-lag")
+        tg.create_task(self._rebalance_loop(), name="rebalance")
         interval = self.notify.watchdog_interval()
         if interval:
             tg.create_task(self._watchdog(interval), name="watchdog")
@@ -210,9 +211,23 @@ class Daemon:
         assert self._tg is not None
         # Background helpers (loop lag, watchdog) end with the TaskGroup.
         for task in asyncio.all_tasks():
-            if task.get_name() in ("loop-lag", "watchdog"):
+            if task.get_name() in ("loop-lag", "watchdog", "rebalance"):
                 task.cancel()
         log.info("stopped")
+
+    async def _rebalance_loop(self, every: float = 10.0) -> None:
+        # The planner's own hysteresis (sustain, min_interval, max moves) bounds the rate;
+        # this loop only gives it fresh loads and finishes drains that lacked a target.
+        while True:
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            for rt in list(self.routes.values()):
+                try:
+                    rt.plan_rebalance(now, dry_run=False)
+                    if rt.hub is not None:
+                        rt.hub.retry_migrations()
+                except Exception:
+                    log.exception("route %s: rebalance failed", rt.name)
 
     async def _measure_loop_lag(self) -> None:
         while True:
