@@ -309,3 +309,13 @@ def test_subscribe_error_render_drops_the_stream() -> None:
     assert "streams=0" in repr(s)
     assert s.render_subscribed(sub, 1) is None and s.render_unsubscribed(1) is None
     assert DataKind.DATA in s.fast_kinds
+
+
+def test_session_statistics_and_subscriptions() -> None:
+    s = D.open_session("/ws/btcusdt@trade")
+    s.on_open(0.0)
+    send(s, {"method": "SUBSCRIBE", "params": ["ethusdt@trade"], "id": 1}, 0.0)
+    s.on_client_message("nope", 0.1)
+    assert [k.name for k in s.subscriptions()] == ["btcusdt@trade", "ethusdt@trade"]
+    stats = s.statistics()
+    assert (stats.messages, stats.errors, stats.subscriptions) == (2, 1, 2)

@@ -416,3 +416,15 @@ def test_repr_is_informative() -> None:
     assert "active=1" in repr(s)
     assert "flags=131072" in repr(BitfinexUpstream())
     assert str(sub.key) == "bitfinex:ticker:tBTCUSD" and sub.key.dialect is DialectName.BITFINEX
+
+
+def test_session_statistics_and_subscriptions() -> None:
+    s = session()
+    a = subscribe(s, channel="ticker", symbol="tBTCUSD")
+    b = subscribe(s, channel="trades", symbol="tBTCUSD")
+    s.render_subscribed(a, 1)
+    s.on_client_message("garbage", NOW)
+    s.on_client_message(json.dumps({"event": "conf", "flags": SEQ_ALL}), NOW)
+    assert set(s.subscriptions()) == {a.key, b.key}
+    stats = s.statistics()
+    assert (stats.messages, stats.errors, stats.subscriptions, stats.flags) == (4, 1, 2, SEQ_ALL)

@@ -76,6 +76,7 @@ __all__ = [
     "Result",
     "ServerShutdown",
     "SessionCodec",
+    "SessionStatistics",
     "StateStatistics",
     "SubKey",
     "Subscribe",
@@ -329,6 +330,14 @@ class StateStatistics:
     has_snapshot: bool
 
 
+@dataclass(frozen=True, slots=True)
+class SessionStatistics:
+    messages: int  # client frames seen
+    errors: int  # of which answered with an Error or Close
+    subscriptions: int  # pending + active
+    flags: int = 0  # Bitfinex conf flags
+
+
 # --------------------------------------------------------------------------- protocols
 
 
@@ -344,6 +353,12 @@ class SessionCodec(Protocol):
     def on_open(self, now: float) -> list[Intent]: ...
 
     def on_client_message(self, text: str | bytes, now: float) -> list[Intent]: ...
+
+    def subscriptions(self) -> list[SubKey]:
+        """Keys this session holds (pending or active): release them all when it closes."""
+        ...
+
+    def statistics(self) -> SessionStatistics: ...
 
     def render_subscribed(self, sub: Subscribe, gateway_chan_id: int) -> str | None: ...
 

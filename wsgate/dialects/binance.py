@@ -30,6 +30,7 @@ from wsgate.dialects.base import (
     Reply,
     Result,
     ServerShutdown,
+    SessionStatistics,
     StateStatistics,
     SubKey,
     Subscribe,
@@ -170,6 +171,14 @@ class BinanceSession:
         self.subs: dict[SubKey, None] = {}  # ordered set, as LIST_SUBSCRIPTIONS reports it
         self.max_rate = max_rate
         self._recent: deque[float] = deque()
+        self._messages = 0
+        self._errors = 0
+
+    def subscriptions(self) -> list[SubKey]:
+        return list(self.subs)
+
+    def statistics(self) -> SessionStatistics:
+        return SessionStatistics(self._messages, self._errors, len(self.subs))
 
     def __repr__(self) -> str:
         return f"<BinanceSession form={self.form.value} streams={len(self.subs)}>"
@@ -192,6 +201,13 @@ class BinanceSession:
         return len(recent) > self.max_rate
 
     def on_client_message(self, text: str | bytes, now: float) -> list[Intent]:
+        self._messages += 1
+        out = self._handle(text, now)
+        if out and isinstance(out[0], Error | Close):
+            self._errors += 1
+        return out
+
+    def _handle(self, text: str | bytes, now: float) -> list[Intent]:
         if self._over_rate(now):
             return [Close(1008, "Too many messages")]
         try:

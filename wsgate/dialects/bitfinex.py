@@ -20,6 +20,7 @@ from wsgate.dialects.base import (
     Auth,
     AuthReply,
     ChannelData,
+    Close,
     Conf,
     ConfAck,
     DataKind,
@@ -32,6 +33,7 @@ from wsgate.dialects.base import (
     Pong,
     Relay,
     Reply,
+    SessionStatistics,
     SubKey,
     Subscribe,
     Subscribed,
@@ -196,6 +198,16 @@ class BitfinexSession:
         self.pending: dict[SubKey, Subscribe] = {}
         self.active: dict[int, SubKey] = {}
         self.fast_kinds: frozenset[DataKind] = frozenset({DataKind.DATA, DataKind.HEARTBEAT})
+        self._messages = 0
+        self._errors = 0
+
+    def subscriptions(self) -> list[SubKey]:
+        return [*self.pending, *self.active.values()]
+
+    def statistics(self) -> SessionStatistics:
+        return SessionStatistics(
+            self._messages, self._errors, len(self.pending) + len(self.active), self.flags
+        )
 
     def __repr__(self) -> str:
         return (
@@ -232,6 +244,13 @@ class BitfinexSession:
             self.fast_kinds = frozenset({DataKind.DATA, DataKind.HEARTBEAT})
 
     def on_client_message(self, text: str | bytes, now: float) -> list[Intent]:
+        self._messages += 1
+        out = self._handle(text, now)
+        if out and isinstance(out[0], Error | Close):
+            self._errors += 1
+        return out
+
+    def _handle(self, text: str | bytes, now: float) -> list[Intent]:
         try:
             msg = json.loads(text)
         except (ValueError, TypeError):

@@ -18,6 +18,7 @@ from wsgate.dialects.base import (
     Integrity,
     Intent,
     Relay,
+    SessionStatistics,
     StateStatistics,
     SubKey,
     Subscribe,
@@ -53,6 +54,12 @@ class RawSession:
         self.messages += 1
         frame = text if isinstance(text, str) else text.decode("utf-8", "replace")
         return [Relay(frame)]
+
+    def subscriptions(self) -> list[SubKey]:
+        return []
+
+    def statistics(self) -> SessionStatistics:
+        return SessionStatistics(self.messages, 0, 0)
 
     def render_subscribed(self, sub: Subscribe, gateway_chan_id: int) -> str | None:
         return None
