@@ -86,6 +86,10 @@ class _Move:
     reason: str
 
 
+class _Stopped(Exception):
+    """Ends the hub's TaskGroup on :meth:`Hub.stop`."""
+
+
 @dataclass(frozen=True)
 class HubStats:
     sessions: int
@@ -137,12 +141,18 @@ class Hub:
 
     # ================================================================ lifecycle
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            tg.create_task(self._tick_loop(), name=f"hub-{self.route.name}-tick")
-            if self.route.cfg.app_ping_interval > 0:
-                tg.create_task(self._app_ping_loop(), name=f"hub-{self.route.name}-ping")
-            await self._stop.wait()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._tick_loop(), name=f"hub-{self.route.name}-tick")
+                if self.route.cfg.app_ping_interval > 0:
+                    tg.create_task(self._app_ping_loop(), name=f"hub-{self.route.name}-ping")
+                await self._stop.wait()
+                # The timer loops and writers never end on their own: raising cancels them,
+                # otherwise the TaskGroup (and the route, and the daemon) waits forever.
+                raise _Stopped
+        except* _Stopped:
+            pass
 
     def stop(self) -> None:
         self._stop.set()
@@ -573,7 +583,7 @@ class Hub:
             or u.codec is None
             or sub.state is not SubState.CONFIRMED
             or sub.conn_id == target
-            or (target, sub.key) in self.moves
+            or any(k == sub.key for (_t, k) in self.moves)  # one move per key at a time
         ):
             return False
         self.moves[(target, sub.key)] = _Move(sub, target, reason)
