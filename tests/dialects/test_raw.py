@@ -38,3 +38,12 @@ def test_raw_upstream_frames_pass_byte_for_byte() -> None:
     state = D.new_state(SubKey(DialectName.RAW, "raw", ""))
     assert state.apply(ev) is Integrity.OK and state.snapshot_event() is None
     assert D.cadence(state.key) is None and D.dedup_id(ev) is None
+
+
+def test_registry_returns_each_dialect_by_name() -> None:
+    from wsgate.dialects.registry import dialect_for
+
+    for name in DialectName:
+        d = dialect_for(name)
+        assert isinstance(d, Dialect) and d.name is name
+    assert dialect_for("binance").url_suffix == "/stream"

@@ -1,0 +1,22 @@
+"""Dialect lookup by name, so the hub and config never import a dialect module directly."""
+
+from __future__ import annotations
+
+from wsgate.core.types import DialectName
+from wsgate.dialects.base import Dialect
+from wsgate.dialects.binance import BinanceDialect
+from wsgate.dialects.bitfinex import BitfinexDialect
+from wsgate.dialects.raw import RawDialect
+
+__all__ = ["dialect_for"]
+
+
+def dialect_for(name: DialectName | str) -> Dialect:
+    """A fresh dialect object (they hold only small caches, one per route is fine)."""
+    match DialectName(name):
+        case DialectName.BITFINEX:
+            return BitfinexDialect()
+        case DialectName.BINANCE:
+            return BinanceDialect()
+        case DialectName.RAW:
+            return RawDialect()
