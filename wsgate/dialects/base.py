@@ -41,6 +41,25 @@ once for many sessions and must also be sent as TEXT frames
 
 Numbers in data frames are never re-serialised: every rewrite is string slicing, so
 ``29999`` stays ``29999`` and ``1e-8`` stays ``1e-8``.
+
+Upstream events (exchange -> hub), beside ``ChannelData``:
+
+* ``Subscribed(key, channel, req_id)`` (Bitfinex) or ``Result(req_id, ..., subscribed=...,
+  unsubscribed=...)`` (Binance acks a whole batch by request id): map ``channel`` (the routing
+  key later found in ``ChannelData.channel``) to the subscription.
+* ``SubscribeFailed.action``: PLACE_ELSEWHERE (connection full, move it), ALREADY_SUBSCRIBED,
+  FAIL_SUBSCRIPTION (tell the sessions via ``render_subscribe_error``), UNSUBSCRIBE_FAILED.
+* ``Info.action`` RECONNECT / ``ServerShutdown``: rotate make-before-break; MAINTENANCE_START:
+  degraded, no reconnect loop; MAINTENANCE_END: resubscribe every channel.
+* ``Pong(cid, ts)`` answers ``UpstreamCodec.ping_frame(cid)`` (``None``: use WebSocket pings).
+* ``Integrity.MISMATCH`` (book checksum) -> resubscribe that channel and ``state.reset()``;
+  ``Integrity.GAP`` (Binance depth ``U`` != previous ``u`` + 1) -> downstream books must resync.
+
+Liveness and rotation: ``Dialect.cadence(key)`` is the nominal seconds between frames of one
+channel (Bitfinex heartbeat 15 s; Binance update speed; ``None`` for event-driven streams where
+silence proves nothing); apply your own multiple and grace. ``Dialect.dedup_id(ev)`` is an
+identity (trade id, aggTrade id, depth ``u``) for dropping frames seen on both connections
+during a make-before-break overlap; keep a small set of recent ids per channel.
 """
 
 from __future__ import annotations
