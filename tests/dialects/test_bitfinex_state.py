@@ -177,3 +177,11 @@ def test_empty_book_snapshot_and_funding_book_without_model() -> None:
     feed(funding, "[4,[[0.0002,2,1,-100]]]")
     assert funding.snapshot_event() is None
     assert "frames=1" in repr(funding)
+
+
+def test_price_level_flipping_sides_is_not_kept_twice() -> None:
+    state = D.new_state(key(channel="book", symbol="tBTCUSD"))
+    assert isinstance(state, BookState)
+    feed(state, "[3,[[100,1,1],[101,1,-1]]]", "[3,[101,2,0.5]]")
+    assert state.checksum() == signed_crc("101:0.5:100:1")
+    assert state.statistics().depth == 2

@@ -288,10 +288,11 @@ class BookState(_Base):
                 (self._bids if amt > 0 else self._asks)[oid] = entry
             else:
                 price, count = float(first), float(second)
-                side = self._bids if amt > 0 else self._asks
+                side, other = (self._bids, self._asks) if amt > 0 else (self._asks, self._bids)
                 if count == 0.0:
                     side.pop(price, None)
                 else:
+                    other.pop(price, None)  # a level can flip sides after a trade
                     side[price] = entry
         except (TypeError, ValueError):
             log.warning("%s: unusable book entry %r", self.key, entry)
