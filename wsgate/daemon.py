@@ -68,12 +68,17 @@ class Daemon:
         reload_source: Callable[[], Config] | None = None,
         demo: bool = False,
         seed: int | None = None,
+        control: bool = True,
+        signals: bool = True,
     ) -> None:
         self.config = config
         self.config_path = config_path
         # How a reload re-reads the config (the demo re-points endpoints at its simulator).
         self._reload_source = reload_source or (lambda: load_config(self._require_path()))
         self.demo = demo
+        self.embedded = not (control and signals)  # the in-process Gateway API
+        self._want_control = control
+        self._want_signals = signals
         self.started_at = time.time()
         self.started_mono = time.monotonic()
         self.generation = 1
@@ -139,15 +144,17 @@ class Daemon:
         for route_cfg in cfg.routes:
             self._add_route(route_cfg, tg)
         await self.gateway.start()
-        self.control = ControlServer(
-            cfg.daemon.control_socket,
-            build_handlers(self),
-            read_gid=_gid(cfg.daemon.control_group),
-            admin_gid=_gid(cfg.daemon.admin_group),
-        )
-        await self.control.start()
+        if self._want_control:
+            self.control = ControlServer(
+                cfg.daemon.control_socket,
+                build_handlers(self),
+                read_gid=_gid(cfg.daemon.control_group),
+                admin_gid=_gid(cfg.daemon.admin_group),
+            )
+            await self.control.start()
         self.jobs.start(_job_intervals(cfg))
-        self._install_signals()
+        if self._want_signals:
+            self._install_signals()
         tg.create_task(self._measure_loop_lag(), name="loop-lag")
         tg.create_task(self._rebalance_loop(), name="rebalance")
         interval = self.notify.watchdog_interval()
