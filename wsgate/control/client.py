@@ -47,9 +47,9 @@ def resolve_socket_path(cli_socket: str | None, config_path: str | None) -> str:
         configured = _configured_socket(config_path)
         if configured:
             return configured
-    from wsgate.paths import default_control_socket
+    from wsgate.paths import client_control_socket
 
-    return default_control_socket()
+    return client_control_socket()
 
 
 def _configured_socket(config_path: str) -> str | None:
