@@ -231,6 +231,10 @@ class Hub:
         for sub in self.registry.subscriptions():
             if sub.state is SubState.DESIRED and sub.sessions:
                 self._place(sub)
+        # A rotation (20051, serverShutdown, max_lifetime) waits for exactly this successor:
+        # start its moves now, before the exchange closes the old connection.
+        if any(x.draining for x in self.ups.values()):
+            self.retry_migrations()
 
     def on_upstream_closed(self, conn: UpstreamConnection, reason: str) -> None:
         u = self.ups.get(conn.id)

@@ -366,7 +366,8 @@ class UpstreamConnection:
                 sink.on_upstream_frame(self, msg)
         except ConnectionClosed as exc:
             if self._close_reason == "closed by peer":
-                self._close_reason = f"closed by peer: code {exc.code}"
+                code = exc.rcvd.code if exc.rcvd is not None else 1006  # 1006: no close frame
+                self._close_reason = f"closed by peer: code {code}"
             self.metrics.on_error(clock(), "closed")
 
     async def _ping_loop(self, ws: ClientConnection) -> None:
