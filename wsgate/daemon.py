@@ -26,10 +26,15 @@ from wsgate.control.server import ControlServer
 from wsgate.core.states import Transition
 from wsgate.errors import ConfigError, ControlError
 from wsgate.runtime import sdnotify
+from wsgate.runtime.alerting import Alerting
+from wsgate.runtime.analytics import Analytics
+from wsgate.runtime.events import EventBus, follow, make_system_route
 from wsgate.runtime.gateway import Gateway
 from wsgate.runtime.lock import PidLock
+from wsgate.runtime.metrics_http import MetricsServer, build_registry, readiness
 from wsgate.runtime.routes import RouteEnv, RouteRuntime
 from wsgate.runtime.scheduler import Jobs
+from wsgate.runtime.store import Store
 from wsgate.runtime.upstream import HostBudgets, UpstreamConnection
 
 __all__ = ["Daemon", "run_daemon"]
@@ -110,11 +115,23 @@ class Daemon:
         self.notify = sdnotify.Notifier()
         self.loop_lag = 0.0
         self.events: list[dict[str, Any]] = []  # recent transitions for `status`
+        # One SQLite store per daemon: analytics history, alert state, the outbox.
+        self.store = Store(os.path.join(config.daemon.state_dir, "wsgate.db"))
+        self.bus = EventBus()
+        self.analytics = Analytics(
+            self.routes,
+            store=self.store,
+            bus=self.bus,
+            retention=lambda: self.config.metrics.history_retention,
+            alerting=lambda: getattr(self, "alerting", None),
+        )
+        self.metrics_http: MetricsServer | None = None
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._tg: asyncio.TaskGroup | None = None
         self._sigint_count = 0
         self.ready = asyncio.Event()
+        self.alerting: Alerting | None = None  # built in _start: it opens daemon.store
 
     def _require_path(self) -> str:
         if not self.config_path:
@@ -134,6 +151,7 @@ class Daemon:
                 await self._stop.wait()
                 await self._shutdown()
         finally:
+            self.store.close()
             self.lock.release()
         return 0
 
@@ -141,9 +159,20 @@ class Daemon:
         from wsgate.control.api import build_handlers
 
         cfg = self.config
+        # First: it creates daemon.store (shared), restores alert state, replays the outbox.
+        self.alerting = Alerting(self)
+        await self.alerting.start(tg)
         for route_cfg in cfg.routes:
             self._add_route(route_cfg, tg)
+        self.gateway.add_system_route(
+            "_wsgate", make_system_route(self.bus), cfg.gateway.events_token_env
+        )
         await self.gateway.start()
+        if cfg.metrics.enabled:
+            self.metrics_http = MetricsServer(
+                cfg.metrics.host, cfg.metrics.port, build_registry(self), lambda: readiness(self)
+            )
+            await self.metrics_http.start()
         if self._want_control:
             self.control = ControlServer(
                 cfg.daemon.control_socket,
@@ -210,7 +239,11 @@ class Daemon:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
                 await self.gateway.close(1001, "wsgate shutting down")
+        if self.metrics_http is not None:
+            await self.metrics_http.close()
         await self.jobs.shutdown(grace=min(2.0, grace))
+        if self.alerting is not None:
+            await self.alerting.close(grace)
         for rt in self.routes.values():
             rt.stop()
         if self.control is not None:
@@ -258,6 +291,7 @@ class Daemon:
     def _on_transition(self, conn: UpstreamConnection, t: Transition) -> None:
         self.events.append(t.as_dict())
         del self.events[:-200]
+        self.bus.publish("transition", {**t.as_dict(), "route": conn.settings.route})
 
     # ---------------------------------------------------------------- reload
     async def reload(self, trigger: str) -> dict[str, Any]:
@@ -318,6 +352,8 @@ class Daemon:
         self.env.max_connections = new.daemon.max_connections
         self.env.gateway_linger = new.gateway.linger
         self.env.client_messages_per_second = new.gateway.client_messages_per_second
+        if self.alerting is not None and (diff.alerts_changed or diff.channels_changed):
+            self._tg.create_task(self.alerting.reconfigure(new, diff.channels_changed))
         self.config = new
 
     # ---------------------------------------------------------------- jobs
@@ -333,7 +369,8 @@ class Daemon:
                 conn.metrics.roll_up(now)
 
     async def _job_alerts(self) -> None:
-        return None
+        if self.alerting is not None:
+            await self.alerting.evaluate()
 
     async def _job_cleanup(self) -> None:
         return None

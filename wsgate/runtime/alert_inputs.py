@@ -1,0 +1,301 @@
+"""Build the alert engine's :class:`~wsgate.core.alerts.AlertInputs` from the live daemon.
+
+The engine is pure and sees only a frozen snapshot; everything that needs memory between
+two evaluations lives here: when each connection went down, per-connection baselines
+(slow EWMAs of message rate and latency), the per-connection anomaly detectors, the route
+counters at the previous snapshot (``no_candidate_events`` is cumulative on the route, the
+rule wants "since the previous snapshot") and the job run counts behind "missed runs".
+
+Missed runs (the single-node meaning of ``cluster_node_down``): a job is behind when its
+last run is more than one interval overdue, or when, between two evaluations, fewer runs
+completed than the elapsed time allows. A frozen process (SIGSTOP, a VM pause, swap
+storm) shows up as missed runs of every job at the first evaluation after it thaws.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from wsgate.core.alerts import AlertInputs, ConnInput, RouteInput, RuleSpec, SystemInput
+from wsgate.core.anomaly import AnomalyDetector
+from wsgate.core.health import HealthInputs, aggregate_health, health_score
+from wsgate.core.metrics import Ewma
+from wsgate.core.states import ConnState
+from wsgate.core.types import ConnectionType
+
+__all__ = ["AnomalySettings", "InputBuilder", "InputBuilderStatistics"]
+
+log = logging.getLogger("wsgate.alerts")
+
+BASELINE_HALF_LIFE = 600.0  # seconds: a baseline follows slow drifts, not a fault
+BASELINE_MIN_SAMPLES = 5  # evaluations before a baseline is trusted
+LATENCY_FLOOR = 0.005  # a 1 ms baseline must not turn 4 ms of jitter into a 4x slowdown
+IMBALANCE_MIN_LOAD = 10  # below this many subscriptions a ratio says nothing
+_SKIP_STATES = (ConnState.DISABLED, ConnState.CLOSED, ConnState.DRAINING)
+
+
+@dataclass(frozen=True)
+class AnomalySettings:
+    """Detector settings, from ``anomaly_detected`` rule params (see :meth:`from_rule`)."""
+
+    warmup: int = 30
+    window: int = 120
+    z_threshold: float = 4.0
+    mad_threshold: float = 4.0
+    min_band_rate: float = 5.0  # messages per second
+    min_band_latency: float = 0.05  # seconds
+
+    @classmethod
+    def from_rule(cls, spec: RuleSpec | None) -> AnomalySettings:
+        if spec is None:
+            return cls()
+        p = dict(spec.params)
+        d = cls()
+        return cls(
+            warmup=max(1, int(p.get("warmup", d.warmup))),
+            window=max(3, int(p.get("window", d.window))),
+            z_threshold=float(p.get("z_threshold", d.z_threshold)),
+            mad_threshold=float(p.get("mad_threshold", d.mad_threshold)),
+            min_band_rate=float(p.get("min_band_rate", d.min_band_rate)),
+            min_band_latency=float(p.get("min_band_latency", d.min_band_latency)),
+        )
+
+    def detector(self, min_band: float) -> AnomalyDetector:
+        return AnomalyDetector(
+            z_threshold=self.z_threshold,
+            mad_threshold=self.mad_threshold,
+            window=self.window,
+            warmup=self.warmup,
+            min_band=min_band,
+        )
+
+
+@dataclass(frozen=True)
+class InputBuilderStatistics:
+    builds: int
+    connections_tracked: int
+    anomalies_flagged: int
+    last_build_seconds: float | None
+
+
+class _ConnMemory:
+    __slots__ = ("base_latency", "base_rate", "down_since", "lat_det", "rate_det", "samples")
+
+    def __init__(self, settings: AnomalySettings) -> None:
+        self.down_since: float | None = None
+        self.base_rate = Ewma(BASELINE_HALF_LIFE)
+        self.base_latency = Ewma(BASELINE_HALF_LIFE)
+        self.samples = 0
+        self.rate_det = settings.detector(settings.min_band_rate)
+        self.lat_det = settings.detector(settings.min_band_latency)
+
+
+class InputBuilder:
+    """Turns the daemon's live statistics into one :class:`AlertInputs` per evaluation.
+
+    ``build`` reads only; the memory it keeps is described in the module docstring.
+    """
+
+    def __init__(self, anomaly: AnomalySettings | None = None) -> None:
+        self.anomaly = anomaly or AnomalySettings()
+        self._conns: dict[str, _ConnMemory] = {}
+        self._route_counters: dict[str, tuple[int, int]] = {}
+        self._job_runs: dict[str, int] = {}
+        self._last_eval: float | None = None
+        self._builds = 0
+        self._anomalies = 0
+        self._last_cost: float | None = None
+
+    def set_anomaly(self, settings: AnomalySettings) -> None:
+        """New detector settings (reload): detectors restart their warm-up."""
+        if settings != self.anomaly:
+            self.anomaly = settings
+            self._conns.clear()
+
+    def statistics(self) -> InputBuilderStatistics:
+        return InputBuilderStatistics(
+            self._builds, len(self._conns), self._anomalies, self._last_cost
+        )
+
+    def __repr__(self) -> str:
+        return f"<InputBuilder builds={self._builds} connections={len(self._conns)}>"
+
+    # ------------------------------------------------------------------ the snapshot
+
+    def build(self, daemon: Any, wall: float, mono: float) -> AlertInputs:
+        start = time.perf_counter()
+        conns: list[ConnInput] = []
+        routes: list[RouteInput] = []
+        scores: list[tuple[float, float]] = []
+        seen: set[str] = set()
+        for rt in list(daemon.routes.values()):
+            route_conns = list(rt.connections())
+            for conn in route_conns:
+                if conn.state in _SKIP_STATES:
+                    continue
+                seen.add(conn.id)
+                ci, score = self._connection(rt, conn, mono)
+                conns.append(ci)
+                scores.append((score, 1.0))
+            routes.append(self._route(daemon, rt, route_conns))
+        for gone in [cid for cid in self._conns if cid not in seen]:
+            del self._conns[gone]
+        for name in [r for r in self._route_counters if r not in daemon.routes]:
+            del self._route_counters[name]
+        system = self._system(daemon, scores, len(conns), wall)
+        self._last_eval = wall
+        self._builds += 1
+        self._last_cost = time.perf_counter() - start
+        return AlertInputs(
+            now=wall,
+            node_id=daemon.config.daemon.node_id,
+            connections=tuple(conns),
+            routes=tuple(routes),
+            system=system,
+        )
+
+    def _connection(self, rt: Any, conn: Any, mono: float) -> tuple[ConnInput, float]:
+        mem = self._conns.get(conn.id)
+        if mem is None:
+            mem = self._conns[conn.id] = _ConnMemory(self.anomaly)
+        m = conn.metrics.snapshot(mono)
+        up = conn.state.is_up
+        if up:
+            mem.down_since = None
+        elif mem.down_since is None:
+            # Never opened: down since it was created; else since its current state began.
+            mem.down_since = conn.created_at if conn.opened_at is None else conn.sm.since
+        latency = m.latency_ewma if m.latency_ewma is not None else m.latency_app_ewma
+        base_rate = mem.base_rate.value if mem.samples >= BASELINE_MIN_SAMPLES else None
+        base_lat = mem.base_latency.value if mem.samples >= BASELINE_MIN_SAMPLES else None
+        anomaly_rate = anomaly_lat = False
+        if up:
+            anomaly_rate = mem.rate_det.update(m.msg_rate_in).anomalous
+            if latency is not None:
+                anomaly_lat = mem.lat_det.update(latency).anomalous
+            self._anomalies += anomaly_rate + anomaly_lat
+            # The baseline does not learn from what the detector calls anomalous, so a
+            # fault does not become the new normal while it is being reported.
+            if not anomaly_rate:
+                mem.base_rate.update(mono, m.msg_rate_in)
+            if latency is not None and not anomaly_lat:
+                mem.base_latency.update(mono, latency)
+            mem.samples += 1
+        hub = getattr(rt, "hub", None)
+        subs = hub.registry.load(conn.id) if hub is not None else 0
+        ci = ConnInput(
+            id=conn.id,
+            route=rt.name,
+            type=rt.cfg.type,
+            state_up=up,
+            seconds_down=0.0 if up or mem.down_since is None else max(0.0, mono - mem.down_since),
+            latency=latency,
+            error_rate=m.error_rate,
+            reconnects_recent=m.reconnects_recent,
+            msg_rate=m.msg_rate_in if up else None,
+            baseline_rate=base_rate,
+            baseline_latency=max(base_lat, LATENCY_FLOOR) if base_lat is not None else None,
+            subscriptions=subs,
+            capacity=int(rt.cfg.max_subscriptions_per_connection or 0) if hub is not None else 0,
+            anomaly_rate=anomaly_rate,
+            anomaly_latency=anomaly_lat,
+        )
+        score = rt.health.get(conn.id)
+        if score is None:
+            score = health_score(
+                HealthInputs(
+                    state_up=up,
+                    degraded=conn.state is ConnState.DEGRADED,
+                    latency=latency,
+                    baseline_latency=ci.baseline_latency,
+                    stale_fraction=0.0,
+                    error_rate=m.error_rate,
+                    reconnects_recent=m.reconnects_recent,
+                    message_rate=m.msg_rate_in,
+                    expected_rate=None,
+                )
+            ).score
+        return ci, float(score)
+
+    def _route(self, daemon: Any, rt: Any, conns: list[Any]) -> RouteInput:
+        no_cand, fail_open = int(rt.no_candidate_events), int(rt.fail_open_events)
+        prev = self._route_counters.get(rt.name, (no_cand, fail_open))
+        self._route_counters[rt.name] = (no_cand, fail_open)
+        hub = getattr(rt, "hub", None)
+        ratio = 1.0
+        if hub is not None:
+            loads = [hub.registry.load(c.id) for c in conns if c.state is ConnState.OPEN]
+            total = sum(loads)
+            if len(loads) >= 2 and total >= IMBALANCE_MIN_LOAD:
+                ratio = max(loads) / (total / len(loads))
+        hosts = {c.settings.host for c in conns}
+        budgets: Mapping[str, Mapping[str, float]] = daemon.budgets.snapshot()
+        used = max((float(budgets[h]["used_fraction"]) for h in hosts if h in budgets), default=0.0)
+        return RouteInput(
+            name=rt.name,
+            type=rt.cfg.type if isinstance(rt.cfg.type, ConnectionType) else ConnectionType.SYSTEM,
+            open_connections=int(rt.open_connections()),
+            desired_connections=int(rt.cfg.min_connections),
+            sessions=len(rt.sessions),
+            max_sessions=int(rt.cfg.max_sessions or 0),
+            no_candidate_events=max(0, no_cand - prev[0]),
+            fail_open_engaged=fail_open > prev[1],
+            imbalance_ratio=ratio,
+            connect_budget_used_fraction=used,
+        )
+
+    def _system(
+        self, daemon: Any, scores: list[tuple[float, float]], n_conns: int, wall: float
+    ) -> SystemInput:
+        health = self._overall_health(daemon, scores)
+        jobs = list(daemon.jobs.statistics())
+        failures = sum(int(j.consecutive_failures) for j in jobs)
+        missed = self._missed_runs(jobs, wall)
+        return SystemInput(
+            health_score=health,
+            job_failures_recent=failures,
+            missed_job_runs=missed,
+            loop_lag=float(daemon.loop_lag),
+            connections_total=n_conns,
+            max_connections=int(daemon.config.daemon.max_connections),
+            sessions_total=len(daemon.gateway.sessions),
+            max_sessions=int(daemon.config.gateway.max_sessions),
+        )
+
+    @staticmethod
+    def _overall_health(daemon: Any, scores: list[tuple[float, float]]) -> float:
+        analytics = getattr(daemon, "analytics", None)
+        overview = getattr(analytics, "overview", None)
+        if callable(overview):
+            try:
+                value = overview().health
+            except Exception:  # another subsystem's bug must not stop alerting
+                log.exception("analytics overview failed; scoring health locally")
+            else:
+                if isinstance(value, int | float) and math.isfinite(value):
+                    return float(value)
+        return aggregate_health(scores) if scores else 100.0
+
+    def _missed_runs(self, jobs: Iterable[Any], wall: float) -> dict[str, int]:
+        out: dict[str, int] = {}
+        gap = None if self._last_eval is None else wall - self._last_eval
+        for j in jobs:
+            interval = float(j.interval)
+            if interval <= 0:
+                continue
+            overdue = 0
+            if j.last_run is not None and j.name != "alerts":
+                overdue = max(0, math.floor((wall - float(j.last_run)) / interval) - 1)
+            behind = 0
+            prev = self._job_runs.get(j.name)
+            runs = int(j.runs) + (1 if j.name == "alerts" else 0)  # this run is in flight
+            if gap is not None and prev is not None:
+                behind = max(0, math.floor(gap / interval) - (runs - prev) - 1)
+            self._job_runs[j.name] = runs
+            out[j.name] = max(overdue, behind)
+        return out
