@@ -127,12 +127,26 @@ def _parse(text: str, filename: str | None, digest: str) -> Config:
         doc = tomli.loads(text)
     except tomli.TOMLDecodeError as exc:
         raise ConfigError([_syntax_problem(exc)], filename) from None
+    except RecursionError:
+        # tomli refuses inline arrays/tables nested past its limit with a RecursionError.
+        raise ConfigError([_nesting_problem(text)], filename) from None
     problems = Problems(SourceLocator(text))
     cfg = _build(Table(problems, (), doc), filename, digest)
     if problems.items or cfg is None:
         raise ConfigError(problems.sorted(), filename)
     log.debug("config %s parsed: %d routes", filename or "<text>", len(cfg.routes))
     return cfg
+
+
+def _nesting_problem(text: str) -> ConfigProblem:
+    lines = text.splitlines() or [""]
+    deepest = max(range(len(lines)), key=lambda i: lines[i].count("[") + lines[i].count("{"))
+    return ConfigProblem(
+        "<toml>",
+        "invalid TOML: inline arrays/tables are nested too deeply",
+        deepest + 1,
+        "no wsgate setting needs more than a few levels of nesting",
+    )
 
 
 def _syntax_problem(exc: tomli.TOMLDecodeError) -> ConfigProblem:
