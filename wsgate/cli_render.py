@@ -76,7 +76,10 @@ def render_status(r: dict[str, Any]) -> None:
     _console.print(head)
     if health is not None:
         score = health.get("score") if isinstance(health, dict) else health
-        _console.print(f"health [bold]{score:.0f}[/]/100")
+        by_type = health.get("by_type", {}) if isinstance(health, dict) else {}
+        types = "  ".join(f"{k} {v:.0f}" for k, v in by_type.items() if v is not None)
+        shown = "-" if score is None else f"{score:.0f}"
+        _console.print(f"health [bold]{shown}[/]/100" + (f"  ({types})" if types else ""))
     _console.print(
         f"gateway ws://{r['gateway']['listen']}  sessions {r['sessions']}  "
         f"control {r['control_socket']}  config {r.get('config_path') or '(built-in demo)'}"
@@ -86,7 +89,8 @@ def render_status(r: dict[str, Any]) -> None:
         outcome = "[green]ok[/]" if lr.get("ok") else "[red]rejected[/]"
         _console.print(f"last reload: {outcome} {fmt_age(time.time() - lr['at'])} ago")
     t = Table(title="routes", title_justify="left")
-    for col in ("route", "dialect", "type", "strategy", "sessions", "upstreams", "states"):
+    cols = ("route", "dialect", "type", "strategy", "health", "sessions", "upstreams", "states")
+    for col in cols:
         t.add_column(col)
     for rt in r["routes"]:
         c = rt["connections"]
@@ -97,6 +101,7 @@ def render_status(r: dict[str, Any]) -> None:
             rt["dialect"],
             rt["type"],
             rt["strategy"],
+            "-" if rt.get("health") is None else f"{rt['health']:.0f}",
             str(rt["sessions"]),
             f"{up}/{total}",
             states,
@@ -127,6 +132,7 @@ def render_connections(rows: list[dict[str, Any]]) -> None:
         "type",
         "endpoint",
         "state",
+        "health",
         "latency",
         "msgs in",
         "msgs out",
@@ -141,6 +147,7 @@ def render_connections(rows: list[dict[str, Any]]) -> None:
             c["type"],
             c["endpoint"],
             _state(c["state"]),
+            "-" if c.get("health") is None else f"{c['health']:.0f}",
             fmt_ms(c["latency"]),
             str(c["messages_in"]),
             str(c["messages_out"]),

@@ -114,14 +114,14 @@ class Daemon:
         self.lock = PidLock.for_socket(config.daemon.control_socket)
         self.notify = sdnotify.Notifier()
         self.loop_lag = 0.0
-        self.events: list[dict[str, Any]] = []  # recent transitions for `status`
+        # Transitions, health-band crossings and alerts for dashboards and `events.follow`.
+        self.events = EventBus()
         # One SQLite store per daemon: analytics history, alert state, the outbox.
         self.store = Store(os.path.join(config.daemon.state_dir, "wsgate.db"))
-        self.bus = EventBus()
         self.analytics = Analytics(
             self.routes,
             store=self.store,
-            bus=self.bus,
+            bus=self.events,
             retention=lambda: self.config.metrics.history_retention,
             alerting=lambda: getattr(self, "alerting", None),
         )
@@ -165,7 +165,7 @@ class Daemon:
         for route_cfg in cfg.routes:
             self._add_route(route_cfg, tg)
         self.gateway.add_system_route(
-            "_wsgate", make_system_route(self.bus), cfg.gateway.events_token_env
+            "_wsgate", make_system_route(self.events), cfg.gateway.events_token_env
         )
         await self.gateway.start()
         if cfg.metrics.enabled:
@@ -289,9 +289,7 @@ class Daemon:
         )
 
     def _on_transition(self, conn: UpstreamConnection, t: Transition) -> None:
-        self.events.append(t.as_dict())
-        del self.events[:-200]
-        self.bus.publish("transition", {**t.as_dict(), "route": conn.settings.route})
+        self.events.publish("transition", {**t.as_dict(), "route": conn.settings.route})
 
     # ---------------------------------------------------------------- reload
     async def reload(self, trigger: str) -> dict[str, Any]:
@@ -358,31 +356,22 @@ class Daemon:
 
     # ---------------------------------------------------------------- jobs
     async def _job_health(self) -> None:
-        for rt in self.routes.values():
-            for conn in rt.connections():
-                conn.metrics.snapshot(time.monotonic())
+        self.analytics.run_health()
 
     async def _job_analytics(self) -> None:
-        now = time.monotonic()
-        for rt in self.routes.values():
-            for conn in rt.connections():
-                conn.metrics.roll_up(now)
+        self.analytics.run_analytics()
 
     async def _job_alerts(self) -> None:
         if self.alerting is not None:
             await self.alerting.evaluate()
 
     async def _job_cleanup(self) -> None:
-        return None
+        self.analytics.run_cleanup()
 
     # ---------------------------------------------------------------- views
     async def follow_events(self) -> AsyncIterator[tuple[str, Any]]:
-        seen = len(self.events)
-        while not self._stop.is_set():
-            await asyncio.sleep(0.5)
-            for ev in self.events[seen:]:
-                yield "transition", ev
-            seen = len(self.events)
+        async for ev in follow(self.events, self._stop):
+            yield ev
 
 
 async def run_daemon(daemon: Daemon) -> int:
