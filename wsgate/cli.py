@@ -11,8 +11,10 @@ from typing import Annotated, Any
 
 import typer
 
+from wsgate.cli_alerts import alerts_app
 from wsgate.cli_balance import rebalance, routes_app
 from wsgate.cli_common import ConfigOpt, JsonOpt, SocketOpt, call, emit_json, fail
+from wsgate.cli_top import top_command
 
 __all__ = ["app", "main"]
 
@@ -29,7 +31,9 @@ app.add_typer(config_app, name="config")
 conn_app = typer.Typer(help="Upstream connections: list, show, reconnect, enable, disable.")
 app.add_typer(conn_app, name="connections")
 app.add_typer(routes_app, name="routes")
+app.add_typer(alerts_app, name="alerts")
 app.command()(rebalance)
+app.command("top")(top_command)
 
 _call = call
 _emit_json = emit_json
@@ -165,18 +169,6 @@ def connections_enable(
 ) -> None:
     """Let a disabled or failed connection connect again."""
     _admin(ctx, "connections.enable", conn_id, socket, json_)
-
-
-@app.command()
-def alerts(socket: SocketOpt = None, config: ConfigOpt = None, json_: JsonOpt = False) -> None:
-    """Active alerts."""
-    result = _call(socket, config, "alerts")
-    if json_:
-        _emit_json(result)
-    else:
-        from wsgate.cli_render import render_alerts
-
-        render_alerts(result)
 
 
 @app.command()

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from wsgate import __version__
 from wsgate.config import config_to_dict
+from wsgate.control.api_alerts import build_alert_handlers
+from wsgate.control.api_analytics import build_analytics_handlers, conn_health_fields
 from wsgate.control.api_balance import build_balance_handlers
 from wsgate.control.server import Caller, Handler
 from wsgate.errors import ControlError
@@ -44,6 +46,7 @@ def status(d: Daemon) -> dict[str, Any]:
                 "endpoints": [e.url for e in rt.cfg.endpoints],
                 "sessions": len(rt.sessions),
                 "connections": {"total": len(conns), "up": rt.open_connections(), "states": states},
+                "health": d.analytics.route_score(rt.name),
             }
         )
     return {
@@ -62,6 +65,7 @@ def status(d: Daemon) -> dict[str, Any]:
         "sessions": len(d.gateway.sessions),
         "loop_lag": round(d.loop_lag, 6),
         "tasks": len(asyncio.all_tasks()),  # leak checks: chaos drills compare it over time
+        "health": d.analytics.health_doc(),
         "routes": routes,
         "jobs": [j.as_dict() for j in d.jobs.statistics()],
         "budgets": d.budgets.snapshot(),
@@ -83,7 +87,7 @@ def build_handlers(d: Daemon) -> Mapping[str, Handler]:
     async def h_connections(params: dict[str, Any], caller: Caller) -> Any:
         route = params.get("route")
         return [
-            _conn_dict(c)
+            {**_conn_dict(c), **conn_health_fields(d, c)}
             for rt in d.routes.values()
             if route in (None, rt.name)
             for c in rt.connections()
@@ -93,6 +97,7 @@ def build_handlers(d: Daemon) -> Mapping[str, Handler]:
         conn = _find_connection(d, str(params.get("id", "")))
         return {
             **_conn_dict(conn),
+            **conn_health_fields(d, conn, detail=True),
             "history": [dataclasses.asdict(p) for p in conn.metrics.history()],
             "recent_transitions": [t.as_dict() for t in conn.sm.history()],
         }
@@ -111,9 +116,6 @@ def build_handlers(d: Daemon) -> Mapping[str, Handler]:
         conn = _find_connection(d, str(params.get("id", "")))
         conn.enable(f"enabled by uid {caller.uid} pid {caller.pid}")
         return {"id": conn.id, "state": conn.state.label}
-
-    async def h_alerts(params: dict[str, Any], caller: Caller) -> Any:
-        return {"alerts": []}
 
     async def h_reload(params: dict[str, Any], caller: Caller) -> Any:
         return await d.reload(f"control (uid {caller.uid}, pid {caller.pid})")
@@ -136,10 +138,11 @@ def build_handlers(d: Daemon) -> Mapping[str, Handler]:
         "connections.reconnect": Handler(h_connection_reconnect, mutating=True),
         "connections.disable": Handler(h_connection_disable, mutating=True),
         "connections.enable": Handler(h_connection_enable, mutating=True),
-        "alerts": Handler(h_alerts),
         "reload": Handler(h_reload, mutating=True),
         "config.show": Handler(h_config_show),
         "stop": Handler(h_stop, mutating=True),
         "events.follow": Handler(h_events, stream=True),
         **build_balance_handlers(d),
+        **build_analytics_handlers(d),
+        **build_alert_handlers(d),
     }

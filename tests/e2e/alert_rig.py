@@ -1,0 +1,229 @@
+"""Test rig for alert drills: the simulator, receivers and bots on one background loop,
+and the daemon as a subprocess that can be restarted (or kill -9'd) on the same state dir.
+
+Used by ``tests/e2e/test_alerts_e2e.py`` and ``bench/alert_latency.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.e2e.harness import WSGATE, DaemonProc, free_port, wait_until, write_config
+from wsgate.sim.simulator import Simulator
+
+__all__ = [
+    "SECRET",
+    "SECRET_ENV",
+    "LoopThread",
+    "alert_body",
+    "bfx_route",
+    "spawn_daemon",
+    "webhook_alerts",
+]
+
+T = TypeVar("T")
+
+SECRET_ENV = "WSGATE_TEST_HOOK_SECRET"
+SECRET = "s3cret-for-hmac"
+
+
+class LoopThread:
+    """An event loop in a daemon thread; ``run(coro)`` waits (bounded) for its result."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> LoopThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+    def run(self, coro: Awaitable[T], timeout: float = 20.0) -> T:
+        async def wrap() -> T:
+            return await coro
+
+        return asyncio.run_coroutine_threadsafe(wrap(), self.loop).result(timeout)
+
+    def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
+        async def wrap() -> T:
+            return fn()
+
+        return self.run(wrap(), timeout)
+
+    # -- simulator ---------------------------------------------------------------------------
+    def start_sim(self, **tuning: Any) -> Simulator:
+        sim = Simulator(binance=False, **tuning)
+        self.run(sim.start())
+        return sim
+
+    def stop(self, obj: Any) -> None:
+        closer = getattr(obj, "close", None) or obj.stop
+        self.run(closer())
+
+    # -- bots ----------------------------------------------------------------------------------
+    def bot(self, port: int, route: str, subscribe: list[dict[str, Any]]) -> ClientConnection:
+        """A downstream client subscribed to ``subscribe``; drained in the background."""
+
+        async def open_bot() -> ClientConnection:
+            ws = await connect(f"ws://127.0.0.1:{port}/{route}", open_timeout=10)
+            for msg in subscribe:
+                await ws.send(json.dumps(msg))
+
+            async def drain() -> None:
+                try:
+                    async for _ in ws:
+                        pass
+                except Exception:
+                    return
+
+            asyncio.get_running_loop().create_task(drain())
+            return ws
+
+        return self.run(open_bot())
+
+    def close_bot(self, ws: ClientConnection) -> None:
+        self.run(ws.close())
+
+
+def bfx_route(name: str, url: str, **extra: Any) -> str:
+    """A Bitfinex route tuned for drills: app pings every 0.5 s carry the latency."""
+    opts = {
+        "ping_interval": 1000,
+        "app_ping_interval": 0.5,
+        "backoff_initial": 0.2,
+        "backoff_max": 1,
+        "min_uptime": 0.5,
+        "stale_after": 30,
+        **extra,
+    }
+    lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in opts.items())
+    return f"""
+[routes.{name}]
+dialect = "bitfinex"
+type = "market_data"
+{lines}
+[routes.{name}.connect_budget]
+count = 1000
+per = 60
+[[routes.{name}.endpoints]]
+url = "{url}"
+"""
+
+
+def alert_body(
+    hook_url: str | None = None,
+    *,
+    rules: str = "",
+    extra_channels: str = "",
+    group_interval: float = 2.0,
+    check: float = 1.0,
+    matchers: dict[str, str] | None = None,
+) -> str:
+    hook = ""
+    if hook_url is not None:
+        match = ""
+        if matchers:
+            inner = ", ".join(f"{k} = {json.dumps(v)}" for k, v in matchers.items())
+            match = f"matchers = {{ {inner} }}\n"
+        hook = f"""
+[alerts.channels.hook]
+kind = "webhook"
+enabled = true
+url = "{hook_url}"
+secret_env = "{SECRET_ENV}"
+min_severity = "info"
+timeout = 3
+{match}"""
+    return f"""
+[jobs]
+health_check_interval = {check}
+analytics_interval = {check}
+alert_check_interval = {check}
+cleanup_interval = {max(check, 5)}
+[alerts]
+group_wait = 0.5
+group_interval = {group_interval}
+repeat_interval = 3600
+{hook}{extra_channels}{rules}"""
+
+
+@contextmanager
+def spawn_daemon(
+    directory: Path,
+    body: str,
+    *,
+    port: int | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[DaemonProc]:
+    """Start ``wsgate run`` with its state in ``directory``; SIGTERM on exit if still alive."""
+    port = port or free_port()
+    cfg, sock = write_config(directory, body, port)
+    log = directory / "daemon.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", SECRET_ENV: SECRET, **(extra_env or {})}
+    start = log.stat().st_size if log.exists() else 0
+    with log.open("ab") as fh:
+        proc = subprocess.Popen(
+            [*WSGATE, "run", "--config", str(cfg)], stdout=fh, stderr=subprocess.STDOUT, env=env
+        )
+    d = DaemonProc(proc, directory, cfg, sock, port, log, env)
+
+    def ready() -> bool:
+        return "ready:" in log.read_text(errors="replace")[start:] or proc.poll() is not None
+
+    try:
+        wait_until(ready, 20, "daemon to be ready")
+        assert proc.poll() is None, d.logs()
+        yield d
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def new_dir() -> Path:
+    # Unix socket paths are limited to 108 bytes: keep the directory short.
+    return Path(tempfile.mkdtemp(prefix="wsa-", dir="/tmp"))
+
+
+def webhook_alerts(unique: dict[str, Any], alertname: str, status: str = "firing") -> list[Any]:
+    """Notifications in a WebhookReceiver's ``unique`` carrying ``alertname`` in ``status``."""
+    out = []
+    for payload in list(unique.values()):
+        for a in payload.get("alerts", []):
+            if a["labels"].get("alertname") == alertname and a["status"] == status:
+                out.append(payload)
+                break
+    return out
+
+
+def wait_for_alert(
+    unique: dict[str, Any], alertname: str, timeout: float = 30.0, status: str = "firing"
+) -> float:
+    """Block until a notification for ``alertname`` arrived; returns the monotonic time."""
+    wait_until(
+        lambda: bool(webhook_alerts(unique, alertname, status)),
+        timeout,
+        f"a {status} {alertname} notification",
+    )
+    return time.monotonic()

@@ -1,0 +1,200 @@
+"""`wsgate alerts ...`: active alerts, history, ack, silences, channel test and health.
+
+Stdlib plus typer at import time; Rich only when a table is printed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+
+from wsgate.cli_common import ConfigOpt, JsonOpt, SocketOpt, call, emit_json
+
+__all__ = ["alerts_app"]
+
+alerts_app = typer.Typer(
+    help="Alerts: active (default), history, ack, silence, silences, unsilence, test, channels."
+)
+
+
+def _paths(ctx: typer.Context, socket: str | None) -> tuple[str | None, str | None]:
+    parent = ctx.obj or (None, None)
+    return socket or parent[0], parent[1]
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+@alerts_app.callback(invoke_without_command=True)
+def alerts(
+    ctx: typer.Context, socket: SocketOpt = None, config: ConfigOpt = None, json_: JsonOpt = False
+) -> None:
+    """Active alerts: state, severity, age and flags (acknowledged, silenced, inhibited...)."""
+    ctx.obj = (socket, config)
+    if ctx.invoked_subcommand is not None:
+        return
+    result = call(socket, config, "alerts")
+    if json_:
+        emit_json(result)
+        return
+    from wsgate.cli_render import render_alerts
+
+    render_alerts(result)
+
+
+@alerts_app.command("history")
+def alerts_history(
+    ctx: typer.Context,
+    since: Annotated[str | None, typer.Option(help="Only this recent: 90s, 15m, 1h, 2d.")] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="Only this alert type.")] = None,
+    route: Annotated[str | None, typer.Option(help="Only this route.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many events.")] = 200,
+    socket: SocketOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Alert state changes and operator actions, newest first."""
+    s, c = _paths(ctx, socket)
+    result = call(s, c, "alerts.history", since=since, type=type_, route=route, limit=limit)
+    if json_:
+        emit_json(result)
+        return
+    events = result.get("events", [])
+    if not events:
+        print("no alert history in that range")
+    for e in events:
+        if "to" in e:
+            labels = e.get("labels", {})
+            where = " ".join(
+                f"{k}={v}" for k, v in labels.items() if k not in ("alertname", "severity", "node")
+            )
+            print(
+                f"{_when(e['ts'])}  {e.get('alertname', '?'):<24} {e['from']:>8} -> "
+                f"{e['to']:<8} {e.get('severity') or '':<8} {where}  {e.get('summary', '')}"
+            )
+        else:
+            print(f"{_when(e['ts'])}  {e['kind']:<24} {e.get('by') or e.get('created_by') or ''}")
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    ctx: typer.Context,
+    fingerprint: str,
+    comment: Annotated[str, typer.Option(help="Why / who is on it.")] = "",
+    socket: SocketOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Acknowledge a pending or firing alert: its repeats stop until it resolves."""
+    s, c = _paths(ctx, socket)
+    result = call(s, c, "alerts.ack", fingerprint=fingerprint, comment=comment)
+    if json_:
+        emit_json(result)
+        return
+    print(f"acknowledged {fingerprint} by {result['ack']['by']}")
+
+
+@alerts_app.command("silence")
+def alerts_silence(
+    ctx: typer.Context,
+    match: Annotated[
+        list[str],
+        typer.Option("--match", "-m", help="key=value, key!=value, key=~regex (repeat: AND)."),
+    ],
+    for_: Annotated[str, typer.Option("--for", help="Duration: 30m, 2h, 1d.")],
+    comment: Annotated[str, typer.Option(help="Why (required).")],
+    socket: SocketOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Mute notifications of matching alerts for a while (the alerts stay visible)."""
+    s, c = _paths(ctx, socket)
+    result = call(s, c, "alerts.silence", matchers=match, duration=for_, comment=comment)
+    if json_:
+        emit_json(result)
+        return
+    sil = result["silence"]
+    print(f"silence {sil['id']} until {_when(sil['ends_at'])}")
+
+
+@alerts_app.command("silences")
+def alerts_silences(ctx: typer.Context, socket: SocketOpt = None, json_: JsonOpt = False) -> None:
+    """Current and pending silences."""
+    s, c = _paths(ctx, socket)
+    result = call(s, c, "alerts.silences")
+    if json_:
+        emit_json(result)
+        return
+    rows = result.get("silences", [])
+    if not rows:
+        print("no silences")
+    for sil in rows:
+        matchers = " ".join(_matcher_text(m) for m in sil.get("matchers", []))
+        print(
+            f"{sil['id']}  {sil['state']:<8} until {_when(sil['ends_at'])}  {matchers}  "
+            f"by {sil.get('created_by', '')}: {sil.get('comment', '')}"
+        )
+
+
+def _matcher_text(m: Any) -> str:
+    if isinstance(m, dict):
+        return f"{m.get('name')}{m.get('op', '=')}{m.get('value')}"
+    return str(m)
+
+
+@alerts_app.command("unsilence")
+def alerts_unsilence(
+    ctx: typer.Context, silence_id: str, socket: SocketOpt = None, json_: JsonOpt = False
+) -> None:
+    """Expire a silence now."""
+    s, c = _paths(ctx, socket)
+    result = call(s, c, "alerts.unsilence", id=silence_id)
+    if json_:
+        emit_json(result)
+        return
+    print(f"silence {result['silence']['id']} expired")
+
+
+@alerts_app.command("test")
+def alerts_test(
+    ctx: typer.Context,
+    channel: Annotated[str, typer.Option(help="Channel name from [alerts.channels.*].")],
+    socket: SocketOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Send a real test notification now and report the receiver's answer."""
+    s, c = _paths(ctx, socket)
+    result = call(s, c, "alerts.test", channel=channel)
+    if json_:
+        emit_json(result)
+        return
+    status = result.get("status")
+    detail = f" {result['detail']}" if result.get("detail") else ""
+    print(f"{channel}: accepted (status {status if status is not None else '-'}){detail}")
+
+
+@alerts_app.command("channels")
+def alerts_channels(ctx: typer.Context, socket: SocketOpt = None, json_: JsonOpt = False) -> None:
+    """Each channel's health: queue, deliveries, failures, breaker, disabled."""
+    s, c = _paths(ctx, socket)
+    result = call(s, c, "alerts.channels")
+    if json_:
+        emit_json(result)
+        return
+    rows = result.get("channels", [])
+    if not rows:
+        print("no alert channels configured")
+    for ch in rows:
+        state = "disabled: " + str(ch["disabled_reason"]) if ch["disabled"] else ch["breaker"]
+        if not ch["enabled"]:
+            state = "off"
+        print(
+            f"{ch['name']:<12} {ch['kind']:<8} {state:<10} queued {ch['queued']:<4} "
+            f"delivered {ch['delivered']:<5} failures {ch['failures']:<4} "
+            f"last success {_when(ch['last_success'])}"
+            + (f"  last error: {ch['last_error']}" if ch.get("last_error") else ""),
+            file=sys.stdout,
+        )
