@@ -81,3 +81,163 @@ def test_connection_failure_webhook_hmac_history_and_channels() -> None:
             wait_for_alert(rx.unique, "connection_failure", 30, status="resolved")
         lt.stop(rx)
         lt.stop(sim)
+
+
+def _fail_upstream(lt: LoopThread, sim: Any) -> None:
+    faults = sim.bitfinex.faults
+    lt.call(lambda: faults.reject_handshakes(503, 10_000))
+    lt.call(lambda: faults.drop())
+
+
+def test_kill9_before_delivery_then_restart_delivers_once_and_ack_silence_survive() -> None:
+    with LoopThread() as lt:
+        sim = lt.start_sim()
+        # The receiver answers 503 until the daemon is dead: the notification is raised,
+        # persisted, attempted, and not delivered when the daemon is killed.
+        rx = lt.run(WebhookReceiver(secret=SECRET, script=[Reply(503)] * 10_000).start())
+        body = alert_body(rx.url, matchers={"alertname": "connection_failure"}, group_interval=300)
+        body += bfx_route("bfx", sim.bitfinex_url)
+        state = new_dir()
+        with spawn_daemon(state, body) as d:
+            wait_until(lambda: d.status()["routes"][0]["connections"]["up"] >= 1, 15, "pool up")
+            _fail_upstream(lt, sim)
+            wait_until(lambda: len(rx.requests) >= 1, 20, "a first (refused) delivery attempt")
+            delivery_id = rx.requests[0].headers["x-wsgate-delivery"]
+            d.proc.send_signal(signal.SIGKILL)
+            d.proc.wait(10)
+        assert rx.unique == {}
+        lt.call(lambda: rx.script.clear())  # the receiver is healthy again
+        with spawn_daemon(state, body, port=d.port) as d2:
+            wait_until(lambda: delivery_id in rx.unique, 20, "replayed delivery")
+            assert rx.duplicates == 0 and rx.bad_signatures == 0
+            assert "undelivered notification(s) from a previous run" in d2.logs()
+            fp = _active(d2, "connection_failure")[0]["fingerprint"]
+            # Ack and silence round trips through the CLI.
+            ack = _cli_json(d2, "alerts", "ack", fp, "--comment", "on it")
+            assert ack["ack"]["fingerprint"] == fp and "uid" in ack["ack"]["by"]
+            sil = _cli_json(
+                d2,
+                "alerts",
+                "silence",
+                "--match",
+                "route=bfx",
+                "--match",
+                "alertname=~conn.*",
+                "--for",
+                "2h",
+                "--comment",
+                "exchange maintenance",
+            )["silence"]
+            wait_until(
+                lambda: _active(d2, "connection_failure")[0]["silenced"], 10, "silenced flag"
+            )
+            row = _active(d2, "connection_failure")[0]
+            assert row["acknowledged"] is True
+            # A silence without a comment is a usage error; an unknown fingerprint is not found.
+            r = d2.cli("alerts", "silence", "--match", "a=b", "--for", "1h", "--socket", d2.socket)
+            assert r.returncode == 2
+            r = d2.cli("alerts", "ack", "0000", "--socket", d2.socket)
+            assert r.returncode == 1 and "no pending or firing alert" in r.stderr
+        # Graceful restart: the silence and the ack are still there.
+        with spawn_daemon(state, body, port=d.port) as d3:
+            sils = _cli_json(d3, "alerts", "silences")["silences"]
+            assert [s["id"] for s in sils] == [sil["id"]]
+            assert sils[0]["comment"] == "exchange maintenance"
+            row = _active(d3, "connection_failure")[0]
+            assert row["fingerprint"] == fp and row["acknowledged"] and row["silenced"]
+            _cli_json(d3, "alerts", "unsilence", sil["id"])
+            assert _cli_json(d3, "alerts", "silences")["silences"] == []
+            hist = _cli_json(d3, "alerts", "history", "--since", "1h")["events"]
+            kinds = {e["kind"] for e in hist}
+            assert {"alert_ack", "silence_created", "silence_expired"} <= kinds
+        assert rx.duplicates == 0
+        lt.stop(rx)
+        lt.stop(sim)
+
+
+def _http_channel(name: str, kind: str, url: str) -> str:
+    return f"""
+[alerts.channels.{name}]
+kind = "{kind}"
+enabled = true
+url = "{url}"
+min_severity = "info"
+timeout = 3
+"""
+
+
+def test_slack_discord_email_formats_429_retry_and_404_disables_channel() -> None:
+    with LoopThread() as lt:
+        sim = lt.start_sim()
+        hook = lt.run(WebhookReceiver(secret=SECRET).start())
+        slack = lt.run(HttpReceiver().start())
+        discord = lt.run(
+            HttpReceiver(
+                [Reply(429, json={"message": "You are being rate limited.", "retry_after": 0.3})],
+                default=Reply(204),
+            ).start()
+        )
+        gone = lt.run(HttpReceiver(default=Reply(404, json={"code": 10015})).start())
+        smtp = SmtpReceiver()
+        lt.run(smtp.__aenter__())
+        channels = (
+            _http_channel("slack", "slack", slack.url)
+            + _http_channel("discord", "discord", discord.url)
+            + _http_channel("discord_gone", "discord", gone.url)
+            + f"""
+[alerts.channels.email]
+kind = "email"
+enabled = true
+smtp_host = "127.0.0.1"
+smtp_port = {smtp.port}
+security = "none"
+from_addr = "wsgate@example.test"
+to_addrs = ["ops@example.test"]
+min_severity = "info"
+"""
+        )
+        body = alert_body(hook.url, extra_channels=channels) + bfx_route("bfx", sim.bitfinex_url)
+        with spawn_daemon(new_dir(), body) as d:
+            wait_until(lambda: d.status()["routes"][0]["connections"]["up"] >= 1, 15, "pool up")
+            _fail_upstream(lt, sim)
+            wait_for_alert(hook.unique, "connection_failure", 20)
+            # Slack: one attachment coloured by severity.
+            wait_until(lambda: len(slack.requests) >= 1, 15, "slack delivery")
+            sl = slack.requests[0].json()
+            assert "connection_failure" in sl["text"] and sl["attachments"][0]["color"]
+            # Discord: 429 with retry_after, then the retry is accepted; embeds within limits.
+            wait_until(lambda: len(discord.requests) >= 2, 15, "discord retry after 429")
+            first, second = discord.requests[0], discord.requests[1]
+            assert first.body == second.body and "wait=true" in second.path
+            embed = second.json()["embeds"][0]
+            assert embed["color"] and len(second.json()["content"]) <= 2000
+            # Discord 404: the channel is disabled and the other channels hear about it.
+            wait_until(
+                lambda: any(
+                    a["labels"].get("channel") == "discord_gone"
+                    for p in hook.unique.values()
+                    for a in p["alerts"]
+                ),
+                20,
+                "channel-disabled alert on the webhook",
+            )
+            chans = {c["name"]: c for c in _cli_json(d, "alerts", "channels")["channels"]}
+            assert chans["discord_gone"]["disabled"] and "404" in chans["discord_gone"]["last_error"]
+            assert chans["discord"]["delivered"] >= 1 and not chans["discord"]["disabled"]
+            assert len(gone.requests) == 1  # never used again after the 404
+            # Email through aiosmtpd.
+            wait_until(lambda: len(smtp.messages) >= 1, 15, "email delivery")
+            mail = smtp.messages[0]
+            assert mail.rcpt_tos == ("ops@example.test",)
+            assert "connection_failure" in str(mail.message["Subject"])
+            # `alerts test` sends a real notification and reports the receiver's answer.
+            res = _cli_json(d, "alerts", "test", "--channel", "slack")
+            assert res["ok"] and res["status"] == 200
+            assert slack.requests[-1].json()["text"].startswith("[TEST]")
+            r = d.cli("alerts", "test", "--channel", "discord_gone", "--socket", d.socket)
+            assert r.returncode == 1 and "404" in r.stderr
+            r = d.cli("alerts", "test", "--channel", "nope", "--socket", d.socket)
+            assert r.returncode == 1 and "no enabled alert channel" in r.stderr
+        lt.run(smtp.__aexit__(None, None, None))
+        for server in (hook, slack, discord, gone, sim):
+            lt.stop(server)
