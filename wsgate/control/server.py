@@ -130,7 +130,7 @@ def _request_id(line: bytes) -> wire.RequestId:
     """Best-effort id of an undecodable request, so even its error reply can be matched."""
     try:
         obj = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     rid = obj.get("id") if isinstance(obj, dict) else None
     return rid if isinstance(rid, int | str) and not isinstance(rid, bool) else None
@@ -191,8 +191,9 @@ class ControlServer:
         self._clear_path()
         sock = self._bind()
         try:
+            # A burst of CLI/monitoring clients must queue, not get EAGAIN (default 100).
             self._server = await asyncio.start_unix_server(
-                self._on_connect, sock=sock, limit=wire.MAX_LINE
+                self._on_connect, sock=sock, limit=wire.MAX_LINE, backlog=1024
             )
         except BaseException:
             sock.close()

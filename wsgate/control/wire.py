@@ -138,6 +138,8 @@ def _decode_envelope(line: bytes) -> dict[str, Any]:
         obj = json.loads(line)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ControlError(BAD_REQUEST, f"not a JSON line: {exc}") from None
+    except RecursionError:  # json's C scanner gives up on deep nesting this way
+        raise ControlError(BAD_REQUEST, "not a JSON line: nested too deeply") from None
     if not isinstance(obj, dict):
         raise ControlError(BAD_REQUEST, f"expected a JSON object, got {type(obj).__name__}")
     v = obj.get("v")
