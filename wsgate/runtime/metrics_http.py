@@ -271,11 +271,14 @@ def readiness(daemon: Daemon) -> tuple[bool, dict[str, Any]]:
     reasons: list[str] = []
     if not daemon.ready.is_set():
         reasons.append("starting: config loaded but listeners not all bound yet")
-    for rt in list(daemon.routes.values()):
-        if not rt.cfg.required or rt.cfg.min_connections == 0:
+    for cfg in daemon.config.routes:
+        if not cfg.required or cfg.min_connections == 0:
             continue
-        if not any(c.state is ConnState.OPEN for c in rt.connections()):
-            reasons.append(f"route {rt.name}: no open upstream connection")
+        rt = daemon.routes.get(cfg.name)
+        if rt is None:
+            reasons.append(f"route {cfg.name}: not started")
+        elif not any(c.state is ConnState.OPEN for c in rt.connections()):
+            reasons.append(f"route {cfg.name}: no open upstream connection")
     return not reasons, {"ready": not reasons, "reasons": reasons}
 
 
