@@ -123,10 +123,19 @@ class FakeBitfinex:
     def resume(self) -> None:
         self.stalled = None
 
-    def info(self, code: int) -> None:
+    def info(self, code: int, restart_grace: float = 1.0) -> None:
+        """Send an info event; 20051 closes the notified connections after ``restart_grace``.
+
+        Only the notified ones: like Bitfinex, a reconnect lands on another server.
+        """
         self.maintenance = {20060: True, 20061: False}.get(code, self.maintenance)
-        for c in list(self.conns):
+        notified = list(self.conns)
+        for c in notified:
             self._send(c, {"event": "info", "code": code, "msg": f"fake info {code}"})
+        if code == 20051:
+            loop = asyncio.get_running_loop()
+            for c in notified:
+                loop.call_later(restart_grace, c.ws.transport.abort)
 
     def open_channels(self) -> list[tuple[int, str]]:
         return [(id(c), f"{s.channel}:{s.symbol}") for c in self.conns for s in c.subs.values()]
