@@ -212,7 +212,7 @@ class BinanceSession:
             return [Close(1008, "Too many messages")]
         try:
             msg = json.loads(text)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):  # deep nesting ends in RecursionError
             return [_error(3, "Invalid JSON: expected value")]
         if not isinstance(msg, dict):
             return [_error(2, "Invalid request: expected an object")]
@@ -345,7 +345,7 @@ class BinanceUpstream:
         # last member it cannot be sliced, and only then is the wrapper rebuilt (re-encoded).
         try:
             msg = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return Unrecognized(text, "invalid JSON")
         stream = msg.get("stream") if isinstance(msg, dict) else None
         if not isinstance(stream, str) or "data" not in msg:
@@ -364,7 +364,7 @@ class BinanceUpstream:
     def _reply(self, text: str) -> UpstreamEvent:
         try:
             msg = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return Unrecognized(text, "invalid JSON")
         if not isinstance(msg, dict):
             return Unrecognized(text, "not an object")

@@ -253,7 +253,7 @@ class BitfinexSession:
     def _handle(self, text: str | bytes, now: float) -> list[Intent]:
         try:
             msg = json.loads(text)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):  # deep nesting ends in RecursionError
             return [_error(ERR_UNKNOWN_EVENT, "invalid JSON")]
         if isinstance(msg, list):
             if self.authenticated:
@@ -421,7 +421,7 @@ class BitfinexUpstream:
     def _event(self, text: str) -> UpstreamEvent:
         try:
             msg = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return Unrecognized(text, "invalid JSON")
         if not isinstance(msg, dict):
             return Unrecognized(text, "not an event")
