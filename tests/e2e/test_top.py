@@ -91,7 +91,12 @@ def test_top_draws_refreshes_switches_and_quits_on_q() -> None:
             t.wait_for("bitfinex-c1")
             first = len(t.out)
             t.wait_for("msg/s")
-            wait_until(lambda: (t.pump(), len(t.out) > first + 200)[1], 10, "a refresh")
+
+            def refreshed() -> bool:
+                t.pump()
+                return len(t.out) > first + 200
+
+            wait_until(refreshed, 10, "a refresh")
             t.send("s")  # next sort column of the connections view
             t.wait_for("connections (sorted by id")
             t.send("1")
