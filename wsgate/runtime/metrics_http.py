@@ -36,6 +36,10 @@ header (``prometheus_client.exposition.choose_encoder``). Metric families:
 ``wsgate_config_generation``, ``wsgate_loop_lag_seconds``, ``wsgate_build_info``
 ================================================  ======================================
 
+The ``job`` label of the job metrics is the one the spec fixed; Prometheus renames it
+to ``exported_job`` on scrape (its own ``job`` target label wins) unless the scrape
+config sets ``honor_labels: true``. ``docs/grafana-dashboard.json`` uses those names.
+
 Latency is exported as gauges rather than a Prometheus summary or histogram: the
 quantiles come from the connection's own 128-sample window (the same numbers as
 ``wsgate connections show``), and the RTT samples are far too few per scrape for
