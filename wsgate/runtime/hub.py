@@ -313,8 +313,7 @@ class Hub:
                 if body is None:
                     continue
                 frame = encode_text(body)
-            if not m.session.push(frame) and m.session.slow_closed:
-                self.slow_closed += 1
+            m.session.push(frame)
         self.deliveries += len(members)
 
     def _fresh(self, key: Any, ev: d.ChannelData) -> bool:
@@ -684,6 +683,7 @@ class Hub:
         codec = self.dialect.open_session(path, query)
         rate = self.route.client_rate()
         m = _Member(session, codec, ws, bucket=TokenBucket(rate, 1.0, self.clock()))
+        session.on_slow = self._on_slow
         self.sessions[session.id] = m
         try:
             for intent in codec.on_open(self.clock()):
@@ -703,6 +703,15 @@ class Hub:
             pass
         finally:
             self._leave(m)
+
+    def _on_slow(self, session: Session) -> None:
+        self.slow_closed += 1
+        m = self.sessions.get(session.id)
+        if m is not None:
+            for key in m.acked:  # stop spending fan-out work on it at once
+                members = self.members.get(key)
+                if members and m in members:
+                    members.remove(m)
 
     async def _intent(self, m: _Member, intent: d.Intent) -> bool:
         """Execute one intent; True when the session must end."""

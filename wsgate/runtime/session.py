@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = ["Session", "SessionStats"]
 
 log = logging.getLogger("wsgate.session")
 _ids = itertools.count(1)
+SLOW_GRACE = 2.0  # seconds a slow consumer gets to read its close frame before the abort
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class Session:
         self.messages_in = 0
         self.slow_closed = False
         self.close_code: int | None = None
+        self.on_slow: Callable[[Session], None] | None = None
         self._pending: list[bytes] = []
         self._scheduled = False
         self._loop = asyncio.get_running_loop()
@@ -102,6 +105,7 @@ class Session:
 
     def _close_slow(self) -> None:
         self.slow_closed = True
+        self.close_code = self.slow_close_code
         log.warning(
             "session %d (%s, route %s) closed as a slow consumer: over %d buffered bytes",
             self.id,
@@ -109,7 +113,17 @@ class Session:
             self.route,
             self.send_buffer_bytes,
         )
-        self.close_nowait(self.slow_close_code, "slow consumer: send buffer full")
+        if self.on_slow is not None:
+            self.on_slow(self)
+        # A graceful close() would wait for the full buffer to drain, i.e. for ever. Queue
+        # the close frame behind the data (a bot that catches up still reads the code)
+        # and abort the TCP connection if it has not caught up within the grace period.
+        try:
+            self.ws.protocol.send_close(self.slow_close_code, "slow consumer: send buffer full")
+            self.ws.send_data()
+        except Exception:  # the protocol may already be closing; the abort below suffices
+            log.debug("session %d: close frame not queued", self.id, exc_info=True)
+        self._loop.call_later(SLOW_GRACE, self._transport.abort)
 
     def close_nowait(self, code: int, reason: str) -> None:
         self.close_code = code
