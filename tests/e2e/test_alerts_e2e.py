@@ -222,7 +222,9 @@ min_severity = "info"
                 "channel-disabled alert on the webhook",
             )
             chans = {c["name"]: c for c in _cli_json(d, "alerts", "channels")["channels"]}
-            assert chans["discord_gone"]["disabled"] and "404" in chans["discord_gone"]["last_error"]
+            assert (
+                chans["discord_gone"]["disabled"] and "404" in chans["discord_gone"]["last_error"]
+            )
             assert chans["discord"]["delivered"] >= 1 and not chans["discord"]["disabled"]
             assert len(gone.requests) == 1  # never used again after the 404
             # Email through aiosmtpd.
@@ -241,3 +243,181 @@ min_severity = "info"
         lt.run(smtp.__aexit__(None, None, None))
         for server in (hook, slack, discord, gone, sim):
             lt.stop(server)
+
+
+# ---------------------------------------------------------------- every alert type, by fault
+
+FAST_RULES = """
+[alerts.rules.high_latency]
+pending_samples = 2
+window = 3
+[alerts.rules.performance_degradation]
+pending_samples = 2
+window = 3
+[alerts.rules.system_health]
+pending_samples = 2
+window = 3
+[alerts.rules.high_error_rate]
+pending_samples = 2
+window = 3
+[alerts.rules.frequent_reconnects]
+fire = 3
+clear = 1
+[alerts.rules.capacity_warning]
+pending_samples = 1
+window = 1
+[alerts.rules.load_balancer_issue]
+pending_samples = 1
+window = 1
+[alerts.rules.cluster_node_down]
+keep_firing_for = 30
+"""
+# Small warm-up so the rate detector may judge after 5 evaluations (5 s here).
+ANOMALY_ENV = {"WSGATE_ALERT_PARAMS": "anomaly_detected.warmup=5,anomaly_detected.min_band_rate=2"}
+
+
+def _alerts_runs(d: DaemonProc) -> int:
+    return int(next(j["runs"] for j in d.status()["jobs"] if j["name"] == "alerts"))
+
+
+def _wait_runs(d: DaemonProc, n: int, timeout: float = 30.0) -> None:
+    start = _alerts_runs(d)
+    wait_until(lambda: _alerts_runs(d) >= start + n, timeout, f"{n} alert evaluations")
+
+
+def _up(d: DaemonProc, n: int = 1) -> None:
+    wait_until(lambda: d.status()["routes"][0]["connections"]["up"] >= n, 15, "pool up")
+
+
+def test_latency_fault_raises_high_latency_degradation_and_system_health() -> None:
+    with LoopThread() as lt:
+        sim = lt.start_sim()
+        rx = lt.run(WebhookReceiver(secret=SECRET).start())
+        body = alert_body(rx.url, rules=FAST_RULES) + bfx_route("bfx", sim.bitfinex_url)
+        with spawn_daemon(new_dir(), body) as d:
+            _up(d)
+            bot = lt.bot(d.port, "bfx", [TICKER])
+            _wait_runs(d, 7)  # baselines are trusted after 5 evaluations
+            lt.call(lambda: sim.bitfinex.faults.latency(3000))
+            for name in ("high_latency", "performance_degradation", "system_health"):
+                wait_for_alert(rx.unique, name, 30)
+            deg = webhook_alerts(rx.unique, "performance_degradation")[0]["alerts"]
+            assert any(a["labels"].get("metric") == "latency" for a in deg)
+            lt.close_bot(bot)
+        lt.stop(rx)
+        lt.stop(sim)
+
+
+def test_malformed_frames_raise_high_error_rate() -> None:
+    with LoopThread() as lt:
+        sim = lt.start_sim()
+        rx = lt.run(WebhookReceiver(secret=SECRET).start())
+        body = alert_body(rx.url, rules=FAST_RULES) + bfx_route("bfx", sim.bitfinex_url)
+        with spawn_daemon(new_dir(), body) as d:
+            _up(d)
+            lt.call(lambda: sim.bitfinex.faults.malformed(40))
+            wait_for_alert(rx.unique, "high_error_rate", 30)
+        lt.stop(rx)
+        lt.stop(sim)
+
+
+def test_repeated_drops_raise_frequent_reconnects() -> None:
+    with LoopThread() as lt:
+        sim = lt.start_sim()
+        rx = lt.run(WebhookReceiver(secret=SECRET).start())
+        body = alert_body(rx.url, rules=FAST_RULES) + bfx_route("bfx", sim.bitfinex_url)
+        with spawn_daemon(new_dir(), body) as d:
+            _up(d)
+            for _ in range(4):
+                before = sim.bitfinex.statistics().as_dict()
+                lt.call(lambda: sim.bitfinex.faults.drop())
+                wait_until(
+                    lambda b=before: (
+                        sim.bitfinex.statistics().as_dict() != b  # type: ignore[misc]
+                        and d.status()["routes"][0]["connections"]["up"] >= 1
+                    ),
+                    15,
+                    "reconnected",
+                )
+                time.sleep(0.6)  # past min_uptime, so each drop counts as a new reconnect
+            wait_for_alert(rx.unique, "frequent_reconnects", 30)
+        lt.stop(rx)
+        lt.stop(sim)
+
+
+def test_channel_limit_and_small_limits_raise_load_balancer_and_capacity() -> None:
+    with LoopThread() as lt:
+        sim = lt.start_sim()
+        rx = lt.run(WebhookReceiver(secret=SECRET).start())
+        route = bfx_route(
+            "bfx",
+            sim.bitfinex_url,
+            max_connections=1,
+            max_subscriptions_per_connection=1,
+            max_sessions=2,
+        )
+        body = alert_body(rx.url, rules=FAST_RULES) + route
+        with spawn_daemon(new_dir(), body) as d:
+            _up(d)
+            lt.call(lambda: sim.bitfinex.faults.channel_limit(1))
+            eth = {**TICKER, "symbol": "tETHUSD"}
+            bots = [lt.bot(d.port, "bfx", [TICKER]), lt.bot(d.port, "bfx", [eth])]
+            wait_for_alert(rx.unique, "load_balancer_issue", 30)
+            wait_for_alert(rx.unique, "capacity_warning", 30)
+            resources = {
+                a["labels"].get("resource")
+                for p in webhook_alerts(rx.unique, "capacity_warning")
+                for a in p["alerts"]
+            }
+            assert "route_sessions" in resources
+            issue = webhook_alerts(rx.unique, "load_balancer_issue")[0]["alerts"][0]
+            assert issue["labels"]["issue"] == "no_candidate"
+            for b in bots:
+                lt.close_bot(b)
+        lt.stop(rx)
+        lt.stop(sim)
+
+
+def test_rate_step_raises_anomaly_detected() -> None:
+    with LoopThread() as lt:
+        sim = lt.start_sim()
+        rx = lt.run(WebhookReceiver(secret=SECRET).start())
+        body = alert_body(rx.url, rules=FAST_RULES) + bfx_route("bfx", sim.bitfinex_url)
+        with spawn_daemon(new_dir(), body, extra_env=ANOMALY_ENV) as d:
+            _up(d)
+            bot = lt.bot(d.port, "bfx", [TICKER])
+            _wait_runs(d, 15)  # warm-up, and the 10 s rate window settles
+            more = [
+                {"event": "subscribe", "channel": ch, "symbol": sym, **extra}
+                for sym in ("tBTCUSD", "tETHUSD")
+                for ch, extra in (("trades", {}), ("book", {"prec": "P0", "len": "25"}))
+            ]
+            loud = lt.bot(d.port, "bfx", more)
+            wait_for_alert(rx.unique, "anomaly_detected", 30)
+            got = webhook_alerts(rx.unique, "anomaly_detected")[0]["alerts"]
+            assert any(a["labels"].get("metric") == "rate" for a in got)
+            lt.close_bot(loud)
+            lt.close_bot(bot)
+        lt.stop(rx)
+        lt.stop(sim)
+
+
+def test_frozen_daemon_raises_cluster_node_down() -> None:
+    """One node: a frozen process (SIGSTOP, as a VM pause) misses every job's runs."""
+    with LoopThread() as lt:
+        sim = lt.start_sim()
+        rx = lt.run(WebhookReceiver(secret=SECRET).start())
+        body = alert_body(rx.url, rules=FAST_RULES) + bfx_route("bfx", sim.bitfinex_url)
+        with spawn_daemon(new_dir(), body) as d:
+            _up(d)
+            _wait_runs(d, 2)
+            d.proc.send_signal(signal.SIGSTOP)
+            try:
+                time.sleep(6)  # the fault itself: the node is frozen for 6 intervals
+            finally:
+                d.proc.send_signal(signal.SIGCONT)
+            wait_for_alert(rx.unique, "cluster_node_down", 30)
+            got = webhook_alerts(rx.unique, "cluster_node_down")[0]["alerts"][0]
+            assert got["labels"]["check"] == "job"
+        lt.stop(rx)
+        lt.stop(sim)
