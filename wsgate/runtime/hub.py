@@ -526,7 +526,14 @@ class Hub:
         try:
             decision = self.balancer.pick(self.candidates(exclude or set()), self.clock())
         except NoCandidateError as exc:
-            self.route.no_candidate(str(exc))
+            coming = any(
+                u.conn.state in (ConnState.IDLE, ConnState.CONNECTING, ConnState.BACKOFF)
+                or (u.conn.state is ConnState.OPEN and u.codec is None)
+                for u in self.ups.values()
+                if not u.draining
+            )
+            if not coming:  # nothing on its way: a real load-balancer issue
+                self.route.no_candidate(str(exc))
             self._grow_pool()
             return
         if decision.fail_open:
