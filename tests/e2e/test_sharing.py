@@ -221,3 +221,35 @@ def test_binance_raw_combined_and_subscribe_ids() -> None:
                 assert "error" in err
 
     run(scenario)
+
+
+def test_binance_depth_snapshot_passthrough_keeps_update_ids_contiguous() -> None:
+    import httpx
+
+    async def scenario() -> None:
+        async with stack() as (gw, _sim):
+            base = gw.url("binance")
+            http_base = base.replace("ws://", "http://")
+            async with connect(base + "/ws/btcusdt@depth@100ms") as ws:
+                first = await recv_json(ws)
+                async with httpx.AsyncClient() as client:
+                    r = await client.get(http_base + "/api/v3/depth?symbol=BTCUSDT&limit=100")
+                    assert r.status_code == 200, r.text
+                    snap = r.json()
+                    missing = await client.get(http_base + "/api/v3/../../etc/passwd")
+                    assert missing.status_code in (400, 404)
+                last = snap["lastUpdateId"]
+                # The documented algorithm: drop events with u <= lastUpdateId; the first
+                # applied event has U <= lastUpdateId+1 <= u; then U == previous u + 1.
+                events = [first]
+                while events[-1]["u"] <= last:
+                    events.append(await recv_json(ws))
+                applied = [e for e in events if e["u"] > last]
+                assert applied[0]["U"] <= last + 1 <= applied[0]["u"]
+                prev = applied[0]["u"]
+                for _ in range(5):
+                    e = await recv_json(ws)
+                    assert e["U"] == prev + 1
+                    prev = e["u"]
+
+    run(scenario)

@@ -15,6 +15,7 @@ from websockets.http11 import Request, Response
 
 from wsgate.config import GatewayConfig
 from wsgate.errors import InvalidPath
+from wsgate.runtime.rest_proxy import RestProxy
 from wsgate.runtime.routes import RouteRuntime
 from wsgate.runtime.session import Session
 
@@ -34,6 +35,7 @@ class Gateway:
         self.sessions: set[Session] = set()
         self.server: Server | None = None
         self.rejected: dict[int, int] = {}
+        self.rest = RestProxy()
 
     @property
     def port(self) -> int:
@@ -62,6 +64,7 @@ class Gateway:
             return
         self.server.close(close_connections=True, code=code, reason=reason)
         await self.server.wait_closed()
+        await self.rest.aclose()
 
     def add_system_route(self, name: str, handler: SystemRoute, token_env: str | None) -> None:
         self.system_routes[name] = (handler, token_env)
@@ -71,11 +74,21 @@ class Gateway:
         self.rejected[status.value] = self.rejected.get(status.value, 0) + 1
         return conn.respond(status, text + "\n")
 
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(
+        self, conn: ServerConnection, request: Request
+    ) -> Response | None:
         parts = urlsplit(request.path)
         segments = parts.path.lstrip("/").split("/", 1)
         name = segments[0]
         query = parse_qs(parts.query)
+        route_for_rest = self.routes.get(name)
+        if (
+            route_for_rest is not None
+            and route_for_rest.cfg.rest_url
+            and "websocket" not in request.headers.get("Upgrade", "").lower()
+            and len(segments) > 1
+        ):
+            return await self._rest(conn, request, route_for_rest, "/" + segments[1], parts.query)
         if name in self.system_routes:
             _, token_env = self.system_routes[name]
             return self._check_token(conn, request, query, token_env)
@@ -102,6 +115,18 @@ class Gateway:
         except InvalidPath as exc:
             return self._reject(conn, HTTPStatus(exc.http_status), str(exc))
         return self._check_token(conn, request, query, route.cfg.token_env)
+
+    async def _rest(
+        self, conn: ServerConnection, request: Request, route: RouteRuntime, path: str, query: str
+    ) -> Response:
+        refused = self._check_token(conn, request, parse_qs(query), route.cfg.token_env)
+        if refused is not None:
+            return refused
+        assert route.cfg.rest_url is not None
+        url = self.rest.target(route.cfg.rest_url, path, query)
+        if url is None or request.method != "GET":
+            return self._reject(conn, HTTPStatus.NOT_FOUND, f"no REST pass-through for {path}")
+        return await self.rest.fetch(url)
 
     def _check_token(
         self,
