@@ -701,7 +701,7 @@ class Hub:
                 now = self.clock()
                 assert m.bucket is not None
                 if not m.bucket.try_acquire(now):
-                    await ws.close(1008, "too many messages")
+                    await session.close(1008, "too many messages")
                     return
                 for intent in codec.on_client_message(msg, now):
                     if await self._intent(m, intent):
@@ -738,7 +738,7 @@ class Hub:
                 d.compact({"event": "error", "msg": "not authenticated", "code": 10100})
             )
         elif isinstance(intent, d.Close):
-            await m.ws.close(intent.code, intent.reason)
+            await m.session.close(intent.code, intent.reason)
             return True
         return False
 
@@ -810,7 +810,7 @@ class Hub:
                     }
                 )
             )
-            await m.ws.close(1008, "auth not allowed on a market data route")
+            await m.session.close(1008, "auth not allowed on a market data route")
             return True
         # Leave the shared world: this session's traffic is now private.
         self._leave(m)

@@ -30,8 +30,10 @@ CLOSE_TRY_AGAIN = 1013
 class Relay:
     """The upstream sink of one relayed session."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, skip_greeting: bool = False) -> None:
         self.session = session
+        # A session that already got the gateway's greeting must not see the exchange's.
+        self.skip_greeting = skip_greeting
         self.opened = asyncio.Event()
         self.closed = asyncio.Event()
         self.close_reason = ""
@@ -41,6 +43,10 @@ class Relay:
         self.opened.set()
 
     def on_upstream_frame(self, conn: UpstreamConnection, data: str | bytes) -> None:
+        if self.skip_greeting:
+            self.skip_greeting = False
+            if isinstance(data, str) and data.startswith('{"event":"info"'):
+                return
         if isinstance(data, str):
             self.session.push_text(data)
         else:
@@ -63,7 +69,7 @@ async def run_relay(
     ``first_frame`` is a client frame already read by someone else (the auth request
     that turned a shared Bitfinex session into a private one); it goes upstream first.
     """
-    relay = Relay(session)
+    relay = Relay(session, skip_greeting=first_frame is not None)
     conn = make_upstream(relay)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(conn.run())

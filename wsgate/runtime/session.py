@@ -125,7 +125,14 @@ class Session:
             log.debug("session %d: close frame not queued", self.id, exc_info=True)
         self._loop.call_later(SLOW_GRACE, self._transport.abort)
 
+    async def close(self, code: int, reason: str) -> None:
+        """Close after whatever is queued (an error reply must precede its close frame)."""
+        self._flush()
+        self.close_code = code
+        await self._close(code, reason)
+
     def close_nowait(self, code: int, reason: str) -> None:
+        self._flush()
         self.close_code = code
         self._loop.create_task(self._close(code, reason))
 
