@@ -1,0 +1,164 @@
+"""Alerting runtime without a daemon process: a hand-written fake daemon, a real SQLite
+store in tmp_path and (for delivery) a real webhook receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.runtime.receivers import WebhookReceiver
+from wsgate.config import parse_config
+from wsgate.errors import AlertError, ConfigError
+from wsgate.runtime.alert_inputs import InputBuilder
+from wsgate.runtime.alerting import Alerting, parse_params, rule_specs
+
+
+@dataclass
+class FakeJob:
+    name: str
+    interval: float
+    runs: int = 0
+    consecutive_failures: int = 0
+    last_run: float | None = None
+
+
+@dataclass
+class FakeJobs:
+    jobs: list[FakeJob] = field(default_factory=list)
+
+    def statistics(self) -> list[FakeJob]:
+        return list(self.jobs)
+
+
+class FakeGateway:
+    sessions: set[object] = set()
+
+
+class FakeBudgets:
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        return {}
+
+
+class FakeDaemon:
+    def __init__(self, state_dir: Path, hook_url: str = "http://127.0.0.1:9/h") -> None:
+        self.config = parse_config(
+            f"""
+[daemon]
+state_dir = "{state_dir}"
+node_id = "unit"
+[routes.r]
+dialect = "raw"
+type = "market_data"
+[[routes.r.endpoints]]
+url = "ws://127.0.0.1:9/"
+[alerts]
+group_wait = 0
+[alerts.channels.hook]
+kind = "webhook"
+enabled = true
+url = "{hook_url}"
+min_severity = "info"
+[alerts.channels.other]
+kind = "log"
+enabled = true
+min_severity = "info"
+""",
+            "<test>",
+        )
+        self.demo = False
+        self.rng = random.Random(1)
+        self.routes: dict[str, Any] = {}
+        self.jobs = FakeJobs([FakeJob("alerts", 1.0), FakeJob("health", 1.0, last_run=0.0)])
+        self.gateway = FakeGateway()
+        self.budgets = FakeBudgets()
+        self.loop_lag = 0.0
+        self.store: Any = None
+
+
+def test_parse_params() -> None:
+    assert parse_params("anomaly_detected.warmup=5, system_health.loop_lag_fire=2") == {
+        "anomaly_detected": {"warmup": 5.0},
+        "system_health": {"loop_lag_fire": 2.0},
+    }
+    assert parse_params("") == {}
+    with pytest.raises(ConfigError):
+        parse_params("warmup=5")
+
+
+def test_rule_params_reach_the_spec(tmp_path: Path) -> None:
+    d = FakeDaemon(tmp_path)
+    specs = rule_specs(d.config.alerts, {"anomaly_detected": {"warmup": 3.0}})
+    assert dict(specs["anomaly_detected"].params)["warmup"] == 3.0
+
+
+def test_missed_runs_from_gap_and_overdue(tmp_path: Path) -> None:
+    d = FakeDaemon(tmp_path)
+    b = InputBuilder()
+    first = b.build(d, 100.0, 0.0)
+    # health last ran at t=0 with a 1 s interval: at t=100 it is 99 runs overdue.
+    assert first.system.missed_job_runs["health"] == 99
+    d.jobs.jobs[1].last_run = 100.0
+    d.jobs.jobs[0].runs = 1
+    # Normal cadence: one run per interval, nothing missed.
+    assert b.build(d, 101.0, 1.0).system.missed_job_runs == {"alerts": 0, "health": 0}
+    d.jobs.jobs[0].runs = 2
+    d.jobs.jobs[1].last_run = 108.0
+    d.jobs.jobs[1].runs = 1
+    # The process froze for 8 s: every job is behind.
+    missed = b.build(d, 109.0, 9.0).system.missed_job_runs
+    assert missed["alerts"] >= 6 and missed["health"] >= 5
+
+
+def test_silence_and_ack_survive_a_new_instance(tmp_path: Path) -> None:
+    async def main() -> None:
+        d = FakeDaemon(tmp_path)
+        a = Alerting(d, clock=lambda: 1000.0)
+        async with asyncio.TaskGroup() as tg:
+            await a.start(tg)
+            view = a.engine.raise_external(
+                "system_health",
+                {"check": "unit"},
+                a.engine.rules["system_health"].severity,
+                "unit test",
+                1000.0,
+            )
+            a.ack(view.fingerprint, "tester", "mine")
+            sil = a.silence(["check=unit"], 3600, "quiet please", "tester")
+            with pytest.raises(AlertError):
+                a.silence(["check=unit"], 0, "no time", "tester")
+            await a.close(1.0)
+        assert d.store is not None
+        d2 = FakeDaemon(tmp_path)
+        d2.store = d.store  # the same shared store, as the daemon hands it over
+        b = Alerting(d2, clock=lambda: 1001.0)
+        b._restore(1001.0)
+        assert [s.id for s in b.silences()] == [sil.id]
+        row = next(r for r in b.active() if r["fingerprint"] == view.fingerprint)
+        assert row["acknowledged"] and row["silenced"]
+        assert {e["kind"] for e in b.history(None, None, None)} >= {"alert_ack", "silence_created"}
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_channel_gone_alerts_the_other_channels(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with WebhookReceiver() as rx:
+            d = FakeDaemon(tmp_path, rx.url)
+            a = Alerting(d)
+            async with asyncio.TaskGroup() as tg:
+                await a.start(tg)
+                a._on_channel_disabled("other", "HTTP 404")
+                a.tick()
+                await rx.wait_for_unique(1, within=10)
+                await a.close(2.0)
+            payload = next(iter(rx.unique.values()))
+            labels = payload["alerts"][0]["labels"]
+            assert labels["channel"] == "other" and labels["severity"] == "critical"
+            assert a.statistics().channels_disabled == ("other",)
+
+    asyncio.run(asyncio.wait_for(main(), 20))
