@@ -20,7 +20,7 @@ import os
 import time
 from array import array
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 __all__ = [
     "TS_BASE",
@@ -88,8 +88,9 @@ class RawClient(asyncio.Protocol):
         self.seen = b""  # text seen before measuring, for readiness checks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        transport.write(self.request)
+        # cast, not isinstance: uvloop's transports do not subclass asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
         if self._handshaking:
@@ -162,7 +163,7 @@ async def open_clients(
     on_open: bytes | None = None,
     ready_marker: bytes | None = None,
     concurrency: int = 100,
-    timeout: float = 60.0,
+    limit: float = 60.0,
 ) -> list[RawClient]:
     """Open ``n`` clients, ``concurrency`` handshakes at a time; all must succeed."""
     loop = asyncio.get_running_loop()
@@ -179,7 +180,7 @@ async def open_clients(
                 await client.ready
             out.append(client)
 
-    await asyncio.wait_for(asyncio.gather(*(one() for _ in range(n))), timeout)
+    await asyncio.wait_for(asyncio.gather(*(one() for _ in range(n))), limit)
     return out
 
 

@@ -159,7 +159,8 @@ async def _feed(conn: multiprocessing.connection.Connection, mode: str) -> None:
         async def one() -> None:
             broadcast(targets, ticker_frame(0).decode())
             if max(t.transport.get_write_buffer_size() for t in targets) > HIGH_WATER:
-                while max(t.transport.get_write_buffer_size() for t in targets) > LOW_WATER:
+                # No event fires on "buffer below N bytes": poll, as the anchors did.
+                while max(t.transport.get_write_buffer_size() for t in targets) > LOW_WATER:  # noqa: ASYNC110
                     await asyncio.sleep(0.0005)
 
         return await _pace(rate, seconds, max_count, one)
@@ -249,7 +250,7 @@ async def _receivers(
         for i in range(0, n, step):
             try:
                 clients += await open_clients(
-                    "127.0.0.1", port, path, min(step, n - i), on_open=on_open, timeout=30
+                    "127.0.0.1", port, path, min(step, n - i), on_open=on_open, limit=30
                 )
             except (OSError, TimeoutError, ConnectionError) as exc:
                 errors += 1
@@ -385,7 +386,9 @@ def measure(
     from bench.net import percentiles
 
     sample_every = 1 if rate > 0 else 8
-    recv.ask("measure", seconds + 30.0, 1.0, sample_every, None, reply="started")
+    # At saturation a daemon may hold one long loop turn (K=1000): allow 3 s of silence.
+    idle = 1.0 if rate > 0 else 3.0
+    recv.ask("measure", seconds + 30.0, idle, sample_every, None, reply="started")
     pushed = feed.ask("push", rate, seconds, max_count, reply="pushed", timeout=seconds + 60)
     res = recv.expect("result", seconds + 60)
     samples = array("q")

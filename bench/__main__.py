@@ -1,0 +1,242 @@
+"""``python -m bench [--quick] [--only NAME ...]``: run the benchmark suite.
+
+Prints a table and writes ``bench/results/latest.json``. Every wsgate figure is a
+ratio against a baseline measured in the same run (see docs/BENCHMARKS.md).
+Scenarios: core, cli, recovery, relay, scale, fanout (which also runs the daemon on
+uvloop when it is installed; ``--only uvloop`` is an alias for it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "render"]
+
+SCENARIOS = ("core", "cli", "recovery", "relay", "scale", "fanout")
+CORE_MODULES = ("core_placement", "core_metrics", "core_alerts")
+ANALYTICS_NOTE = (
+    "not measured: the daemon has no switch for the per-message analytics "
+    "(ConnectionMetrics.on_message_in runs on every upstream frame); only the "
+    "analytics job interval is configurable, which is off the hot path"
+)
+
+
+def _machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        uv: str | None = version("uvloop")
+    except PackageNotFoundError:
+        uv = None
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "websockets": version("websockets"),
+        "uvloop": uv,
+        "kernel": platform.release(),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def _core(quick: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": "core"}
+    for mod in CORE_MODULES:
+        try:
+            m = importlib.import_module(f"bench.{mod}")
+        except ImportError:
+            out[mod] = {"skipped": "module not present"}
+            continue
+        out[mod] = m.run(quick)
+    return out
+
+
+def _run_one(name: str, quick: bool) -> dict[str, Any]:
+    if name == "core":
+        return _core(quick)
+    module = {"cli": "cli_wall"}.get(name, name)
+    m = importlib.import_module(f"bench.{module}")
+    result: dict[str, Any] = m.run(quick)
+    return result
+
+
+def _f(x: Any, fmt: str = "{:.2f}") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return fmt.format(x)
+
+
+def _yes(b: Any) -> str:
+    return "met" if b else "MISSED"
+
+
+def render(res: dict[str, Any]) -> str:
+    """The results as Markdown tables (also printed to the terminal)."""
+    out: list[str] = []
+    fo = res.get("fanout")
+    if fo and "rows" in fo:
+        out += [
+            "### Fan-out (aggregate deliveries/s at saturation; latency at 20k deliveries/s)",
+            "",
+            "| K | direct msg/s | wsgate msg/s | ratio | direct p50/p99/p99.9 µs | "
+            "wsgate p50/p99/p99.9 µs | p99 ratio | wsgate-uvloop rate / p99 ratio | "
+            "wsgate CPU µs/delivery | direct CPU µs/delivery | lost |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in fo["rows"]:
+            d, w = row["direct"], row["wsgate_asyncio"]
+            r = row["wsgate_asyncio_vs_direct"]
+            u = row.get("wsgate_uvloop_vs_direct") or {}
+            lost = d["saturation"]["lost"] + w["saturation"]["lost"] + w["fixed"]["lost"]
+            out.append(
+                f"| {row['k']} | {_f(d['saturation']['rate'], '{:,.0f}')} | "
+                f"{_f(w['saturation']['rate'], '{:,.0f}')} | {_f(r['rate'])}x | "
+                f"{_f(d['fixed']['p50_us'], '{:.0f}')}/{_f(d['fixed']['p99_us'], '{:.0f}')}/"
+                f"{_f(d['fixed']['p999_us'], '{:.0f}')} | "
+                f"{_f(w['fixed']['p50_us'], '{:.0f}')}/{_f(w['fixed']['p99_us'], '{:.0f}')}/"
+                f"{_f(w['fixed']['p999_us'], '{:.0f}')} | {_f(r['p99'])}x | "
+                f"{_f(u.get('rate'))}x / {_f(u.get('p99'))}x | "
+                f"{_f(w['saturation'].get('server_cpu_us_per_delivery'))} | "
+                f"{_f(d['saturation'].get('server_cpu_us_per_delivery'))} | {lost} |"
+            )
+        for g in fo["goals"]:
+            out.append(
+                f"- K={g['k']}: rate >= {g['rate_goal']}x {_yes(g['rate_met'])}; "
+                f"p99 <= {g['p99_goal']}x {_yes(g['p99_met'])}"
+            )
+        out.append("")
+    rl = res.get("relay")
+    if rl and "paths" in rl:
+        out += [
+            "### Relay (one raw session)",
+            "",
+            "| path | msg/s at saturation | vs direct | p50 µs at 1k msg/s | p99 µs | "
+            "added p50 µs | added p99 µs |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, p in rl["paths"].items():
+            out.append(
+                f"| {name} | {_f(p['rate'], '{:,.0f}')} | {_f(p['rate_vs_direct'])}x | "
+                f"{_f(p['p50_us'], '{:.0f}')} | {_f(p['p99_us'], '{:.0f}')} | "
+                f"{_f(p['added_p50_us'], '{:+.0f}')} | {_f(p['added_p99_us'], '{:+.0f}')} |"
+            )
+        out += [f"- wsgate added p50 <= 50 µs: {_yes(rl['goal_met'])}", ""]
+    sc = res.get("scale")
+    if sc and "wsgate" in sc:
+        w, p = sc["wsgate"], sc["websockets"]
+        out += [
+            f"### Scale ({sc['target']} idle sessions; fd hard limit {sc['nofile_hard']})",
+            "",
+            "| server | opened | RSS before→after MiB | KiB/session | handshakes/s |",
+            "|---|---|---|---|---|",
+        ]
+        for name, x in (("wsgate", w), ("websockets", p)):
+            out.append(
+                f"| {name} | {x['opened']} | {x['rss_before_kib'] / 1024:.1f}→"
+                f"{x['rss_after_kib'] / 1024:.1f} | {_f(x['kib_per_session'])} | "
+                f"{_f(x['handshakes_per_s'], '{:,.0f}')} |"
+            )
+        out += [
+            f"- ratio wsgate/websockets: {_f(sc['ratio_kib'])}x; <= 20 KiB/session: "
+            f"{_yes(sc['goal_met'])}",
+            f"- `wsgate status --json` wall time: {_f(w['status_wall_idle_s'], '{:.3f}')} s idle,"
+            f" {_f(w['status_wall_s'], '{:.3f}')} s with the sessions attached",
+            "",
+        ]
+    rc = res.get("recovery")
+    if rc and "faults" in rc:
+        out += [
+            f"### Recovery (ticker cadence {rc['cadence_s']} s)",
+            "",
+            "| fault | detected after s | data again after detection s "
+            "| data again after fault s |",
+            "|---|---|---|---|",
+        ]
+        for name, f in rc["faults"].items():
+            out.append(
+                f"| {name} | {_f(f['detect_s'], '{:.3f}')} | "
+                f"{_f(f['data_again_after_detect_s'], '{:.3f}')} | "
+                f"{_f(f['data_again_after_fault_s'], '{:.3f}')} |"
+            )
+        out += [
+            f"- stall detected within cadence + 1 s, data 1 s later: {_yes(rc['goal_met'])}",
+            "",
+        ]
+    cl = res.get("cli")
+    if cl and "median_s" in cl:
+        m = cl["median_s"]
+        out += [
+            "### CLI",
+            "",
+            f"- median wall: `python -c pass` {m['python_pass'] * 1000:.0f} ms, bare stdlib "
+            f"client {m['bare_client'] * 1000:.0f} ms, `wsgate status --json` "
+            f"{m['wsgate_status'] * 1000:.0f} ms",
+            f"- status / python -c pass = {cl['status_vs_python_pass']:.2f}x; status / bare "
+            f"client = {cl['status_vs_bare_client']:.2f}x (goal <= 3x: {_yes(cl['goal_met'])})",
+            "",
+        ]
+    co = res.get("core")
+    if co:
+        out += ["### Core", ""]
+        for mod in CORE_MODULES:
+            if mod in co:
+                text = json.dumps(co[mod], default=str)
+                out.append(f"- {mod}: {text[:600]}{'…' if len(text) > 600 else ''}")
+        out.append("")
+    out += [f"### Analytics on vs off\n\n- {res.get('analytics', ANALYTICS_NOTE)}", ""]
+    for name, err in res.get("errors", {}).items():
+        out.append(f"- {name} FAILED: {err.splitlines()[-1] if err else ''}")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="fewer K values, shorter pushes")
+    ap.add_argument("--only", action="append", choices=(*SCENARIOS, "uvloop"), metavar="NAME")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "latest.json"))
+    args = ap.parse_args(argv)
+    names = [("fanout" if n == "uvloop" else n) for n in (args.only or SCENARIOS)]
+    res: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "quick": args.quick,
+        "machine": _machine(),
+        "analytics": ANALYTICS_NOTE,
+        "errors": {},
+    }
+    t0 = time.monotonic()
+    for name in dict.fromkeys(names):
+        t = time.monotonic()
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        try:
+            res[name] = _run_one(name, args.quick)
+        except Exception:
+            res["errors"][name] = traceback.format_exc()
+            print(res["errors"][name], file=sys.stderr)
+        print(f"[bench] {name} done in {time.monotonic() - t:.0f} s", file=sys.stderr, flush=True)
+    res["seconds"] = time.monotonic() - t0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1, default=str) + "\n")
+    print(render(res))
+    print(f"\n{res['seconds']:.0f} s; results in {out}")
+    return 1 if res["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
