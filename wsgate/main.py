@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -108,7 +109,23 @@ async def _run(cfg: object, config_path: str | None, *, demo: bool, seed: int | 
         daemon = Daemon(
             first, config_path=config_path, reload_source=demo_source, demo=True, seed=seed
         )
-        return await daemon.serve()
+        serving = asyncio.create_task(daemon.serve())
+        ready = asyncio.create_task(daemon.ready.wait())
+        await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
+        bots = None
+        if daemon.ready.is_set() and not os.environ.get("WSGATE_DEMO_NO_BOTS"):
+            from wsgate.sim.demo_bots import run_demo_bots
+
+            base = f"ws://{first.gateway.host}:{daemon.gateway.port}"
+            bots = asyncio.create_task(run_demo_bots(base))
+        ready.cancel()
+        try:
+            return await serving
+        finally:
+            if bots is not None:
+                bots.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await bots
 
 
 def sim_main(host: str, bitfinex_port: int, binance_port: int, seed: int) -> int:

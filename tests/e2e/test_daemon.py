@@ -175,3 +175,52 @@ def test_sd_notify_ready_reloading_stopping() -> None:
         assert "STATUS=" in joined
     finally:
         rx.close()
+
+
+DEMO_ROUTES = """
+[routes.bitfinex]
+dialect = "bitfinex"
+type = "market_data"
+[[routes.bitfinex.endpoints]]
+url = "wss://api-pub.bitfinex.com/ws/2"
+[routes.binance]
+dialect = "binance"
+type = "market_data"
+rest_url = "https://api.binance.com/api/v3"
+[[routes.binance.endpoints]]
+url = "wss://stream.binance.com:9443"
+"""
+
+
+def test_demo_mode_serves_simulated_feeds_and_stops_cleanly_with_clients_attached() -> None:
+    """`--demo --config` points the file's routes at the in-process simulator."""
+    with run_daemon(DEMO_ROUTES, args=("--demo", "--seed", "7")) as d:
+
+        async def client() -> list[object]:
+            async with connect(f"ws://127.0.0.1:{d.port}/bitfinex") as ws:
+                info = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                await ws.send(
+                    json.dumps({"event": "subscribe", "channel": "ticker", "symbol": "tBTCUSD"})
+                )
+                frames = [info]
+                while len(frames) < 3:
+                    frames.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+                # Still attached when the daemon is told to stop: it must close us with 1001.
+                d.signal(signal.SIGTERM)
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        await asyncio.wait_for(ws.recv(), 10)
+                frames.append(ws.close_code)
+                return frames
+
+        frames = asyncio.run(client())
+        assert frames[0] == {
+            "event": "info",
+            "version": 2,
+            "serverId": "wsgate",
+            "platform": {"status": 1},
+        }
+        assert isinstance(frames[2], list) and frames[2][0] == frames[1]["chanId"]  # type: ignore[index]
+        assert frames[-1] == 1001
+        assert d.proc.wait(15) == 0
+        assert "demo bot (bitfinex)" in d.logs() or "demo:" in d.logs()
