@@ -494,3 +494,27 @@ def test_bad_email_addresses_are_indexed() -> None:
         ("alerts.channels.email.from_addr", 7),
         ("alerts.channels.email.to_addrs[1]", 8),
     ]
+
+
+def test_alert_rule_params_validated_with_did_you_mean() -> None:
+    text = (
+        SAMPLE_MINIMAL_FOR_PARAMS
+        + "[alerts.rules.anomaly_detected.params]\nwarmup = 5\nwramup = 3\n"
+    )
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text)
+    (problem,) = exc.value.problems
+    assert problem.path == "alerts.rules.anomaly_detected.params.wramup"
+    assert problem.hint is not None and "warmup" in problem.hint
+    assert problem.line == text.splitlines().index("wramup = 3") + 1
+    cfg = parse_config(text.replace("wramup = 3\n", ""))
+    assert cfg.alerts.rule("anomaly_detected").params == (("warmup", 5.0),)
+
+
+SAMPLE_MINIMAL_FOR_PARAMS = """
+[routes.r]
+dialect = "raw"
+type = "market_data"
+[[routes.r.endpoints]]
+url = "ws://127.0.0.1:1"
+"""

@@ -579,9 +579,28 @@ def _build_rule(rule_type: str, t: Table) -> AlertRuleConfig:
         window=window,
         keep_firing_for=t.number("keep_firing_for", d.keep_firing_for, minimum=0.0),
         labels=t.string_map("labels"),
+        params=_rule_params(rule_type, t),
     )
     t.finish()
     return rule
+
+
+def _rule_params(rule_type: str, t: Table) -> tuple[tuple[str, float], ...]:
+    from wsgate.core.alerts.rules import RULE_PARAMS
+
+    sub = t.table("params")
+    if sub is None:
+        return ()
+    allowed = RULE_PARAMS.get(rule_type, frozenset())
+    sub.known.extend(sorted(allowed))
+    out = []
+    for name in sorted(sub.data):
+        if name in allowed:
+            value = sub.number(name, signed=True)
+            if value is not None:
+                out.append((name, float(value)))
+    sub.finish()  # unknown parameter names get a did-you-mean
+    return tuple(out)
 
 
 def _build_alerts(t: Table | None) -> AlertsConfig:

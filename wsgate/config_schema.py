@@ -222,6 +222,7 @@ class AlertRuleConfig:
     keep_firing_for: float
     enabled: bool = True
     labels: tuple[tuple[str, str], ...] = ()
+    params: tuple[tuple[str, float], ...] = ()  # type-specific secondary thresholds
 
     @property
     def fires_above(self) -> bool:

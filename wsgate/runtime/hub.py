@@ -46,6 +46,7 @@ log = logging.getLogger("wsgate.hub")
 TICK = 0.25  # seconds between registry timer checks
 SEND_QUEUE = 4096  # frames waiting for the per-connection message budget
 RECENT_IDS = 4096  # dedup window during a make-before-break move
+INFO_DEDUP = 30.0  # seconds within which the same info code from another connection is a repeat
 
 
 @dataclass(eq=False)
@@ -129,6 +130,7 @@ class Hub:
         self._req = itertools.count(1)
         self._cid = itertools.count(1)
         self._upstream_flags = dialect.upstream_flags_for([])
+        self._last_info: dict[int, float] = {}  # info code -> when last forwarded
         self._stop = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.frames_in = 0
@@ -465,6 +467,12 @@ class Hub:
     def _broadcast_info(self, ev: d.Info) -> None:
         """Forward 20051/20060/20061 as the exchange would, so bots' own logic still runs."""
         if ev.code is None:
+            return
+        # Every upstream connection hears the same exchange-wide notice: forward it once.
+        now = self.clock()
+        last = self._last_info.get(ev.code)
+        self._last_info[ev.code] = now
+        if last is not None and now - last < INFO_DEDUP:
             return
         frame = d.compact({"event": "info", "code": ev.code, "msg": ev.msg})
         for m in self.sessions.values():

@@ -23,6 +23,7 @@ from wsgate.errors import ConfigError, ConfigProblem
 __all__ = [
     "ALERT_TYPES",
     "DEFAULT_RULES",
+    "RULE_PARAMS",
     "Observation",
     "RawObservation",
     "RuleSpec",
@@ -101,7 +102,21 @@ _DEFAULT_PARAMS: dict[str, tuple[tuple[str, float], ...]] = {
     ),
     # Sparse filter: a baseline this quiet says nothing about degradation.
     "performance_degradation": (("min_baseline_rate", 0.1),),
+    # The runtime's anomaly detectors (one per connection and series) read these.
+    "anomaly_detected": (
+        ("warmup", 30.0),
+        ("window", 120.0),
+        ("z_threshold", 4.0),
+        ("mad_threshold", 4.0),
+        ("min_band_rate", 5.0),
+        ("min_band_latency", 0.05),
+    ),
 }
+
+# Parameter names each rule type accepts under [alerts.rules.<type>.params].
+RULE_PARAMS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {t: frozenset(k for k, _ in kv) for t, kv in _DEFAULT_PARAMS.items()}
+)
 
 
 def _spec(type_: str, severity: Severity, fire: float, clear: float, **kw: Any) -> RuleSpec:
