@@ -35,6 +35,7 @@ from wsgate.runtime.metrics_http import MetricsServer, build_registry, readiness
 from wsgate.runtime.routes import RouteEnv, RouteRuntime
 from wsgate.runtime.scheduler import Jobs
 from wsgate.runtime.store import Store
+from wsgate.runtime.store_connections import ConnectionStore, InMemoryConnectionStore
 from wsgate.runtime.upstream import HostBudgets, UpstreamConnection
 
 __all__ = ["Daemon", "run_daemon"]
@@ -100,6 +101,9 @@ class Daemon:
         )
         self.env.total_connections = lambda: sum(len(r.connections()) for r in self.routes.values())
         self.env.on_transition.append(self._on_transition)
+        # Every upstream connection is registered here; clustering replaces the implementation.
+        self.connection_store: ConnectionStore = InMemoryConnectionStore(config.daemon.node_id)
+        self.env.on_transition.append(self.connection_store.observe)
         self.routes: dict[str, RouteRuntime] = {}
         self.gateway = Gateway(config.gateway, self.routes)
         self.jobs = Jobs(

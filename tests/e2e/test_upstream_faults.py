@@ -193,7 +193,7 @@ def test_maintenance_is_degraded_not_a_reconnect_loop() -> None:
                 sim.bitfinex.faults.info(20061)
                 await wait_for(lambda: bot.snapshots > snaps, 5.0, "resubscribed after 20061")
                 await bot.wait_new_trades(3)
-                assert conn.state is ConnState.OPEN
+                assert conn.statistics().state == "open"
                 _report("maintenance end", flowing=time.monotonic() - t0)
                 codes = [e.get("code") for e in bot.events]
                 assert 20060 in codes and 20061 in codes
