@@ -122,7 +122,7 @@ def build_balance_handlers(d: Daemon) -> dict[str, Handler]:
         for rt in d.routes.values():
             if only not in (None, rt.name):
                 continue
-            for mv in rt.plan_rebalance(now, dry_run=dry):
+            for mv in rt.plan_rebalance(now, dry_run=dry, force=True):
                 plan.append({"route": rt.name, **dataclasses.asdict(mv)})
         if not dry:
             log.info("rebalance by %s: %d move(s)", _who(caller), len(plan))

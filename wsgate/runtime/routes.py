@@ -361,8 +361,12 @@ class RouteRuntime:
             self.grow(force=True)  # the drained one leaves: keep the floor
         return started
 
-    def plan_rebalance(self, now: float, *, dry_run: bool) -> list[Move]:
-        """Moves that would even out subscriptions (executed make-before-break unless dry)."""
+    def plan_rebalance(self, now: float, *, dry_run: bool, force: bool = False) -> list[Move]:
+        """Moves that would even out subscriptions (executed make-before-break unless dry).
+
+        The background loop goes through the planner's hysteresis (sustained imbalance,
+        bounded rate); an operator's explicit request (``force``) skips the waiting.
+        """
         if self.hub is None:
             return []
         hub = self.hub
@@ -373,13 +377,19 @@ class RouteRuntime:
                 loads.setdefault(sub.conn_id, []).append(str(sub.key))
                 by_name[str(sub.key)] = sub
         candidates = hub.candidates()
-        if dry_run:
+        if dry_run or force:
             # A preview must not advance the real planner's hysteresis clock.
             preview = Rebalancer(
-                imbalance_ratio=self.rebalancer.imbalance_ratio, sustain=0.0, min_interval=0.0
+                imbalance_ratio=self.rebalancer.imbalance_ratio,
+                sustain=0.0,
+                min_interval=0.0,
+                max_moves_per_run=self.rebalancer.max_moves_per_run,
             )
-            return preview.plan(loads, candidates, now)
-        moves = self.rebalancer.plan(loads, candidates, now)
+            moves = preview.plan(loads, candidates, now)
+            if dry_run:
+                return moves
+        else:
+            moves = self.rebalancer.plan(loads, candidates, now)
         for mv in moves:
             moving = by_name.get(mv.subscription)
             if moving is not None:
