@@ -1,3 +1,3 @@
-from wsgate.cli import main
+from wsgate.cli_fast import main
 
 main()

@@ -20,7 +20,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 
-WSGATE = [sys.executable, "-m", "wsgate.cli"]
+WSGATE = [sys.executable, "-m", "wsgate"]
 
 
 def free_port() -> int:
