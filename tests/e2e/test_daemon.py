@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -224,3 +225,24 @@ def test_demo_mode_serves_simulated_feeds_and_stops_cleanly_with_clients_attache
         assert frames[-1] == 1001
         assert d.proc.wait(15) == 0
         assert "demo bot (bitfinex)" in d.logs() or "demo:" in d.logs()
+
+
+def test_fast_path_and_full_cli_print_the_same_document() -> None:
+    with ThreadServer(_echo) as up, run_daemon(_raw_route(up.url)) as d:
+        fast = d.cli("connections", "--json", "--socket", d.socket)
+        full = subprocess.run(
+            [sys.executable, "-m", "wsgate.cli", "connections", "--json", "--socket", d.socket],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert fast.returncode == full.returncode == 0
+        strip = ("age", "state_age", "last_message_age", "next_retry_in", "msg_rate")
+        norm = [
+            [{k: v for k, v in row.items() if k not in strip} for row in json.loads(out)]
+            for out in (fast.stdout, full.stdout)
+        ]
+        assert norm[0] == norm[1]
+        missing = d.cli("status", "--json", "--socket", d.socket + ".nope")
+        assert missing.returncode == 3 and "no wsgate daemon" in missing.stderr
