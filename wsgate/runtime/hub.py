@@ -32,6 +32,7 @@ from wsgate.core.states import ConnState
 from wsgate.core.subscriptions import Subscription, SubscriptionRegistry, SubState
 from wsgate.dialects import base as d
 from wsgate.errors import CapacityError, NoCandidateError
+from wsgate.runtime.depth_sync import DepthSync
 from wsgate.runtime.framing import encode_text
 from wsgate.runtime.session import Session
 from wsgate.runtime.upstream import UpstreamConnection
@@ -140,6 +141,7 @@ class Hub:
         self.slow_closed = 0
         self.duplicates = 0
         self.moves_done = 0
+        self.depth = DepthSync.for_route(self)  # Binance depth continuity across re-homing
 
     # ================================================================ lifecycle
     async def run(self) -> None:
@@ -147,6 +149,8 @@ class Hub:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 tg.create_task(self._tick_loop(), name=f"hub-{self.route.name}-tick")
+                if self.depth is not None:
+                    tg.create_task(self.depth.run(), name=f"hub-{self.route.name}-depth")
                 if self.route.cfg.app_ping_interval > 0:
                     tg.create_task(self._app_ping_loop(), name=f"hub-{self.route.name}-ping")
                 await self._stop.wait()
@@ -293,6 +297,11 @@ class Hub:
                 self._integrity_failure(u, sub, verdict)
                 if verdict is d.Integrity.MISMATCH:
                     return
+        if self.depth is not None:
+            synced = self.depth.on_data(sub, ev)
+            if synced is None:
+                return
+            ev = synced
         self._fan_out(sub, ev, now)
 
     def _fan_out(self, sub: Subscription, ev: d.ChannelData, now: float) -> None:
