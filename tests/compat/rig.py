@@ -24,8 +24,8 @@ __all__ = [
     "gateway_http",
     "stack",
     "until",
-    "upstream_bitfinex_channels",
     "upstream_binance_streams",
+    "upstream_bitfinex_channels",
 ]
 
 INSTALL_HINT = "not installed; `make compat` installs the third-party clients"

@@ -14,11 +14,17 @@ from typing import Any
 
 import pytest
 
-from tests.compat.rig import INSTALL_HINT, bitfinex_checksum, stack, until, upstream_bitfinex_channels
+from tests.compat.rig import (
+    INSTALL_HINT,
+    bitfinex_checksum,
+    stack,
+    until,
+    upstream_bitfinex_channels,
+)
 
 pytest.importorskip("bfxapi", reason=f"bitfinex-api-py {INSTALL_HINT}")
 
-from bfxapi import Client  # noqa: E402
+from bfxapi import Client
 
 CANDLE_KEY = "trade:1m:tBTCUSD"
 
@@ -134,9 +140,7 @@ async def drive(bots: list[Bot]) -> int:
             for bfx, bot in zip(clients, bots, strict=True):
                 task = asyncio.create_task(bfx.wss.start())
                 tasks.append(task)
-                await until(
-                    lambda b=bot, t=task: satisfied(b) or t.done(), 20, f"{bot.name} data"
-                )
+                await until(lambda b=bot, t=task: satisfied(b) or t.done(), 20, f"{bot.name} data")
                 if task.done():
                     raise AssertionError(f"{bot.name}: SDK stopped: {task.exception()!r}")
             channels = upstream_bitfinex_channels(sim)

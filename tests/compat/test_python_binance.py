@@ -17,11 +17,11 @@ from tests.compat.rig import INSTALL_HINT, gateway_http, stack, upstream_binance
 
 pytest.importorskip("binance.async_client", reason=f"python-binance {INSTALL_HINT}")
 
-from binance.async_client import AsyncClient  # noqa: E402
-from binance.ws.depthcache import DepthCacheManager  # noqa: E402
-from binance.ws.streams import BinanceSocketManager  # noqa: E402
+from binance.async_client import AsyncClient
+from binance.ws.depthcache import DepthCacheManager
+from binance.ws.streams import BinanceSocketManager
 
-from wsgate import Gateway  # noqa: E402
+from wsgate import Gateway
 
 
 class CountingDepthCache(DepthCacheManager):  # type: ignore[misc]
