@@ -14,6 +14,7 @@ import typer
 from wsgate.cli_alerts import alerts_app
 from wsgate.cli_balance import rebalance, routes_app
 from wsgate.cli_common import ConfigOpt, JsonOpt, SocketOpt, call, emit_json, fail
+from wsgate.cli_sim import sim_app
 from wsgate.cli_top import top_command
 
 __all__ = ["app", "main"]
@@ -56,17 +57,7 @@ def run(
     raise typer.Exit(run_main(config, demo=demo, seed=seed, log_level=log_level))
 
 
-@app.command()
-def sim(
-    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
-    bitfinex_port: Annotated[int, typer.Option(help="Bitfinex v2 simulator port.")] = 8801,
-    binance_port: Annotated[int, typer.Option(help="Binance spot simulator port.")] = 8802,
-    seed: Annotated[int, typer.Option(help="Market random-walk seed.")] = 1,
-) -> None:
-    """Run the exchange simulator alone (faults: GET /_sim/fault?kind=... on its ports)."""
-    from wsgate.main import sim_main
-
-    raise typer.Exit(sim_main(host, bitfinex_port, binance_port, seed))
+app.add_typer(sim_app, name="sim")  # run (the default), fault, stats: wsgate/cli_sim.py
 
 
 # ---------------------------------------------------------------- client side

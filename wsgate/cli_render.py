@@ -137,9 +137,11 @@ def render_connections(rows: list[dict[str, Any]]) -> None:
         "msgs in",
         "msgs out",
         "reconnects",
+        "transitions",
         "age",
     ):
-        t.add_column(col, justify="right" if col.startswith(("msgs", "lat", "rec")) else "left")
+        numeric = col.startswith(("msgs", "lat", "rec", "trans"))
+        t.add_column(col, justify="right" if numeric else "left")
     for c in rows:
         t.add_row(
             c["id"],
@@ -152,6 +154,7 @@ def render_connections(rows: list[dict[str, Any]]) -> None:
             str(c["messages_in"]),
             str(c["messages_out"]),
             str(c["reconnects"]),
+            str(sum((c.get("transitions") or {}).values())),  # details: connections show
             fmt_age(c["age"]),
         )
     _console.print(t)

@@ -337,3 +337,73 @@ def test_binance_server_shutdown_rotates_without_loss() -> None:
                 assert hub is not None and hub.statistics().moves >= 2
 
     run(go())
+
+
+# ---------------------------------------------------------------- CLI, whole daemon
+def test_cli_sim_fault_and_connections_show_states_and_counters() -> None:
+    import subprocess
+
+    from tests.e2e.harness import WSGATE, free_port, run_daemon
+    from tests.e2e.harness import wait_until as wait_sync
+
+    bfx, bnc = free_port(), free_port()
+    sim = subprocess.Popen(
+        [*WSGATE, "sim", "--bitfinex-port", str(bfx), "--binance-port", str(bnc)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*WSGATE, *args], capture_output=True, text=True, timeout=20, check=False
+        )
+
+    try:
+        wait_sync(lambda: cli("sim", "stats", "--port", str(bfx)).returncode == 0, 15, "sim up")
+        body = route_toml("bitfinex", f"ws://127.0.0.1:{bfx}/ws/2", **FAST)
+        with run_daemon(body) as d:
+
+            def conns() -> list[dict[str, Any]]:
+                r = d.cli("connections", "--json", "--socket", d.socket)
+                assert r.returncode == 0, r.stderr
+                return list(json.loads(r.stdout))
+
+            wait_sync(lambda: [c["state"] for c in conns()] == ["open"], 15, "upstream open")
+            r = cli("sim", "fault", "drop", "--port", str(bfx))
+            assert r.returncode == 0, r.stderr
+            assert json.loads(r.stdout)["result"] == 1
+            wait_sync(
+                lambda: (
+                    conns()[0]["transitions"].get("open->closing") == 1
+                    and conns()[0]["state"] == "open"
+                ),
+                15,
+                "reconnected after the CLI-injected drop",
+            )
+            row = conns()[0]
+            assert row["type"] == "market_data" and row["reconnects"] == 1
+            assert row["transitions"]["backoff->connecting"] == 1
+            table = subprocess.run(
+                [*WSGATE, "connections", "--socket", d.socket],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
+                env={**d.env, "COLUMNS": "200"},
+            )
+            assert table.returncode == 0 and "bitfinex-c1" in table.stdout
+            assert "transitions" in table.stdout and "open" in table.stdout
+            stats = json.loads(cli("sim", "stats", "--port", str(bfx)).stdout)
+            assert stats["handshakes_accepted"] == 2
+            # Parameters pass through; a bad kind or an unreachable sim are clear errors.
+            r = cli("sim", "fault", "latency", "-p", "ms=5", "--url", f"ws://127.0.0.1:{bfx}")
+            assert r.returncode == 0 and json.loads(r.stdout)["faults"]["latency_ms"] == 5.0
+            bad = cli("sim", "fault", "explode", "--port", str(bfx))
+            assert bad.returncode == 2 and "unknown fault kind" in bad.stderr
+            refused = cli("sim", "fault", "latency", "--port", str(bfx))  # missing ms=
+            assert refused.returncode == 2 and "ms" in refused.stderr
+            down = cli("sim", "stats", "--port", str(free_port()))
+            assert down.returncode == 3 and "cannot reach" in down.stderr
+    finally:
+        sim.terminate()
+        sim.wait(10)

@@ -1,0 +1,155 @@
+"""`wsgate sim`: run the exchange simulator, inject faults into a running one, read its stats.
+
+``wsgate sim`` alone (or ``wsgate sim run``) serves both simulators in the foreground.
+``wsgate sim fault KIND`` and ``wsgate sim stats`` talk to a running simulator over its
+HTTP side door (``GET /_sim/fault?kind=...``, ``GET /_sim/stats``) with the standard
+library only, so they work against a simulator started by another process or by
+``wsgate run --demo``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["FAULT_KINDS", "fault_url", "sim_app"]
+
+FAULT_KINDS = (
+    "drop",
+    "stall",
+    "resume",
+    "latency",
+    "info",
+    "server_shutdown",
+    "reject_handshakes",
+    "channel_limit",
+    "malformed",
+    "clear",
+)
+
+sim_app = typer.Typer(
+    help="Exchange simulator: run it, inject faults, read its statistics.",
+    invoke_without_command=True,
+)
+
+HostOpt = Annotated[str, typer.Option(help="Address to bind (loopback by default).")]
+BfxPortOpt = Annotated[int, typer.Option(help="Bitfinex v2 simulator port.")]
+BncPortOpt = Annotated[int, typer.Option(help="Binance spot simulator port.")]
+SeedOpt = Annotated[int, typer.Option(help="Market random-walk seed.")]
+PortOpt = Annotated[
+    int, typer.Option("--port", help="Port of the simulator to talk to (Bitfinex: 8801).")
+]
+UrlOpt = Annotated[
+    str | None, typer.Option("--url", help="Base URL of the simulator, e.g. http://127.0.0.1:8801.")
+]
+TimeoutOpt = Annotated[float, typer.Option(help="HTTP timeout in seconds.")]
+
+
+def _serve(host: str, bitfinex_port: int, binance_port: int, seed: int) -> None:
+    from wsgate.main import sim_main
+
+    raise typer.Exit(sim_main(host, bitfinex_port, binance_port, seed))
+
+
+@sim_app.callback()
+def sim_default(
+    ctx: typer.Context,
+    host: HostOpt = "127.0.0.1",
+    bitfinex_port: BfxPortOpt = 8801,
+    binance_port: BncPortOpt = 8802,
+    seed: SeedOpt = 1,
+) -> None:
+    """Run the exchange simulator alone (the default), or a subcommand below."""
+    if ctx.invoked_subcommand is None:
+        _serve(host, bitfinex_port, binance_port, seed)
+
+
+@sim_app.command("run")
+def sim_run(
+    host: HostOpt = "127.0.0.1",
+    bitfinex_port: BfxPortOpt = 8801,
+    binance_port: BncPortOpt = 8802,
+    seed: SeedOpt = 1,
+) -> None:
+    """Run both simulators in the foreground until SIGINT/SIGTERM."""
+    _serve(host, bitfinex_port, binance_port, seed)
+
+
+def _base(port: int, url: str | None) -> str:
+    if url:
+        parts = urllib.parse.urlsplit(url)
+        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+        return f"{scheme}://{parts.netloc}"
+    return f"http://127.0.0.1:{port}"
+
+
+def fault_url(base: str, kind: str, params: list[str]) -> str:
+    """``/_sim/fault`` URL for ``kind`` with ``k=v`` parameters; raises ValueError on a bad one."""
+    if kind not in FAULT_KINDS:
+        raise ValueError(f"unknown fault kind {kind!r}; one of: {', '.join(FAULT_KINDS)}")
+    query = [("kind", kind)]
+    for p in params:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param expects key=value, got {p!r}")
+        query.append((key, value))
+    return f"{base}/_sim/fault?{urllib.parse.urlencode(query)}"
+
+
+def _get(url: str, timeout: float) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # our own simulator, loopback
+            return int(resp.status), json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        try:
+            return exc.code, json.loads(body)
+        except ValueError:
+            return exc.code, {"ok": False, "error": body.decode("utf-8", "replace").strip()}
+
+
+def _request(url: str, timeout: float) -> Any:
+    try:
+        status, doc = _get(url, timeout)
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"wsgate: cannot reach the simulator at {url}: {exc}", file=sys.stderr)
+        raise typer.Exit(3) from None
+    if status != 200:
+        err = doc.get("error") if isinstance(doc, dict) else doc
+        print(f"wsgate: simulator refused: {err}", file=sys.stderr)
+        raise typer.Exit(2)
+    return doc
+
+
+@sim_app.command("fault")
+def sim_fault(
+    kind: Annotated[str, typer.Argument(help="One of: " + ", ".join(FAULT_KINDS) + ".")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="Fault parameter key=value (repeatable)."),
+    ] = None,
+    port: PortOpt = 8801,
+    url: UrlOpt = None,
+    timeout: TimeoutOpt = 10.0,
+) -> None:
+    """Inject a fault into a running simulator, e.g. `wsgate sim fault info -p code=20051`."""
+    try:
+        target = fault_url(_base(port, url), kind, param or [])
+    except ValueError as exc:
+        print(f"wsgate: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    doc = _request(target, timeout)
+    sys.stdout.write(json.dumps(doc) + "\n")
+
+
+@sim_app.command("stats")
+def sim_stats(port: PortOpt = 8801, url: UrlOpt = None, timeout: TimeoutOpt = 10.0) -> None:
+    """Print a running simulator's statistics (handshakes, connections, active faults) as JSON."""
+    doc = _request(f"{_base(port, url)}/_sim/stats", timeout)
+    sys.stdout.write(json.dumps(doc) + "\n")
