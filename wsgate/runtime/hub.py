@@ -74,6 +74,7 @@ class _Upstream:
     bucket: TokenBucket | None = None
     req_ids: dict[int, Any] = field(default_factory=dict)  # req id -> SubKey (Binance)
     pings: dict[int, float] = field(default_factory=dict)  # cid -> sent at
+    confs: deque[int] = field(default_factory=deque)  # conf flags sent, awaiting the reply
     draining: bool = False
     penalty: ErrorPenalty = field(default_factory=ErrorPenalty)
     dropped_sends: int = 0
@@ -230,6 +231,7 @@ class Hub:
         u.queue.clear()
         u.req_ids.clear()
         u.pings.clear()
+        u.confs.clear()
         assert self._tg is not None
         self._tg.create_task(self._writer(u), name=f"{conn.id}-writer")
         for frame in u.codec.hello():
@@ -311,6 +313,7 @@ class Hub:
         gw = sub.gw_id
         shared: dict[d.FrameForm, bytes] = {}
         kind = ev.kind
+        wall: float | None = None
         for m in members:
             codec = m.codec
             if kind in codec.fast_kinds:
@@ -320,7 +323,9 @@ class Hub:
                         self.dialect.rewrite(ev, gw, codec.form)
                     )
             else:
-                body = codec.render(ev, gw, now)
+                if wall is None:  # Bitfinex TIMESTAMP is epoch ms, not the monotonic clock
+                    wall = time.time()
+                body = codec.render(ev, gw, wall)
                 if body is None:
                     continue
                 frame = encode_text(body)
@@ -357,6 +362,10 @@ class Hub:
                 u.conn.metrics.on_latency(now, now - sent, "app")
         elif isinstance(ev, d.Info):
             self._on_info(u, ev)
+        elif isinstance(ev, d.ConfAck):
+            flags = u.confs.popleft() if u.confs else None
+            if ev.ok and flags is not None:
+                u.codec = self.dialect.open_upstream(flags)  # framed by the new flags from here
         elif isinstance(ev, d.ServerShutdown):
             log.warning("route %s: %s announced a server shutdown", self.route.name, u.conn.id)
             self.rotate(u.conn.id, "server shutdown announced")
@@ -412,7 +421,7 @@ class Hub:
         if snap.kind in m.codec.fast_kinds:
             m.session.push(encode_text(self.dialect.rewrite(snap, sub.gw_id, m.codec.form)))
         else:
-            body = m.codec.render(snap, sub.gw_id, self.clock())
+            body = m.codec.render(snap, sub.gw_id, time.time())  # epoch ms timestamps
             if body is not None:
                 m.session.push_text(body)
 
@@ -720,7 +729,7 @@ class Hub:
                 if not m.bucket.try_acquire(now):
                     await session.close(1008, "too many messages")
                     return
-                for intent in codec.on_client_message(msg, now):
+                for intent in codec.on_client_message(msg, time.time()):  # pong ts: epoch
                     if await self._intent(m, intent):
                         return
         except ConnectionClosed:
@@ -808,9 +817,12 @@ class Hub:
         self._upstream_flags = flags
         for u in self.ups.values():
             if u.codec is not None:
-                # A new codec carries the flags; its hello() is the conf frame to send.
-                u.codec = self.dialect.open_upstream(flags)
-                for frame in u.codec.hello():
+                # The new codec's hello() is the conf frame. Frames already in flight keep the
+                # old framing: the codec switches on the exchange's conf reply (ConfAck).
+                hello = self.dialect.open_upstream(flags).hello()
+                if hello:
+                    u.confs.append(flags)
+                for frame in hello:
                     self._send(u, frame)
 
     async def _authenticate(self, m: _Member, intent: d.Auth) -> bool:

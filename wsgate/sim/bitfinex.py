@@ -182,7 +182,10 @@ class BitfinexSim(SimServer):
                 mts = _ms()
                 for entry in updates:
                     self._publish(feed, dumps(entry), now, mts)
-                self._publish(feed, f'"cs",{feed.checksum()}', now, mts, only=FLAG_CHECKSUM)
+                cs = feed.checksum()
+                if self.faults.take_bad_checksum():
+                    cs = cs + 1 if cs < 2**31 - 1 else cs - 1
+                self._publish(feed, f'"cs",{cs}', now, mts, only=FLAG_CHECKSUM)
 
         return run
 

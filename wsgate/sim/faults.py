@@ -74,6 +74,7 @@ class Faults:
         self._reject_status: int | None = None
         self._reject_remaining = 0
         self._reject_retry_after: float | None = None
+        self._bad_checksums = 0
         self._counts: dict[str, int] = {}
 
     def __repr__(self) -> str:
@@ -106,6 +107,14 @@ class Faults:
         self._reject_remaining -= 1
         self._count("handshake_rejected")
         return self._reject_status, self._reject_retry_after
+
+    def take_bad_checksum(self) -> bool:
+        """Consume one pending corrupted book checksum (Bitfinex): True to send a wrong ``cs``."""
+        if self._bad_checksums <= 0:
+            return False
+        self._bad_checksums -= 1
+        self._count("bad_checksum_sent")
+        return True
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -191,6 +200,13 @@ class Faults:
         self._record("malformed", "count=%d connections=%d", count, sent)
         return sent
 
+    def bad_checksum(self, count: int = 1) -> None:
+        """Make the next ``count`` book checksum frames wrong (a book gone silently bad)."""
+        if count < 1:
+            raise FaultError("bad_checksum: count must be >= 1")
+        self._bad_checksums += count
+        self._record("bad_checksum", "count=%d", count)
+
     def clear(self) -> None:
         """Forget every standing fault (stall, maintenance, latency, rejections, limits)."""
         self._stalled_until = None
@@ -200,6 +216,7 @@ class Faults:
         self._reject_status = None
         self._reject_remaining = 0
         self._reject_retry_after = None
+        self._bad_checksums = 0
         self._record("clear", "")
         self._target.fault_resume()
 
@@ -231,6 +248,8 @@ class Faults:
                 self.channel_limit(int(_req_float(params, "n")))
             elif kind == "malformed":
                 result = self.malformed(_opt_int(params, "count") or 1)
+            elif kind == "bad_checksum":
+                self.bad_checksum(_opt_int(params, "count") or 1)
             elif kind == "clear":
                 self.clear()
             else:
