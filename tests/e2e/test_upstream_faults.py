@@ -129,8 +129,8 @@ def test_latency_injection_is_measured_without_reconnects() -> None:
 
 
 def test_20051_rotates_make_before_break() -> None:
-    # The simulator's 20051 restarts the whole server after its grace, closing the successor
-    # too; lossless continuity is drilled against tests/runtime/fake_exchange.py instead.
+    # The simulator closes, after its grace, the connections that heard the 20051 (not the
+    # successor): a make-before-break rotation must lose no trade and repeat none.
     async def go() -> None:
         async with (
             _sim(bitfinex_reconnect_grace=1.0) as sim,
@@ -154,19 +154,13 @@ def test_20051_rotates_make_before_break() -> None:
                     f"rotation {round_}",
                 )
                 assert hub.statistics().moves == round_ + 1  # moved, not re-homed after a loss
-                # Let the simulated restart happen, then data must flow again.
-                await wait_for(
-                    lambda: (
-                        sim.bitfinex.handshakes_accepted > accepted + 1  # noqa: B023
-                        and len(r.open_conns("bfx")) == 1
-                    ),
-                    10.0,
-                    "reconnected after the server restart",
-                )
+                assert sim.bitfinex.handshakes_accepted == accepted + 1  # one successor only
                 await bot.wait_new_trades(5)
                 _report("20051", rotated=took, flowing=time.monotonic() - t0)
             assert bot.duplicates() == 0
             assert bot.ids == sorted(bot.ids)
+            unique = sorted(set(bot.ids))
+            assert unique == list(range(unique[0], unique[-1] + 1))  # no trade lost
             sub = hub.registry.subscriptions()[0]
             assert sub.state is SubState.CONFIRMED
 

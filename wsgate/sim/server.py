@@ -338,9 +338,17 @@ class SimServer:
         task.add_done_callback(self._tasks.discard)
 
     def close_all_later(self, delay: float, code: int, reason: str) -> None:
+        """Close the connections open now (not those opened during the grace) after ``delay``.
+
+        That is what an exchange restarting one server does: a client that reconnects
+        promptly lands on a healthy server and keeps its new connection.
+        """
+        doomed = list(self.connections.values())
+
         def close_all() -> None:
-            for conn in list(self.connections.values()):
-                self.spawn(conn.ws.close(code, reason))
+            for conn in doomed:
+                if self.connections.get(conn.id) is conn:
+                    self.spawn(conn.ws.close(code, reason))
 
         self.later(delay, close_all)
 
