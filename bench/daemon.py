@@ -72,7 +72,9 @@ class BenchDaemon:
 
 
 @contextlib.contextmanager
-def run_daemon(body: str, *, fast: bool, gateway: str = "") -> Iterator[BenchDaemon]:
+def run_daemon(
+    body: str, *, fast: bool, gateway: str = "", metrics: str = ""
+) -> Iterator[BenchDaemon]:
     """Start ``wsgate run`` on a temp config (``body`` = the routes); stop it on exit.
 
     ``fast`` selects uvloop (the daemon uses it when importable; WSGATE_NO_UVLOOP=1
@@ -94,6 +96,7 @@ listen = "127.0.0.1:{port}"
 {gateway}
 [metrics]
 listen = ""
+{metrics}
 """
         + body
     )

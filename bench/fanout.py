@@ -49,11 +49,30 @@ def has_uvloop() -> bool:
 
 
 @contextlib.contextmanager
-def _wsgate(fast: bool) -> Iterator[tuple[Child, BenchDaemon]]:
+def _wsgate(fast: bool, metrics: str = "") -> Iterator[tuple[Child, BenchDaemon]]:
     with Child(feed_main, "bitfinex", False) as feed:
         port = feed.expect("ready")["port"]
-        with run_daemon(ROUTE.format(port=port), fast=fast, gateway=GATEWAY) as d:
+        with run_daemon(ROUTE.format(port=port), fast=fast, gateway=GATEWAY, metrics=metrics) as d:
             yield feed, d
+
+
+def run_analytics(quick: bool = False) -> dict[str, Any]:
+    """Fan-out with per-message analytics on vs off (same run, same K, asyncio both)."""
+    k = 100
+    seconds = 1.5 if quick else 3.0
+    out: dict[str, Any] = {"name": "analytics", "k": k}
+    with contextlib.ExitStack() as stack:
+        gates = {
+            "on": stack.enter_context(_wsgate(False)),
+            "off": stack.enter_context(_wsgate(False, "per_message = false")),
+        }
+        for name, (feed, d) in gates.items():
+            out[name] = _one(feed, d.port, "/bfx", k, seconds, True, d.pid)
+    on, off = out["on"]["saturation"]["rate"], out["off"]["saturation"]["rate"]
+    out["rate_on_vs_off"] = _ratio(on, off)
+    out["cost_percent"] = None if not off else round(100.0 * (off - on) / off, 1)
+    out["goal_met"] = out["cost_percent"] is not None and out["cost_percent"] < 5.0
+    return out
 
 
 def _one(

@@ -261,6 +261,7 @@ def _build_metrics(t: Table | None) -> MetricsConfig:
         history_points=t.integer("history_points", d.history_points, lo=10),
         listen=listen,
         history_retention=t.number("history_retention", d.history_retention),
+        per_message=t.boolean("per_message", d.per_message),
     )
     t.finish()
     return cfg

@@ -101,6 +101,9 @@ class MetricsConfig:
     history_points: int = 1000
     listen: str = "127.0.0.1:9108"
     history_retention: float = 604800.0
+    # Count every upstream frame (rates, health, anomaly). Off only to measure its cost:
+    # message rates then read 0 and rate-based health and alerts go blind.
+    per_message: bool = True
 
     @property
     def enabled(self) -> bool:

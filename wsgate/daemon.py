@@ -95,6 +95,7 @@ class Daemon:
             budgets=self.budgets,
             rng=self.rng,
             history_points=config.metrics.history_points,
+            per_message_metrics=config.metrics.per_message,
             max_connections=config.daemon.max_connections,
             gateway_linger=config.gateway.linger,
             client_messages_per_second=config.gateway.client_messages_per_second,

@@ -60,6 +60,7 @@ class RouteEnv:
     rng: random.Random
     clock: Callable[[], float] = time.monotonic
     history_points: int = 1000
+    per_message_metrics: bool = True
     max_connections: int = 1000
     gateway_linger: float = 30.0
     client_messages_per_second: float = 50.0
@@ -139,6 +140,7 @@ class RouteRuntime:
             ssl_context=ctx,
             reconnect=reconnect,
             history_points=self.env.history_points,
+            per_message_metrics=self.env.per_message_metrics,
         )
 
     # ---------------------------------------------------------------- endpoints

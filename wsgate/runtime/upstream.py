@@ -67,6 +67,7 @@ class UpstreamSettings:
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False)
     reconnect: bool = True  # False for dedicated relays: one connection, then done
     history_points: int = 1000
+    per_message_metrics: bool = True
 
     @property
     def host(self) -> str:
@@ -358,11 +359,13 @@ class UpstreamConnection:
 
     async def _read(self, ws: ClientConnection) -> None:
         sink, metrics, clock = self.sink, self.metrics, self._clock
+        measure = self.settings.per_message_metrics
         try:
             async for msg in ws:
                 now = clock()
                 self.last_frame_at = now
-                metrics.on_message_in(now, len(msg))
+                if measure:
+                    metrics.on_message_in(now, len(msg))
                 sink.on_upstream_frame(self, msg)
         except ConnectionClosed as exc:
             if self._close_reason == "closed by peer":
