@@ -219,6 +219,17 @@ def test_unsubscribe_by_gateway_chan_id() -> None:
     )
 
 
+def test_unsubscribe_accepts_a_chan_id_string_as_ccxt_sends_it() -> None:
+    s = session()
+    sub = subscribe(s, channel="ticker", symbol="tBTCUSD")
+    s.render_subscribed(sub, 42)
+    assert only(s.on_client_message('{"event":"unsubscribe","chanId":"42"}', NOW)) == Unsubscribe(
+        sub.key, 42
+    )
+    bad = error_of(s.on_client_message('{"event":"unsubscribe","chanId":"4x"}', NOW))
+    assert bad["code"] == 10401 and bad["chanId"] == "4x"
+
+
 def test_ping_pong_with_cid_and_ts_from_now() -> None:
     reply = only(session().on_client_message('{"event":"ping","cid":1234}', NOW))
     assert isinstance(reply, Reply)

@@ -314,10 +314,12 @@ class BitfinexSession:
         return [sub]
 
     def _unsubscribe(self, msg: dict[str, Any]) -> list[Intent]:
-        chan = msg.get("chanId")
-        key = self.active.get(chan) if isinstance(chan, int) else None
-        if key is None:
-            return [_error(ERR_NOT_SUBSCRIBED, "unsubscribe: invalid", chanId=chan)]
+        raw = msg.get("chanId")
+        # ccxt sends the chanId as a string ("123"); Bitfinex accepts both.
+        chan = _req_id(raw)
+        key = self.active.get(chan) if chan is not None else None
+        if chan is None or key is None:
+            return [_error(ERR_NOT_SUBSCRIBED, "unsubscribe: invalid", chanId=raw)]
         return [Unsubscribe(key, chan)]
 
     def render_subscribed(self, sub: Subscribe, gateway_chan_id: int) -> str | None:
