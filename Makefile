@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit chaos bench clean
+.PHONY: run test lint typecheck unit chaos bench compat clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,17 @@ test: lint typecheck unit
 
 chaos: $(STAMP)
 	$(BIN)/pytest -m slow tests/chaos
+
+# Third-party exchange clients (tests/compat) live in their own venv: ccxt pins uvloop, which
+# wsgate would then pick up for every run, and bitfinex-api-py pins websockets~=12 (it runs on
+# websockets 17's legacy client, hence --no-deps).
+COMPAT := $(VENV)/compat
+compat: $(STAMP)
+	test -x $(COMPAT)/bin/python || $(PY) -m venv $(COMPAT)
+	$(COMPAT)/bin/pip install --quiet -e '.[test,compat]'
+	$(COMPAT)/bin/pip install --quiet --no-deps 'bitfinex-api-py>=3,<5'
+	$(COMPAT)/bin/pip install --quiet 'pyee~=11.1.0' 'requests>=2.32'
+	$(COMPAT)/bin/pytest tests/compat
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
