@@ -49,8 +49,12 @@ class Bot:
     errors: list[BaseException] = field(default_factory=list)
 
     def apply_level(self, price: float, count: int, amount: float) -> None:
-        side = self.bids if amount > 0 else self.asks
+        side, other = (self.bids, self.asks) if amount > 0 else (self.asks, self.bids)
         if count > 0:
+            # The simulator can move a level across the spread in one update without first
+            # removing it from the old side (Bitfinex sends the removal); wsgate's own book
+            # copes the same way.
+            other.pop(price, None)
             side[price] = amount
         else:
             side.pop(price, None)
@@ -219,3 +223,30 @@ def test_sdk_follows_a_forwarded_20051_and_unsubscribes_by_sub_id() -> None:
                 await asyncio.wait_for(task, 10)
 
     asyncio.run(scenario())
+
+
+def test_sdk_parses_the_derivatives_status_channel() -> None:
+    async def scenario() -> list[Any]:
+        got: list[Any] = []
+        async with stack() as (gw, _sim):
+            bfx = Client(wss_host=gw.url("bitfinex"))
+
+            @bfx.wss.on("open")
+            async def on_open() -> None:
+                await bfx.wss.subscribe("status", key="deriv:tBTCF0:USTF0")
+
+            @bfx.wss.on("derivatives_status_update")
+            def on_status(_sub: Any, status: Any) -> None:
+                got.append(status)
+
+            task = asyncio.create_task(bfx.wss.start())
+            try:
+                await until(lambda: len(got) >= 2 or task.done(), 15, "status updates")
+                assert not task.done()
+            finally:
+                await bfx.wss.close()
+                await asyncio.wait_for(task, 10)
+        return got
+
+    statuses = asyncio.run(scenario())
+    assert all(s.mark_price > 0 and s.mts > 0 for s in statuses)
