@@ -199,7 +199,6 @@ def test_sdk_follows_a_forwarded_20051_and_unsubscribes_by_sub_id() -> None:
                 # The SDK turns 20051 into a 1012 close, waits 1-4 s, reconnects and its
                 # bucket subscribes again with the same subIds.
                 await until(lambda: len(set(route.sessions) - before) == 2, 15, "reconnect")
-                assert bot.checksums_bad == []  # every checksum before the fault matched
                 seen = len(bot.tickers), len(bot.trades), bot.checksums_ok
                 # bfxapi emits t_book_snapshot once per subId for the life of the client, so
                 # after its reconnect its user never sees the fresh snapshot and the user's book
