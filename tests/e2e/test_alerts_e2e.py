@@ -273,7 +273,11 @@ window = 1
 keep_firing_for = 30
 """
 # Small warm-up so the rate detector may judge after 5 evaluations (5 s here).
-ANOMALY_ENV = {"WSGATE_ALERT_PARAMS": "anomaly_detected.warmup=5,anomaly_detected.min_band_rate=2"}
+ANOMALY_RULES = """
+[alerts.rules.anomaly_detected.params]
+warmup = 5
+min_band_rate = 2
+"""
 
 
 def _alerts_runs(d: DaemonProc) -> int:
@@ -390,8 +394,10 @@ def test_rate_step_raises_anomaly_detected() -> None:
     with LoopThread() as lt:
         sim = lt.start_sim()
         rx = lt.run(WebhookReceiver(secret=SECRET).start())
-        body = alert_body(rx.url, rules=FAST_RULES) + bfx_route("bfx", sim.bitfinex_url)
-        with spawn_daemon(new_dir(), body, extra_env=ANOMALY_ENV) as d:
+        body = alert_body(rx.url, rules=FAST_RULES + ANOMALY_RULES) + bfx_route(
+            "bfx", sim.bitfinex_url
+        )
+        with spawn_daemon(new_dir(), body) as d:
             _up(d)
             bot = lt.bot(d.port, "bfx", [TICKER])
             _wait_runs(d, 15)  # warm-up, and the 10 s rate window settles

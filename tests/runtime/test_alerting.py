@@ -13,9 +13,9 @@ import pytest
 
 from tests.runtime.receivers import WebhookReceiver
 from wsgate.config import parse_config
-from wsgate.errors import AlertError, ConfigError
+from wsgate.errors import AlertError
 from wsgate.runtime.alert_inputs import InputBuilder
-from wsgate.runtime.alerting import Alerting, parse_params, rule_specs
+from wsgate.runtime.alerting import Alerting, rule_specs
 
 
 @dataclass
@@ -46,8 +46,7 @@ class FakeBudgets:
 
 class FakeDaemon:
     def __init__(self, state_dir: Path, hook_url: str = "http://127.0.0.1:9/h") -> None:
-        self.config = parse_config(
-            f"""
+        self.config_text = f"""
 [daemon]
 state_dir = "{state_dir}"
 node_id = "unit"
@@ -67,9 +66,8 @@ min_severity = "info"
 kind = "log"
 enabled = true
 min_severity = "info"
-""",
-            "<test>",
-        )
+"""
+        self.config = parse_config(self.config_text, "<test>")
         self.demo = False
         self.rng = random.Random(1)
         self.routes: dict[str, Any] = {}
@@ -80,19 +78,10 @@ min_severity = "info"
         self.store: Any = None
 
 
-def test_parse_params() -> None:
-    assert parse_params("anomaly_detected.warmup=5, system_health.loop_lag_fire=2") == {
-        "anomaly_detected": {"warmup": 5.0},
-        "system_health": {"loop_lag_fire": 2.0},
-    }
-    assert parse_params("") == {}
-    with pytest.raises(ConfigError):
-        parse_params("warmup=5")
-
-
 def test_rule_params_reach_the_spec(tmp_path: Path) -> None:
     d = FakeDaemon(tmp_path)
-    specs = rule_specs(d.config.alerts, {"anomaly_detected": {"warmup": 3.0}})
+    cfg = parse_config(d.config_text + "\n[alerts.rules.anomaly_detected.params]\nwarmup = 3\n")
+    specs = rule_specs(cfg.alerts)
     assert dict(specs["anomaly_detected"].params)["warmup"] == 3.0
 
 

@@ -12,8 +12,8 @@ which receivers dedupe) rather than losing it. Acks and silences are written thr
 once; on start the engine state, acks and silences are restored and the outbox replays
 whatever a previous run left queued.
 
-Rule parameters (``RuleSpec.params``: anomaly warm-up, loop-lag thresholds...) are not part
-of the config schema yet; ``WSGATE_ALERT_PARAMS="anomaly_detected.warmup=5,..."`` sets them.
+Rule parameters (``RuleSpec.params``: anomaly warm-up, loop-lag thresholds...) come from
+``[alerts.rules.<type>.params]`` in the config.
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import pwd
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,66 +40,31 @@ from wsgate.core.alerts import (
     rule_spec_from,
 )
 from wsgate.core.types import Severity
-from wsgate.errors import AlertError, ConfigError, ConfigProblem
+from wsgate.errors import AlertError
 from wsgate.runtime.alert_inputs import AnomalySettings, InputBuilder
 from wsgate.runtime.notifiers import DeliveryResult, Notifier, build_notifier
 from wsgate.runtime.outbox import Outbox
 from wsgate.runtime.store import Store
 
 __all__ = [
-    "PARAMS_ENV",
     "Alerting",
     "AlertingStatistics",
     "alert_dict",
     "build_engine",
     "caller_name",
     "channel_routes",
-    "parse_params",
     "rule_specs",
 ]
 
 log = logging.getLogger("wsgate.alerts")
 
-PARAMS_ENV = "WSGATE_ALERT_PARAMS"
 TICK = 1.0
 DB_NAME = "wsgate.db"
 CHANNEL_GONE_ALERT = "system_health"  # an external alert: labels check=notification_channel
 
 
-def parse_params(text: str) -> dict[str, dict[str, float]]:
-    """``"anomaly_detected.warmup=5, system_health.loop_lag_fire=2"`` → per-type params."""
-    out: dict[str, dict[str, float]] = {}
-    problems = []
-    for item in (p.strip() for p in text.split(",")):
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        rule, dot, name = key.strip().partition(".")
-        try:
-            number = float(value)
-        except ValueError:
-            number = float("nan")
-        if not (sep and dot and rule and name) or number != number:
-            problems.append(ConfigProblem(PARAMS_ENV, f"expected type.param=number, got {item!r}"))
-            continue
-        out.setdefault(rule, {})[name] = number
-    if problems:
-        raise ConfigError(problems)
-    return out
-
-
-def rule_specs(
-    alerts_cfg: Any, params: Mapping[str, Mapping[str, float]] | None = None
-) -> dict[str, RuleSpec]:
-    out: dict[str, RuleSpec] = {}
-    for rule in alerts_cfg.rules:
-        spec = rule_spec_from(rule)
-        extra = (params or {}).get(spec.type)
-        if extra:
-            merged = {**dict(spec.params), **extra}
-            spec = dataclasses.replace(spec, params=tuple(sorted(merged.items())))
-        out[spec.type] = spec
-    return out
+def rule_specs(alerts_cfg: Any) -> dict[str, RuleSpec]:
+    return {spec.type: spec for spec in (rule_spec_from(rule) for rule in alerts_cfg.rules)}
 
 
 def channel_routes(alerts_cfg: Any) -> list[ChannelRoute]:
@@ -127,11 +91,9 @@ def _timers(alerts_cfg: Any) -> dict[str, Any]:
     }
 
 
-def build_engine(
-    alerts_cfg: Any, node_id: str, params: Mapping[str, Mapping[str, float]] | None = None
-) -> AlertEngine:
+def build_engine(alerts_cfg: Any, node_id: str) -> AlertEngine:
     return AlertEngine(
-        rule_specs(alerts_cfg, params),
+        rule_specs(alerts_cfg),
         channel_routes(alerts_cfg),
         node_id=node_id,
         **_timers(alerts_cfg),
@@ -203,8 +165,7 @@ class Alerting:
             daemon.store = store
         self.store: Store = store
         cfg = daemon.config
-        self._params = parse_params(os.environ.get(PARAMS_ENV, ""))
-        self.engine = build_engine(cfg.alerts, cfg.daemon.node_id, self._params)
+        self.engine = build_engine(cfg.alerts, cfg.daemon.node_id)
         self.inputs = InputBuilder(
             AnomalySettings.from_rule(self.engine.rules.get("anomaly_detected"))
         )
@@ -400,7 +361,7 @@ class Alerting:
         """Apply ``config.alerts`` after a reload; channels restart only if they changed."""
         self._alerts_cfg = new_cfg.alerts
         self.engine.reconfigure(
-            rule_specs(new_cfg.alerts, self._params),
+            rule_specs(new_cfg.alerts),
             channel_routes(new_cfg.alerts),
             **_timers(new_cfg.alerts),
         )
