@@ -74,9 +74,7 @@ class Gateway:
         self.rejected[status.value] = self.rejected.get(status.value, 0) + 1
         return conn.respond(status, text + "\n")
 
-    async def _process_request(
-        self, conn: ServerConnection, request: Request
-    ) -> Response | None:
+    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
         segments = parts.path.lstrip("/").split("/", 1)
         name = segments[0]
