@@ -299,6 +299,10 @@ class SymbolMarket:
         # Levels sit on a coarse grid so that several orders share a price.
         spacing = max(1, self.mid_t // 20000)
         price_t = self.mid_t - offset * spacing if bid else self.mid_t + offset * spacing
+        if self.changed.get(price_t, bid) != bid:
+            # The level left the other side in this very step: an exchange would publish
+            # that removal first; one update per level per step can't, so skip the add.
+            return
         amount_t = rng.randint(10, 2 * _AMOUNT_SCALE)
         self._next_order_id += 1
         order = Order(self._next_order_id, price_t, amount_t if bid else -amount_t)
