@@ -21,12 +21,13 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
 
 from wsgate.core.backoff import Backoff, CloseKind, TokenBucket, classify_status
 from wsgate.core.metrics import ConnectionMetrics
 from wsgate.core.states import ConnectionStateMachine, ConnState, Transition
 from wsgate.core.types import ConnectionType
+from wsgate.runtime.wsclient import LeanClientConnection
 
 __all__ = [
     "HostBudgets",
@@ -68,6 +69,9 @@ class UpstreamSettings:
     reconnect: bool = True  # False for dedicated relays: one connection, then done
     history_points: int = 1000
     per_message_metrics: bool = True
+    # Parse data frames in wsclient.LeanClientConnection (no per-message queue or task
+    # switch); False keeps websockets' own reader as a fallback.
+    fast_reader: bool = True
 
     @property
     def host(self) -> str:
@@ -312,6 +316,7 @@ class UpstreamConnection:
                 compression=None,
                 proxy=True if s.use_proxy else None,
                 ssl=s.ssl_context if s.url.startswith("wss:") else None,
+                create_connection=LeanClientConnection if s.fast_reader else None,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -338,7 +343,8 @@ class UpstreamConnection:
         try:
             self.sink.on_upstream_open(self)
             async with asyncio.TaskGroup() as tg:
-                reader = tg.create_task(self._read(ws))
+                lean = isinstance(ws, LeanClientConnection) and ws.lean
+                reader = tg.create_task(self._read_lean(ws) if lean else self._read(ws))
                 tg.create_task(self._ping_loop(ws))
                 tg.create_task(self._stale_watch(ws))
                 if self.settings.max_lifetime:
@@ -372,6 +378,29 @@ class UpstreamConnection:
                 code = exc.rcvd.code if exc.rcvd is not None else 1006  # 1006: no close frame
                 self._close_reason = f"closed by peer: code {code}"
             self.metrics.on_error(clock(), "closed")
+
+    async def _read_lean(self, ws: ClientConnection) -> None:
+        """Frames arrive synchronously from the transport; this task only waits for the end."""
+        assert isinstance(ws, LeanClientConnection)
+        sink, metrics, clock = self.sink, self.metrics, self._clock
+        measure = self.settings.per_message_metrics
+
+        def on_message(msg: str | bytes) -> None:
+            now = clock()
+            self.last_frame_at = now
+            if measure:
+                metrics.on_message_in(now, len(msg))
+            sink.on_upstream_frame(self, msg)
+
+        ws.set_handler(on_message)
+        await ws.wait_closed()
+        exc = ws.protocol.close_exc
+        if isinstance(exc, ConnectionClosedOK):
+            return  # what `async for` does on a normal closure
+        if self._close_reason == "closed by peer":
+            code = exc.rcvd.code if exc.rcvd is not None else 1006  # 1006: no close frame
+            self._close_reason = f"closed by peer: code {code}"
+        self.metrics.on_error(clock(), "closed")
 
     async def _ping_loop(self, ws: ClientConnection) -> None:
         s = self.settings
