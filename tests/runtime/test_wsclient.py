@@ -451,3 +451,47 @@ def test_upstream_connection_reports_alike(fast: bool, code: int, reason: str) -
             assert st.errors == (0 if code == 1000 else 1)
 
     run(main())
+
+
+def test_batch_hooks_bracket_every_delivery() -> None:
+    log: list[str] = []
+
+    class Hooks:
+        depth = 0
+
+        def begin(self) -> None:
+            self.depth += 1
+            log.append("begin")
+
+        def end(self) -> None:
+            self.depth -= 1
+            log.append("end")
+
+    hooks = Hooks()
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(text("a") + text("b"))
+        await w.drain()
+        await read_client_frame(r)  # the client's ping: the first batch was delivered
+        w.write(text("c") + close_frame(1000))
+        await w.drain()
+        await read_client_frame(r)
+
+    async def main() -> None:
+        async with RawServer(script) as url:
+            ws = await lean_connect(url)
+
+            def handler(m: str | bytes) -> None:
+                assert hooks.depth == 1  # always inside a batch
+                log.append(str(m))
+
+            ws.set_handler(handler, hooks)
+            await wait_for(lambda: "b" in log)
+            await ws.ping()
+            await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+            assert hooks.depth == 0
+            assert [x for x in log if x not in ("begin", "end")] == ["a", "b", "c"]
+            assert log[0] == "begin" and log[-1] == "end"
+            assert log.count("begin") == log.count("end") >= 2
+
+    run(main())

@@ -1,8 +1,10 @@
 """One downstream bot session: a bounded, coalescing writer over a websockets connection.
 
 The fan-out path never awaits a session. :meth:`Session.push` appends pre-encoded
-frames to a per-session list and schedules one flush per event-loop turn, so N frames
-queued in one turn cost one ``writelines`` system call. A session whose transport
+frames to a per-session list and marks the session dirty; one callback per event-loop
+turn flushes every dirty session (not one ``call_soon`` per session: at K = 1000 the
+handles alone cost more than the pushes), so N frames queued in one turn cost one
+system call per session. A session whose transport
 buffer exceeds ``send_buffer_bytes`` is closed (slow consumer): it can never slow the
 upstream reader or any other session, and memory stays bounded.
 """
@@ -13,6 +15,7 @@ import asyncio
 import itertools
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,12 +24,75 @@ from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
 from wsgate.runtime.framing import encode_text
+from wsgate.runtime.wsclient import BatchHooks
 
-__all__ = ["Session", "SessionStats"]
+__all__ = ["Session", "SessionStats", "batch_hooks"]
 
 log = logging.getLogger("wsgate.session")
 _ids = itertools.count(1)
 SLOW_GRACE = 2.0  # seconds a slow consumer gets to read its close frame before the abort
+
+
+class _Flusher:
+    """The sessions with queued frames on one event loop, flushed in one callback.
+
+    Inside a batch (:meth:`begin` .. :meth:`end`, an upstream read) nothing is
+    scheduled: :meth:`end` writes what the batch queued in the same loop turn, so a
+    relayed frame costs no extra loop iteration.
+    """
+
+    __slots__ = ("__weakref__", "dirty", "handle", "holding", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.dirty: list[Session] = []
+        self.handle: asyncio.Handle | None = None
+        self.holding = 0
+
+    def add(self, session: Session) -> None:
+        self.dirty.append(session)
+        if self.handle is None and not self.holding:
+            self.handle = self.loop.call_soon(self.flush)
+
+    def begin(self) -> None:
+        self.holding += 1
+
+    def end(self) -> None:
+        self.holding -= 1
+        if not self.holding and self.dirty:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        dirty, self.dirty = self.dirty, []
+        for session in dirty:
+            try:
+                session._flush()
+            except Exception:  # one broken transport must not strand the others' frames
+                log.exception("session %d: flush failed", session.id)
+
+
+_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def batch_hooks() -> BatchHooks:
+    """Hooks that hold session flushes during an upstream read batch, then write them.
+
+    Frames that one batch fans out leave in the same loop turn, still one write per
+    session, and no flush callback is scheduled for them.
+    """
+    return _flusher(asyncio.get_running_loop())
+
+
+def _flusher(loop: asyncio.AbstractEventLoop) -> _Flusher:
+    f = _flushers.get(loop)
+    if f is None:
+        f = _flushers[loop] = _Flusher(loop)
+    return f
 
 
 @dataclass(frozen=True)
@@ -67,6 +133,7 @@ class Session:
         self._pending: list[bytes] = []
         self._scheduled = False
         self._loop = asyncio.get_running_loop()
+        self._flusher = _flusher(self._loop)
         self._transport: Any = ws.transport
         addr = ws.remote_address
         self.peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
@@ -82,7 +149,7 @@ class Session:
         self._pending.append(frame)
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._flush)
+            self._flusher.add(self)
         return True
 
     def push_text(self, text: str | bytes) -> bool:
@@ -98,6 +165,12 @@ class Session:
             return
         if transport.get_write_buffer_size() > self.send_buffer_bytes:
             self._close_slow()
+            return
+        if len(pending) == 1:
+            frame = pending[0]
+            transport.write(frame)
+            self.frames_out += 1
+            self.bytes_out += len(frame)
             return
         transport.writelines(pending)
         self.frames_out += len(pending)

@@ -27,6 +27,7 @@ from wsgate.core.backoff import Backoff, CloseKind, TokenBucket, classify_status
 from wsgate.core.metrics import ConnectionMetrics
 from wsgate.core.states import ConnectionStateMachine, ConnState, Transition
 from wsgate.core.types import ConnectionType
+from wsgate.runtime.session import batch_hooks
 from wsgate.runtime.wsclient import LeanClientConnection
 
 __all__ = [
@@ -392,7 +393,7 @@ class UpstreamConnection:
                 metrics.on_message_in(now, len(msg))
             sink.on_upstream_frame(self, msg)
 
-        ws.set_handler(on_message)
+        ws.set_handler(on_message, batch_hooks())
         await ws.wait_closed()
         exc = ws.protocol.close_exc
         if isinstance(exc, ConnectionClosedOK):

@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import PayloadTooBig
@@ -41,6 +41,7 @@ from websockets.protocol import State
 
 __all__ = [
     "SLICE_SECONDS",
+    "BatchHooks",
     "LeanClientConnection",
     "LeanReaderStats",
     "MessageHandler",
@@ -49,6 +50,14 @@ __all__ = [
 log = logging.getLogger("wsgate.wsclient")
 
 MessageHandler = Callable[[str | bytes], None]
+
+
+class BatchHooks(Protocol):
+    """Called around each batch of messages delivered from one read (or slice)."""
+
+    def begin(self) -> None: ...
+    def end(self) -> None: ...
+
 
 SLICE_SECONDS = 0.05  # parse+fan-out work per data_received before yielding to the loop
 MAX_HEAD = 64 * 1024  # an HTTP response head longer than this is websockets' problem
@@ -88,6 +97,7 @@ class LeanClientConnection(ClientConnection):
         self._frag_text = False
         self._frag_size = 0
         self._handler: MessageHandler | None = None
+        self._batch: BatchHooks | None = None
         self._yielding = False  # a continuation is scheduled; the transport is paused
         self._paused_unclaimed = False
         self.slice_seconds = SLICE_SECONDS
@@ -102,9 +112,15 @@ class LeanClientConnection(ClientConnection):
         """True while data frames are parsed here (after a successful handshake)."""
         return self._mode == _LEAN
 
-    def set_handler(self, handler: MessageHandler) -> None:
-        """Deliver every message to ``handler`` from now on, starting with any backlog."""
+    def set_handler(self, handler: MessageHandler, batch: BatchHooks | None = None) -> None:
+        """Deliver every message to ``handler`` from now on, starting with any backlog.
+
+        ``batch.begin()`` and ``batch.end()`` bracket each batch of messages parsed from
+        one read (or one slice of it): the owner's chance to write what the batch
+        produced in this same loop turn, coalesced, instead of one loop iteration later.
+        """
         self._handler = handler
+        self._batch = batch
         if self._paused_unclaimed:
             self._paused_unclaimed = False
             self.transport.resume_reading()
@@ -186,7 +202,15 @@ class LeanClientConnection(ClientConnection):
                 self._paused_unclaimed = True
                 self.transport.pause_reading()
             return
-        pos = self._parse(data)
+        batch = self._batch
+        if batch is None:
+            pos = self._parse(data)
+        else:
+            batch.begin()
+            try:
+                pos = self._parse(data)
+            finally:
+                batch.end()
         if pos < len(data) and self._mode == _LEAN:
             rest = data[pos:] if pos else data
             parts.append(rest)
