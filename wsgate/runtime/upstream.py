@@ -405,8 +405,12 @@ class UpstreamConnection:
 
     async def _ping_loop(self, ws: ClientConnection) -> None:
         s = self.settings
+        # First sample soon after the open, so a new connection has a latency before the
+        # balancer and the health job need one; then every ping_interval.
+        delay = min(1.0, s.ping_interval)
         while True:
-            await asyncio.sleep(s.ping_interval)
+            await asyncio.sleep(delay)
+            delay = s.ping_interval
             try:
                 waiter = await ws.ping()
                 rtt = await asyncio.wait_for(waiter, s.ping_timeout)
