@@ -17,6 +17,7 @@ import itertools
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 __all__ = [
     "RegistryStats",
@@ -50,6 +51,10 @@ class Subscription:
     attempts: int = 0
     resubscribes: int = 0
     error: str | None = None
+    # Opaque to the registry: the runtime caches its per-subscription hot-path context
+    # here (a frozen-dataclass key re-hashes on every dict lookup). A subscription that
+    # leaves the registry is never looked up again, so the cache dies with it.
+    attachment: Any = field(default=None, repr=False, compare=False)
 
     def silent_for(self, now: float) -> float:
         ref = self.last_data_at if self.last_data_at is not None else self.since

@@ -292,7 +292,8 @@ class Hub:
         sub.last_data_at = now
         if self._recent and sub.key in self._recent and not self._fresh(sub.key, ev):
             return
-        state = self.states.get(sub.key)
+        ctx = sub.attachment
+        state = ctx[0] if ctx is not None else self._context(sub)[0]
         if state is not None:
             verdict = state.apply(ev)
             if verdict is not d.Integrity.OK:
@@ -306,8 +307,20 @@ class Hub:
             ev = synced
         self._fan_out(sub, ev, now)
 
+    def _context(self, sub: Subscription) -> tuple[d.ChannelState | None, list[_Member] | None]:
+        """(channel state, fan-out list) of ``sub``, cached on it once both exist.
+
+        Both objects live as long as the subscription (emptied in place, never replaced):
+        the hot path then does no lookup keyed by the frozen, re-hashed subscription key.
+        """
+        ctx = (self.states.get(sub.key), self.members.get(sub.key))
+        if ctx[0] is not None and ctx[1] is not None:
+            sub.attachment = ctx
+        return ctx
+
     def _fan_out(self, sub: Subscription, ev: d.ChannelData, now: float) -> None:
-        members = self.members.get(sub.key)
+        ctx = sub.attachment
+        members = ctx[1] if ctx is not None else self._context(sub)[1]
         if not members:
             return
         gw = sub.gw_id
