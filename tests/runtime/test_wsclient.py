@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
+from websockets.frames import Frame, Opcode
 
 from tests.runtime.drill import run, wait_for
+from wsgate.runtime.framing import encode_binary, encode_text
 from wsgate.runtime.upstream import HostBudgets, UpstreamConnection, UpstreamSettings
 from wsgate.runtime.wsclient import LeanClientConnection
 
@@ -495,3 +497,13 @@ def test_batch_hooks_bracket_every_delivery() -> None:
             assert log.count("begin") == log.count("end") >= 2
 
     run(main())
+
+
+# ---------------------------------------------------------------------------- server framing
+@pytest.mark.parametrize("n", [0, 1, 125, 126, 65535, 65536, 70_000])
+def test_pre_encoded_server_frames_match_websockets(n: int) -> None:
+    data = b"a" * n
+    assert encode_text(data) == Frame(Opcode.TEXT, data).serialize(mask=False)
+    assert encode_binary(data) == Frame(Opcode.BINARY, data).serialize(mask=False)
+    text_ = "é" * (n // 2)
+    assert encode_text(text_) == Frame(Opcode.TEXT, text_.encode()).serialize(mask=False)
