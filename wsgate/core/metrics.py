@@ -544,8 +544,19 @@ class ConnectionMetrics:
     # -- analytics --------------------------------------------------------------------
 
     def _latency(self) -> float | None:
-        v = self.latency_ws.value
-        return v if v is not None else self.latency_app.value
+        return self.effective_latency()
+
+    def effective_latency(self) -> float | None:
+        """The worse of the ws-ping and app-ping EWMAs (either alone when only one exists).
+
+        A WebSocket pong measures the network; an application pong also measures the
+        exchange's own processing, so a slow or stalled engine shows only there. Health
+        and alerts judge what a bot would experience: the worse of the two.
+        """
+        ws, app = self.latency_ws.value, self.latency_app.value
+        if ws is None:
+            return app
+        return ws if app is None else max(ws, app)
 
     def roll_up(self, now: float, queue_depth: int = 0) -> HistoryPoint:
         latency = self._latency()

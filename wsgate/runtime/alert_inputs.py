@@ -170,7 +170,7 @@ class InputBuilder:
         elif mem.down_since is None:
             # Never opened: down since it was created; else since its current state began.
             mem.down_since = conn.created_at if conn.opened_at is None else conn.sm.since
-        latency = m.latency_ewma if m.latency_ewma is not None else m.latency_app_ewma
+        latency = conn.metrics.effective_latency()
         base_rate = mem.base_rate.value if mem.samples >= BASELINE_MIN_SAMPLES else None
         base_lat = mem.base_latency.value if mem.samples >= BASELINE_MIN_SAMPLES else None
         anomaly_rate = anomaly_lat = False

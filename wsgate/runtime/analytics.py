@@ -439,8 +439,7 @@ class Analytics:
 
 
 def _latency(m: ConnectionMetrics) -> float | None:
-    v = m.latency_ws.value
-    return v if v is not None else m.latency_app.value
+    return m.effective_latency()
 
 
 def _round(v: float | None) -> float | None:
