@@ -29,7 +29,6 @@ from typing import Any
 
 from wsgate.config import Config, EndpointConfig, endpoint_default_name, load_config
 from wsgate.core.balancer import Candidate
-from wsgate.core.health import ConnectionSummary, overview
 from wsgate.core.types import ConnectionType, StrategyName
 from wsgate.errors import NoCandidateError, WsgateError
 from wsgate.runtime.upstream import UpstreamConnection
@@ -158,30 +157,13 @@ class Gateway:
         except KeyError:
             raise WsgateError(f"no route {name!r}") from None
 
-    def _summaries(self) -> list[ConnectionSummary]:
-        now = time.monotonic()
-        out = []
-        for rt in self.daemon.routes.values():
-            for c in rt.connections():
-                m = c.metrics
-                out.append(
-                    ConnectionSummary(
-                        id=c.id,
-                        route=rt.name,
-                        type=rt.cfg.type,
-                        state_up=c.state.is_up,
-                        health=rt.health_of(c) if c.state.is_up else 0.0,
-                        latency=m.latency_ws.value or m.latency_app.value,
-                        msg_rate=m._rate_in.rate(now),
-                        errors=m.errors_total,
-                        reconnects=m.reconnects_total,
-                    )
-                )
-        return out
-
     def overview(self) -> dict[str, Any]:
-        """The seed's get_system_overview(): totals, per type, per route, overall health."""
-        return overview(self._summaries()).as_dict()
+        """The seed's get_system_overview(): totals, per type, per route, overall health.
+
+        Scored now (the health job's own computation), not as of its last run.
+        """
+        result: dict[str, Any] = self.daemon.analytics.run_health().as_dict()
+        return result
 
     def performance(self, conn_type: ConnectionType | str) -> dict[str, Any]:
         """Performance metrics of one connection type (its slice of the overview)."""
