@@ -7,7 +7,8 @@ import json
 
 from websockets.asyncio.client import connect
 
-from tests.e2e.harness import SimThread, run_daemon, wait_until
+from tests.chaos.simthread import SimThread
+from tests.e2e.harness import run_daemon, wait_until
 
 
 def _bitfinex_route(url: str, *, min_connections: int = 2, per_conn: int = 25) -> str:
