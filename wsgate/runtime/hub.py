@@ -206,17 +206,19 @@ class Hub:
         interval = self.route.cfg.app_ping_interval
         while True:
             await asyncio.sleep(interval)
-            now = self.clock()
             for u in list(self.ups.values()):
-                if u.codec is None or u.conn.state is not ConnState.OPEN:
-                    continue
-                cid = next(self._cid)
-                frame = u.codec.ping_frame(cid)
-                if frame is not None:
-                    u.pings[cid] = now
-                    if len(u.pings) > 16:  # unanswered pings must not accumulate
-                        u.pings.pop(next(iter(u.pings)))
-                    self._send(u, frame)
+                if u.codec is not None and u.conn.state is ConnState.OPEN:
+                    self._app_ping(u)
+
+    def _app_ping(self, u: _Upstream) -> None:
+        assert u.codec is not None
+        cid = next(self._cid)
+        frame = u.codec.ping_frame(cid)
+        if frame is not None:
+            u.pings[cid] = self.clock()
+            if len(u.pings) > 16:  # unanswered pings must not accumulate
+                u.pings.pop(next(iter(u.pings)))
+            self._send(u, frame)
 
     # ================================================================ upstream sink
     def attach(self, conn: UpstreamConnection) -> None:
@@ -236,6 +238,8 @@ class Hub:
         self._tg.create_task(self._writer(u), name=f"{conn.id}-writer")
         for frame in u.codec.hello():
             self._send(u, frame)
+        if self.route.cfg.app_ping_interval > 0:
+            self._app_ping(u)  # an application latency sample right away
         for sub in self.registry.subscriptions():
             if sub.state is SubState.DESIRED and sub.sessions:
                 self._place(sub)
