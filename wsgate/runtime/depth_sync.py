@@ -170,7 +170,7 @@ class DepthSync:
 
     def _close_sessions(self, tr: _Track) -> None:
         self.failures += 1
-        members = self.hub.members.get(tr.sub.key)
+        members = self.hub.members_of(tr.sub)
         if not members:
             return
         log.warning(

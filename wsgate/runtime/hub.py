@@ -64,6 +64,18 @@ class _Member:
 
 
 @dataclass(eq=False)
+class _Channel:
+    """Hub-side state of one shared subscription, kept on it (``Subscription.attachment``).
+
+    It lives and dies with the subscription, so the hot path reaches it without a lookup
+    keyed by the (re-hashed, frozen) subscription key, and nothing outlives a dropped one.
+    """
+
+    state: d.ChannelState
+    members: list[_Member] = field(default_factory=list)  # acked sessions: the fan-out list
+
+
+@dataclass(eq=False)
 class _Upstream:
     """Hub-side state of one shared upstream connection."""
 
@@ -123,8 +135,6 @@ class Hub:
         self.clock = clock
         linger = route.cfg.linger if route.cfg.linger is not None else route.gateway_linger()
         self.registry = SubscriptionRegistry(pending_timeout=10.0, linger=linger)
-        self.states: dict[Any, d.ChannelState] = {}
-        self.members: dict[Any, list[_Member]] = {}  # key -> acked members (fan-out list)
         self.sessions: dict[int, _Member] = {}
         self.ups: dict[str, _Upstream] = {}
         self.moves: dict[tuple[str, Any], _Move] = {}  # (target conn, key) -> move
@@ -296,14 +306,12 @@ class Hub:
         sub.last_data_at = now
         if self._recent and sub.key in self._recent and not self._fresh(sub.key, ev):
             return
-        ctx = sub.attachment
-        state = ctx[0] if ctx is not None else self._context(sub)[0]
-        if state is not None:
-            verdict = state.apply(ev)
-            if verdict is not d.Integrity.OK:
-                self._integrity_failure(u, sub, verdict)
-                if verdict is d.Integrity.MISMATCH:
-                    return
+        ch: _Channel = sub.attachment or self._chan(sub)
+        verdict = ch.state.apply(ev)
+        if verdict is not d.Integrity.OK:
+            self._integrity_failure(u, sub, verdict)
+            if verdict is d.Integrity.MISMATCH:
+                return
         if self.depth is not None:
             synced = self.depth.on_data(sub, ev)
             if synced is None:
@@ -311,20 +319,23 @@ class Hub:
             ev = synced
         self._fan_out(sub, ev, now)
 
-    def _context(self, sub: Subscription) -> tuple[d.ChannelState | None, list[_Member] | None]:
-        """(channel state, fan-out list) of ``sub``, cached on it once both exist.
+    def _chan(self, sub: Subscription) -> _Channel:
+        ch: _Channel | None = sub.attachment
+        if ch is None:
+            ch = sub.attachment = _Channel(self.dialect.new_state(cast(d.SubKey, sub.key)))
+        return ch
 
-        Both objects live as long as the subscription (emptied in place, never replaced):
-        the hot path then does no lookup keyed by the frozen, re-hashed subscription key.
-        """
-        ctx = (self.states.get(sub.key), self.members.get(sub.key))
-        if ctx[0] is not None and ctx[1] is not None:
-            sub.attachment = ctx
-        return ctx
+    def members_of(self, sub: Subscription) -> list[_Member]:
+        return self._chan(sub).members
+
+    def _remove_member(self, key: Any, m: _Member) -> None:
+        sub = self.registry.get(key)
+        ch: _Channel | None = sub.attachment if sub is not None else None
+        if ch is not None and m in ch.members:
+            ch.members.remove(m)
 
     def _fan_out(self, sub: Subscription, ev: d.ChannelData, now: float) -> None:
-        ctx = sub.attachment
-        members = ctx[1] if ctx is not None else self._context(sub)[1]
+        members = (sub.attachment or self._chan(sub)).members
         if not members:
             return
         gw = sub.gw_id
@@ -412,8 +423,8 @@ class Hub:
         self._ack_waiting(sub)
 
     def _ack_waiting(self, sub: Subscription) -> None:
-        members = self.members.setdefault(sub.key, [])
-        state = self.states.get(sub.key)
+        ch = self._chan(sub)
+        members, state = ch.members, ch.state
         for sid in list(sub.sessions):
             m = self.sessions.get(sid)
             if m is None or sub.key in m.acked:
@@ -479,8 +490,6 @@ class Hub:
                 frame = m.codec.render_subscribe_error(req, code, msg)
                 if frame is not None:
                     m.session.push_text(frame)
-        self.members.pop(sub.key, None)
-        self.states.pop(sub.key, None)
 
     def _on_info(self, u: _Upstream, ev: d.Info) -> None:
         conn = u.conn
@@ -583,8 +592,7 @@ class Hub:
             self.route.fail_open(decision.reason)
         u = self.ups[decision.candidate_id]
         self.registry.assign(sub, u.conn.id, self.clock())
-        if sub.key not in self.states:
-            self.states[sub.key] = self.dialect.new_state(cast(d.SubKey, sub.key))
+        self._chan(sub)
         self._send_subscribe(u, sub.key)
         if self.registry.load(u.conn.id) >= self.route.cfg.max_subscriptions_per_connection:
             self._grow_pool()  # open the next connection before anyone needs it
@@ -615,17 +623,15 @@ class Hub:
         self._send_subscribe(u, sub.key)
 
     def _reset_state(self, sub: Subscription) -> None:
-        state = self.states.get(sub.key)
-        if state is not None:
-            state.reset()
+        ch: _Channel | None = sub.attachment
+        if ch is not None:
+            ch.state.reset()
 
     def _drop_upstream(self, sub: Subscription) -> None:
         u = self.ups.get(sub.conn_id or "")
         if u is not None:
             self._send_unsubscribe(u, sub.key, sub.upstream_id)
         self.registry.dropped(sub)
-        self.states.pop(sub.key, None)
-        self.members.pop(sub.key, None)
 
     # ---------------------------------------------------------------- moves
     def move(self, sub: Subscription, target: str, reason: str) -> bool:
@@ -759,9 +765,7 @@ class Hub:
         m = self.sessions.get(session.id)
         if m is not None:
             for key in m.acked:  # stop spending fan-out work on it at once
-                members = self.members.get(key)
-                if members and m in members:
-                    members.remove(m)
+                self._remove_member(key, m)
 
     async def _intent(self, m: _Member, intent: d.Intent) -> bool:
         """Execute one intent; True when the session must end."""
@@ -792,7 +796,7 @@ class Hub:
         cadence = self.route.cadence(key, self.dialect.cadence(key))
         sub, new = self.registry.acquire(key, m.session.id, now, cadence)
         if new:
-            self.states[key] = self.dialect.new_state(key)
+            self._chan(sub)
             self._place(sub)
         elif sub.state is SubState.CONFIRMED:
             self._ack_waiting(sub)
@@ -802,9 +806,7 @@ class Hub:
         m.subs.pop(key, None)
         was_acked = key in m.acked
         m.acked.discard(key)
-        members = self.members.get(key)
-        if members and m in members:
-            members.remove(m)
+        self._remove_member(key, m)
         self.registry.release(key, m.session.id, self.clock())
         sub = self.registry.get(key)
         if was_acked:
@@ -820,9 +822,7 @@ class Hub:
     def _leave(self, m: _Member) -> None:
         self.sessions.pop(m.session.id, None)
         for key in list(m.subs):
-            members = self.members.get(key)
-            if members and m in members:
-                members.remove(m)
+            self._remove_member(key, m)
         self.registry.release_all(m.session.id, self.clock())
         if m.flags:
             self._update_upstream_flags()
