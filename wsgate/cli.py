@@ -7,6 +7,7 @@ and a socket, not for websockets, APScheduler or Rich.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -116,13 +117,20 @@ def connections_show(
         render_connection(result)
 
 
-def _admin(ctx: typer.Context, method: str, conn_id: str, socket: str | None, json_: bool) -> None:
+def _admin(
+    ctx: typer.Context,
+    method: str,
+    conn_id: str,
+    socket: str | None,
+    json_: bool,
+    describe: Callable[[dict[str, Any]], str] = lambda r: f"{r['id']}: {r['state']}",
+) -> None:
     s, c = _ctx_paths(ctx, socket, None)
     result = _call(s, c, method, id=conn_id)
     if json_:
         _emit_json(result)
     else:
-        print(f"{result['id']}: {result['state']}")
+        print(describe(result))
 
 
 @conn_app.command("reconnect")
@@ -138,12 +146,14 @@ def connections_drain(
     ctx: typer.Context, conn_id: str, socket: SocketOpt = None, json_: JsonOpt = False
 ) -> None:
     """No new placements; move its subscriptions away make-before-break, then close it."""
-    s, c = _ctx_paths(ctx, socket, None)
-    result = _call(s, c, "connections.drain", id=conn_id)
-    if json_:
-        _emit_json(result)
-    else:
-        print(f"{result['id']}: draining ({result['moves']} subscription move(s) started)")
+    _admin(
+        ctx,
+        "connections.drain",
+        conn_id,
+        socket,
+        json_,
+        lambda r: f"{r['id']}: draining ({r['moves']} subscription move(s) started)",
+    )
 
 
 @conn_app.command("disable")
