@@ -21,6 +21,7 @@ from websockets.asyncio.server import ServerConnection
 
 from wsgate.config import RouteConfig
 from wsgate.core.balancer import Balancer
+from wsgate.core.endpoints import endpoint_for_new_connection
 from wsgate.core.rebalance import Move, Rebalancer
 from wsgate.core.states import ConnState, Transition
 from wsgate.core.types import ConnectionType, DialectName
@@ -153,16 +154,14 @@ class RouteRuntime:
         return 0  # an endpoint removed by a reload takes no new work
 
     def pick_endpoint(self) -> tuple[str, str]:
-        """The endpoint for a new connection: smooth weighted rotation, by current weights."""
-        eps = [e for e in self.cfg.endpoints if self.endpoint_weight(e.name) > 0]
-        eps = eps or list(self.cfg.endpoints)
-        counts = {e.name: 0 for e in eps}
+        """The endpoint for a new connection (policy: core.endpoints), by current weights."""
+        counts: dict[str, int] = {}
         for c in self.connections():
-            if c.settings.endpoint in counts:
-                counts[c.settings.endpoint] += 1
-        # The endpoint furthest below its weighted share gets the connection.
-        ep = min(eps, key=lambda e: (counts[e.name] + 1) / max(1, self.endpoint_weight(e.name)))
-        return ep.name, ep.url
+            counts[c.settings.endpoint] = counts.get(c.settings.endpoint, 0) + 1
+        name = endpoint_for_new_connection(
+            [(e.name, self.endpoint_weight(e.name)) for e in self.cfg.endpoints], counts
+        )
+        return name, self.cfg.endpoint(name).url
 
     def _check_capacity(self) -> None:
         if self.env.total_connections() >= self.env.max_connections:
