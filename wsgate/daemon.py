@@ -21,10 +21,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from wsgate import __version__
-from wsgate.config import Config, ConfigDiff, diff_config, load_config
+from wsgate.config import Config, ConfigDiff, RouteConfig, diff_config, load_config
 from wsgate.control.server import ControlServer
 from wsgate.core.states import Transition
-from wsgate.errors import ConfigError, ControlError
+from wsgate.errors import ConfigError, ControlError, WsgateError
 from wsgate.runtime import sdnotify
 from wsgate.runtime.alerting import Alerting
 from wsgate.runtime.analytics import Analytics
@@ -205,6 +205,16 @@ class Daemon:
             cfg.daemon.control_socket,
             len(self.routes),
         )
+
+    def add_route(self, route_cfg: RouteConfig) -> RouteRuntime:
+        """Start a route at run time (embedding API); the next reload makes the file the truth."""
+        if self._tg is None or not self.ready.is_set():
+            raise WsgateError("the daemon is not running")
+        if route_cfg.name in self.routes:
+            raise WsgateError(f"route {route_cfg.name!r} already exists")
+        self.config = dataclasses.replace(self.config, routes=(*self.config.routes, route_cfg))
+        self._add_route(route_cfg, self._tg)
+        return self.routes[route_cfg.name]
 
     def _add_route(self, route_cfg: Any, tg: asyncio.TaskGroup) -> None:
         rt = RouteRuntime(route_cfg, self.env)
