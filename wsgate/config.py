@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import tomli
 
+from wsgate.config_cluster import build_cluster, check_node_id
 from wsgate.config_locate import Problems, SourceLocator, Table, did_you_mean, short, toml_type
 from wsgate.config_schema import (
     ALERT_RULE_TYPES,
@@ -180,10 +181,12 @@ def _build(root: Table, filename: str | None, digest: str) -> Config | None:
     metrics = _build_metrics(root.table("metrics"))
     routes = _build_routes(root, daemon.max_connections)
     alerts = _build_alerts(root.table("alerts"))
+    cluster = build_cluster(root.table("cluster"))
+    check_node_id(root, daemon.node_id, cluster)
     root.finish()
     if routes is None:
         return None
-    return Config(daemon, gateway, jobs, metrics, routes, alerts, filename, digest)
+    return Config(daemon, gateway, jobs, metrics, routes, alerts, filename, digest, cluster)
 
 
 def _build_daemon(t: Table | None) -> DaemonConfig:

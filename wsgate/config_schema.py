@@ -24,6 +24,7 @@ __all__ = [
     "AlertRuleConfig",
     "AlertsConfig",
     "BudgetConfig",
+    "ClusterConfig",
     "Config",
     "ConfigDiff",
     "DaemonConfig",
@@ -280,6 +281,26 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """``[cluster]``: the engine that lets nodes know each other (see wsgate.cluster)."""
+
+    engine: str = "none"  # "none" | "nats"
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    name: str = "wsgate"  # prefix of every subject and bucket
+    heartbeat_interval: float = 2.0
+    node_down_after: float = 10.0
+    lease_ttl: float = 5.0
+    credentials_file: str | None = None
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.engine != "none"
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonConfig
     gateway: GatewayConfig
@@ -289,6 +310,7 @@ class Config:
     alerts: AlertsConfig
     source_path: str | None
     source_sha256: str
+    cluster: ClusterConfig = ClusterConfig()
 
     def __repr__(self) -> str:
         return (
@@ -449,7 +471,8 @@ def diff_config(old: Config, new: Config) -> ConfigDiff:
             f"{section}.{key}"
             for section, key in _RESTART_KEYS
             if getattr(getattr(old, section), key) != getattr(getattr(new, section), key)
-        ),
+        )
+        + (("cluster",) if old.cluster != new.cluster else ()),
     )
 
 
@@ -503,4 +526,6 @@ def config_to_dict(cfg: Config, *, mask_secrets: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = _plain(cfg, mask_secrets)
     out["gateway"]["host"], out["gateway"]["port"] = cfg.gateway.host, cfg.gateway.port
     out["metrics"]["enabled"] = cfg.metrics.enabled
+    if mask_secrets:  # nats://user:password@host carries a credential
+        out["cluster"]["servers"] = [_mask_url(u) for u in cfg.cluster.servers]
     return out

@@ -58,8 +58,7 @@ GOOD_SYSTEM = SystemInput(
     max_connections=1000,
     sessions_total=10,
     max_sessions=10000,
-    peers=(("node-2", 5.0),),
-    heartbeat_interval=10.0,
+    peers=(("node-2", "up", 5.0),),
 )
 
 
@@ -97,8 +96,12 @@ CASES: list[tuple[str, Callable[[float], AlertInputs], dict[str, str]]] = [
     ("load_balancer_issue", bad_route(imbalance_ratio=4.0), {"issue": "imbalance"}),
     ("load_balancer_issue", bad_route(no_candidate_events=3), {"issue": "no_candidate"}),
     ("load_balancer_issue", bad_route(fail_open_engaged=True), {"issue": "fail_open"}),
-    ("cluster_node_down", bad_system(peers=(("node-2", 45.0),)), {"node": "node-2"}),
-    ("cluster_node_down", bad_system(missed_job_runs={"health_check": 4}), {"job": "health_check"}),
+    (
+        "cluster_node_down",
+        bad_system(peers=(("node-2", "down", 45.0),)),
+        {"node": "node-2", "peer": "node-2"},
+    ),
+    ("system_health", bad_system(missed_job_runs={"health_check": 4}), {"job": "health_check"}),
     ("performance_degradation", bad_conn(msg_rate=2.0), {"metric": "throughput"}),
     ("performance_degradation", bad_conn(latency=0.35), {"metric": "latency"}),
     ("capacity_warning", bad_system(connections_total=900), {"resource": "connections"}),
@@ -248,3 +251,16 @@ def test_ratio_values_stay_finite_for_json() -> None:
     ]
     assert thr.breaching
     assert thr.value == 1e6
+
+
+def test_cluster_node_down_follows_membership_and_holds_without_link() -> None:
+    rules = {"cluster_node_down": DEFAULT_RULES["cluster_node_down"]}
+    down = replace(GOOD_SYSTEM, peers=(("node-2", "down", 30.0), ("node-3", "left", 99.0)))
+    obs = {o.labels["peer"]: o for o in evaluate_rules(snap(0.0, system=down), rules)}
+    assert obs["node-2"].breaching and not obs["node-2"].clear
+    assert obs["node-3"].clear and not obs["node-3"].breaching  # a graceful leave pages nothing
+    # The same fingerprint on every survivor: the observer's node id is not in the labels.
+    assert obs["node-2"].labels["node"] == "node-2"
+    blind = replace(down, cluster_link_up=False)
+    for o in evaluate_rules(snap(0.0, system=blind), rules):
+        assert not o.breaching and not o.clear and o.value is None  # state holds

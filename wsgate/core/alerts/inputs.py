@@ -54,7 +54,12 @@ class RouteInput:
 
 @dataclass(frozen=True, slots=True)
 class SystemInput:
-    """Daemon-wide health. ``peers`` holds (node_id, seconds since its last heartbeat)."""
+    """Daemon-wide health.
+
+    ``peers`` holds (node_id, state, seconds since its last heartbeat) for every cluster peer
+    as this node's membership judged it (``up``, ``down`` or ``left``); ``cluster_link_up``
+    is False while this node's engine link is down, when it knows nothing about peers.
+    """
 
     health_score: float = 100.0
     job_failures_recent: int = 0
@@ -64,9 +69,8 @@ class SystemInput:
     max_connections: int = 0  # 0 = unlimited
     sessions_total: int = 0
     max_sessions: int = 0  # 0 = unlimited
-    peers: tuple[tuple[str, float], ...] = ()
-    # Converts "seconds since heartbeat" into "missed heartbeats", the unit of the rule.
-    heartbeat_interval: float = 10.0
+    peers: tuple[tuple[str, str, float], ...] = ()
+    cluster_link_up: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,6 +99,10 @@ _DEFAULT_PARAMS: dict[str, tuple[tuple[str, float], ...]] = {
         ("loop_lag_clear", 0.1),
         ("job_failures_fire", 3.0),
         ("job_failures_clear", 0.0),
+        # A scheduled job behind by this many runs (a frozen or starved loop) is this
+        # node's own health; it was once mislabelled cluster_node_down.
+        ("missed_runs_fire", 3.0),
+        ("missed_runs_clear", 0.0),
     ),
     # Sparse filter: a baseline this quiet says nothing about degradation.
     "performance_degradation": (("min_baseline_rate", 0.1),),
@@ -306,14 +310,18 @@ def _load_balancer_issue(inp: AlertInputs, spec: RuleSpec) -> Iterator[_Row]:
 
 
 def _cluster_node_down(inp: AlertInputs, spec: RuleSpec) -> Iterator[_Row]:
-    interval = inp.system.heartbeat_interval
-    for peer, since in inp.system.peers:
-        missed = since / interval if interval > 0 else 0.0
-        text = f"node {peer}: no heartbeat for {since:.0f}s ({missed:.1f} missed)"
-        yield missed, text, {"node": peer, "check": "heartbeat"}, None
-    for job, runs in sorted(inp.system.missed_job_runs.items()):
-        text = f"scheduled job {job} missed {runs} runs on {inp.node_id}"
-        yield float(runs), text, {"check": "job", "job": job}, None
+    # The membership decided up/down (``cluster.node_down_after``); the value is the age of
+    # the peer's last heartbeat. Labels name the peer, not the observer, so every survivor
+    # computes the same fingerprint (one claim, one page, acks that apply everywhere).
+    hold = (False, False)
+    for peer, state, since in inp.system.peers:
+        labels = {"node": peer, "peer": peer, "check": "heartbeat"}
+        if not inp.system.cluster_link_up:
+            yield None, "", labels, hold  # our link is down: we know nothing, hold state
+            continue
+        down = state == "down"
+        text = f"node {peer} is {state}: no heartbeat for {since:.0f}s"
+        yield since, text, labels, (down, not down)
 
 
 def _performance_degradation(inp: AlertInputs, spec: RuleSpec) -> Iterator[_Row]:
@@ -377,6 +385,10 @@ def _system_health(inp: AlertInputs, spec: RuleSpec) -> Iterator[_Row]:
     verdict = judge(failures, spec.param("job_failures_fire"), spec.param("job_failures_clear"))
     text = f"{s.job_failures_recent} scheduled job failures on {inp.node_id}"
     yield failures, text, {"check": "job_failures"}, verdict
+    fire, clear = spec.param("missed_runs_fire"), spec.param("missed_runs_clear")
+    for job, runs in sorted(s.missed_job_runs.items()):
+        text = f"scheduled job {job} missed {runs} runs on {inp.node_id}"
+        yield float(runs), text, {"check": "job", "job": job}, judge(float(runs), fire, clear)
 
 
 _EVALUATORS: dict[str, Callable[[AlertInputs, RuleSpec], Iterator[_Row]]] = {
