@@ -17,6 +17,7 @@ from wsgate.config import config_to_dict
 from wsgate.control.api_alerts import build_alert_handlers
 from wsgate.control.api_analytics import build_analytics_handlers, conn_health_fields
 from wsgate.control.api_balance import build_balance_handlers
+from wsgate.control.schema import NO_PARAMS, Schema, string
 from wsgate.control.server import Caller, Handler
 from wsgate.errors import ControlError
 
@@ -94,7 +95,7 @@ def build_handlers(d: Daemon) -> Mapping[str, Handler]:
         ]
 
     async def h_connection_show(params: dict[str, Any], caller: Caller) -> Any:
-        conn = _find_connection(d, str(params.get("id", "")))
+        conn = _find_connection(d, params["id"])
         return {
             **_conn_dict(conn),
             **conn_health_fields(d, conn, detail=True),
@@ -103,17 +104,17 @@ def build_handlers(d: Daemon) -> Mapping[str, Handler]:
         }
 
     async def h_connection_reconnect(params: dict[str, Any], caller: Caller) -> Any:
-        conn = _find_connection(d, str(params.get("id", "")))
+        conn = _find_connection(d, params["id"])
         conn.request_reconnect(f"operator uid {caller.uid} pid {caller.pid}")
         return {"id": conn.id, "state": conn.state.label}
 
     async def h_connection_disable(params: dict[str, Any], caller: Caller) -> Any:
-        conn = _find_connection(d, str(params.get("id", "")))
+        conn = _find_connection(d, params["id"])
         conn.disable(f"disabled by uid {caller.uid} pid {caller.pid}")
         return {"id": conn.id, "state": conn.state.label}
 
     async def h_connection_enable(params: dict[str, Any], caller: Caller) -> Any:
-        conn = _find_connection(d, str(params.get("id", "")))
+        conn = _find_connection(d, params["id"])
         conn.enable(f"enabled by uid {caller.uid} pid {caller.pid}")
         return {"id": conn.id, "state": conn.state.label}
 
@@ -131,17 +132,18 @@ def build_handlers(d: Daemon) -> Mapping[str, Handler]:
         async for ev in d.follow_events():
             yield ev
 
+    by_id = Schema(id=string(required=True))
     return {
-        "status": Handler(h_status),
-        "connections": Handler(h_connections),
-        "connections.show": Handler(h_connection_show),
-        "connections.reconnect": Handler(h_connection_reconnect, mutating=True),
-        "connections.disable": Handler(h_connection_disable, mutating=True),
-        "connections.enable": Handler(h_connection_enable, mutating=True),
-        "reload": Handler(h_reload, mutating=True),
-        "config.show": Handler(h_config_show),
-        "stop": Handler(h_stop, mutating=True),
-        "events.follow": Handler(h_events, stream=True),
+        "status": Handler(h_status, params=NO_PARAMS),
+        "connections": Handler(h_connections, params=Schema(route=string())),
+        "connections.show": Handler(h_connection_show, params=by_id),
+        "connections.reconnect": Handler(h_connection_reconnect, mutating=True, params=by_id),
+        "connections.disable": Handler(h_connection_disable, mutating=True, params=by_id),
+        "connections.enable": Handler(h_connection_enable, mutating=True, params=by_id),
+        "reload": Handler(h_reload, mutating=True, params=NO_PARAMS),
+        "config.show": Handler(h_config_show, params=NO_PARAMS),
+        "stop": Handler(h_stop, mutating=True, params=NO_PARAMS),
+        "events.follow": Handler(h_events, stream=True, params=NO_PARAMS),
         **build_balance_handlers(d),
         **build_analytics_handlers(d),
         **build_alert_handlers(d),

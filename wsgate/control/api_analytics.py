@@ -12,8 +12,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from wsgate.control.schema import NO_PARAMS, Schema, integer, number
 from wsgate.control.server import Caller, Handler
-from wsgate.errors import ControlError
+from wsgate.runtime.events import RECENT
 
 if TYPE_CHECKING:
     from wsgate.daemon import Daemon
@@ -107,15 +108,6 @@ def top_snapshot(d: Daemon, max_sessions: int = MAX_TOP_SESSIONS) -> dict[str, A
     }
 
 
-def _number(params: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
-    raw = params.get(key, default)
-    try:
-        value = float(raw if raw is not None else default)
-    except (TypeError, ValueError):
-        raise ControlError("invalid_params", f"{key} must be a number, got {raw!r}") from None
-    return min(max(value, lo), hi)
-
-
 def build_analytics_handlers(d: Daemon) -> dict[str, Handler]:
     async def h_health(params: dict[str, Any], caller: Caller) -> Any:
         a = d.analytics
@@ -133,9 +125,9 @@ def build_analytics_handlers(d: Daemon) -> dict[str, Handler]:
         }
 
     async def h_top(params: dict[str, Any], caller: Caller) -> AsyncIterator[tuple[str, Any]]:
-        interval = _number(params, "interval", 1.0, 0.2, 60.0)
-        count = int(_number(params, "count", 0, 0, 1e9))
-        max_sessions = int(_number(params, "max_sessions", MAX_TOP_SESSIONS, 0, 10000))
+        interval: float = params["interval"]
+        count: int = params["count"]
+        max_sessions: int = params["max_sessions"]
         sent = 0
         while True:
             yield "snapshot", top_snapshot(d, max_sessions)
@@ -145,13 +137,22 @@ def build_analytics_handlers(d: Daemon) -> dict[str, Handler]:
             await asyncio.sleep(interval)
 
     async def h_events_recent(params: dict[str, Any], caller: Caller) -> Any:
-        n = int(_number(params, "limit", 50, 0, 200))
-        return [e.as_dict() for e in d.events.recent(n)]
+        return [e.as_dict() for e in d.events.recent(params["limit"])]
 
     return {
-        "health": Handler(h_health),
-        "top": Handler(h_top, stream=True),
-        "events.recent": Handler(h_events_recent),
+        "health": Handler(h_health, params=NO_PARAMS),
+        "top": Handler(
+            h_top,
+            stream=True,
+            params=Schema(
+                interval=number(0.2, 60.0, default=1.0),
+                count=integer(0, 10**9, default=0),
+                max_sessions=integer(0, 10_000, default=MAX_TOP_SESSIONS),
+            ),
+        ),
+        "events.recent": Handler(
+            h_events_recent, params=Schema(limit=integer(0, RECENT, default=50))
+        ),
     }
 
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from wsgate.control.schema import NO_PARAMS, Schema, integer, string
 from wsgate.control.server import Caller, Handler
 from wsgate.core.types import StrategyName
 from wsgate.errors import ControlError
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = ["build_balance_handlers"]
 
 log = logging.getLogger("wsgate.control")
+
+MAX_WEIGHT = 1_000_000  # endpoint weights are relative; a bigger one is a typo
 
 
 def _route(d: Daemon, name: object) -> RouteRuntime:
@@ -45,7 +48,7 @@ def _who(caller: Caller) -> str:
 
 def build_balance_handlers(d: Daemon) -> dict[str, Handler]:
     async def h_drain(params: dict[str, Any], caller: Caller) -> Any:
-        conn_id = str(params.get("id", ""))
+        conn_id = params["id"]
         for rt in d.routes.values():
             if conn_id in rt.pool:
                 started = rt.drain(conn_id, f"drained by {_who(caller)}")
@@ -54,12 +57,10 @@ def build_balance_handlers(d: Daemon) -> dict[str, Handler]:
         raise ControlError("not_found", f"no pooled upstream connection {conn_id!r}")
 
     async def h_weight(params: dict[str, Any], caller: Caller) -> Any:
-        rt = _route(d, params.get("route"))
-        weight = params.get("weight")
-        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
-            raise ControlError("invalid_params", "weight must be an integer >= 0")
+        rt = _route(d, params["route"])
+        weight = params["weight"]
         try:
-            rt.set_weight(str(params.get("endpoint")), weight)
+            rt.set_weight(params["endpoint"], weight)
         except KeyError as exc:
             raise ControlError("not_found", str(exc.args[0])) from None
         log.info(
@@ -75,12 +76,8 @@ def build_balance_handlers(d: Daemon) -> dict[str, Handler]:
         }
 
     async def h_strategy(params: dict[str, Any], caller: Caller) -> Any:
-        rt = _route(d, params.get("route"))
-        try:
-            strategy = StrategyName(str(params.get("strategy")))
-        except ValueError:
-            names = ", ".join(s.value for s in StrategyName)
-            raise ControlError("invalid_params", f"strategy must be one of {names}") from None
+        rt = _route(d, params["route"])
+        strategy = StrategyName(params["strategy"])
         rt.set_strategy(strategy)
         log.info("route %s strategy %s by %s", rt.name, strategy.value, _who(caller))
         return {"route": rt.name, "strategy": strategy.value}
@@ -128,11 +125,29 @@ def build_balance_handlers(d: Daemon) -> dict[str, Handler]:
             log.info("rebalance by %s: %d move(s)", _who(caller), len(plan))
         return {"dry_run": dry, "moves": plan}
 
+    one_route = Schema(route=string())
     return {
-        "connections.drain": Handler(h_drain, mutating=True),
-        "routes": Handler(h_routes),
-        "routes.weight": Handler(h_weight, mutating=True),
-        "routes.strategy": Handler(h_strategy, mutating=True),
-        "rebalance.plan": Handler(h_plan),
-        "rebalance.apply": Handler(h_apply, mutating=True),
+        "connections.drain": Handler(
+            h_drain, mutating=True, params=Schema(id=string(required=True))
+        ),
+        "routes": Handler(h_routes, params=NO_PARAMS),
+        "routes.weight": Handler(
+            h_weight,
+            mutating=True,
+            params=Schema(
+                route=string(required=True),
+                endpoint=string(required=True),
+                weight=integer(0, MAX_WEIGHT, required=True),
+            ),
+        ),
+        "routes.strategy": Handler(
+            h_strategy,
+            mutating=True,
+            params=Schema(
+                route=string(required=True),
+                strategy=string(required=True, choices=tuple(s.value for s in StrategyName)),
+            ),
+        ),
+        "rebalance.plan": Handler(h_plan, params=one_route),
+        "rebalance.apply": Handler(h_apply, mutating=True, params=one_route),
     }

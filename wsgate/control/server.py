@@ -31,6 +31,7 @@ from typing import Any, cast
 
 from wsgate import __version__
 from wsgate.control import wire
+from wsgate.control.schema import Schema
 from wsgate.errors import ControlError
 
 __all__ = [
@@ -58,11 +59,16 @@ _PEERCRED = struct.Struct("3i")
 
 @dataclass(frozen=True)
 class Handler:
-    """One control method. ``func`` returns the result, or (``stream=True``) yields events."""
+    """One control method. ``func`` returns the result, or (``stream=True``) yields events.
+
+    ``params`` is the method's schema: the server checks every request against it and
+    passes ``func`` the clean parameters, so a handler never sees a wrong type or range.
+    """
 
     func: HandlerFunc | StreamFunc
     mutating: bool = False
     stream: bool = False
+    params: Schema | None = None
 
 
 @dataclass(frozen=True)
@@ -378,6 +384,8 @@ class ControlServer:
                 await self._send(writer, wire.encode_result(rid, self._hello(caller)))
                 return
             handler = self._authorise(method, caller)
+            if handler.params is not None:
+                params = handler.params.check(method, params)
             if handler.stream:
                 await self._run_stream(rid, handler, params, caller, writer)
             else:
