@@ -28,6 +28,13 @@ def routes(
     for r in result:
         mark = " (set at run time)" if r["strategy_override"] else ""
         print(f"{r['name']}: strategy {r['strategy']}{mark}")
+        ad = r.get("adaptive")
+        if ad:
+            waiting = f"; {ad['pending']} wanted, waiting out hysteresis" if ad["pending"] else ""
+            print(
+                f"  adaptive applies {ad['strategy']}: {ad['reason']}"
+                f" (for {ad['held_for']:.0f}s, {ad['switches']} switches{waiting})"
+            )
         for e in r["endpoints"]:
             print(f"  {e['name']:<28} weight {e['weight']} (config {e['configured_weight']})")
 

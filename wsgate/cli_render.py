@@ -62,6 +62,11 @@ def sparkline(values: list[float | None]) -> str:
     )
 
 
+def _strategy(rt: dict[str, Any]) -> str:
+    ad = rt.get("adaptive")
+    return f"adaptive -> {ad['strategy']}" if ad else str(rt["strategy"])
+
+
 def _state(label: str) -> str:
     return f"[{_STATE_STYLE.get(label, 'white')}]{label}[/]"
 
@@ -100,7 +105,7 @@ def render_status(r: dict[str, Any]) -> None:
             rt["name"],
             rt["dialect"],
             rt["type"],
-            rt["strategy"],
+            _strategy(rt),
             "-" if rt.get("health") is None else f"{rt['health']:.0f}",
             str(rt["sessions"]),
             f"{up}/{total}",

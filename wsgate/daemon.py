@@ -23,6 +23,7 @@ from typing import Any
 from wsgate import __version__
 from wsgate.config import Config, ConfigDiff, RouteConfig, diff_config, load_config
 from wsgate.control.server import ControlServer
+from wsgate.core.adaptive import AdaptiveSwitch
 from wsgate.core.states import Transition
 from wsgate.errors import ConfigError, ControlError, WsgateError
 from wsgate.runtime import sdnotify
@@ -102,6 +103,7 @@ class Daemon:
         )
         self.env.total_connections = lambda: sum(len(r.connections()) for r in self.routes.values())
         self.env.on_transition.append(self._on_transition)
+        self.env.on_adaptive_switch.append(self._on_adaptive_switch)
         # Every upstream connection is registered here; clustering replaces the implementation.
         self.connection_store: ConnectionStore = InMemoryConnectionStore(config.daemon.node_id)
         self.env.on_transition.append(self.connection_store.observe)
@@ -306,6 +308,17 @@ class Daemon:
     def _on_transition(self, conn: UpstreamConnection, t: Transition) -> None:
         self.events.publish("transition", {**t.as_dict(), "route": conn.settings.route})
 
+    def _on_adaptive_switch(self, route: str, switch: AdaptiveSwitch) -> None:
+        self.events.publish(
+            "adaptive",
+            {
+                "route": route,
+                "old": switch.old.value if switch.old else None,
+                "new": switch.new.value,
+                "reason": switch.reason,
+            },
+        )
+
     # ---------------------------------------------------------------- reload
     async def reload(self, trigger: str) -> dict[str, Any]:
         """Validate the whole new config; on any error keep the old one and report all errors."""
@@ -372,6 +385,9 @@ class Daemon:
     # ---------------------------------------------------------------- jobs
     async def _job_health(self) -> None:
         self.analytics.run_health()
+        now = time.monotonic()
+        for rt in list(self.routes.values()):
+            rt.observe_balance(now)  # fresh scores in: `adaptive` reconsiders even when idle
 
     async def _job_analytics(self) -> None:
         self.analytics.run_analytics()

@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Any
 
 from wsgate.config import Config, EndpointConfig, endpoint_default_name, load_config
-from wsgate.core.balancer import Candidate
+from wsgate.core.balancer import PickCounts
 from wsgate.core.types import ConnectionType, StrategyName
 from wsgate.errors import NoCandidateError, WsgateError
 from wsgate.runtime.upstream import UpstreamConnection
@@ -53,6 +53,7 @@ class Gateway:
         self._control = control_socket
         self._daemon: Any = None
         self._task: asyncio.Task[int] | None = None
+        self._picked = PickCounts(half_life=30.0)  # get_connection's own recent picks
 
     # ---------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Gateway:
@@ -130,22 +131,13 @@ class Gateway:
         for rt in self.daemon.routes.values():
             if rt.cfg.type is not ctype or route not in (None, rt.name):
                 continue
-            pool = [c for c in rt.pool.values() if c.state.is_up]
-            if not pool:
+            cands = rt.candidates(now, self._picked)
+            if not cands:
                 continue
-            cands = [
-                Candidate(
-                    id=c.id,
-                    weight=float(rt.endpoint_weight(c.settings.endpoint)),
-                    subscriptions=rt.hub.registry.load(c.id) if rt.hub else 0,
-                    capacity=rt.cfg.max_subscriptions_per_connection if rt.hub else 0,
-                    latency=c.metrics.latency_peak.value,
-                    health=rt.health_of(c),
-                    connected_at=c.opened_at,
-                )
-                for c in pool
-            ]
             decision = rt.balancer.pick(cands, now, strategy=strat)
+            # A handed-out connection leaves no other trace (no subscription, no
+            # session): count it, decaying, so the next pick sees it.
+            self._picked.add(decision.candidate_id, now)
             chosen: UpstreamConnection = rt.pool[decision.candidate_id]
             return chosen
         raise NoCandidateError(f"no open upstream connection of type {ctype.value}")

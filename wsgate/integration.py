@@ -45,6 +45,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -88,8 +89,17 @@ __all__ = [
 
 log = logging.getLogger("wsgate.integration")
 
-# The specification's names for wsgate's own enums (same members, same values).
-LoadBalancingStrategy = StrategyName
+
+class LoadBalancingStrategy(StrEnum):
+    """The specification's seven strategies (wsgate's StrategyName has these values too)."""
+
+    ROUND_ROBIN = "round_robin"
+    LEAST_CONNECTIONS = "least_connections"
+    LEAST_LOAD = "least_load"
+    WEIGHTED_ROUND_ROBIN = "weighted_round_robin"
+    LEAST_LATENCY = "least_latency"
+    HEALTH_BASED = "health_based"
+    ADAPTIVE = "adaptive"
 
 
 @dataclass(frozen=True)
@@ -173,7 +183,7 @@ class ConnectionConfig:
     exchange: str | None = None
     weight: int = 1
     name: str | None = None
-    strategy: StrategyName | None = None  # the route's default; None = adaptive
+    strategy: LoadBalancingStrategy | StrategyName | None = None  # route default; None: adaptive
     heartbeat_interval: float = 20.0  # WebSocket ping interval towards the exchange
     connect_timeout: float = 10.0
     max_subscriptions: int | None = None  # per upstream connection; None = the exchange's
@@ -612,7 +622,7 @@ class WebSocketIntegrationManager:
             connect_budget=default_connect_budget(host),
             message_budget=default_message_budget(dialect),
             max_lifetime=default_max_lifetime(dialect),
-            strategy=cc.strategy or StrategyName.ADAPTIVE,
+            strategy=StrategyName(cc.strategy or StrategyName.ADAPTIVE),
             ping_interval=cc.heartbeat_interval,
             max_connections=min(10, self.config.max_connections),
         )
@@ -636,7 +646,9 @@ class WebSocketIntegrationManager:
         )
 
     async def get_connection(
-        self, connection_type: ConnectionType | str, strategy: StrategyName | str | None = None
+        self,
+        connection_type: ConnectionType | str,
+        strategy: LoadBalancingStrategy | StrategyName | str | None = None,
     ) -> WebSocketConnectionInterface | None:
         """The registered connection whose endpoint the balancer picks; None when none is open."""
         ctype = ConnectionType(connection_type)

@@ -264,10 +264,10 @@ def test_least_latency_prefers_fast_and_treats_unsampled_as_median() -> None:
     assert got["new"] >= got["mid"] // 2
 
 
-# -- adaptive -----------------------------------------------------------------------------
+# -- peak ewma ----------------------------------------------------------------------------
 
 
-def _simulate_adaptive(seconds: int, slow_from: int, slow_until: int) -> list[dict[str, int]]:
+def _simulate_peak_ewma(seconds: int, slow_from: int, slow_until: int) -> list[dict[str, int]]:
     """Feedback loop in fake time: 20 arrivals and (at steady state) 20 departures per second.
 
     Each connection's RTT = base * (1 + subscriptions / 200): more load, a bit slower.
@@ -276,7 +276,7 @@ def _simulate_adaptive(seconds: int, slow_from: int, slow_until: int) -> list[di
     """
     ids = ["a", "b", "c", "d"]
     subs: dict[str, list[int]] = {i: [] for i in ids}
-    b = Balancer(StrategyName.ADAPTIVE, random.Random(11))
+    b = Balancer(StrategyName.PEAK_EWMA, random.Random(11))
     churn = random.Random(5)
     history: list[dict[str, int]] = []
     serial = 0
@@ -301,8 +301,8 @@ def _simulate_adaptive(seconds: int, slow_from: int, slow_until: int) -> list[di
     return history
 
 
-def test_adaptive_moves_load_away_from_slow_connection_and_back_without_flapping() -> None:
-    hist = _simulate_adaptive(seconds=420, slow_from=120, slow_until=240)
+def test_peak_ewma_moves_load_away_from_slow_connection_and_back_without_flapping() -> None:
+    hist = _simulate_peak_ewma(seconds=420, slow_from=120, slow_until=240)
 
     def share(h: dict[str, int]) -> float:
         return h["a"] / sum(h.values())
@@ -320,10 +320,10 @@ def test_adaptive_moves_load_away_from_slow_connection_and_back_without_flapping
     assert all(share(h) >= 0.15 for h in hist[back:])
 
 
-def test_adaptive_idle_pool_prefers_latency_busy_pool_prefers_load_degraded_prefers_health() -> (
+def test_peak_ewma_idle_pool_prefers_latency_busy_pool_prefers_load_degraded_prefers_health() -> (
     None
 ):
-    b = Balancer(StrategyName.ADAPTIVE, random.Random(1))
+    b = Balancer(StrategyName.PEAK_EWMA, random.Random(1))
     # Only two candidates: P2C compares both, so the outcome is the cost order.
     idle = [Candidate("fast", latency=0.010), Candidate("slow", latency=0.012)]
     assert b.pick(idle, 0.0).candidate_id == "fast"
@@ -341,8 +341,8 @@ def test_adaptive_idle_pool_prefers_latency_busy_pool_prefers_load_degraded_pref
     assert b.pick(weak, 300.0).candidate_id == "slow"
 
 
-def test_adaptive_peak_ewma_jumps_up_and_decays_down() -> None:
-    b = Balancer(StrategyName.ADAPTIVE, random.Random(1), decay=10.0)
+def test_peak_ewma_peak_ewma_jumps_up_and_decays_down() -> None:
+    b = Balancer(StrategyName.PEAK_EWMA, random.Random(1), decay=10.0)
     ref = Candidate("ref", latency=0.020)
     b.pick([Candidate("x", latency=0.010), ref], 0.0)
     b.pick([Candidate("x", latency=0.100), ref], 1.0)  # spike: peak follows at once
@@ -405,14 +405,14 @@ def test_statistics_forget_strategy_override_and_repr() -> None:
     b = Balancer(StrategyName.WEIGHTED_ROUND_ROBIN, random.Random(1))
     cands = [Candidate("a", latency=0.01), Candidate("b", latency=0.02), Candidate("c")]
     b.pick(cands, 0.0)
-    b.pick(cands, 0.0, strategy=StrategyName.ADAPTIVE)
+    b.pick(cands, 0.0, strategy=StrategyName.PEAK_EWMA)
     b.strategy = StrategyName.ROUND_ROBIN
     b.pick(cands, 0.0)
     s = b.statistics()
     assert s.strategy is StrategyName.ROUND_ROBIN
     assert s.total_picks == 3
     assert s.picks[StrategyName.WEIGHTED_ROUND_ROBIN] == 1
-    assert s.picks[StrategyName.ADAPTIVE] == 1
+    assert s.picks[StrategyName.PEAK_EWMA] == 1
     assert s.tracked_ids == 3
     for cid in "abc":
         b.forget(cid)
@@ -424,7 +424,7 @@ def test_decisions_are_deterministic_for_a_seed() -> None:
     cands = [Candidate(f"c{i}", latency=0.01 * (1 + i % 3), subscriptions=i) for i in range(20)]
 
     def run(seed: int) -> list[str]:
-        b = Balancer(StrategyName.ADAPTIVE, random.Random(seed))
+        b = Balancer(StrategyName.PEAK_EWMA, random.Random(seed))
         return [b.pick(cands, float(k)).candidate_id for k in range(50)]
 
     assert run(9) == run(9)
@@ -441,10 +441,10 @@ def test_state_survives_a_rebuilt_balancer() -> None:
     assert "".join(head + tail) == "aabacaa"  # the cycle continues, it does not restart
     assert state.strategy is StrategyName.WEIGHTED_ROUND_ROBIN
     # Peak RTT history carries over too: a spike seen before the rebuild still counts.
-    a = Balancer(StrategyName.ADAPTIVE, random.Random(1))
+    a = Balancer(StrategyName.PEAK_EWMA, random.Random(1))
     ref = Candidate("ref", latency=0.020)
     a.pick([Candidate("x", latency=0.100), ref], 0.0)
-    b = Balancer(StrategyName.ADAPTIVE, random.Random(1))
+    b = Balancer(StrategyName.PEAK_EWMA, random.Random(1))
     b.restore_state(a.export_state())
     assert b.pick([Candidate("x", latency=0.010), ref], 1.0).candidate_id == "ref"
 

@@ -16,7 +16,7 @@ from wsgate import __version__
 from wsgate.config import config_to_dict
 from wsgate.control.api_alerts import build_alert_handlers
 from wsgate.control.api_analytics import build_analytics_handlers, conn_health_fields
-from wsgate.control.api_balance import build_balance_handlers
+from wsgate.control.api_balance import adaptive_doc, build_balance_handlers
 from wsgate.control.schema import NO_PARAMS, Schema, string
 from wsgate.control.server import Caller, Handler
 from wsgate.errors import ControlError
@@ -43,7 +43,8 @@ def status(d: Daemon) -> dict[str, Any]:
                 "name": rt.name,
                 "dialect": rt.cfg.dialect.value,
                 "type": rt.cfg.type.value,
-                "strategy": rt.cfg.strategy.value,
+                "strategy": rt.balancer.strategy.value,
+                "adaptive": adaptive_doc(rt),
                 "endpoints": [e.url for e in rt.cfg.endpoints],
                 "sessions": len(rt.sessions),
                 "connections": {"total": len(conns), "up": rt.open_connections(), "states": states},

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from wsgate.daemon import Daemon
     from wsgate.runtime.routes import RouteRuntime
 
-__all__ = ["build_balance_handlers"]
+__all__ = ["adaptive_doc", "build_balance_handlers"]
 
 log = logging.getLogger("wsgate.control")
 
@@ -38,8 +38,22 @@ def _plain(stats: Any) -> dict[str, Any]:
         v = getattr(stats, f.name)
         if isinstance(v, Mapping):
             v = {str(k): x for k, x in v.items()}
+        elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+            v = _plain(v)
         out[f.name] = v
     return out
+
+
+def adaptive_doc(rt: RouteRuntime) -> dict[str, Any] | None:
+    """What `adaptive` applies on the route now and why; None for a fixed strategy."""
+    stats = rt.balancer.statistics()
+    if stats.strategy is not StrategyName.ADAPTIVE or stats.adaptive is None:
+        return None
+    doc = stats.adaptive.as_dict()
+    since = doc.pop("since")
+    assert isinstance(since, float)
+    doc["held_for"] = round(time.monotonic() - since, 3)  # the route's clock is monotonic
+    return doc
 
 
 def _who(caller: Caller) -> str:
@@ -88,6 +102,7 @@ def build_balance_handlers(d: Daemon) -> dict[str, Handler]:
                 "name": rt.name,
                 "strategy": rt.balancer.strategy.value,
                 "strategy_override": rt.strategy_override is not None,
+                "adaptive": adaptive_doc(rt),
                 "endpoints": [
                     {
                         "name": e.name,

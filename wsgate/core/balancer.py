@@ -18,7 +18,8 @@ Strategies (:class:`~wsgate.core.types.StrategyName`):
 
 * ``round_robin`` -- rotation over the candidate list; pass candidates in a stable
   order (e.g. sorted by id). Excluded entries are skipped.
-* ``least_connections`` -- least ``(sessions + subscriptions + 1) / weight``;
+* ``least_connections`` -- least ``(sessions + subscriptions + picked + 1) / weight``
+  (``picked``: recent hand-outs that leave no other trace, see ``PickCounts``);
   ties broken by a rotating index, not list order, so equal connections share a
   burst instead of the first one taking it.
 * ``least_load`` -- least ``message_rate / weight``; ties by counts, then rotation.
@@ -31,7 +32,13 @@ Strategies (:class:`~wsgate.core.types.StrategyName`):
   herding onto the momentarily fastest connection. A candidate with no RTT sample
   yet counts as the pool median so new connections get traffic.
 * ``health_based`` -- highest health; ties by ``load / weight``, then rotation.
-* ``adaptive`` -- P2C on
+* ``adaptive`` -- automatic strategy selection: :class:`~wsgate.core.adaptive.AdaptiveSelector`
+  chooses one of the six above from what the candidates show (unhealthy members,
+  latency spread, uneven load, configured weights, uneven placements), with
+  hysteresis, and the pick is made with that strategy. ``on_adaptive_switch`` is
+  called with every change of choice; :meth:`Balancer.statistics` shows the current
+  one and its reason.
+* ``peak_ewma`` -- P2C on
   ``peak_ewma(rtt) * (1 + load / weight) * (1 + error_penalty) * (100 / health)**2``
   where ``load = sessions + subscriptions + message_rate / rate_unit``. The peak
   EWMA (Finagle, decay ``decay`` seconds) jumps up at once when a connection gets
@@ -61,17 +68,31 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from wsgate.core.adaptive import AdaptiveChoice, AdaptiveSelector, AdaptiveSwitch
+from wsgate.core.candidates import (
+    MIN_WEIGHT_FRACTION,
+    Candidate,
+    Decision,
+    ErrorPenalty,
+    PickCounts,
+    effective_weight,
+    is_healthy,
+    is_usable,
+)
 from wsgate.core.types import StrategyName
 from wsgate.errors import NoCandidateError
 
 __all__ = [
     "MIN_WEIGHT_FRACTION",
+    "AdaptiveChoice",
+    "AdaptiveSwitch",
     "Balancer",
     "BalancerState",
     "BalancerStats",
     "Candidate",
     "Decision",
     "ErrorPenalty",
+    "PickCounts",
     "effective_weight",
     "is_healthy",
     "is_usable",
@@ -79,38 +100,13 @@ __all__ = [
 
 log = logging.getLogger("wsgate.balancer")
 
-MIN_WEIGHT_FRACTION = 0.1  # Envoy's min_weight_percent default: a new connection is never starved
 _MIN_RTT = 1e-4  # floor so a zero RTT sample cannot make the load term vanish
 _DEFAULT_RTT = 0.01  # only used when no candidate of the pool has a sample (all compare equal)
 _DRAWS = 8  # rejection-sampling attempts before falling back to a full scan
 _INF = math.inf
 _MEDIAN_TTL = 1.0  # seconds a computed pool-median RTT is reused
 _DECISION_CACHE = 4096  # bound on reused Decision objects
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A snapshot of one upstream connection (or endpoint) as the balancer sees it."""
-
-    id: str
-    weight: float = 1.0
-    sessions: int = 0
-    subscriptions: int = 0
-    capacity: int = 0  # max subscriptions, 0 = unlimited
-    message_rate: float = 0.0  # msgs/s EWMA
-    latency: float | None = None  # seconds, EWMA of ping RTT; None = no sample yet
-    health: float = 100.0  # 0..100
-    eligible: bool = True  # False when draining/disabled/not open: the caller decides
-    connected_at: float | None = None  # for slow start
-    error_penalty: float = 0.0  # decaying penalty (see ErrorPenalty), >= 0
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    candidate_id: str
-    strategy: StrategyName
-    fail_open: bool
-    reason: str
+_ADAPTIVE_REASONS = {s: f"adaptive: {s.value.replace('_', ' ')}" for s in StrategyName}
 
 
 @dataclass(frozen=True)
@@ -136,75 +132,7 @@ class BalancerStats:
     fail_open_picks: int
     no_candidate: int  # picks that raised NoCandidateError
     tracked_ids: int  # candidate ids with per-id state (WRR weights, peak EWMA)
-
-
-def is_usable(c: Candidate) -> bool:
-    """Eligible, positive weight and not full."""
-    return c.eligible and c.weight > 0 and (c.capacity <= 0 or c.subscriptions < c.capacity)
-
-
-def is_healthy(c: Candidate, unhealthy_below: float) -> bool:
-    """Usable and at or above the health floor."""
-    return is_usable(c) and c.health >= unhealthy_below
-
-
-def effective_weight(
-    c: Candidate, now: float, slow_start: float, *, aggression: float = 1.0
-) -> float:
-    """Weight after slow start: ``weight * max(10%, (age / window) ** (1 / aggression))``.
-
-    Envoy's formula; the default aggression 1.0 is a linear ramp (like HAProxy's
-    ``slowstart``). It is non-decreasing in ``now`` and reaches the full weight at
-    ``connected_at + slow_start``. A connection with no ``connected_at`` or a
-    window of 0 gets its full weight. A ``now`` before ``connected_at`` (skewed
-    caller) gets the floor rather than a negative weight.
-    """
-    t0 = c.connected_at
-    if t0 is None or slow_start <= 0:
-        return c.weight
-    age = now - t0
-    if age >= slow_start:
-        return c.weight
-    f = age / slow_start if age > 0 else 0.0
-    if aggression != 1.0 and f > 0:
-        f = f ** (1.0 / aggression)
-    return c.weight * (f if f > MIN_WEIGHT_FRACTION else MIN_WEIGHT_FRACTION)
-
-
-class ErrorPenalty:
-    """A penalty that halves every ``half_life`` seconds; ``add`` bumps it on an error.
-
-    Feed ``value(now)`` into ``Candidate.error_penalty``. Time going backwards is
-    treated as no time passing, so the value never grows by itself.
-    """
-
-    __slots__ = ("_stamp", "_value", "half_life")
-
-    def __init__(self, half_life: float = 30.0) -> None:
-        if half_life <= 0:
-            raise ValueError(f"half_life must be > 0, got {half_life!r}")
-        self.half_life = half_life
-        self._value = 0.0
-        self._stamp = 0.0
-
-    def value(self, now: float) -> float:
-        if self._value == 0.0:
-            return 0.0
-        elapsed = now - self._stamp
-        if elapsed <= 0:
-            return self._value
-        return self._value * float(0.5 ** (elapsed / self.half_life))
-
-    def add(self, now: float, amount: float = 1.0) -> None:
-        if amount < 0:
-            raise ValueError(f"penalty amount must be >= 0, got {amount!r}")
-        self._value = self.value(now) + amount
-        self._stamp = max(now, self._stamp)
-
-    def __repr__(self) -> str:
-        return (
-            f"<ErrorPenalty value={self._value:.3f}@{self._stamp:.3f} half_life={self.half_life}>"
-        )
+    adaptive: AdaptiveChoice | None = None  # what `adaptive` applies now, and why
 
 
 @dataclass
@@ -258,7 +186,10 @@ class Balancer:
             StrategyName.LEAST_LATENCY: self._least_latency,
             StrategyName.HEALTH_BASED: self._health_based,
             StrategyName.ADAPTIVE: self._adaptive,
+            StrategyName.PEAK_EWMA: self._peak_ewma,
         }
+        self.selector = AdaptiveSelector()
+        self.on_adaptive_switch: Callable[[AdaptiveSwitch], None] | None = None
 
     @property
     def strategy(self) -> StrategyName:
@@ -329,6 +260,7 @@ class Balancer:
             fail_open_picks=self._c.fail_open,
             no_candidate=self._c.no_candidate,
             tracked_ids=len(self._wrr.keys() | self._peak.keys()),
+            adaptive=self.selector.choice(),
         )
 
     def __repr__(self) -> str:
@@ -504,7 +436,7 @@ class Balancer:
         best = _INF
         ties: list[Candidate] = []
         for c in candidates:
-            n = c.sessions + c.subscriptions + 1.0
+            n = c.sessions + c.subscriptions + c.picked + 1.0
             w = c.weight
             # Slow start only lowers the weight, so a candidate already worse at full
             # weight is skipped before the exclusion checks (the common case).
@@ -551,7 +483,7 @@ class Balancer:
             r = c.message_rate / w
             if r > best_rate:
                 continue
-            n = (c.sessions + c.subscriptions + 1) / w
+            n = (c.sessions + c.subscriptions + c.picked + 1) / w
             if r < best_rate or n < best_count:
                 best_rate = r
                 best_count = n
@@ -622,8 +554,12 @@ class Balancer:
             median = self._median_rtt(candidates, now)
             la = median if la is None else la
             lb = median if lb is None else lb
-        ca = max(la, _MIN_RTT) * (1 + a.sessions + a.subscriptions) / self._weight(a, now)
-        cb = max(lb, _MIN_RTT) * (1 + b.sessions + b.subscriptions) / self._weight(b, now)
+        ca = (
+            max(la, _MIN_RTT) * (1 + a.sessions + a.subscriptions + a.picked) / self._weight(a, now)
+        )
+        cb = (
+            max(lb, _MIN_RTT) * (1 + b.sessions + b.subscriptions + b.picked) / self._weight(b, now)
+        )
         c = b if cb < ca else a
         return c, "least latency (p2c)"
 
@@ -647,7 +583,7 @@ class Balancer:
             t0 = c.connected_at
             if t0 is not None and t0 > cutoff:
                 w = effective_weight(c, now, ss)
-            ld = (c.sessions + c.subscriptions) / w
+            ld = (c.sessions + c.subscriptions + c.picked) / w
             if h > best_h or ld < best_l:
                 best_h = h
                 best_l = ld
@@ -660,16 +596,35 @@ class Balancer:
         return c, "health based"
 
     def _adaptive(self, candidates: Sequence[Candidate], now: float) -> tuple[Candidate, str]:
+        chosen = self.observe(candidates, now)
+        c, _ = self._handlers[chosen](candidates, now)
+        return c, _ADAPTIVE_REASONS[chosen]
+
+    def observe(self, candidates: Sequence[Candidate], now: float) -> StrategyName:
+        """Let ``adaptive`` look at the pool without picking (the health job keeps it fresh)."""
+        chosen, switch = self.selector.select(candidates, now)
+        if switch is not None:
+            log.info(
+                "adaptive: %s -> %s (%s)",
+                switch.old.value if switch.old else "-",
+                switch.new.value,
+                switch.reason,
+            )
+            if self.on_adaptive_switch is not None:
+                self.on_adaptive_switch(switch)
+        return chosen
+
+    def _peak_ewma(self, candidates: Sequence[Candidate], now: float) -> tuple[Candidate, str]:
         pair = self._pair(candidates)
         if pair is None:
             c = self._pool(candidates)[0]
             self._peak_rtt(c, candidates, now)
-            return c, "adaptive (only candidate)"
+            return c, "peak ewma (only candidate)"
         a, b = pair
         ca = self._cost(a, candidates, now)
         cb = self._cost(b, candidates, now)
         c = b if cb < ca else a
-        return c, "adaptive (p2c)"
+        return c, "peak ewma (p2c)"
 
     def _peak_rtt(self, c: Candidate, candidates: Sequence[Candidate], now: float) -> float:
         """Finagle's peak EWMA of the candidate's RTT, kept per id and updated when sampled."""
@@ -695,7 +650,7 @@ class Balancer:
         return peak
 
     def _cost(self, c: Candidate, candidates: Sequence[Candidate], now: float) -> float:
-        load = c.sessions + c.subscriptions + c.message_rate / self.rate_unit
+        load = c.sessions + c.subscriptions + c.picked + c.message_rate / self.rate_unit
         health = c.health if c.health > 1.0 else 1.0
         hf = 100.0 / health
         return (

@@ -31,7 +31,8 @@ class StrategyName(StrEnum):
     WEIGHTED_ROUND_ROBIN = "weighted_round_robin"
     LEAST_LATENCY = "least_latency"
     HEALTH_BASED = "health_based"
-    ADAPTIVE = "adaptive"
+    ADAPTIVE = "adaptive"  # automatic choice among the six above (core.adaptive)
+    PEAK_EWMA = "peak_ewma"  # P2C on peak-EWMA RTT x load x errors x health (Finagle-style)
 
 
 class Severity(StrEnum):

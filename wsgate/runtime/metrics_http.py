@@ -75,7 +75,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from wsgate import __version__
 from wsgate.core.states import ConnState
-from wsgate.core.types import Severity
+from wsgate.core.types import Severity, StrategyName
 
 if TYPE_CHECKING:
     from wsgate.daemon import Daemon
@@ -177,14 +177,30 @@ class WsgateCollector(Collector):
         fanout = CounterMetricFamily(
             "wsgate_fanout_deliveries", "Frames queued to downstream sessions.", labels=["route"]
         )
+        adaptive = GaugeMetricFamily(
+            "wsgate_route_adaptive_strategy",
+            "1 for the strategy `adaptive` applies on the route now, 0 for the others.",
+            labels=["route", "strategy"],
+        )
+        switches = CounterMetricFamily(
+            "wsgate_route_adaptive_switches",
+            "Changes of the strategy `adaptive` applies.",
+            labels=["route"],
+        )
         for rt in list(self.d.routes.values()):
+            choice = rt.balancer.statistics().adaptive
+            if rt.balancer.strategy is StrategyName.ADAPTIVE and choice is not None:
+                for strat in StrategyName:
+                    if strat not in (StrategyName.ADAPTIVE, StrategyName.PEAK_EWMA):
+                        adaptive.add_metric([rt.name, strat.value], float(strat is choice.strategy))
+                switches.add_metric([rt.name], choice.switches)
             sessions.add_metric([rt.name], len(rt.sessions))
             if rt.hub is not None:
                 st = rt.hub.statistics()
                 for state, n in sorted(st.subscriptions.items()):
                     subs.add_metric([rt.name, state], n)
                 fanout.add_metric([rt.name], st.deliveries)
-        yield from (sessions, subs, fanout)
+        yield from (sessions, subs, fanout, adaptive, switches)
 
     def _health(self) -> Iterator[Metric]:
         g = GaugeMetricFamily(

@@ -20,11 +20,12 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 
 from wsgate.config import RouteConfig
-from wsgate.core.balancer import Balancer
+from wsgate.core.adaptive import AdaptiveSwitch
+from wsgate.core.balancer import Balancer, Candidate, PickCounts
 from wsgate.core.endpoints import endpoint_for_new_connection
 from wsgate.core.rebalance import Move, Rebalancer
 from wsgate.core.states import ConnState, Transition
-from wsgate.core.types import ConnectionType, DialectName
+from wsgate.core.types import ConnectionType, DialectName, StrategyName
 from wsgate.dialects import base as d
 from wsgate.dialects.binance import BinanceDialect
 from wsgate.dialects.bitfinex import BitfinexDialect
@@ -69,6 +70,8 @@ class RouteEnv:
         default_factory=list
     )
     total_connections: Callable[[], int] = lambda: 0
+    # (route, switch) for every change of what `adaptive` applies: the event bus listens.
+    on_adaptive_switch: list[Callable[[str, AdaptiveSwitch], None]] = field(default_factory=list)
 
     def transition(self, conn: UpstreamConnection, t: Transition) -> None:
         for cb in self.on_transition:
@@ -98,6 +101,7 @@ class RouteRuntime:
             slow_start=cfg.slow_start,
             fail_open=not cfg.type.authenticated,  # trading fails closed
         )
+        self.balancer.on_adaptive_switch = self._adaptive_switched
         self.hub: Hub | None = (
             Hub(self, self.dialect, self.balancer, clock=env.clock) if self.dialect.shared else None
         )
@@ -396,6 +400,44 @@ class RouteRuntime:
             if moving is not None:
                 hub.move(moving, mv.target, "rebalance")
         return moves
+
+    # ---------------------------------------------------------------- balancing views
+    def _adaptive_switched(self, switch: AdaptiveSwitch) -> None:
+        for cb in self.env.on_adaptive_switch:
+            cb(self.name, switch)
+
+    def candidates(self, now: float, picked: PickCounts | None = None) -> list[Candidate]:
+        """The route's open pooled connections as the balancer sees them.
+
+        The hub's own placements use :meth:`Hub.candidates`; this view serves callers
+        that hand connections out (``Gateway.get_connection``, which counts its picks
+        in ``picked``) and the health job's look for ``adaptive``.
+        """
+        hub = self.hub
+        out = []
+        for c in self.pool.values():
+            if not c.state.is_up:
+                continue
+            out.append(
+                Candidate(
+                    id=c.id,
+                    weight=float(self.endpoint_weight(c.settings.endpoint)),
+                    subscriptions=hub.registry.load(c.id) if hub else 0,
+                    capacity=self.cfg.max_subscriptions_per_connection if hub else 0,
+                    message_rate=c.metrics._rate_in.rate(now),
+                    latency=c.metrics.latency_peak.value,
+                    health=self.health_of(c),
+                    connected_at=c.opened_at,
+                    picked=picked.value(c.id, now) if picked is not None else 0.0,
+                )
+            )
+        return out
+
+    def observe_balance(self, now: float) -> None:
+        """Give ``adaptive`` a fresh look at the pool (the health job), without a pick."""
+        if self.balancer.strategy is StrategyName.ADAPTIVE:
+            cands = self.hub.candidates() if self.hub is not None else self.candidates(now)
+            self.balancer.observe(cands, now)
 
     # ---------------------------------------------------------------- views
     def connections(self) -> list[UpstreamConnection]:
