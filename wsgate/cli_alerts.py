@@ -101,23 +101,45 @@ def alerts_ack(
 @alerts_app.command("silence")
 def alerts_silence(
     ctx: typer.Context,
-    match: Annotated[
-        list[str],
-        typer.Option("--match", "-m", help="key=value, key!=value, key=~regex (repeat: AND)."),
-    ],
     for_: Annotated[str, typer.Option("--for", help="Duration: 30m, 2h, 1d.")],
     comment: Annotated[str, typer.Option(help="Why (required).")],
+    fingerprint: Annotated[
+        str | None,
+        typer.Argument(help="Silence this alert (any unique fingerprint prefix)."),
+    ] = None,
+    match: Annotated[
+        list[str] | None,
+        typer.Option("--match", "-m", help="key=value, key!=value, key=~regex (repeat: AND)."),
+    ] = None,
     socket: SocketOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Mute notifications of matching alerts for a while (the alerts stay visible)."""
+    """Mute notifications of matching alerts for a while (the alerts stay visible).
+
+    Label names are checked against the labels alerts carry; the alerts the silence
+    matches now are listed, with a warning when there are none.
+    """
     s, c = _paths(ctx, socket)
-    result = call(s, c, "alerts.silence", matchers=match, duration=for_, comment=comment)
+    result = call(
+        s,
+        c,
+        "alerts.silence",
+        matchers=match or [],
+        fingerprint=fingerprint,
+        duration=for_,
+        comment=comment,
+    )
     if json_:
         emit_json(result)
         return
     sil = result["silence"]
-    print(f"silence {sil['id']} until {_when(sil['ends_at'])}")
+    matchers = " ".join(_matcher_text(m) for m in sil.get("matchers", []))
+    print(f"silence {sil['id']} until {_when(sil['ends_at'])}: {matchers}")
+    matches = result.get("matches", [])
+    for a in matches:
+        print(f"  matches {a['fingerprint'][:8]} {a['alertname']} {a['state']}: {a['summary']}")
+    if result.get("warning"):
+        print(f"warning: {result['warning']}", file=sys.stderr)
 
 
 @alerts_app.command("silences")
@@ -172,6 +194,9 @@ def alerts_test(
         emit_json(result)
         return
     status = result.get("status")
+    if result.get("skipped"):
+        print(f"{channel}: skipped ({result.get('detail') or 'nothing shown or sent'})")
+        return
     detail = f" {result['detail']}" if result.get("detail") else ""
     print(f"{channel}: accepted (status {status if status is not None else '-'}){detail}")
 
@@ -188,12 +213,11 @@ def alerts_channels(ctx: typer.Context, socket: SocketOpt = None, json_: JsonOpt
     if not rows:
         print("no alert channels configured")
     for ch in rows:
-        state = "disabled: " + str(ch["disabled_reason"]) if ch["disabled"] else ch["breaker"]
-        if not ch["enabled"]:
-            state = "off"
+        state = ch.get("status") or ch["breaker"]
+        skipped = f"skipped {ch['skipped']:<4} " if ch.get("skipped") else ""
         print(
             f"{ch['name']:<12} {ch['kind']:<8} {state:<10} queued {ch['queued']:<4} "
-            f"delivered {ch['delivered']:<5} failures {ch['failures']:<4} "
+            f"delivered {ch['delivered']:<5} {skipped}failures {ch['failures']:<4} "
             f"last success {_when(ch['last_success'])}"
             + (f"  last error: {ch['last_error']}" if ch.get("last_error") else ""),
             file=sys.stdout,

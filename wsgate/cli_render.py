@@ -210,18 +210,24 @@ def render_alerts(r: dict[str, Any]) -> None:
         _console.print("no active alerts")
         return
     t = Table()
-    for col in ("fingerprint", "alert", "severity", "state", "labels", "age", "flags"):
-        t.add_column(col)
+    for col in ("fingerprint", "alert", "severity", "state", "value", "summary", "age", "flags"):
+        t.add_column(col, overflow="fold")
     now = time.time()
+    short = [str(a.get("fingerprint", ""))[:8] for a in alerts]
+    unique = len(set(short)) == len(short)
     for a in alerts:
         labels = a.get("labels", {})
         flags = [f for f in ("acknowledged", "silenced", "inhibited", "flapping") if a.get(f)]
+        if a.get("inhibited_by_names"):
+            flags.append("by " + ",".join(a["inhibited_by_names"]))
         t.add_row(
-            a.get("fingerprint", ""),
+            # ack/silence/explain take any unique prefix; eight digits unless they collide.
+            str(a.get("fingerprint", ""))[: 8 if unique else 16],
             labels.get("alertname", ""),
             a.get("severity", ""),
             a.get("state", ""),
-            " ".join(f"{k}={v}" for k, v in labels.items() if k not in ("alertname", "severity")),
+            str(a.get("value_text") or "-"),
+            str(a.get("summary") or ""),
             fmt_age(now - a["started_at"]) if a.get("started_at") else "-",
             ",".join(flags),
         )

@@ -158,4 +158,12 @@ class DeliveryError(WsgateError):
 
 
 class AlertError(WsgateError):
-    """An alert operation was refused: unknown fingerprint, invalid silence or matcher."""
+    """An alert operation was refused: unknown fingerprint, invalid silence or matcher.
+
+    ``candidates`` lists the alerts an ambiguous fingerprint prefix matched (each a short
+    description), so the caller can show them; empty otherwise.
+    """
+
+    def __init__(self, message: str, *, candidates: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.candidates = candidates

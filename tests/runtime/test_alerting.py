@@ -117,7 +117,8 @@ def test_silence_and_ack_survive_a_new_instance(tmp_path: Path) -> None:
                 1000.0,
             )
             a.ack(view.fingerprint, "tester", "mine")
-            sil = a.silence(["check=unit"], 3600, "quiet please", "tester")
+            sil, matches = a.silence(["check=unit"], 3600, "quiet please", "tester")
+            assert [m.fingerprint for m in matches] == [view.fingerprint]
             with pytest.raises(AlertError):
                 a.silence(["check=unit"], 0, "no time", "tester")
             await a.close(1.0)

@@ -416,3 +416,25 @@ def test_notifier_bug_is_retried_not_fatal(tmp_path: Path) -> None:
         store.close()
 
     run(main())
+
+
+def test_console_without_terminal_is_skipped_never_delivered(tmp_path: Path) -> None:
+    from wsgate.runtime.notifiers import ConsoleNotifier
+
+    async def main() -> None:
+        store = Store(tmp_path / "wsgate.db")
+        # pytest captures stderr, so the console channel has no terminal here.
+        console = ConsoleNotifier(FakeChannel(name="console", kind="console"))
+        outbox = Outbox(store, {"console": console}, rng=random.Random(1))
+        assert outbox.enqueue("console", alert_payload("n-1"))
+        async with Running(outbox):
+            await until(lambda: outbox.statistics().channel("console").queued == 0)
+        stats = outbox.statistics().channel("console")
+        assert stats.delivered == 0 and stats.last_success is None
+        assert stats.skipped == 1 and stats.skip_reason == "no terminal"
+        assert stats.unavailable == "no terminal"
+        assert not outbox.enqueue("console", alert_payload("n-1"))  # done: not queued again
+        await outbox.aclose()
+        store.close()
+
+    run(main())

@@ -22,7 +22,7 @@ from wsgate.control.schema import (
 )
 from wsgate.control.server import Caller, Handler
 from wsgate.errors import AlertError, ControlError, DeliveryError
-from wsgate.runtime.alerting import Alerting, caller_name
+from wsgate.runtime.alerting import Alerting, alert_dict, caller_name
 
 if TYPE_CHECKING:
     from wsgate.daemon import Daemon
@@ -40,6 +40,17 @@ def _alerting(d: Daemon) -> Alerting:
 
 def _silence_dict(s: Any, now: float) -> dict[str, Any]:
     return {**s.to_dict(), "state": s.state(now)}
+
+
+def _alert_error(exc: AlertError, code: str) -> ControlError:
+    """An ambiguous fingerprint prefix is a usage error that lists the candidates."""
+    if exc.candidates:
+        return ControlError(
+            wire.INVALID_PARAMS,
+            str(exc),
+            details=[{"candidate": c} for c in exc.candidates],
+        )
+    return ControlError(code, str(exc))
 
 
 def build_alert_handlers(d: Daemon) -> dict[str, Handler]:
@@ -61,18 +72,37 @@ def build_alert_handlers(d: Daemon) -> dict[str, Handler]:
         try:
             ack = _alerting(d).ack(fp, caller_name(caller.uid, caller.pid), comment)
         except AlertError as exc:
-            raise ControlError(wire.NOT_FOUND, str(exc)) from None
+            raise _alert_error(exc, wire.NOT_FOUND) from None
         return {"ack": ack.to_dict()}
 
     async def h_silence(params: dict[str, Any], caller: Caller) -> Any:
+        matchers = params.get("matchers") or []
+        fingerprint = params.get("fingerprint")
+        if not matchers and not fingerprint:
+            raise ControlError(
+                wire.INVALID_PARAMS, "a silence needs a fingerprint or --match key=value (repeat)"
+            )
         by = caller_name(caller.uid, caller.pid)
         try:
-            sil = _alerting(d).silence(
-                params["matchers"], params["duration"], params["comment"], by
+            sil, matches = _alerting(d).silence(
+                matchers,
+                params["duration"],
+                params["comment"],
+                by,
+                fingerprint=fingerprint,
             )
         except AlertError as exc:
-            raise ControlError(wire.INVALID_PARAMS, str(exc)) from None
-        return {"silence": _silence_dict(sil, time.time())}
+            raise _alert_error(exc, wire.INVALID_PARAMS) from None
+        result: dict[str, Any] = {
+            "silence": _silence_dict(sil, time.time()),
+            "matches": [alert_dict(v) for v in matches],
+        }
+        if not matches:
+            result["warning"] = (
+                "the silence matches no pending or firing alert right now; "
+                "it will apply to matching alerts that fire before it ends"
+            )
+        return result
 
     async def h_silences(params: dict[str, Any], caller: Caller) -> Any:
         now = time.time()
@@ -134,7 +164,8 @@ def build_alert_handlers(d: Daemon) -> dict[str, Handler]:
             h_silence,
             mutating=True,
             params=Schema(
-                matchers=strings(required=True),
+                matchers=strings(),
+                fingerprint=string(max_len=16),
                 duration=duration(1.0, required=True),
                 comment=string(required=True, max_len=1000),
             ),

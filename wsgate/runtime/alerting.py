@@ -39,6 +39,7 @@ from wsgate.core.alerts import (
     Transition,
     rule_spec_from,
 )
+from wsgate.core.alerts.units import format_value
 from wsgate.core.types import Severity
 from wsgate.errors import AlertError
 from wsgate.runtime.alert_inputs import AnomalySettings, InputBuilder
@@ -118,6 +119,7 @@ def alert_dict(v: AlertView) -> dict[str, Any]:
         "inhibited": bool(v.inhibited_by),
         "flapping": v.flapping,
         "summary": v.summary,
+        "value_text": format_value(v.alertname, v.labels, v.value),
     }
 
 
@@ -297,18 +299,20 @@ class Alerting:
         for t in transitions:
             self._transitions += 1
             view = self.engine.get(t.fingerprint)
-            labels = dict(view.labels) if view is not None else {}
-            alertname = view.alertname if view is not None else labels.get("alertname", "?")
+            labels = dict(t.labels or (view.labels if view is not None else {}))
+            alertname = t.alertname or labels.get("alertname", "?")
+            value = t.value if t.labels is not None else (view.value if view else None)
             data = {
                 "fingerprint": t.fingerprint,
                 "alertname": alertname,
                 "from": t.old.value,
                 "to": t.new.value,
-                "at": now,
+                "at": t.at if t.at is not None else now,
                 "labels": labels,
                 "severity": labels.get("severity"),
-                "summary": view.summary if view is not None else "",
-                "value": view.value if view is not None else None,
+                "summary": t.summary or (view.summary if view is not None else ""),
+                "value": value,
+                "value_text": format_value(alertname, labels, value),
             }
             log.info("alert %s %s: %s -> %s", alertname, t.fingerprint, t.old.value, t.new.value)
             self.store.add_event(
@@ -399,22 +403,40 @@ class Alerting:
         return ack
 
     def silence(
-        self, matchers: Sequence[str], duration: float, comment: str, created_by: str
-    ) -> Silence:
+        self,
+        matchers: Sequence[str],
+        duration: float,
+        comment: str,
+        created_by: str,
+        *,
+        fingerprint: str | None = None,
+    ) -> tuple[Silence, list[AlertView]]:
+        """Create a silence; returns it and the alerts it matches now.
+
+        With ``fingerprint`` (any unique prefix) the silence matches that alert's labels
+        exactly, plus any extra ``matchers``.
+        """
         if not duration > 0:
             raise AlertError(f"a silence needs a positive duration, got {duration:g}s")
+        all_matchers = list(matchers)
+        if fingerprint:
+            fp = self.engine.resolve_fingerprint(fingerprint)
+            view = self.engine.get(fp)
+            assert view is not None
+            all_matchers = [f'{k}="{v}"' for k, v in sorted(view.labels.items())] + all_matchers
+        now = self._clock()
         sil = self.engine.silence(
-            list(matchers),
+            all_matchers,
             created_by=created_by,
             comment=comment,
-            now=self._clock(),
+            now=now,
             duration=duration,
         )
         self.store.put_silence(sil.id, sil.to_dict())
         self._saved_silences.add(sil.id)
         self._persist()
         self.store.add_event(self._clock(), "silence_created", sil.to_dict())
-        return sil
+        return sil, self.engine.matching(sil.matchers, now)
 
     def unsilence(self, silence_id: str, by: str) -> Silence:
         sil = self.engine.unsilence(silence_id, self._clock())
@@ -477,6 +499,9 @@ class Alerting:
                     "breaker": s.breaker.value if s else None,
                     "disabled": bool(s and s.disabled),
                     "disabled_reason": s.disabled_reason if s else None,
+                    "skipped": s.skipped if s else 0,
+                    "skip_reason": s.skip_reason if s else None,
+                    "status": _channel_status(ch.enabled, s),
                 }
             )
         return out
@@ -492,6 +517,19 @@ class Alerting:
             replayed_rows=self._replayed,
             channels_disabled=tuple(sorted(self._disabled)),
         )
+
+
+def _channel_status(enabled: bool, s: Any) -> str:
+    """One word (or phrase) an operator reads first in ``wsgate alerts channels``."""
+    if not enabled:
+        return "off"
+    if s is None:
+        return "not started"
+    if s.disabled:
+        return f"disabled: {s.disabled_reason}"
+    if s.unavailable:
+        return f"skipped ({s.unavailable})"
+    return str(s.breaker.value)
 
 
 _OPERATOR_KINDS = frozenset(

@@ -158,13 +158,16 @@ class ChannelStatistics:
     channel: str
     kind: str
     queued: int
-    delivered: int  # lifetime, from the deliveries table
+    delivered: int  # lifetime, from the deliveries table; skipped ones never count
     failed: int  # failed attempts since this process started
     last_success: float | None
     last_error: str | None
     breaker: BreakerState
     disabled: bool
     disabled_reason: str | None
+    skipped: int = 0  # lifetime: notifications the channel could not show or send
+    skip_reason: str | None = None  # the latest skip's reason, e.g. "no terminal"
+    unavailable: str | None = None  # why the channel skips everything now, if it does
 
 
 @dataclass(frozen=True)
@@ -308,6 +311,9 @@ class Outbox:
                     breaker=ch.breaker.state,
                     disabled=ch.disabled_reason is not None,
                     disabled_reason=ch.disabled_reason,
+                    skipped=d.skipped if d else 0,
+                    skip_reason=d.last_skip_reason if d else None,
+                    unavailable=ch.notifier.unavailable(),
                 )
             )
         return OutboxStatistics(tuple(out))
@@ -363,7 +369,7 @@ class Outbox:
             try:
                 # The notifier has its own timeout; this bound catches one that hangs anyway.
                 timeout = float(getattr(ch.notifier.config, "timeout", 30.0)) * 2 + 1
-                await asyncio.wait_for(ch.notifier.send(row.payload), timeout)
+                result = await asyncio.wait_for(ch.notifier.send(row.payload), timeout)
             except ChannelGone as exc:
                 self._failed(ch, str(exc))
                 self._store.outbox_retry(row.id, name, attempts, row.next_attempt_at, str(exc))
@@ -400,6 +406,12 @@ class Outbox:
                 self._store.outbox_retry(row.id, name, attempts, now + delay, msg)
                 return False
             now = self._clock()
+            if result.skipped:
+                # Nothing was shown or sent: the row is done, but it is not a delivery.
+                reason = result.detail or "skipped"
+                self._store.outbox_delivered(row.id, name, attempts, now, skipped=reason)
+                log.info("channel %s skipped notification %s: %s", name, row.id, reason)
+                return False
             self._store.outbox_delivered(row.id, name, attempts, now)
             ch.breaker.success()
             ch.last_success = now

@@ -74,6 +74,11 @@ _MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # v2: a channel that could not show or send a notification (the console channel
+    # without a terminal) records it as skipped, never as delivered.
+    """
+    ALTER TABLE deliveries ADD COLUMN skipped TEXT;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -104,6 +109,8 @@ class ChannelDeliveries:
     channel: str
     delivered: int
     last_delivered_at: float | None
+    skipped: int = 0
+    last_skip_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -349,17 +356,27 @@ class Store:
         )
 
     def outbox_delivered(
-        self, notification_id: str, channel: str, attempts: int, delivered_at: float
+        self,
+        notification_id: str,
+        channel: str,
+        attempts: int,
+        delivered_at: float,
+        *,
+        skipped: str | None = None,
     ) -> None:
-        """Remove the row and remember the delivery, in one transaction."""
+        """Remove the row and remember the delivery, in one transaction.
+
+        ``skipped`` (a reason) records that the channel deliberately did not show or send
+        it: the row is done, but it is not counted as delivered.
+        """
         with self._tx():
             self._db.execute(
                 "DELETE FROM outbox WHERE id = ? AND channel = ?", (notification_id, channel)
             )
             self._db.execute(
-                "INSERT OR REPLACE INTO deliveries (id, channel, delivered_at, attempts)"
-                " VALUES (?, ?, ?, ?)",
-                (notification_id, channel, delivered_at, attempts),
+                "INSERT OR REPLACE INTO deliveries (id, channel, delivered_at, attempts, skipped)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (notification_id, channel, delivered_at, attempts, skipped),
             )
 
     def outbox_dead(self, row: OutboxRow, error: str, now: float) -> None:
@@ -379,9 +396,18 @@ class Store:
 
     def delivery_stats(self) -> dict[str, ChannelDeliveries]:
         rows = self._db.execute(
-            "SELECT channel, count(*), max(delivered_at) FROM deliveries GROUP BY channel"
+            "SELECT channel,"
+            " sum(skipped IS NULL),"
+            " max(CASE WHEN skipped IS NULL THEN delivered_at END),"
+            " sum(skipped IS NOT NULL),"
+            " (SELECT d2.skipped FROM deliveries d2 WHERE d2.channel = d.channel"
+            "  AND d2.skipped IS NOT NULL ORDER BY d2.delivered_at DESC LIMIT 1)"
+            " FROM deliveries d GROUP BY channel"
         )
-        return {ch: ChannelDeliveries(ch, n, last) for ch, n, last in rows}
+        return {
+            ch: ChannelDeliveries(ch, int(n or 0), last, int(sk or 0), reason)
+            for ch, n, last, sk, reason in rows
+        }
 
     def prune_deliveries(self, older_than: float) -> int:
         cur = self._db.execute("DELETE FROM deliveries WHERE delivered_at < ?", (older_than,))

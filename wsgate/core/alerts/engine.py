@@ -7,8 +7,10 @@ Nothing here awaits, sleeps or reads a clock.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +25,13 @@ from wsgate.core.alerts.routing import (
     flush_group,
     group_key_for,
 )
-from wsgate.core.alerts.rules import DEFAULT_RULES, RuleSpec, iter_observations
+from wsgate.core.alerts.rules import (
+    ALERT_TYPES,
+    DEFAULT_RULES,
+    LABEL_NAMES,
+    RuleSpec,
+    iter_observations,
+)
 from wsgate.core.alerts.silences import (
     DEFAULT_INHIBIT_RULES,
     Ack,
@@ -44,6 +52,14 @@ log = logging.getLogger("wsgate.alerts")
 _STATE_VERSION = 1
 _LIVE = (AlertState.PENDING, AlertState.FIRING)
 _FP_CACHE_MAX = 200_000
+_HEX = re.compile(r"[0-9a-f]{1,16}")
+
+
+def _describe(rec: AlertRecord) -> str:
+    where = " ".join(
+        f"{k}={v}" for k, v in rec.labels.items() if k not in ("alertname", "severity", "node")
+    )
+    return f"{rec.fingerprint} {rec.alertname} {rec.state.value}{' ' + where if where else ''}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,16 +394,80 @@ class AlertEngine:
 
     # ------------------------------------------------------------------ operator actions
 
+    def resolve_fingerprint(self, prefix: str, *, live_only: bool = False) -> str:
+        """The one fingerprint starting with ``prefix`` (amtool-style short ids).
+
+        Raises :class:`AlertError` when nothing matches, or when several alerts do: then the
+        error lists them (``candidates``) so the operator can pick more digits.
+        """
+        p = prefix.strip().lower()
+        if not _HEX.fullmatch(p):
+            raise AlertError(f"a fingerprint is 1 to 16 hex digits, got {prefix!r}")
+        hits = [
+            rec
+            for fp, rec in self._records.items()
+            if fp.startswith(p) and (not live_only or rec.state in _LIVE)
+        ]
+        if len(hits) == 1:
+            return hits[0].fingerprint
+        what = "pending or firing alert" if live_only else "alert"
+        if not hits:
+            raise AlertError(f"no {what} with fingerprint {prefix!r}; see `wsgate alerts`")
+        hits.sort(key=lambda r: r.fingerprint)
+        candidates = tuple(_describe(r) for r in hits)
+        raise AlertError(
+            f"fingerprint prefix {prefix!r} matches {len(hits)} alerts; give more digits: "
+            + "; ".join(candidates),
+            candidates=candidates,
+        )
+
     def ack(self, fingerprint: str, by: str, comment: str, now: float) -> Ack:
-        """Acknowledge a pending or firing alert: repeats stop until it resolves."""
-        rec = self._records.get(fingerprint)
-        if rec is None or rec.state not in _LIVE:
-            raise AlertError(f"no pending or firing alert with fingerprint {fingerprint!r}")
+        """Acknowledge a pending or firing alert (any unique fingerprint prefix): repeats stop
+        until it resolves, and an ack before the first notification prevents it."""
+        fp = self.resolve_fingerprint(fingerprint, live_only=True)
+        rec = self._records[fp]
         if not by.strip():
             raise AlertError("an acknowledgement needs a name in 'by'")
-        rec.ack = Ack(fingerprint, by, comment, now)
-        log.info("alert %s %s acknowledged by %s", rec.alertname, fingerprint, by)
+        rec.ack = Ack(fp, by, comment, now)
+        log.info("alert %s %s acknowledged by %s", rec.alertname, fp, by)
         return rec.ack
+
+    def label_names(self) -> frozenset[str]:
+        """Every label name an alert can carry: the rules', configured ones, current ones."""
+        names = set(LABEL_NAMES)
+        for spec in self._rules.values():
+            names.update(k for k, _ in spec.labels)
+        for rec in self._records.values():
+            names.update(rec.labels)
+        return frozenset(names)
+
+    def check_matchers(self, matchers: Sequence[Matcher | str]) -> tuple[Matcher, ...]:
+        """Parse matchers and refuse label names no alert carries (a typo silences nothing)."""
+        parsed = tuple(m if isinstance(m, Matcher) else Matcher.parse(m) for m in matchers)
+        known = self.label_names()
+        for m in parsed:
+            if m.name not in known:
+                close = difflib.get_close_matches(m.name, sorted(known), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise AlertError(
+                    f"no alert carries a label {m.name!r}; {hint}"
+                    f"label names: {', '.join(sorted(known))}"
+                )
+            if m.name == "alertname" and m.op == "=" and m.value not in self._known_names():
+                close = difflib.get_close_matches(m.value, sorted(self._known_names()), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise AlertError(
+                    f"no alert type {m.value!r}; {hint}types: {', '.join(ALERT_TYPES)}"
+                )
+        return parsed
+
+    def _known_names(self) -> set[str]:
+        return {*ALERT_TYPES, *(r.alertname for r in self._records.values())}
+
+    def matching(self, matchers: Sequence[Matcher], now: float) -> list[AlertView]:
+        """The pending and firing alerts every matcher matches right now."""
+        del now  # the answer depends on the alerts only; kept for a uniform call shape
+        return [v for v in self.active() if all(m.matches(v.labels) for m in matchers)]
 
     def unack(self, fingerprint: str) -> bool:
         rec = self._records.get(fingerprint)
@@ -412,6 +492,7 @@ class AlertEngine:
     ) -> Silence:
         """Create a silence from ``starts_at`` (default now) to ``ends_at`` or for ``duration``."""
         start = now if starts_at is None else starts_at
+        matchers = self.check_matchers(matchers)
         if ends_at is None:
             if duration is None:
                 raise AlertError("a silence needs ends_at or a duration")

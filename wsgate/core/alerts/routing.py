@@ -196,11 +196,17 @@ def flush_group(
     out: list[Notification] = []
     for channel in channels:
         eligible = [v for v in views.values() if not v.flapping and channel_accepts(channel, v)]
-        firing = {
-            v.fingerprint: v for v in eligible if v.state is AlertState.FIRING and not v.suppressed
-        }
         last = group.nflog.get(channel.name)
         last_firing = last.firing if last is not None else frozenset()
+        # An alert acknowledged before this channel heard of it is not news to anyone: the
+        # ack (say, during group_wait) stops its first notification, not only the repeats.
+        firing = {
+            v.fingerprint: v
+            for v in eligible
+            if v.state is AlertState.FIRING
+            and not v.suppressed
+            and (not v.acknowledged or v.fingerprint in last_firing)
+        }
         # Resolved alerts this channel was told were firing: told again even if silenced since.
         resolved = {
             v.fingerprint: v

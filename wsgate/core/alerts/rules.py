@@ -17,12 +17,21 @@ from types import MappingProxyType
 from typing import Any
 
 from wsgate.core.alerts.inputs import AlertInputs, ConnInput
+from wsgate.core.alerts.units import (
+    format_count,
+    format_duration,
+    format_latency,
+    format_percent,
+    format_rate,
+    format_ratio,
+)
 from wsgate.core.types import Severity
 from wsgate.errors import ConfigError, ConfigProblem
 
 __all__ = [
     "ALERT_TYPES",
     "DEFAULT_RULES",
+    "LABEL_NAMES",
     "RULE_PARAMS",
     "Observation",
     "RawObservation",
@@ -44,6 +53,27 @@ ALERT_TYPES: tuple[str, ...] = (
     "capacity_warning",
     "anomaly_detected",
     "system_health",
+)
+
+# Every label name a rule (or an external alert) can put on an alert, besides the ones an
+# operator adds in ``[alerts.rules.<type>.labels]``. Silences are checked against these, so
+# ``--match rout=bitfinex`` is refused instead of silencing nothing.
+LABEL_NAMES: frozenset[str] = frozenset(
+    {
+        "alertname",
+        "severity",
+        "node",
+        "peer",
+        "route",
+        "connection",
+        "type",
+        "issue",
+        "check",
+        "job",
+        "metric",
+        "resource",
+        "channel",
+    }
 )
 
 # Ratios are capped so values stay finite: JSON has no Infinity.
@@ -273,7 +303,7 @@ def _flag(flag: bool) -> tuple[float, tuple[bool, bool]]:
 def _connection_failure(inp: AlertInputs, spec: RuleSpec) -> Iterator[_Row]:
     for c in inp.connections:
         down = 0.0 if c.state_up else max(c.seconds_down, 0.0)
-        text = f"connection {c.id} on {c.route} down for {down:.0f}s"
+        text = f"connection {c.id} on {c.route} down for {format_duration(down)}"
         yield down, text, _conn_labels(c), None
 
 
@@ -281,26 +311,34 @@ def _high_latency(inp: AlertInputs, spec: RuleSpec) -> Iterator[_Row]:
     for c in inp.connections:
         # A down connection has no current latency: hold state (connection_failure covers it).
         lat = c.latency if c.state_up else None
-        text = f"latency {lat * 1000:.0f}ms on {c.id} ({c.route})" if lat is not None else ""
+        text = (
+            f"latency {format_latency(lat)} on {c.id} ({c.route}), "
+            f"fires at {format_latency(spec.fire)}"
+            if lat is not None
+            else ""
+        )
         yield lat, text, _conn_labels(c), None
 
 
 def _high_error_rate(inp: AlertInputs, spec: RuleSpec) -> Iterator[_Row]:
     for c in inp.connections:
-        text = f"{c.error_rate:.3f} errors/s on {c.id} ({c.route})"
+        text = (
+            f"{format_rate(c.error_rate, 'errors')} on {c.id} ({c.route}), "
+            f"fires at {format_rate(spec.fire, 'errors')}"
+        )
         yield c.error_rate, text, _conn_labels(c), None
 
 
 def _frequent_reconnects(inp: AlertInputs, spec: RuleSpec) -> Iterator[_Row]:
     for c in inp.connections:
-        text = f"{c.reconnects_recent} reconnects in 10 min on {c.id} ({c.route})"
+        text = f"{c.reconnects_recent} reconnects in 10m on {c.id} ({c.route})"
         yield float(c.reconnects_recent), text, _conn_labels(c), None
 
 
 def _load_balancer_issue(inp: AlertInputs, spec: RuleSpec) -> Iterator[_Row]:
     for r in inp.routes:
         base = {"route": r.name, "type": r.type.value}
-        text = f"load imbalance {r.imbalance_ratio:.1f}x on {r.name}"
+        text = f"load imbalance {format_ratio(r.imbalance_ratio)} the mean on {r.name}"
         yield r.imbalance_ratio, text, {**base, "issue": "imbalance"}, None
         n = r.no_candidate_events
         text = f"{n} placements found no eligible connection on {r.name}"
@@ -320,7 +358,7 @@ def _cluster_node_down(inp: AlertInputs, spec: RuleSpec) -> Iterator[_Row]:
             yield None, "", labels, hold  # our link is down: we know nothing, hold state
             continue
         down = state == "down"
-        text = f"node {peer} is {state}: no heartbeat for {since:.0f}s"
+        text = f"node {peer} is {state}: no heartbeat for {format_duration(since)}"
         yield since, text, labels, (down, not down)
 
 
@@ -333,13 +371,37 @@ def _performance_degradation(inp: AlertInputs, spec: RuleSpec) -> Iterator[_Row]
         base_rate, msg_rate = c.baseline_rate, c.msg_rate
         if c.state_up and msg_rate is not None and base_rate is not None and base_rate >= min_rate:
             rate = _ratio(base_rate, msg_rate)
-        text = f"throughput {c.msg_rate} msg/s vs baseline {c.baseline_rate} on {c.id}"
+        text = _vs("throughput", c.msg_rate, c.baseline_rate, format_rate, c)
         yield rate, text, {**labels, "metric": "throughput"}, None
         lat: float | None = None
         if c.state_up and c.latency is not None and c.baseline_latency:
             lat = _ratio(c.latency, c.baseline_latency)
-        text = f"latency {c.latency}s vs baseline {c.baseline_latency}s on {c.id}"
+        text = _vs("latency", c.latency, c.baseline_latency, format_latency, c)
         yield lat, text, {**labels, "metric": "latency"}, None
+
+
+def _used(used: int, limit: int, what: str) -> str:
+    if limit <= 0:
+        return f"{used} {what} (no limit)"
+    return f"{format_count(used, limit, what)} ({format_percent(used / limit)})"
+
+
+def _vs(
+    metric: str,
+    current: float | None,
+    baseline: float | None,
+    fmt: Callable[[float], str],
+    c: ConnInput,
+) -> str:
+    now = "-" if current is None else fmt(current)
+    base = "none yet" if baseline is None else fmt(baseline)
+    return f"{metric} {now} vs baseline {base} on {c.id} ({c.route})"
+
+
+def _anomaly_text(metric: str, c: ConnInput) -> str:
+    if metric == "rate":
+        return _vs("anomalous message rate:", c.msg_rate, c.baseline_rate, format_rate, c)
+    return _vs("anomalous latency:", c.latency, c.baseline_latency, format_latency, c)
 
 
 def _frac(used: float, limit: float) -> float | None:
@@ -348,19 +410,20 @@ def _frac(used: float, limit: float) -> float | None:
 
 def _capacity_warning(inp: AlertInputs, spec: RuleSpec) -> Iterator[_Row]:
     s = inp.system
-    text = f"{s.connections_total}/{s.max_connections} upstream connections in use"
+    text = _used(s.connections_total, s.max_connections, "upstream connections in use")
     yield _frac(s.connections_total, s.max_connections), text, {"resource": "connections"}, None
-    text = f"{s.sessions_total}/{s.max_sessions} sessions in use"
+    text = _used(s.sessions_total, s.max_sessions, "sessions in use")
     yield _frac(s.sessions_total, s.max_sessions), text, {"resource": "sessions"}, None
     for r in inp.routes:
-        text = f"{r.sessions}/{r.max_sessions} sessions on route {r.name}"
+        text = _used(r.sessions, r.max_sessions, f"sessions on route {r.name}")
         labels = {"resource": "route_sessions", "route": r.name}
         yield _frac(r.sessions, r.max_sessions), text, labels, None
-        text = f"{r.connect_budget_used_fraction:.0%} of the connect budget used on {r.name}"
+        used = format_percent(r.connect_budget_used_fraction)
+        text = f"{used} of the connect budget used on {r.name}"
         labels = {"resource": "connect_budget", "route": r.name}
         yield r.connect_budget_used_fraction, text, labels, None
     for c in inp.connections:
-        text = f"{c.subscriptions}/{c.capacity} subscriptions on {c.id}"
+        text = _used(c.subscriptions, c.capacity, f"subscriptions on {c.id}")
         labels = {**_conn_labels(c), "resource": "subscriptions"}
         yield _frac(c.subscriptions, c.capacity), text, labels, None
 
@@ -370,16 +433,16 @@ def _anomaly_detected(inp: AlertInputs, spec: RuleSpec) -> Iterator[_Row]:
         labels = _conn_labels(c)
         for metric, flag in (("rate", c.anomaly_rate), ("latency", c.anomaly_latency)):
             value, verdict = _flag(flag)
-            text = f"anomalous {metric} on {c.id} ({c.route})"
+            text = _anomaly_text(metric, c)
             yield value, text, {**labels, "metric": metric}, verdict
 
 
 def _system_health(inp: AlertInputs, spec: RuleSpec) -> Iterator[_Row]:
     s = inp.system
-    text = f"health score {s.health_score:.0f} on {inp.node_id}"
+    text = f"health score {s.health_score:.0f} of 100 on {inp.node_id}"
     yield s.health_score, text, {"check": "health_score"}, None
     lag_verdict = judge(s.loop_lag, spec.param("loop_lag_fire"), spec.param("loop_lag_clear"))
-    text = f"event-loop lag {s.loop_lag * 1000:.0f}ms on {inp.node_id}"
+    text = f"event-loop lag {format_latency(s.loop_lag)} on {inp.node_id}"
     yield s.loop_lag, text, {"check": "loop_lag"}, lag_verdict
     failures = float(s.job_failures_recent)
     verdict = judge(failures, spec.param("job_failures_fire"), spec.param("job_failures_clear"))

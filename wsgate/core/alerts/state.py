@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from wsgate.core.alerts.silences import Ack
+from wsgate.core.alerts.units import format_value
 from wsgate.core.types import Severity
 
 __all__ = [
@@ -40,9 +41,18 @@ class AlertState(StrEnum):
 
 
 class Transition(NamedTuple):
+    """One state change. Carries the alert's name, labels, summary and value as they were at
+    the change, so history and logs can name an alert that no longer exists (pending ->
+    inactive deletes the record in the same evaluation)."""
+
     fingerprint: str
     old: AlertState
     new: AlertState
+    alertname: str = ""
+    labels: Mapping[str, str] | None = None
+    summary: str = ""
+    value: float | None = None
+    at: float | None = None
 
 
 def fingerprint(labels: Mapping[str, str]) -> str:
@@ -137,7 +147,7 @@ class AlertView:
         """One entry of an Alertmanager v4 webhook ``alerts`` list."""
         annotations = {"summary": self.summary}
         if self.value is not None:
-            annotations["value"] = f"{self.value:g}"
+            annotations["value"] = format_value(self.alertname, self.labels, self.value)
         return {
             "status": self.status,
             "labels": dict(self.labels),
@@ -220,7 +230,9 @@ class AlertRecord:
             self.ack = None  # an ack covers one firing episode only
             self.transitions.append(now)
         log.debug("alert %s %s: %s -> %s", self.alertname, self.fingerprint, old.value, new.value)
-        return Transition(self.fingerprint, old, new)
+        return Transition(
+            self.fingerprint, old, new, self.alertname, self.labels, self.summary, self.value, now
+        )
 
     def observe(
         self,

@@ -146,6 +146,14 @@ class Notifier(ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most channels hold nothing
         """Release connections; the notifier must not be used afterwards."""
 
+    def unavailable(self) -> str | None:
+        """Why this channel cannot show or send anything right now (``None``: it can).
+
+        Such a channel skips notifications (``DeliveryResult.skipped``) instead of claiming
+        them delivered, and ``wsgate alerts channels`` says so.
+        """
+        return None
+
     def _result(self, payload: NotificationPayload, **kw: Any) -> DeliveryResult:
         return DeliveryResult(channel=self.name, notification_id=str(payload.get("id", "")), **kw)
 

@@ -21,6 +21,8 @@ from wsgate.runtime.notifiers.base import (
 
 __all__ = ["ConsoleNotifier"]
 
+SKIP_REASON = "no terminal"  # stderr is not a TTY (systemd, a pipe): nothing would be seen
+
 _STYLES = {Severity.CRITICAL: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
 
@@ -53,8 +55,11 @@ class ConsoleNotifier(Notifier):
                 body.append(f"  {summary}\n", style="dim")
         return Panel(body, title=notification_title(payload), border_style=style, expand=False)
 
+    def unavailable(self) -> str | None:
+        return None if self.active else SKIP_REASON
+
     async def send(self, payload: NotificationPayload) -> DeliveryResult:
         if not self.active:
-            return self._result(payload, skipped=True, detail="stderr is not a terminal")
+            return self._result(payload, skipped=True, detail=SKIP_REASON)
         self._console.print(self.render(payload))
         return self._result(payload)
