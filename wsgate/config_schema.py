@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from wsgate import paths
 from wsgate.core.types import ConnectionType, DialectName, Severity, StrategyName
+from wsgate.redact import mask_url
 
 __all__ = [
     "ALERT_RULE_TYPES",
@@ -506,6 +507,8 @@ def _plain(value: Any, mask: bool) -> Any:
                 out[f.name] = None if item is None else {"name": item, "set": is_set}
             elif f.name == "url" and inner_kind is not None and item is not None and mask:
                 out[f.name] = "***" if inner_kind in _SECRET_URL_KINDS else _mask_url(item)
+            elif f.name == "url" and isinstance(value, EndpointConfig) and mask:
+                out[f.name] = mask_url(item)
             else:
                 out[f.name] = _plain(item, mask)
         return out

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from wsgate import __version__
+from wsgate import __version__, redact
 from wsgate.config import Config, ConfigDiff, RouteConfig, diff_config, load_config
 from wsgate.control.server import ControlServer
 from wsgate.core.adaptive import AdaptiveSwitch
@@ -54,6 +54,20 @@ def _job_intervals(cfg: Config) -> dict[str, float]:
         "alerts": j.alert_check_interval,
         "cleanup": j.cleanup_interval,
     }
+
+
+def secret_values(cfg: Config) -> list[str]:
+    """Every secret the config points at (env values, file contents), for log scrubbing."""
+    envs = [cfg.gateway.events_token_env, *(r.token_env for r in cfg.routes)]
+    files: list[str | None] = []
+    for ch in cfg.alerts.channels:
+        envs += [ch.url_env, ch.secret_env, ch.password_env]
+        files += [ch.url_file, ch.secret_file, ch.password_file]
+    out = [os.environ.get(name, "") for name in envs if name]
+    for path in filter(None, files):
+        with contextlib.suppress(OSError, UnicodeDecodeError), open(path, encoding="utf-8") as f:
+            out.append(f.read(65536).strip())
+    return [v for v in out if v]
 
 
 def _gid(name: str | None) -> int | None:
@@ -166,6 +180,7 @@ class Daemon:
         from wsgate.control.api import build_handlers
 
         cfg = self.config
+        redact.set_secrets(secret_values(cfg))
         # First: it creates daemon.store (shared), restores alert state, replays the outbox.
         self.alerting = Alerting(self)
         await self.alerting.start(tg)
@@ -346,6 +361,7 @@ class Daemon:
                     details=[p.as_dict() for p in exc.problems],
                 ) from exc
             diff = diff_config(self.config, new)
+            redact.set_secrets([*secret_values(self.config), *secret_values(new)])
             self._apply(new, diff)
             self.generation += 1
             result = {

@@ -18,7 +18,12 @@ def configure_logging(level: str) -> None:
     fmt = "%(levelname)s %(name)s: %(message)s"
     if not os.environ.get("JOURNAL_STREAM"):
         fmt = "%(asctime)s " + fmt
+    from wsgate.redact import RedactingFormatter
+
     logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:
+        # Last line of defence: URLs masked and configured secrets scrubbed from every line.
+        handler.setFormatter(RedactingFormatter(fmt))
     logging.getLogger("websockets").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)

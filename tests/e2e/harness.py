@@ -111,7 +111,13 @@ class DaemonProc:
         wait_until(lambda: text in self.logs(), timeout, f"log line {text!r}")
 
 
-def write_config(directory: Path, body: str, port: int) -> tuple[Path, str]:
+def write_config(
+    directory: Path, body: str, port: int, *, daemon: str = "", gateway: str = ""
+) -> tuple[Path, str]:
+    """The harness's [daemon], [gateway] and [metrics] tables, plus ``body``.
+
+    ``daemon`` and ``gateway`` are extra lines for those tables (TOML cannot reopen them).
+    """
     sock = str(directory / "ctl.sock")
     cfg = directory / "wsgate.toml"
     cfg.write_text(
@@ -120,8 +126,10 @@ def write_config(directory: Path, body: str, port: int) -> tuple[Path, str]:
 control_socket = "{sock}"
 state_dir = "{directory / "state"}"
 shutdown_timeout = 3
+{daemon}
 [gateway]
 listen = "127.0.0.1:{port}"
+{gateway}
 [metrics]
 listen = ""
 """
@@ -132,12 +140,17 @@ listen = ""
 
 @contextmanager
 def run_daemon(
-    body: str, *, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    body: str,
+    *,
+    extra_env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    daemon: str = "",
+    gateway: str = "",
 ) -> Iterator[DaemonProc]:
     # Unix socket paths are limited to 108 bytes: keep the directory short.
     directory = Path(tempfile.mkdtemp(prefix="wsg-", dir="/tmp"))
     port = free_port()
-    cfg, sock = write_config(directory, body, port)
+    cfg, sock = write_config(directory, body, port, daemon=daemon, gateway=gateway)
     log = directory / "daemon.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     with log.open("wb") as fh:

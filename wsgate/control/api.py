@@ -20,6 +20,7 @@ from wsgate.control.api_balance import adaptive_doc, build_balance_handlers
 from wsgate.control.schema import NO_PARAMS, Schema, string
 from wsgate.control.server import Caller, Handler
 from wsgate.errors import ControlError
+from wsgate.redact import mask_url
 
 if TYPE_CHECKING:
     from wsgate.daemon import Daemon
@@ -45,7 +46,7 @@ def status(d: Daemon) -> dict[str, Any]:
                 "type": rt.cfg.type.value,
                 "strategy": rt.balancer.strategy.value,
                 "adaptive": adaptive_doc(rt),
-                "endpoints": [e.url for e in rt.cfg.endpoints],
+                "endpoints": [mask_url(e.url) for e in rt.cfg.endpoints],
                 "sessions": len(rt.sessions),
                 "connections": {"total": len(conns), "up": rt.open_connections(), "states": states},
                 "health": d.analytics.route_score(rt.name),

@@ -12,6 +12,7 @@ from wsgate.control.schema import NO_PARAMS, Schema, integer, string
 from wsgate.control.server import Caller, Handler
 from wsgate.core.types import StrategyName
 from wsgate.errors import ControlError
+from wsgate.redact import mask_url
 
 if TYPE_CHECKING:
     from wsgate.daemon import Daemon
@@ -106,7 +107,7 @@ def build_balance_handlers(d: Daemon) -> dict[str, Handler]:
                 "endpoints": [
                     {
                         "name": e.name,
-                        "url": e.url,
+                        "url": mask_url(e.url),
                         "weight": rt.endpoint_weight(e.name),
                         "configured_weight": e.weight,
                     }

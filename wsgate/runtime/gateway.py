@@ -15,6 +15,7 @@ from websockets.http11 import Request, Response
 
 from wsgate.config import GatewayConfig
 from wsgate.errors import InvalidPath
+from wsgate.redact import strip_query_params
 from wsgate.runtime.rest_proxy import RestProxy
 from wsgate.runtime.routes import RouteRuntime
 from wsgate.runtime.session import Session
@@ -22,6 +23,10 @@ from wsgate.runtime.session import Session
 __all__ = ["Gateway", "SystemRoute"]
 
 log = logging.getLogger("wsgate.gateway")
+
+# Query parameters that carry the gateway's own bearer token (the header form is never
+# forwarded: upstream connections are made with wsgate's own headers).
+GATEWAY_CREDENTIALS = ("token",)
 
 # A system route handles its own sessions (e.g. the /_wsgate/events dashboard stream).
 SystemRoute = Callable[[ServerConnection, Session], Awaitable[None]]
@@ -121,6 +126,8 @@ class Gateway:
         if refused is not None:
             return refused
         assert route.cfg.rest_url is not None
+        if route.cfg.token_env:
+            query = strip_query_params(query, GATEWAY_CREDENTIALS)  # ours, not the exchange's
         url = self.rest.target(route.cfg.rest_url, path, query)
         if url is None or request.method != "GET":
             return self._reject(conn, HTTPStatus.NOT_FOUND, f"no REST pass-through for {path}")
@@ -165,7 +172,11 @@ class Gateway:
             if route is None:  # removed by a reload between handshake and handler
                 await ws.close(1013, "route removed")
                 return
-            await route.serve_session(ws, session, rest, parts.query)
+            query = parts.query
+            if route.cfg.token_env:
+                # The gateway consumed its own credential: it never travels upstream.
+                query = strip_query_params(query, GATEWAY_CREDENTIALS)
+            await route.serve_session(ws, session, rest, query)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -160,7 +160,7 @@ class InMemoryConnectionStore:
                     id=conn.id,
                     route=s.route,
                     endpoint=s.endpoint,
-                    url=s.url,
+                    url=s.display_url,
                     type=s.conn_type,
                     state=t.new,
                     since=t.at,

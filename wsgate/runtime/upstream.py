@@ -17,6 +17,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -27,6 +28,7 @@ from wsgate.core.backoff import Backoff, CloseKind, TokenBucket, classify_status
 from wsgate.core.metrics import ConnectionMetrics
 from wsgate.core.states import ConnectionStateMachine, ConnState, Transition
 from wsgate.core.types import ConnectionType
+from wsgate.redact import mask_text, mask_url
 from wsgate.runtime.session import batch_hooks
 from wsgate.runtime.wsclient import LeanClientConnection
 
@@ -73,6 +75,11 @@ class UpstreamSettings:
     # Parse data frames in wsclient.LeanClientConnection (no per-message queue or task
     # switch); False keeps websockets' own reader as a fallback.
     fast_reader: bool = True
+
+    @cached_property
+    def display_url(self) -> str:
+        """The URL as logs, events and status show it: credentials masked."""
+        return mask_url(self.url)
 
     @property
     def host(self) -> str:
@@ -305,7 +312,7 @@ class UpstreamConnection:
     async def _attempt(self) -> tuple[float | None, CloseKind, float | None]:
         """One connect + serve cycle. Returns (uptime or None, close kind, retry-after)."""
         s = self.settings
-        self._move(ConnState.CONNECTING, "connecting to " + s.url)
+        self._move(ConnState.CONNECTING, "connecting to " + s.display_url)
         try:
             ws = await connect(
                 s.url,
@@ -328,7 +335,8 @@ class UpstreamConnection:
             return None, classify_status(status), retry_after
         except Exception as exc:  # DNS, TCP, TLS, timeout, bad handshake: all retried
             self.metrics.on_error(self._clock(), "connect")
-            self._close_reason = f"connect failed: {type(exc).__name__}: {exc}"
+            # Exception texts may quote the URL (InvalidURI, proxy errors): mask it.
+            self._close_reason = f"connect failed: {type(exc).__name__}: {mask_text(str(exc))}"
             log.warning("%s %s", self.id, self._close_reason)
             return None, CloseKind.DROPPED, None
         return await self._serve(ws), CloseKind.DROPPED, None
@@ -455,7 +463,7 @@ class UpstreamConnection:
             id=self.id,
             route=self.settings.route,
             endpoint=self.settings.endpoint,
-            url=self.settings.url,
+            url=self.settings.display_url,
             type=self.settings.conn_type.value,
             state=self.state.label,
             state_reason=self.sm.reason,
@@ -476,7 +484,7 @@ class UpstreamConnection:
         )
 
     def __repr__(self) -> str:
-        return f"<UpstreamConnection {self.id} {self.state.label} {self.settings.url}>"
+        return f"<UpstreamConnection {self.id} {self.state.label} {self.settings.display_url}>"
 
 
 class _Done(Exception):
