@@ -488,6 +488,14 @@ class ConnectionMetrics:
     def bytes_in(self) -> int:
         return self._rate_in.total_bytes
 
+    def msg_rate(self, now: float) -> float:
+        """Inbound messages per second over the rate window (cheap: no snapshot)."""
+        return self._rate_in.rate(now)
+
+    def error_rate(self, now: float) -> float:
+        """Errors per second over the rate window."""
+        return self._err_rate.rate(now)
+
     def on_message_in(self, now: float, nbytes: int) -> None:
         self.last_message_at = now
         self._rate_in.add(now, nbytes)

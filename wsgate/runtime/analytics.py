@@ -258,7 +258,7 @@ class Analytics:
     ) -> ConnectionHealth:
         m = conn.metrics
         state = conn.state
-        rate = m._rate_in.rate(now)
+        rate = m.msg_rate(now)
         breakdown = health_score(
             HealthInputs(
                 state_up=state.is_up,
@@ -266,7 +266,7 @@ class Analytics:
                 latency=_latency(m),
                 baseline_latency=baseline,
                 stale_fraction=min(max(stale, 0.0), 1.0),
-                error_rate=m._err_rate.rate(now),
+                error_rate=m.error_rate(now),
                 reconnects_recent=m.reconnects_recent(now),
                 message_rate=rate,
                 expected_rate=None,  # market rates swing too much to expect one

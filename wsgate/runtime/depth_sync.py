@@ -17,10 +17,9 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
-from wsgate.core.subscriptions import Subscription
-from wsgate.core.types import DialectName
+from wsgate.core.subscriptions import Subscription, SubscriptionRegistry
 from wsgate.dialects import base as d
 from wsgate.dialects.binance_depth import (
     Action,
@@ -34,9 +33,7 @@ from wsgate.dialects.binance_depth import (
     render_event,
 )
 from wsgate.runtime.rest_proxy import RestProxy
-
-if TYPE_CHECKING:
-    from wsgate.runtime.hub import Hub
+from wsgate.runtime.seams import CloseSessions, Deliver
 
 __all__ = ["DepthSync", "DepthSyncStats"]
 
@@ -70,8 +67,20 @@ class _Track:
 
 
 class DepthSync:
-    def __init__(self, hub: Hub, rest_url: str, *, snapshot_limit: int = SNAPSHOT_LIMIT) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        route: str,
+        rest_url: str,
+        registry: SubscriptionRegistry,
+        *,
+        deliver: Deliver,
+        close_sessions: CloseSessions,
+        snapshot_limit: int = SNAPSHOT_LIMIT,
+    ) -> None:
+        self.route = route
+        self.registry = registry  # to tell a live subscription from a dropped one
+        self.deliver = deliver
+        self.close_sessions = close_sessions
         self.rest_url = rest_url.rstrip("/")
         self.snapshot_limit = snapshot_limit
         self.rest = RestProxy()
@@ -81,13 +90,6 @@ class DepthSync:
         self.snapshot_failures = 0
         self.bridges = 0
         self.failures = 0
-
-    @classmethod
-    def for_route(cls, hub: Hub) -> DepthSync | None:
-        rest_url = hub.route.cfg.rest_url
-        if hub.dialect.name is not DialectName.BINANCE or not rest_url:
-            return None
-        return cls(hub, rest_url)
 
     def __repr__(self) -> str:
         return f"<DepthSync {self.rest_url} tracked={len(self.tracks)} bridges={self.bridges}>"
@@ -140,7 +142,7 @@ class DepthSync:
         return out
 
     def _track(self, sub: Subscription, key: d.SubKey, stream: str) -> _Track:
-        registry = self.hub.registry
+        registry = self.registry
         for k, t in list(self.tracks.items()):
             if registry.get(k) is not t.sub:
                 del self.tracks[k]  # a dropped subscription; its fetch loop notices and ends
@@ -159,30 +161,26 @@ class DepthSync:
         ev = d.ChannelData(tr.stream, d.DataKind.DATA, text, len(head), len(text) - 1)
         log.info(
             "route %s: %s bridged U=%d..u=%d (%d bids, %d asks changed)",
-            self.hub.route.name,
+            self.route,
             tr.stream,
             bridge.first,
             bridge.last,
             len(bridge.bids),
             len(bridge.asks),
         )
-        self.hub._fan_out(tr.sub, ev, self.hub.clock())
+        self.deliver(tr.sub, ev)
 
     def _close_sessions(self, tr: _Track) -> None:
         self.failures += 1
-        members = self.hub.members_of(tr.sub)
-        if not members:
-            return
-        log.warning(
-            "route %s: %s continuity lost; closing %d session(s) with %d",
-            self.hub.route.name,
-            tr.stream,
-            len(members),
-            CLOSE_CODE,
-        )
-        for m in list(members):
-            m.session.close_nowait(CLOSE_CODE, CLOSE_REASON)
-        del members[:]  # no frame after the gap reaches them
+        n = self.close_sessions(tr.sub, CLOSE_CODE, CLOSE_REASON)
+        if n:
+            log.warning(
+                "route %s: %s continuity lost; closed %d session(s) with %d",
+                self.route,
+                tr.stream,
+                n,
+                CLOSE_CODE,
+            )
 
     def _start_fetch(self, tr: _Track) -> None:
         if self._tg is None:  # not running (stopping): nothing can bridge the gap
@@ -196,7 +194,7 @@ class DepthSync:
         try:
             await self._fetch_until_done(tr)
         except Exception:  # a bug here must not end the hub's TaskGroup
-            log.exception("route %s: %s snapshot loop failed", self.hub.route.name, tr.stream)
+            log.exception("route %s: %s snapshot loop failed", self.route, tr.stream)
             if self.tracks.get(tr.key) is tr and tr.book.phase is Phase.RESYNC:
                 tr.book.fail("snapshot loop failed")
                 self._close_sessions(tr)
@@ -232,12 +230,12 @@ class DepthSync:
             try:
                 snap = parse_snapshot(bytes(resp.body))
             except ValueError as exc:
-                log.warning("route %s: %s: bad snapshot: %s", self.hub.route.name, url, exc)
+                log.warning("route %s: %s: bad snapshot: %s", self.route, url, exc)
             else:
                 self.snapshots += 1
                 return snap
         else:
-            log.warning("route %s: %s answered %d", self.hub.route.name, url, resp.status_code)
+            log.warning("route %s: %s answered %d", self.route, url, resp.status_code)
         self.snapshot_failures += 1
         return None
 

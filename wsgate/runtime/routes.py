@@ -103,7 +103,16 @@ class RouteRuntime:
         )
         self.balancer.on_adaptive_switch = self._adaptive_switched
         self.hub: Hub | None = (
-            Hub(self, self.dialect, self.balancer, clock=env.clock) if self.dialect.shared else None
+            Hub(
+                self,
+                self.dialect,
+                self.balancer,
+                linger=env.gateway_linger,
+                client_rate=env.client_messages_per_second,
+                clock=env.clock,
+            )
+            if self.dialect.shared
+            else None
         )
         self.rebalancer = Rebalancer()
         self.strategy_override: Any = None  # set by `wsgate routes strategy`, kept over reloads
@@ -270,13 +279,7 @@ class RouteRuntime:
     def on_upstream_closed(self, conn: UpstreamConnection, reason: str) -> None:
         pass
 
-    # ---------------------------------------------------------------- hub policy hooks
-    def gateway_linger(self) -> float:
-        return self.env.gateway_linger
-
-    def client_rate(self) -> float:
-        return self.env.client_messages_per_second
-
+    # ------------------------------------------------------- the hub's view (seams.HubRoute)
     def health_of(self, conn: UpstreamConnection) -> float:
         return self.health.get(conn.id, 100.0)
 

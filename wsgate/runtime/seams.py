@@ -1,0 +1,79 @@
+"""The narrow views one runtime part has of another (a leaf: it imports no runtime module).
+
+Each seam names the few facts and callbacks that cross it, so neither side reaches into
+the other's attributes and the import graph points one way:
+
+* :class:`HubRoute` — what a :class:`~wsgate.runtime.hub.Hub` needs from the route that
+  owns it (configuration, operator weights and health, pool growth, the relay hand-over).
+  :class:`~wsgate.runtime.routes.RouteRuntime` provides it; the hub never imports routes.
+* :data:`Deliver` — how :class:`~wsgate.runtime.depth_sync.DepthSync` hands a synthetic
+  event to the fan-out, and :data:`CloseSessions` how it ends the sessions of a channel
+  whose continuity is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from wsgate.config import RouteConfig
+from wsgate.core.subscriptions import Subscription
+from wsgate.dialects import base as d
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import ServerConnection
+
+    from wsgate.runtime.session import Session
+    from wsgate.runtime.upstream import UpstreamConnection
+
+__all__ = ["CloseSessions", "Deliver", "HubRoute"]
+
+Deliver = Callable[[Subscription, d.ChannelData], None]
+"""Fan one event out to the sessions of a shared subscription."""
+
+CloseSessions = Callable[[Subscription, int, str], int]
+"""Close every session of a subscription (code, reason); returns how many were closed."""
+
+
+class HubRoute(Protocol):
+    """The route as its hub sees it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def cfg(self) -> RouteConfig: ...
+
+    def endpoint_weight(self, name: str) -> int:
+        """The endpoint's current weight (operator override or config); 0 takes no work."""
+        ...
+
+    def health_of(self, conn: UpstreamConnection) -> float:
+        """The connection's last health score, 0-100."""
+        ...
+
+    def cadence(self, key: Any, dialect_default: float | None) -> float:
+        """Seconds of silence after which the channel counts as stale."""
+        ...
+
+    def no_candidate(self, reason: str) -> None:
+        """Report a load-balancer issue: nowhere to place a subscription."""
+        ...
+
+    def fail_open(self, reason: str) -> None:
+        """Report a placement on an unhealthy connection (every candidate unhealthy)."""
+        ...
+
+    def grow(self, force: bool = False) -> None:
+        """One more pooled connection; raises CapacityError at a limit."""
+        ...
+
+    def retire(self, conn: UpstreamConnection) -> None:
+        """Close a drained or rotated-out connection for good."""
+        ...
+
+    async def relay_after_auth(
+        self, ws: ServerConnection, session: Session, frame: str, upstream_path: str | None
+    ) -> None:
+        """Serve an authenticated session on a dedicated upstream until it ends."""
+        ...

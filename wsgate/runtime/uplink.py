@@ -1,0 +1,107 @@
+"""The hub's side of one shared upstream connection: its codec and a budgeted writer.
+
+Every frame the hub sends upstream (subscribe, unsubscribe, conf, application ping) goes
+through :meth:`Uplink.send` into a bounded queue; :meth:`Uplink.run_writer` drains it
+within the exchange's per-connection message budget (a :class:`TokenBucket`). A full
+queue drops the frame, counts it (``dropped_sends``, shown in status and metrics) and
+logs it: the exchange would have disconnected us for the burst anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed
+
+from wsgate.core.backoff import TokenBucket
+from wsgate.core.balancer import ErrorPenalty
+from wsgate.dialects import base as d
+from wsgate.runtime.upstream import UpstreamConnection
+
+__all__ = ["SEND_QUEUE", "Uplink"]
+
+log = logging.getLogger("wsgate.hub")
+
+SEND_QUEUE = 4096  # frames waiting for the per-connection message budget
+MAX_PINGS = 16  # unanswered application pings remembered per connection
+
+
+@dataclass(eq=False)
+class Uplink:
+    """Hub-side state of one pooled upstream connection (one per ``conn.id``)."""
+
+    conn: UpstreamConnection
+    bucket: TokenBucket
+    codec: d.UpstreamCodec | None = None  # None while the connection is not open
+    queue: deque[str] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    req_ids: dict[int, Any] = field(default_factory=dict)  # req id -> SubKey (Binance)
+    pings: dict[int, float] = field(default_factory=dict)  # cid -> sent at
+    confs: deque[int] = field(default_factory=deque)  # conf flags sent, awaiting the reply
+    draining: bool = False
+    penalty: ErrorPenalty = field(default_factory=ErrorPenalty)
+    dropped_sends: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.conn.id
+
+    @property
+    def ready(self) -> bool:
+        """Open and speaking the dialect: frames sent now reach the exchange."""
+        return self.codec is not None
+
+    def opened(self, codec: d.UpstreamCodec) -> None:
+        """A fresh connection: nothing from the previous one is still owed."""
+        self.codec = codec
+        self.queue.clear()
+        self.req_ids.clear()
+        self.pings.clear()
+        self.confs.clear()
+
+    def closed(self) -> None:
+        self.codec = None
+        self.wake.set()  # ends the writer
+
+    def send(self, frame: str) -> None:
+        if len(self.queue) >= SEND_QUEUE:
+            self.dropped_sends += 1
+            log.error("%s: send queue full; frame dropped", self.conn.id)
+            return
+        self.queue.append(frame)
+        self.wake.set()
+
+    def ping_sent(self, cid: int, now: float) -> None:
+        self.pings[cid] = now
+        if len(self.pings) > MAX_PINGS:  # unanswered pings must not accumulate
+            self.pings.pop(next(iter(self.pings)))
+
+    async def run_writer(self, clock: Callable[[], float]) -> None:
+        """Send queued frames within the message budget until the connection closes."""
+        conn = self.conn
+        while self.codec is not None:
+            if not self.queue:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            wait = self.bucket.reserve(clock())
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if self.codec is None:
+                return
+            frame = self.queue.popleft()
+            try:
+                await conn.send(frame)
+            except (ConnectionError, ConnectionClosed):
+                return
+
+    def __repr__(self) -> str:
+        return (
+            f"<Uplink {self.conn.id} ready={self.ready} queued={len(self.queue)} "
+            f"draining={self.draining}>"
+        )
