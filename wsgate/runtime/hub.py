@@ -82,7 +82,7 @@ class Hub:
         balancer: Balancer,
         *,
         linger: float = 30.0,
-        client_rate: float = 50.0,
+        client_rate: Callable[[], float] = lambda: 50.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.route = route

@@ -39,7 +39,7 @@ class SessionIntents:
         fanout: FanOut,
         ups: dict[str, Uplink],
         clock: Callable[[], float],
-        client_rate: float,
+        client_rate: Callable[[], float],
     ) -> None:
         self.route = route
         self.dialect = dialect
@@ -48,7 +48,7 @@ class SessionIntents:
         self.fanout = fanout
         self.ups = ups
         self.clock = clock
-        self.client_rate = client_rate  # client messages per second per session
+        self.client_rate = client_rate  # client messages per second per session (reloadable)
         self.members: dict[int, Member] = {}  # session id -> member
         self.upstream_flags = dialect.upstream_flags_for([])
         self.slow_closed = 0
@@ -56,7 +56,7 @@ class SessionIntents:
     # ---------------------------------------------------------------- the session loop
     async def serve(self, ws: ServerConnection, session: Session, path: str, query: str) -> None:
         codec = self.dialect.open_session(path, query)
-        m = Member(session, codec, ws, bucket=TokenBucket(self.client_rate, 1.0, self.clock()))
+        m = Member(session, codec, ws, bucket=TokenBucket(self.client_rate(), 1.0, self.clock()))
         session.on_slow = self._on_slow
         self.members[session.id] = m
         try:

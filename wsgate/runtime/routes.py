@@ -108,7 +108,7 @@ class RouteRuntime:
                 self.dialect,
                 self.balancer,
                 linger=env.gateway_linger,
-                client_rate=env.client_messages_per_second,
+                client_rate=lambda: env.client_messages_per_second,
                 clock=env.clock,
             )
             if self.dialect.shared
