@@ -14,8 +14,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# `make run LISTEN=127.0.0.1:9000` picks the gateway's address; by default the demo moves
+# off a busy 8765 by itself and says where.
 run: $(STAMP)
-	$(BIN)/wsgate run --demo
+	$(BIN)/wsgate run --demo $(if $(LISTEN),--listen $(LISTEN))
 
 lint: $(STAMP)
 	$(BIN)/ruff check wsgate tests bench

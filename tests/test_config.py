@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from wsgate.config import (
     Config,
     ConfigDiff,
+    Override,
     config_to_dict,
+    config_view,
     diff_config,
     load_config,
     parse_config,
@@ -21,6 +23,7 @@ from wsgate.config import (
 )
 from wsgate.config_locate import SourceLocator
 from wsgate.core.types import ConnectionType, DialectName, Severity, StrategyName
+from wsgate.demo import DEMO_TOML
 from wsgate.errors import ConfigError, ConfigProblem
 
 SAMPLE = Path(__file__).resolve().parent.parent / "etc" / "wsgate.toml"
@@ -396,18 +399,92 @@ def test_config_to_dict_masks_secrets_and_is_json(monkeypatch: pytest.MonkeyPatc
     dumped = config_to_dict(cfg)
     encoded = json.dumps(dumped)
     assert "s3cr3tvalue" not in encoded and "pw@" not in encoded and "tk9z" not in encoded
-    channels = {c["name"]: c for c in dumped["alerts"]["channels"]}
-    assert channels["slack"]["url_env"] == {"name": "WSGATE_SLACK_URL", "set": True}
-    assert channels["webhook"]["secret_env"] == {"name": "WSGATE_WEBHOOK_SECRET", "set": False}
-    assert channels["discord"]["url"] == "***"
+    channels = dumped["alerts"]["channels"]
+    assert channels["slack"]["url_env"] == "WSGATE_SLACK_URL"
+    assert channels["webhook"]["secret_env"] == "WSGATE_WEBHOOK_SECRET"
+    assert channels["discord"]["url"] == "https://discord.com/***"
     assert channels["webhook"]["url"] == "https://***@example.invalid/hook?***"
-    assert dumped["routes"][0]["strategy"] == "least_latency"
-    assert dumped["routes"][0]["channel_cadence"]["trades"] == 60.0
-    assert dumped["gateway"]["port"] == 8765
+    assert dumped["routes"]["bitfinex"]["strategy"] == "least_latency"
+    assert dumped["routes"]["bitfinex"]["channel_cadence"]["trades"] == 60.0
+    assert dumped["gateway"]["listen"] == "127.0.0.1:8765"
+    view = config_view(cfg)
+    env = {e["name"]: e["set"] for e in view["environment"]}
+    assert env["WSGATE_SLACK_URL"] is True and env["WSGATE_WEBHOOK_SECRET"] is False
+    assert "s3cr3tvalue" not in json.dumps(view)
     raw = config_to_dict(cfg, mask_secrets=False)
-    raw_channels = {c["name"]: c for c in raw["alerts"]["channels"]}
-    assert raw_channels["discord"]["url"] == "https://discord.com/api/webhooks/1/tk9z"
+    assert raw["alerts"]["channels"]["discord"]["url"] == "https://discord.com/api/webhooks/1/tk9z"
     assert "hooks.slack.com" not in json.dumps(raw)  # env values are never read out
+
+
+def _effective(cfg: Config) -> Config:
+    return dataclasses.replace(cfg, source_path=None, source_sha256="", overrides=())
+
+
+def test_config_show_output_is_valid_input_with_the_same_effective_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tomli_w
+
+    monkeypatch.setenv("WSGATE_JOBS_CLEANUP_INTERVAL", "2m")
+    text = SAMPLE.read_text().replace(
+        'url_env = "WSGATE_DISCORD_URL"', 'url = "https://discord.com/api/webhooks/1/tk9z"'
+    )
+    cfg = parse_config(text)
+    assert cfg.jobs.cleanup_interval == 120.0
+    assert cfg.overrides == (("jobs.cleanup_interval", "$WSGATE_JOBS_CLEANUP_INTERVAL"),)
+    monkeypatch.delenv("WSGATE_JOBS_CLEANUP_INTERVAL")
+    # Unmasked: the very same config.
+    again = parse_config(tomli_w.dumps(config_to_dict(cfg, mask_secrets=False)))
+    assert _effective(again) == _effective(cfg)
+    # Masked: still valid input; only the secret itself differs.
+    masked = parse_config(tomli_w.dumps(config_to_dict(cfg)))
+    assert masked.alerts.channel("discord").url == "https://discord.com/***"
+    assert config_to_dict(masked) == config_to_dict(cfg)
+    # Demo and minimal configs too (defaults that depend on others: lifetime, budgets).
+    for source in (DEMO_TOML, MINIMAL):
+        first = parse_config(source)
+        assert _effective(parse_config(tomli_w.dumps(config_to_dict(first)))) == _effective(first)
+
+
+def test_durations_accept_units_everywhere() -> None:
+    cfg = parse_config(
+        MINIMAL.replace(
+            "[[routes.bfx.endpoints]]",
+            'stale_after = "2m"\nmax_lifetime = "1h"\n'
+            '[routes.bfx.channel_cadence]\ntrades = "90s"\n[[routes.bfx.endpoints]]',
+        )
+        + '[daemon]\nshutdown_timeout = "500ms"\n[jobs]\ncleanup_interval = "1h"\n'
+        '[alerts]\ngroup_wait = "30s"\n[alerts.rules.high_latency]\nkeep_firing_for = "2m"\n'
+    )
+    route = cfg.routes[0]
+    assert (route.stale_after, route.max_lifetime, route.cadence("trades")) == (120, 3600, 90)
+    assert cfg.daemon.shutdown_timeout == 0.5 and cfg.jobs.cleanup_interval == 3600
+    assert cfg.alerts.group_wait == 30 and cfg.alerts.rule("high_latency").keep_firing_for == 120
+    problems = errors_of(MINIMAL + '[jobs]\ncleanup_interval = "soon"\n')
+    assert [p.path for p in problems] == ["jobs.cleanup_interval"]
+    assert "45s, 15m, 2h" in problems[0].message
+
+
+def test_environment_overrides_precedence_and_secret_names() -> None:
+    env = {
+        "WSGATE_GATEWAY_LISTEN": "127.0.0.1:9001",
+        "WSGATE_DAEMON_LOG_LEVEL": "debug",
+        "WSGATE_GATEWAY_ORIGINS": '["https://a.example"]',
+        "WSGATE_METRICS_PER_MESSAGE": "false",
+    }
+    flag = Override("gateway.listen", "127.0.0.1:9002", "--listen")
+    cfg = parse_config(MINIMAL, environ=env, overrides=[flag])
+    assert cfg.gateway.listen == "127.0.0.1:9002"  # flag > environment
+    assert cfg.daemon.log_level == "debug" and cfg.gateway.origins == ("https://a.example",)
+    assert cfg.metrics.per_message is False
+    assert dict(cfg.overrides)["gateway.listen"] == "--listen"
+    assert dict(cfg.overrides)["daemon.log_level"] == "$WSGATE_DAEMON_LOG_LEVEL"
+    # A variable the config names as a secret source is never an override.
+    secret = MINIMAL + '[gateway]\nevents_token_env = "WSGATE_GATEWAY_TOKEN"\n'
+    assert parse_config(secret, environ={"WSGATE_GATEWAY_TOKEN": "x"}).overrides == ()
+    with pytest.raises(ConfigError) as err:
+        parse_config(MINIMAL, environ={"WSGATE_GATEWAY_TOKEN": "x"})
+    assert err.value.problems[0].path == "gateway.token"
 
 
 def test_with_endpoints_replaces_only_named_routes() -> None:
@@ -482,8 +559,8 @@ def test_sample_loads_without_any_secret_in_the_environment(
         monkeypatch.delenv(name, raising=False)
     cfg = load_config(SAMPLE)
     assert cfg.alerts.channel("email").smtp_port == 587
-    slack = config_to_dict(cfg)["alerts"]["channels"]
-    assert {"name": "WSGATE_SLACK_URL", "set": False} in [c.get("url_env") for c in slack]
+    env = {e["name"]: e["set"] for e in config_view(cfg)["environment"]}
+    assert env["WSGATE_SLACK_URL"] is False
 
 
 def test_bad_email_addresses_are_indexed() -> None:

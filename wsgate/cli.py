@@ -15,6 +15,7 @@ import typer
 from wsgate.cli_alerts import alerts_app
 from wsgate.cli_balance import rebalance, routes_app
 from wsgate.cli_common import ConfigOpt, JsonOpt, SocketOpt, call, emit_json, fail
+from wsgate.cli_config import config_app
 from wsgate.cli_sim import sim_app
 from wsgate.cli_top import top_command
 
@@ -24,11 +25,11 @@ app = typer.Typer(
     name="wsgate",
     help="wsgate: a local WebSocket gateway daemon for crypto trading bots.",
     no_args_is_help=True,
-    add_completion=False,
+    # Typer's own completion: `wsgate --install-completion` (bash, zsh, fish, powershell).
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-config_app = typer.Typer(help="Validate and show configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 conn_app = typer.Typer(help="Upstream connections: list, show, reconnect, enable, disable.")
 app.add_typer(conn_app, name="connections")
@@ -42,6 +43,41 @@ _emit_json = emit_json
 _fail = fail
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from wsgate import __version__
+
+        print(f"wsgate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help="Show the Python traceback of an error (also $WSGATE_DEBUG=1); "
+            "anywhere on the command line.",
+        ),
+    ] = False,
+    wide: Annotated[
+        bool,
+        typer.Option(
+            "--wide",
+            help="Never truncate table cells (always so when output is not a terminal).",
+        ),
+    ] = False,
+) -> None:
+    """wsgate: a local WebSocket gateway daemon for crypto trading bots."""
+
+
 # ---------------------------------------------------------------- daemon side
 @app.command()
 def run(
@@ -51,11 +87,31 @@ def run(
     ] = False,
     seed: Annotated[int | None, typer.Option(help="Seed for jitter and the simulator.")] = None,
     log_level: Annotated[str | None, typer.Option(help="Override daemon.log_level.")] = None,
+    listen: Annotated[
+        str | None,
+        typer.Option(help="Override gateway.listen (HOST:PORT) for this run."),
+    ] = None,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(help='Override metrics.listen (HOST:PORT, "" = off) for this run.'),
+    ] = None,
 ) -> None:
-    """Run the daemon in the foreground (under systemd: Type=notify)."""
+    """Run the daemon in the foreground (under systemd: Type=notify).
+
+    Precedence of a setting: flag > $WSGATE_<SECTION>_<KEY> > config file > default.
+    """
     from wsgate.main import run_main
 
-    raise typer.Exit(run_main(config, demo=demo, seed=seed, log_level=log_level))
+    raise typer.Exit(
+        run_main(
+            config,
+            demo=demo,
+            seed=seed,
+            log_level=log_level,
+            listen=listen,
+            metrics_listen=metrics_listen,
+        )
+    )
 
 
 app.add_typer(sim_app, name="sim")  # run (the default), fault, stats: wsgate/cli_sim.py
@@ -190,58 +246,6 @@ def reload(
     print(f"reloaded (config generation {result['generation']}): " + "; ".join(changed))
     for key in result.get("restart_required", []):
         print(f"  {key} changed: restart the daemon to apply it", file=sys.stderr)
-
-
-@config_app.command("check")
-def config_check(
-    path: Annotated[str, typer.Argument(help="Config file to validate.")] = "etc/wsgate.toml",
-) -> None:
-    """Validate a config file and print every error with its key path, line and a hint."""
-    from wsgate.config import load_config
-    from wsgate.errors import ConfigError
-
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        for p in exc.problems:
-            print(p.render(exc.filename), file=sys.stderr)
-        print(f"{path}: {len(exc.problems)} error(s)", file=sys.stderr)
-        raise typer.Exit(1) from None
-    print(f"{path}: OK ({len(cfg.routes)} routes: {', '.join(cfg.route_names)})")
-
-
-@config_app.command("show")
-def config_show(
-    path: Annotated[
-        str | None, typer.Argument(help="Show this file instead of the running config.")
-    ] = None,
-    socket: SocketOpt = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Print the effective config as TOML (secrets masked); the daemon's unless PATH is given."""
-    if path:
-        from wsgate.config import config_to_dict, load_config
-        from wsgate.errors import ConfigError
-
-        try:
-            result = config_to_dict(load_config(path), mask_secrets=True)
-        except ConfigError as exc:
-            print(str(exc), file=sys.stderr)
-            raise typer.Exit(1) from None
-    else:
-        result = _call(socket, config, "config.show")
-    import tomli_w
-
-    sys.stdout.write(tomli_w.dumps(_drop_none(result)))
-
-
-def _drop_none(value: Any) -> Any:
-    # TOML has no null: omitted keys mean "not set".
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_none(v) for v in value if v is not None]
-    return value
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from wsgate.control.client import ControlClient, resolve_socket_path
-from wsgate.errors import ControlError
 
 __all__ = ["ConfigOpt", "JsonOpt", "SocketOpt", "call", "emit_json", "fail"]
 
@@ -25,28 +24,16 @@ ConfigOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly the control result as JSON.")]
 
 
-def fail(err: ControlError) -> NoReturn:
-    """Print a control error (with every config problem it carries) and exit with its code."""
-    from wsgate.control.wire import exit_code
-
-    print(f"wsgate: {err.message}", file=sys.stderr)
-    if isinstance(err.details, list):
-        for item in err.details:
-            if isinstance(item, dict) and "message" in item:
-                line = f" (line {item['line']})" if item.get("line") else ""
-                hint = f" (hint: {item['hint']})" if item.get("hint") else ""
-                print(f"  {item.get('path', '')}{line}: {item['message']}{hint}", file=sys.stderr)
-            else:
-                print(f"  {item}", file=sys.stderr)
-    raise typer.Exit(exit_code(err.code))
+def fail(err: BaseException) -> NoReturn:
+    """Hand an error to the one error handler (wsgate/cli_errors.py): it prints one line
+    (a traceback only with --debug) and exits with the README's code."""
+    raise err
 
 
 def call(socket: str | None, config: str | None, method: str, **params: Any) -> Any:
+    """One control call; a ControlError goes to the one error handler."""
     path = resolve_socket_path(socket, config)
-    try:
-        return ControlClient(path, timeout=30.0).call(method, params)
-    except ControlError as err:
-        fail(err)
+    return ControlClient(path, timeout=30.0).call(method, params)
 
 
 def emit_json(result: Any) -> None:

@@ -63,9 +63,22 @@ def try_fast(argv: list[str]) -> int | None:
 
 
 def main() -> None:
-    code = try_fast(sys.argv[1:])
+    from wsgate.cli_errors import guarded, strip_debug, strip_wide
+
+    argv, debug = strip_debug(strip_wide(sys.argv[1:]))
+    if argv == ["--version"]:
+        from wsgate import __version__
+
+        print(f"wsgate {__version__}")
+        sys.exit(0)
+    code = try_fast(argv)
     if code is not None:
         sys.exit(code)
-    from wsgate.cli import main as full_main
 
-    full_main()
+    def full() -> None:
+        from wsgate.cli import main as full_main
+
+        sys.argv[1:] = argv
+        full_main()
+
+    sys.exit(guarded(full, debug=debug))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -14,11 +17,20 @@ __all__ = [
     "render_alerts",
     "render_connection",
     "render_connections",
+    "render_rows",
     "render_status",
     "sparkline",
 ]
 
-_console = Console()
+
+def _make_console() -> Console:
+    # Piped or --wide: never truncate a cell ("bitfin…" hid bitfinex vs bitfinex_auth);
+    # a terminal keeps its own width.
+    wide = bool(os.environ.get("WSGATE_WIDE")) or not sys.stdout.isatty()
+    return Console(width=100_000) if wide else Console()
+
+
+_console = _make_console()
 _BARS = "▁▂▃▄▅▆▇█"
 _STATE_STYLE = {
     "open": "green",
@@ -89,6 +101,10 @@ def render_status(r: dict[str, Any]) -> None:
         f"gateway ws://{r['gateway']['listen']}  sessions {r['sessions']}  "
         f"control {r['control_socket']}  config {r.get('config_path') or '(built-in demo)'}"
     )
+    sims = r.get("simulators") or {}
+    if sims:
+        shown = "  ".join(f"{name} {url}" for name, url in sorted(sims.items()))
+        _console.print(f"simulators {shown}  (wsgate sim fault KIND / sim stats find them)")
     lr = r.get("last_reload")
     if lr:
         outcome = "[green]ok[/]" if lr.get("ok") else "[red]rejected[/]"
@@ -231,4 +247,29 @@ def render_alerts(r: dict[str, Any]) -> None:
             fmt_age(now - a["started_at"]) if a.get("started_at") else "-",
             ",".join(flags),
         )
+    _console.print(t)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={_cell(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(v) for v in value)
+    return str(value)
+
+
+def render_rows(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | None = None
+) -> None:
+    """A plain table of ``rows`` (dicts) showing ``columns``; absent values print as '-'."""
+    t = Table(title=title, title_justify="left")
+    for col in columns:
+        numeric = bool(rows) and all(isinstance(r.get(col), int | float) for r in rows)
+        t.add_column(col, justify="right" if numeric else "left")
+    for r in rows:
+        t.add_row(*(_cell(r.get(col)) for col in columns))
     _console.print(t)

@@ -20,9 +20,12 @@ from urllib.parse import urlsplit
 import tomli
 
 from wsgate.config_cluster import build_cluster, check_node_id
+from wsgate.config_dump import config_to_dict, config_view
+from wsgate.config_env import Override, apply_overrides, env_overrides
 from wsgate.config_locate import Problems, SourceLocator, Table, did_you_mean, short, toml_type
 from wsgate.config_schema import (
     ALERT_RULE_TYPES,
+    CHANNEL_KIND_KEYS,
     CHANNEL_KINDS,
     AlertChannelConfig,
     AlertRuleConfig,
@@ -37,7 +40,6 @@ from wsgate.config_schema import (
     MetricsConfig,
     RouteConfig,
     TlsConfig,
-    config_to_dict,
     default_connect_budget,
     default_max_lifetime,
     default_max_subscriptions,
@@ -60,9 +62,11 @@ __all__ = [
     "GatewayConfig",
     "JobsConfig",
     "MetricsConfig",
+    "Override",
     "RouteConfig",
     "TlsConfig",
     "config_to_dict",
+    "config_view",
     "diff_config",
     "load_config",
     "parse_config",
@@ -75,30 +79,24 @@ _ROUTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _SECURITIES = ("starttls", "tls", "none")
 _URL_KINDS = ("webhook", "slack", "discord")
-_KIND_KEYS: dict[str, tuple[str, ...]] = {
-    "webhook": ("url", "url_env", "url_file", "secret_env", "secret_file"),
-    "slack": ("url", "url_env", "url_file"),
-    "discord": ("url", "url_env", "url_file"),
-    "email": (
-        "smtp_host",
-        "smtp_port",
-        "security",
-        "username",
-        "password_env",
-        "password_file",
-        "from_addr",
-        "to_addrs",
-    ),
-    "log": (),
-    "console": (),
-}
+_KIND_KEYS = CHANNEL_KIND_KEYS
 
 
 # --- public entry points ---------------------------------------------------------------
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a config file; every problem (I/O included) raises ConfigError."""
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    overrides: Sequence[Override] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read and validate a config file; every problem (I/O included) raises ConfigError.
+
+    ``WSGATE_<SECTION>_<KEY>`` variables of ``environ`` (default: the process environment)
+    and then ``overrides`` (command-line flags) take precedence over the file
+    (:mod:`wsgate.config_env`).
+    """
     filename = os.fspath(path)
     try:
         with open(filename, "rb") as fh:
@@ -114,16 +112,45 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         line = data[: exc.start].count(b"\n") + 1
         problem = ConfigProblem("<file>", "file is not valid UTF-8", line)
         raise ConfigError([problem], filename) from None
-    return _parse(text, filename, hashlib.sha256(data).hexdigest())
+    return _parse(text, filename, hashlib.sha256(data).hexdigest(), overrides, environ)
 
 
-def parse_config(text: str, filename: str | None = None) -> Config:
+def parse_config(
+    text: str,
+    filename: str | None = None,
+    *,
+    overrides: Sequence[Override] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Config:
     """Validate TOML text; ``source_sha256`` is the hash of the UTF-8 encoded text."""
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-    return _parse(text, filename, digest)
+    return _parse(text, filename, digest, overrides, environ)
 
 
-def _parse(text: str, filename: str | None, digest: str) -> Config:
+def _secret_env_names(doc: Any) -> set[str]:
+    """Every value of an ``*_env`` key anywhere in the document: secrets, never overrides."""
+    names: set[str] = set()
+    stack = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if isinstance(key, str) and key.endswith("_env") and isinstance(value, str):
+                    names.add(value)
+                else:
+                    stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return names
+
+
+def _parse(
+    text: str,
+    filename: str | None,
+    digest: str,
+    overrides: Sequence[Override] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Config:
     try:
         doc = tomli.loads(text)
     except tomli.TOMLDecodeError as exc:
@@ -131,12 +158,30 @@ def _parse(text: str, filename: str | None, digest: str) -> Config:
     except RecursionError:
         # tomli refuses inline arrays/tables nested past its limit with a RecursionError.
         raise ConfigError([_nesting_problem(text)], filename) from None
+    env = os.environ if environ is None else environ
+    applied = [*env_overrides(env, _secret_env_names(doc)), *overrides]
+    override_problems = apply_overrides(doc, applied)
     problems = Problems(SourceLocator(text))
     cfg = _build(Table(problems, (), doc), filename, digest)
-    if problems.items or cfg is None:
-        raise ConfigError(problems.sorted(), filename)
+    if problems.items or override_problems or cfg is None:
+        raise ConfigError(_blame(problems.sorted(), applied) + override_problems, filename)
+    sources: dict[str, str] = {}
+    for ov in applied:
+        sources[ov.key] = ov.source  # a flag after the variable wins, as it did in doc
     log.debug("config %s parsed: %d routes", filename or "<text>", len(cfg.routes))
-    return cfg
+    return dataclasses.replace(cfg, overrides=tuple(sorted(sources.items())))
+
+
+def _blame(problems: list[ConfigProblem], applied: Sequence[Override]) -> list[ConfigProblem]:
+    """A problem with an overridden key names the variable or flag that set it."""
+    sources = {ov.key: ov.source for ov in applied}
+    out = []
+    for p in problems:
+        source = sources.get(p.path)
+        if source is not None:
+            p = dataclasses.replace(p, line=None, hint=f"set by {source}")
+        out.append(p)
+    return out
 
 
 def _nesting_problem(text: str) -> ConfigProblem:

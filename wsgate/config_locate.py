@@ -20,6 +20,7 @@ from enum import Enum
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from wsgate.durations import parse_duration
 from wsgate.errors import ConfigProblem
 
 __all__ = [
@@ -164,6 +165,35 @@ class SourceLocator:
 
 # --- reading values with every problem collected -------------------------------------
 
+# Keys that hold a duration in seconds and so also accept "5s", "2m", "1h" (the values of a
+# route's channel_cadence table are durations too).
+DURATION_KEYS = frozenset(
+    {
+        "shutdown_timeout",
+        "linger",
+        "health_check_interval",
+        "analytics_interval",
+        "alert_check_interval",
+        "cleanup_interval",
+        "history_retention",
+        "stale_after",
+        "ping_interval",
+        "ping_timeout",
+        "app_ping_interval",
+        "max_lifetime",
+        "backoff_initial",
+        "backoff_max",
+        "min_uptime",
+        "slow_start",
+        "per",
+        "timeout",
+        "keep_firing_for",
+        "group_wait",
+        "group_interval",
+        "repeat_interval",
+        "flap_window",
+    }
+)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MISSING: Any = object()
 
@@ -314,6 +344,9 @@ class Table:
             return fallback
         return value
 
+    def is_duration(self, key: str) -> bool:
+        return key in DURATION_KEYS or (bool(self.path) and self.path[-1] == "channel_cadence")
+
     def number(
         self,
         key: str,
@@ -323,11 +356,20 @@ class Table:
         minimum: float | None = None,
         signed: bool = False,
     ) -> Any:
-        """A finite int or float as float. Durations: > 0 by default; ``minimum`` = inclusive."""
+        """A finite int or float as float. Durations: > 0 by default; ``minimum`` = inclusive.
+
+        A duration key (:data:`DURATION_KEYS`) also takes a string: "500ms", "5s", "2m", "1h".
+        """
         value = self._raw(key, default is _MISSING)
         fallback = None if default is _MISSING else default
         if value is _MISSING:
             return fallback
+        if isinstance(value, str) and self.is_duration(key):
+            try:
+                value = parse_duration(value)
+            except ValueError as exc:
+                self.problem(key, str(exc))
+                return fallback
         if isinstance(value, bool) or not isinstance(value, int | float):
             self._wrong(key, "number (int or float)", value)
             return fallback

@@ -7,20 +7,15 @@ which is what the reload diff relies on.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from dataclasses import dataclass, field, replace
-from enum import Enum
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from wsgate import paths
 from wsgate.core.types import ConnectionType, DialectName, Severity, StrategyName
-from wsgate.redact import mask_url
 
 __all__ = [
     "ALERT_RULE_TYPES",
     "CHANNEL_KINDS",
+    "CHANNEL_KIND_KEYS",
     "AlertChannelConfig",
     "AlertRuleConfig",
     "AlertsConfig",
@@ -35,7 +30,6 @@ __all__ = [
     "MetricsConfig",
     "RouteConfig",
     "TlsConfig",
-    "config_to_dict",
     "default_connect_budget",
     "default_max_lifetime",
     "default_max_subscriptions",
@@ -312,6 +306,8 @@ class Config:
     source_path: str | None
     source_sha256: str
     cluster: ClusterConfig = ClusterConfig()
+    # (dotted key, "$WSGATE_..." or "--flag") for each value set outside the file.
+    overrides: tuple[tuple[str, str], ...] = ()
 
     def __repr__(self) -> str:
         return (
@@ -477,58 +473,22 @@ def diff_config(old: Config, new: Config) -> ConfigDiff:
     )
 
 
-# --- dump and demo rewrite -----------------------------------------------------------------
+# --- which keys belong to which channel kind ---------------------------------------------------
 
-_PAIR_FIELDS = ("matchers", "labels", "channel_cadence")
-_SECRET_URL_KINDS = ("slack", "discord")  # their webhook URL is the credential itself
-
-
-def _mask_url(url: str) -> str:
-    """Hide credentials that may ride in a URL: userinfo and the query string."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    query = "***" if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-def _plain(value: Any, mask: bool) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out: dict[str, Any] = {}
-        inner_kind = getattr(value, "kind", None) if isinstance(value, AlertChannelConfig) else None
-        for f in dataclasses.fields(value):
-            item = getattr(value, f.name)
-            if f.name in _PAIR_FIELDS:
-                out[f.name] = {k: v for k, v in item}
-            elif f.name.endswith("_env"):
-                # "set" means set and non-empty: an empty secret is as good as none.
-                is_set = item is not None and bool(os.environ.get(item))
-                out[f.name] = None if item is None else {"name": item, "set": is_set}
-            elif f.name == "url" and inner_kind is not None and item is not None and mask:
-                out[f.name] = "***" if inner_kind in _SECRET_URL_KINDS else _mask_url(item)
-            elif f.name == "url" and isinstance(value, EndpointConfig) and mask:
-                out[f.name] = mask_url(item)
-            else:
-                out[f.name] = _plain(item, mask)
-        return out
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, tuple | list):
-        return [_plain(item, mask) for item in value]
-    return value
-
-
-def config_to_dict(cfg: Config, *, mask_secrets: bool = True) -> dict[str, Any]:
-    """A JSON-able view for ``wsgate config show``.
-
-    Secret values are replaced by ``"***"`` (Slack/Discord webhook URLs entirely, other
-    alert URLs in their userinfo and query). Environment variables appear by NAME with
-    whether they are set; their values are never read into the output.
-    """
-    out: dict[str, Any] = _plain(cfg, mask_secrets)
-    out["gateway"]["host"], out["gateway"]["port"] = cfg.gateway.host, cfg.gateway.port
-    out["metrics"]["enabled"] = cfg.metrics.enabled
-    if mask_secrets:  # nats://user:password@host carries a credential
-        out["cluster"]["servers"] = [_mask_url(u) for u in cfg.cluster.servers]
-    return out
+CHANNEL_KIND_KEYS: dict[str, tuple[str, ...]] = {
+    "webhook": ("url", "url_env", "url_file", "secret_env", "secret_file"),
+    "slack": ("url", "url_env", "url_file"),
+    "discord": ("url", "url_env", "url_file"),
+    "email": (
+        "smtp_host",
+        "smtp_port",
+        "security",
+        "username",
+        "password_env",
+        "password_file",
+        "from_addr",
+        "to_addrs",
+    ),
+    "log": (),
+    "console": (),
+}

@@ -25,7 +25,7 @@ from wsgate.config import Config, ConfigDiff, RouteConfig, diff_config, load_con
 from wsgate.control.server import ControlServer
 from wsgate.core.adaptive import AdaptiveSwitch
 from wsgate.core.states import Transition
-from wsgate.errors import ConfigError, ControlError, WsgateError
+from wsgate.errors import BindError, ConfigError, ControlError, WsgateError
 from wsgate.runtime import sdnotify
 from wsgate.runtime.alerting import Alerting
 from wsgate.runtime.analytics import Analytics
@@ -80,6 +80,25 @@ def _gid(name: str | None) -> int | None:
         return None
 
 
+_BIND_HINTS = {
+    "gateway.listen": "pick another with `wsgate run --listen HOST:PORT` or $WSGATE_GATEWAY_LISTEN",
+    "metrics.listen": (
+        "pick another with `wsgate run --metrics-listen HOST:PORT` or $WSGATE_METRICS_LISTEN "
+        '(metrics.listen = "" turns the endpoint off)'
+    ),
+    "daemon.control_socket": "set daemon.control_socket (or $WSGATE_DAEMON_CONTROL_SOCKET)",
+}
+
+
+async def _bind(key: str, address: str, start: Any) -> None:
+    """Await a listener's start; an OSError becomes a BindError naming the key and address."""
+    try:
+        await start
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise BindError(key, address, reason.lower(), _BIND_HINTS.get(key, "")) from exc
+
+
 class Daemon:
     def __init__(
         self,
@@ -97,6 +116,8 @@ class Daemon:
         # How a reload re-reads the config (the demo re-points endpoints at its simulator).
         self._reload_source = reload_source or (lambda: load_config(self._require_path()))
         self.demo = demo
+        # Demo only: the in-process exchange simulators, for `wsgate status` and `wsgate sim`.
+        self.simulators: dict[str, str] = {}
         self.embedded = not (control and signals)  # the in-process Gateway API
         self._want_control = control
         self._want_signals = signals
@@ -189,12 +210,12 @@ class Daemon:
         self.gateway.add_system_route(
             "_wsgate", make_system_route(self.events), cfg.gateway.events_token_env
         )
-        await self.gateway.start()
+        await _bind("gateway.listen", cfg.gateway.listen, self.gateway.start())
         if cfg.metrics.enabled:
             self.metrics_http = MetricsServer(
                 cfg.metrics.host, cfg.metrics.port, build_registry(self), lambda: readiness(self)
             )
-            await self.metrics_http.start()
+            await _bind("metrics.listen", cfg.metrics.listen, self.metrics_http.start())
         if self._want_control:
             self.control = ControlServer(
                 cfg.daemon.control_socket,
@@ -202,7 +223,7 @@ class Daemon:
                 read_gid=_gid(cfg.daemon.control_group),
                 admin_gid=_gid(cfg.daemon.admin_group),
             )
-            await self.control.start()
+            await _bind("daemon.control_socket", cfg.daemon.control_socket, self.control.start())
         self.jobs.start(_job_intervals(cfg))
         if self._want_signals:
             self._install_signals()

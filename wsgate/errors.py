@@ -7,6 +7,7 @@
      ├── ControlError           a control-plane request failed; carries a stable code
      │    ├── DaemonNotRunning  no daemon answers on the control socket (CLI exit 3)
      │    └── PermissionDenied  the caller may not run this command (CLI exit 4)
+     ├── BindError              a listener cannot bind its configured address (startup fails)
      ├── CapacityError          a configured limit (connections, sessions, channels) is reached
      ├── NoCandidateError       the balancer found no eligible upstream connection
      ├── UpstreamError          an upstream connection failed
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "AlertError",
+    "BindError",
     "CapacityError",
     "ConfigError",
     "ConfigProblem",
@@ -99,6 +101,16 @@ class DaemonNotRunning(ControlError):
 class PermissionDenied(ControlError):
     def __init__(self, message: str) -> None:
         super().__init__("permission_denied", message)
+
+
+class BindError(WsgateError):
+    """A listener could not bind: names the config key, the address and the reason."""
+
+    def __init__(self, key: str, address: str, reason: str, hint: str = "") -> None:
+        self.key = key
+        self.address = address
+        text = f"cannot listen on {address} ({key}): {reason}"
+        super().__init__(text + (f"; {hint}" if hint else ""))
 
 
 class CapacityError(WsgateError):

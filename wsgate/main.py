@@ -7,6 +7,11 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wsgate.config import Config
 
 __all__ = ["configure_logging", "install_fast_loop", "run_main", "sim_main"]
 
@@ -42,68 +47,142 @@ def install_fast_loop() -> str:
 
 
 def run_main(
-    config_path: str | None, *, demo: bool, seed: int | None, log_level: str | None
+    config_path: str | None,
+    *,
+    demo: bool,
+    seed: int | None,
+    log_level: str | None,
+    listen: str | None = None,
+    metrics_listen: str | None = None,
 ) -> int:
-    from wsgate.config import load_config
-    from wsgate.errors import ConfigError, WsgateError
+    """Run the daemon; errors propagate to the CLI's one error handler (wsgate/cli_errors.py)."""
+    from wsgate.config_env import Override
 
-    try:
-        if demo:
-            from wsgate.demo import demo_config
-
-            cfg = load_config(config_path) if config_path else demo_config()
-        elif config_path:
-            cfg = load_config(config_path)
-        else:
-            print(
-                "wsgate run: give --config PATH, or --demo for the built-in demo", file=sys.stderr
-            )
-            return 2
-    except ConfigError as exc:
-        for p in exc.problems:
-            print(p.render(exc.filename), file=sys.stderr)
-        print(f"wsgate: {len(exc.problems)} config error(s); not starting", file=sys.stderr)
-        return 1
-    configure_logging(log_level or cfg.daemon.log_level)
+    flags = [
+        Override(key, value, flag)
+        for key, value, flag in (
+            ("gateway.listen", listen, "--listen"),
+            ("metrics.listen", metrics_listen, "--metrics-listen"),
+            ("daemon.log_level", log_level, "--log-level"),
+        )
+        if value is not None
+    ]
+    if not demo and not config_path:
+        print("wsgate run: give --config PATH, or --demo for the built-in demo", file=sys.stderr)
+        return 2
+    source = _config_source(config_path, demo, flags)
+    cfg = source()
+    if demo and not config_path:
+        cfg = _free_demo_ports(cfg)
+    configure_logging(cfg.daemon.log_level)
     loop_name = install_fast_loop()
     log.info("event loop: %s", loop_name)
-    try:
-        return asyncio.run(_run(cfg, config_path, demo=demo, seed=seed))
-    except WsgateError as exc:
-        log.error("%s", exc)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return asyncio.run(_run(cfg, source, config_path, demo=demo, seed=seed))
 
 
-async def _run(cfg: object, config_path: str | None, *, demo: bool, seed: int | None) -> int:
-    from wsgate.config import Config, load_config
+def _config_source(config_path: str | None, demo: bool, flags: list[Any]) -> Callable[[], Config]:
+    """How the daemon reads its config, at start and on every reload (flags stay applied)."""
+    from wsgate.config import load_config, parse_config
+
+    if config_path:
+        return lambda: load_config(config_path, overrides=flags)
+    from wsgate.demo import DEMO_TOML
+
+    return lambda: parse_config(DEMO_TOML, "<demo>", overrides=flags)
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's servers do
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _free_demo_ports(cfg: Config) -> Config:
+    """The built-in demo moves off a busy default port (and says so); a set one never moves."""
+    import dataclasses
+
+    from wsgate.config_schema import split_listen
+
+    set_keys = {key for key, _ in cfg.overrides}
+    gateway, metrics = cfg.gateway, cfg.metrics
+    for key, listen, flag in (
+        ("gateway.listen", gateway.listen, "--listen"),
+        ("metrics.listen", metrics.listen, "--metrics-listen"),
+    ):
+        if not listen or key in set_keys:
+            continue
+        host, port = split_listen(listen)
+        if _port_free(host, port):
+            continue
+        fmt_host = f"[{host}]" if ":" in host else host
+        moved = f"{fmt_host}:{_free_port(host)}"
+        print(
+            f"wsgate: {listen} ({key}) is in use; the demo uses {moved} instead "
+            f"(choose one with {flag} HOST:PORT)",
+            file=sys.stderr,
+        )
+        if key == "gateway.listen":
+            gateway = dataclasses.replace(gateway, listen=moved)
+        else:
+            metrics = dataclasses.replace(metrics, listen=moved)
+    return dataclasses.replace(cfg, gateway=gateway, metrics=metrics)
+
+
+async def _run(
+    cfg: Config,
+    source: Callable[[], Config],
+    config_path: str | None,
+    *,
+    demo: bool,
+    seed: int | None,
+) -> int:
     from wsgate.daemon import Daemon
 
-    assert isinstance(cfg, Config)
     if not demo:
-        daemon = Daemon(cfg, config_path=config_path, seed=seed)
+        daemon = Daemon(cfg, config_path=config_path, reload_source=source, seed=seed)
         return await daemon.serve()
 
     import dataclasses
 
-    from wsgate.demo import demo_config, point_at_simulator
+    from wsgate.demo import point_at_simulator
     from wsgate.paths import default_control_socket
     from wsgate.sim import Simulator
 
     async with Simulator(seed=seed if seed is not None else 1) as sim:
 
-        def demo_source() -> Config:
-            base = load_config(config_path) if config_path else demo_config()
+        def demo_source(base: Config | None = None) -> Config:
+            base = base or source()
             pointed = point_at_simulator(
                 base, sim.bitfinex_url, sim.binance_url, sim.binance_rest_url
             )
-            if config_path:
+            # A reload keeps the ports the demo moved to (listen changes need a restart).
+            pointed = dataclasses.replace(
+                pointed,
+                gateway=dataclasses.replace(pointed.gateway, listen=cfg.gateway.listen),
+                metrics=dataclasses.replace(pointed.metrics, listen=cfg.metrics.listen),
+            )
+            if config_path or any(k == "daemon.control_socket" for k, _ in pointed.overrides):
                 return pointed
             d = dataclasses.replace(pointed.daemon, control_socket=default_control_socket())
             return dataclasses.replace(pointed, daemon=d)
 
-        first = demo_source()
+        first = demo_source(cfg)
         log.info(
             "demo: simulator on %s (Bitfinex) and %s (Binance); try "
             "`wsgate status` or a client on ws://%s/bitfinex",
@@ -112,8 +191,13 @@ async def _run(cfg: object, config_path: str | None, *, demo: bool, seed: int | 
             first.gateway.listen,
         )
         daemon = Daemon(
-            first, config_path=config_path, reload_source=demo_source, demo=True, seed=seed
+            first,
+            config_path=config_path,
+            reload_source=demo_source,
+            demo=True,
+            seed=seed,
         )
+        daemon.simulators = {"bitfinex": sim.bitfinex_url, "binance": sim.binance_url}
         serving = asyncio.create_task(daemon.serve())
         ready = asyncio.create_task(daemon.ready.wait())
         await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)

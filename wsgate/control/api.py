@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from wsgate import __version__
-from wsgate.config import config_to_dict
+from wsgate.config import config_view
 from wsgate.control.api_alerts import build_alert_handlers
 from wsgate.control.api_analytics import build_analytics_handlers, conn_health_fields
 from wsgate.control.api_balance import adaptive_doc, build_balance_handlers
@@ -59,6 +59,7 @@ def status(d: Daemon) -> dict[str, Any]:
         "uptime": time.time() - d.started_at,
         "started_at": d.started_at,
         "demo": d.demo,
+        "simulators": d.simulators,
         "config_path": d.config_path,
         "config_generation": d.generation,
         "config_sha256": d.config.source_sha256,
@@ -124,7 +125,7 @@ def build_handlers(d: Daemon) -> Mapping[str, Handler]:
         return await d.reload(f"control (uid {caller.uid}, pid {caller.pid})")
 
     async def h_config_show(params: dict[str, Any], caller: Caller) -> Any:
-        return config_to_dict(d.config, mask_secrets=True)
+        return config_view(d.config)
 
     async def h_stop(params: dict[str, Any], caller: Caller) -> Any:
         d.stop(f"control (uid {caller.uid}, pid {caller.pid})")

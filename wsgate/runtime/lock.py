@@ -55,7 +55,7 @@ class PidLock:
             raise ControlError(
                 CONFLICT,
                 f"another wsgate daemon ({who}) holds {self.path}; stop it first or give this "
-                "one another daemon.control_socket",
+                "one another daemon.control_socket (or $WSGATE_DAEMON_CONTROL_SOCKET)",
                 {"pid": holder, "lock": self.path},
             ) from None
         except BaseException:
