@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.runtime
 
 .PHONY: run test lint typecheck unit chaos bench compat clean
 
@@ -10,13 +11,19 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# `make run` needs the runtime dependencies only; the linters and test tools come with
+# `make test` (the test stamp implies the runtime one).
+$(RUNTIME): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $(RUNTIME)
+
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(RUNTIME) $(STAMP)
 
 # `make run LISTEN=127.0.0.1:9000` picks the gateway's address; by default the demo moves
 # off a busy 8765 by itself and says where.
-run: $(STAMP)
+run: $(RUNTIME)
 	$(BIN)/wsgate run --demo $(if $(LISTEN),--listen $(LISTEN))
 
 lint: $(STAMP)
