@@ -125,7 +125,9 @@ class SourceLocator:
     def _scan(self, text: str) -> None:
         table: KeyPath = ()
         in_multiline: str | None = None
-        for lineno, raw in enumerate(text.splitlines(), start=1):
+        # TOML lines end at "\n" only: str.splitlines() would also split inside a string at
+        # U+2028, U+0085 and the like and count lines past the end of the file.
+        for lineno, raw in enumerate(text.split("\n"), start=1):
             line = raw.strip()
             if in_multiline is not None:
                 if line.count(in_multiline) % 2 == 1:
