@@ -244,6 +244,8 @@ def reload(
         return
     changed = result.get("changed") or ["no changes"]
     print(f"reloaded (config generation {result['generation']}): " + "; ".join(changed))
+    for line in result.get("applied", []):
+        print(f"  applied: {line}")
     for key in result.get("restart_required", []):
         print(f"  {key} changed: restart the daemon to apply it", file=sys.stderr)
 

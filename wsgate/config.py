@@ -282,6 +282,7 @@ def _build_gateway(t: Table | None) -> GatewayConfig:
         linger=t.number("linger", d.linger, minimum=0.0),
         origins=t.strings("origins"),
         events_token_env=t.env_name("events_token_env"),
+        events_require_token=t.boolean("events_require_token", d.events_require_token),
     )
     t.finish()
     return cfg

@@ -74,6 +74,8 @@ class GatewayConfig:
     linger: float = 30.0
     origins: tuple[str, ...] = ()
     events_token_env: str | None = None
+    # Without events_token_env the event stream is refused unless the operator opens it.
+    events_require_token: bool = True
 
     @property
     def host(self) -> str:
@@ -363,6 +365,7 @@ _LIVE_GATEWAY = (
     "linger",
     "origins",
     "events_token_env",
+    "events_require_token",
 )
 _LIVE_DAEMON = (
     "max_connections",

@@ -22,7 +22,7 @@ from typing import Any
 
 from wsgate import __version__, redact
 from wsgate.config import Config, ConfigDiff, RouteConfig, diff_config, load_config
-from wsgate.control.server import ControlServer
+from wsgate.control.server import ControlServer, ensure_socket_dir
 from wsgate.core.adaptive import AdaptiveSwitch
 from wsgate.core.states import Transition
 from wsgate.errors import BindError, ConfigError, ControlError, WsgateError
@@ -172,6 +172,7 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._tg: asyncio.TaskGroup | None = None
         self._sigint_count = 0
+        self._socket_dirs: list[str] = []
         self.ready = asyncio.Event()
         self.alerting: Alerting | None = None  # built in _start: it opens daemon.store
 
@@ -183,7 +184,10 @@ class Daemon:
     # ---------------------------------------------------------------- lifecycle
     async def serve(self) -> int:
         """Run until SIGTERM/SIGINT or :meth:`stop`; returns the process exit code."""
-        os.makedirs(os.path.dirname(self.config.daemon.control_socket), mode=0o750, exist_ok=True)
+        # Made as RuntimeDirectory would (0750, the control group), before the lock inside it.
+        self._socket_dirs = ensure_socket_dir(
+            self.config.daemon.control_socket, _gid(self.config.daemon.control_group)
+        )
         os.makedirs(self.config.daemon.state_dir, mode=0o750, exist_ok=True)
         self.lock.acquire()
         try:
@@ -207,9 +211,7 @@ class Daemon:
         await self.alerting.start(tg)
         for route_cfg in cfg.routes:
             self._add_route(route_cfg, tg)
-        self.gateway.add_system_route(
-            "_wsgate", make_system_route(self.events), cfg.gateway.events_token_env
-        )
+        self.gateway.add_system_route("_wsgate", make_system_route(self.events))
         await _bind("gateway.listen", cfg.gateway.listen, self.gateway.start())
         if cfg.metrics.enabled:
             self.metrics_http = MetricsServer(
@@ -222,6 +224,7 @@ class Daemon:
                 build_handlers(self),
                 read_gid=_gid(cfg.daemon.control_group),
                 admin_gid=_gid(cfg.daemon.admin_group),
+                socket_dirs=self._socket_dirs,
             )
             await _bind("daemon.control_socket", cfg.daemon.control_socket, self.control.start())
         self.jobs.start(_job_intervals(cfg))
@@ -383,19 +386,57 @@ class Daemon:
                 ) from exc
             diff = diff_config(self.config, new)
             redact.set_secrets([*secret_values(self.config), *secret_values(new)])
+            applied = self._apply_access(new)
             self._apply(new, diff)
             self.generation += 1
             result = {
                 "generation": self.generation,
                 "changed": diff.summary(),
+                "applied": applied,
                 "restart_required": list(diff.restart_required),
             }
             self.last_reload = {"at": time.time(), "ok": True, "trigger": trigger, **result}
             log.info("reload (%s) applied: %s", trigger, "; ".join(diff.summary()) or "no changes")
+            for line in applied:
+                log.info("reload: %s", line)
             for key in diff.restart_required:
                 log.warning("reload: %s changed but needs a restart to take effect", key)
             self.notify.ready(self._status_line())
             return result
+
+    def _apply_access(self, new: Config) -> list[str]:
+        """Apply the settings that decide who gets in; one line per change saying how far.
+
+        A reload must never report an access change it did not make: each of these takes
+        effect here, and the reply says which connections it reached.
+        """
+        old, notes = self.config, []
+        d_old, d_new = old.daemon, new.daemon
+        if (d_old.control_group, d_old.admin_group) != (d_new.control_group, d_new.admin_group):
+            read_gid, admin_gid = _gid(d_new.control_group), _gid(d_new.admin_group)
+            if self.control is not None:
+                self.control.set_groups(read_gid, admin_gid)
+            notes.append(
+                f"daemon.control_group = {d_new.control_group!r} (gid {read_gid}), "
+                f"daemon.admin_group = {d_new.admin_group!r} (gid {admin_gid}): every control "
+                "request from now on is judged by them, open connections included"
+            )
+        g_old, g_new = old.gateway, new.gateway
+        events_old = (g_old.events_token_env, g_old.events_require_token, g_old.origins)
+        events_new = (g_new.events_token_env, g_new.events_require_token, g_new.origins)
+        if events_old != events_new:
+            closed = self.gateway.close_system_sessions(1008, "event stream access changed")
+            notes.append(
+                "gateway.events_token_env / events_require_token / origins: new event "
+                f"streams need the new access; {closed} open stream(s) closed to re-connect"
+            )
+        if g_old.max_message_bytes != g_new.max_message_bytes:
+            n = self.gateway.set_max_message_bytes(g_new.max_message_bytes)
+            notes.append(
+                f"gateway.max_message_bytes = {g_new.max_message_bytes}: applies to new "
+                f"sessions and to the {n} open one(s)"
+            )
+        return notes
 
     def _apply(self, new: Config, diff: ConfigDiff) -> None:
         assert self._tg is not None

@@ -14,6 +14,7 @@ node_id = "demo"
 
 [gateway]
 listen = "127.0.0.1:8765"
+events_require_token = false    # the demo's dashboard stream is open on loopback
 
 [jobs]
 health_check_interval = 5

@@ -112,13 +112,20 @@ class DaemonProc:
 
 
 def write_config(
-    directory: Path, body: str, port: int, *, daemon: str = "", gateway: str = ""
+    directory: Path,
+    body: str,
+    port: int,
+    *,
+    daemon: str = "",
+    gateway: str = "",
+    socket_name: str = "ctl.sock",
 ) -> tuple[Path, str]:
     """The harness's [daemon], [gateway] and [metrics] tables, plus ``body``.
 
-    ``daemon`` and ``gateway`` are extra lines for those tables (TOML cannot reopen them).
+    ``daemon`` and ``gateway`` are extra lines for those tables (TOML cannot reopen them);
+    ``socket_name`` is the control socket's path inside the daemon's directory.
     """
-    sock = str(directory / "ctl.sock")
+    sock = str(directory / socket_name)
     cfg = directory / "wsgate.toml"
     cfg.write_text(
         f"""
@@ -146,11 +153,14 @@ def run_daemon(
     args: tuple[str, ...] = (),
     daemon: str = "",
     gateway: str = "",
+    socket_name: str = "ctl.sock",
 ) -> Iterator[DaemonProc]:
     # Unix socket paths are limited to 108 bytes: keep the directory short.
     directory = Path(tempfile.mkdtemp(prefix="wsg-", dir="/tmp"))
     port = free_port()
-    cfg, sock = write_config(directory, body, port, daemon=daemon, gateway=gateway)
+    cfg, sock = write_config(
+        directory, body, port, daemon=daemon, gateway=gateway, socket_name=socket_name
+    )
     log = directory / "daemon.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     with log.open("wb") as fh:

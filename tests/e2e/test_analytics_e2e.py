@@ -58,6 +58,7 @@ state_dir = "{directory / "state"}"
 shutdown_timeout = 3
 [gateway]
 listen = "127.0.0.1:{port}"
+events_require_token = false
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
 """

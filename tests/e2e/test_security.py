@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
+from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.e2e.harness import ThreadServer, run_daemon
 from wsgate.control import wire
@@ -107,3 +111,153 @@ def test_raw_route_consumes_the_gateway_token_and_every_published_url_is_masked(
             assert "connecting to ws://***@127.0.0.1" in text  # the masked form is what shows
             for secret in (ROUTE_TOKEN, EVENTS_TOKEN, UPSTREAM_PASSWORD):
                 assert secret not in text, (secret, text[-3000:])
+
+
+# -- access settings: event stream, reload, socket directory -------------------------------
+
+NOBODY = 65534
+needs_root = pytest.mark.skipif(os.getuid() != 0, reason="acting as another user needs root")
+
+
+def as_nobody(path: str, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+    """Control calls from a child process that dropped to uid/gid 65534 (nobody/nogroup).
+
+    Returns, per call, the result or the error code (one code if it could not connect).
+    """
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        try:
+            os.close(rfd)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            out: list[Any] = []
+            try:
+                with ControlClient(path, timeout=5.0) as client:
+                    for method, params in calls:
+                        try:
+                            out.append(client.call(method, params))
+                        except ControlError as exc:
+                            out.append(exc.code)
+            except ControlError as exc:
+                out = [exc.code]
+            os.write(wfd, json.dumps(out).encode())
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    return list(json.loads(data))
+
+
+async def _events_status(url: str, origin: str | None = None) -> int:
+    """101 when the event stream opens (and says hello), else the HTTP status."""
+    headers = {"Origin": origin} if origin else None
+    try:
+        async with connect(url, additional_headers=headers) as ws:
+            hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert hello["kind"] == "hello"
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
+
+
+def test_event_stream_obeys_origins_and_needs_its_token_unless_opened() -> None:
+    with (
+        ThreadServer(_echo) as up,
+        run_daemon(raw_route(up.url), gateway='origins = ["https://ok.example"]') as d,
+    ):
+        url = f"ws://127.0.0.1:{d.port}/_wsgate/events"
+        # No token configured and no opt-out: refused, whatever the origin.
+        assert asyncio.run(_events_status(url)) == 403
+        assert asyncio.run(_events_status(url, "https://ok.example")) == 403
+        text = d.config.read_text().replace(
+            'origins = ["https://ok.example"]',
+            'origins = ["https://ok.example"]\nevents_require_token = false',
+        )
+        d.config.write_text(text)
+        r = d.cli("reload", "--socket", d.socket)
+        assert r.returncode == 0, r.stderr
+        assert asyncio.run(_events_status(url, "https://evil.example")) == 403
+        assert asyncio.run(_events_status(url, "https://ok.example")) == 101
+        assert asyncio.run(_events_status(url)) == 101  # not a browser: no Origin header
+
+
+def _set(cfg: Path, old: str, new: str) -> None:
+    text = cfg.read_text()
+    assert old in text, old
+    cfg.write_text(text.replace(old, new))
+
+
+@needs_root
+def test_reload_applies_groups_events_token_and_frame_limit() -> None:
+    env = {"WSGATE_EV_OLD": "old-events-token", "WSGATE_EV_NEW": "new-events-token"}
+    gateway = 'events_token_env = "WSGATE_EV_OLD"\nmax_message_bytes = 1048576'
+    groups = 'control_group = "nogroup"\nadmin_group = "nogroup"'
+    with (
+        ThreadServer(_echo) as up,
+        run_daemon(raw_route(up.url), extra_env=env, gateway=gateway, daemon=groups) as d,
+    ):
+        os.chmod(d.dir, 0o755)  # the harness's temp dir; the socket itself stays 0660
+        ack = ("alerts.ack", {"fingerprint": "nope"})
+        # nobody is in nogroup, the admin group: a mutating call gets past the permission check.
+        assert as_nobody(d.socket, [("status", {}), ack])[1] == wire.NOT_FOUND
+        base = f"ws://127.0.0.1:{d.port}"
+        big, small = "x" * 200_000, "y" * 60_000
+
+        async def before_and_after() -> tuple[int | None, int | None, list[int]]:
+            old_stream = await connect(f"{base}/_wsgate/events?token=old-events-token")
+            await asyncio.wait_for(old_stream.recv(), 10)
+            bot = await connect(f"{base}/echo", max_size=None)
+            await bot.send(big)
+            assert len(await asyncio.wait_for(bot.recv(), 10)) == len(big)
+            _set(d.config, 'admin_group = "nogroup"', "")
+            _set(d.config, '"WSGATE_EV_OLD"', '"WSGATE_EV_NEW"')
+            _set(d.config, "max_message_bytes = 1048576", "max_message_bytes = 65536")
+            r = await asyncio.to_thread(d.cli, "reload", "--socket", d.socket)
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.count("applied:") == 3, r.stdout
+            # The open stream was cut; the old token no longer opens one, the new one does.
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(old_stream.recv(), 10)
+            statuses = [
+                await _events_status(f"{base}/_wsgate/events?token=old-events-token"),
+                await _events_status(f"{base}/_wsgate/events?token=new-events-token"),
+            ]
+            # The open bot session and a new one both have the new frame limit.
+            fresh = await connect(f"{base}/echo", max_size=None)
+            await fresh.send(small)
+            assert len(await asyncio.wait_for(fresh.recv(), 10)) == len(small)
+            codes = []
+            for ws in (bot, fresh):
+                await ws.send(big)
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 10)
+                codes.append(ws.close_code)
+            return codes[0], codes[1], statuses
+
+        old_code, new_code, statuses = asyncio.run(before_and_after())
+        assert (old_code, new_code) == (1009, 1009)
+        assert statuses == [401, 101]
+        read, denied = as_nobody(d.socket, [("status", {}), ack])
+        assert read["routes"] and denied == wire.PERMISSION_DENIED
+        assert "Traceback" not in d.logs(), d.logs()[-3000:]
+
+
+@needs_root
+def test_socket_directory_made_by_the_daemon_belongs_to_the_control_group() -> None:
+    with (
+        ThreadServer(_echo) as up,
+        run_daemon(
+            raw_route(up.url), daemon='control_group = "nogroup"', socket_name="run/wsgate/c.sock"
+        ) as d,
+    ):
+        os.chmod(d.dir, 0o755)  # the harness's own temp dir, which the daemon did not make
+        for made in (d.dir / "run", d.dir / "run" / "wsgate"):
+            st = os.stat(made)
+            assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (NOBODY, 0o750), made
+        (result,) = as_nobody(d.socket, [("status", {})])
+        assert result["routes"][0]["name"] == "echo"

@@ -42,6 +42,7 @@ __all__ = [
     "HandlerFunc",
     "ServerState",
     "StreamFunc",
+    "ensure_socket_dir",
     "peer_caller",
     "permitted",
 ]
@@ -55,6 +56,40 @@ StreamFunc = Callable[[Params, "Caller"], AsyncIterator[tuple[str, Any]]]
 _SUN_PATH_MAX = 107  # 108 bytes in struct sockaddr_un, one kept for the NUL
 _CLOSE_GRACE = 2.0  # seconds close() waits for cancelled connections to finish
 _PEERCRED = struct.Struct("3i")
+_DIR_MODE = 0o750  # as the unit's RuntimeDirectoryMode: the control group may traverse
+
+
+def ensure_socket_dir(path: str, gid: int | None) -> list[str]:
+    """Create the socket's missing directories as systemd's ``RuntimeDirectory`` would.
+
+    Each one is mode 0750 and, when ``gid`` is given, owned by that group, so members of
+    the control group can reach the socket inside. Directories that exist are left
+    alone (systemd or the operator made them). Returns the ones created, outermost first.
+    """
+    missing: list[str] = []
+    d = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(d) and d not in missing:
+        missing.append(d)
+        d = os.path.dirname(d)
+    missing.reverse()
+    for d in missing:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d, _DIR_MODE)
+        os.chmod(d, _DIR_MODE)  # mkdir's mode is filtered by the umask
+        if gid is not None:
+            _chgrp(d, gid)
+    return missing
+
+
+def _chgrp(path: str, gid: int) -> None:
+    try:
+        os.chown(path, -1, gid)
+    except PermissionError:
+        raise ControlError(
+            wire.INVALID_CONFIG,
+            f"cannot give {path} to group {gid}: the daemon's user is not a member; add it "
+            "to the group or change daemon.control_group",
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -155,7 +190,10 @@ class ControlServer:
         daemon_uid: int | None = None,
         read_gid: int | None = None,
         admin_gid: int | None = None,
+        socket_dirs: list[str] | None = None,
     ) -> None:
+        """``socket_dirs``: directories the caller created for the socket
+        (:func:`ensure_socket_dir`); :meth:`set_groups` re-groups them with the socket."""
         if "hello" in handlers:
             raise ValueError("'hello' is built into ControlServer; do not register it")
         self.path = path
@@ -163,6 +201,7 @@ class ControlServer:
         self._daemon_uid = os.getuid() if daemon_uid is None else daemon_uid
         self._read_gid = read_gid
         self._admin_gid = admin_gid
+        self._socket_dirs = list(socket_dirs or ())
         self._state = ServerState.NEW
         self._server: asyncio.AbstractServer | None = None
         self._inode: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket we bound
@@ -240,14 +279,20 @@ class ControlServer:
         await self.close()
 
     def _ensure_parent_dir(self) -> None:
-        parent = os.path.dirname(os.path.abspath(self.path))
-        if os.path.isdir(parent):
-            return
-        os.makedirs(parent, mode=0o750, exist_ok=True)
-        os.chmod(parent, 0o750)  # makedirs' mode is filtered by the umask
-        if self._read_gid is not None:
-            # Readers need search permission on the directory to reach the socket.
-            os.chown(parent, -1, self._read_gid)
+        # Readers need search permission on the directory to reach the socket.
+        self._socket_dirs += ensure_socket_dir(self.path, self._read_gid)
+
+    def set_groups(self, read_gid: int | None, admin_gid: int | None) -> None:
+        """Apply new read/admin groups at once: the next request of every connection,
+        open ones included, is judged by them; the socket (and the directories this
+        daemon created for it) change group so new readers can reach it."""
+        self._read_gid, self._admin_gid = read_gid, admin_gid
+        gid = read_gid if read_gid is not None else os.getgid()
+        for d in self._socket_dirs:
+            _chgrp(d, gid)
+        if self._inode is not None:
+            _chgrp(self.path, gid)
+        log.info("control socket %s: read group %s, admin group %s", self.path, read_gid, admin_gid)
 
     def _clear_path(self) -> None:
         # Python 3.11's create_unix_server silently unlinks whatever socket is at the
@@ -298,7 +343,7 @@ class ControlServer:
         try:
             os.chmod(self.path, 0o660)
             if self._read_gid is not None:
-                os.chown(self.path, -1, self._read_gid)
+                _chgrp(self.path, self._read_gid)
             st = os.stat(self.path)
         except BaseException:
             sock.close()

@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from wsgate.errors import CapacityError
 from wsgate.runtime.session import Session
 
 __all__ = [
@@ -175,8 +176,6 @@ class EventBus:
         self, kinds: Iterable[str] | None = None, *, queue_size: int | None = None
     ) -> EventSubscriber:
         if len(self._subs) >= self.max_subscribers:
-            from wsgate.errors import CapacityError
-
             raise CapacityError(f"event bus: {self.max_subscribers} subscribers already")
         sub = EventSubscriber(
             self, queue_size or self.queue_size, frozenset(kinds) if kinds is not None else None
@@ -256,7 +255,13 @@ async def serve_events_ws(bus: EventBus, ws: ServerConnection, session: Session)
         async for _ in ws:
             session.messages_in += 1
 
-    with bus.subscribe(kinds) as sub:
+    try:
+        sub = bus.subscribe(kinds)
+    except CapacityError as exc:
+        log.warning("events session %d refused: %s", session.id, exc)
+        await ws.close(1013, "too many event streams")
+        return
+    with sub:
         reader = asyncio.ensure_future(drain())
         try:
             hello = {"kind": "hello", "data": {"kinds": sorted(kinds) if kinds else None}}
@@ -288,10 +293,11 @@ def make_system_route(
 ) -> Callable[[ServerConnection, Session], Awaitable[None]]:
     """The handler for the gateway's ``_wsgate`` system route (only ``/_wsgate/events``).
 
-    Access: when ``gateway.events_token_env`` is configured the gateway demands that
-    bearer token (header or ``?token=``) and refuses with 503 while the variable is unset;
-    without ``events_token_env`` the stream is open to anyone who can reach the gateway
-    listener, which is loopback by default.
+    Access (checked by the gateway at the handshake): ``gateway.origins`` applies as on
+    every route; with ``gateway.events_token_env`` the bearer token (header or
+    ``?token=``) is required (503 while the variable is unset); without it the stream is
+    refused (403) unless the operator opened it with ``gateway.events_require_token =
+    false``.
     """
 
     async def handler(ws: ServerConnection, session: Session) -> None:

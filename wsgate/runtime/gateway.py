@@ -36,7 +36,7 @@ class Gateway:
     def __init__(self, cfg: GatewayConfig, routes: dict[str, RouteRuntime]) -> None:
         self.cfg = cfg
         self.routes = routes
-        self.system_routes: dict[str, tuple[SystemRoute, str | None]] = {}
+        self.system_routes: dict[str, SystemRoute] = {}
         self.sessions: set[Session] = set()
         self.server: Server | None = None
         self.rejected: dict[int, int] = {}
@@ -71,8 +71,23 @@ class Gateway:
         await self.server.wait_closed()
         await self.rest.aclose()
 
-    def add_system_route(self, name: str, handler: SystemRoute, token_env: str | None) -> None:
-        self.system_routes[name] = (handler, token_env)
+    def add_system_route(self, name: str, handler: SystemRoute) -> None:
+        """A route served by ``handler``, guarded by ``origins`` and the gateway.events_* keys."""
+        self.system_routes[name] = handler
+
+    # ---------------------------------------------------------------- reload
+    def set_max_message_bytes(self, limit: int) -> int:
+        """Apply a new frame size limit to every open session; returns how many."""
+        for s in self.sessions:
+            s.ws.protocol.max_message_size = limit
+        return len(self.sessions)
+
+    def close_system_sessions(self, code: int, reason: str) -> int:
+        """Close the open system-route sessions (their access settings changed)."""
+        closing = [s for s in self.sessions if s.route in self.system_routes and s.open]
+        for s in closing:
+            s.close_nowait(code, reason)
+        return len(closing)
 
     # ---------------------------------------------------------------- handshake
     def _reject(self, conn: ServerConnection, status: HTTPStatus, text: str) -> Response:
@@ -80,6 +95,8 @@ class Gateway:
         return conn.respond(status, text + "\n")
 
     async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        # The live limit, so a reload reaches new sessions (serve() fixed it at start).
+        conn.protocol.max_message_size = self.cfg.max_message_bytes
         parts = urlsplit(request.path)
         segments = parts.path.lstrip("/").split("/", 1)
         name = segments[0]
@@ -93,17 +110,16 @@ class Gateway:
         ):
             return await self._rest(conn, request, route_for_rest, "/" + segments[1], parts.query)
         if name in self.system_routes:
-            _, token_env = self.system_routes[name]
-            return self._check_token(conn, request, query, token_env)
+            return self._check_system(conn, request, query)
         route = self.routes.get(name)
         if route is None:
             known = ", ".join(sorted(self.routes)) or "none"
             return self._reject(
                 conn, HTTPStatus.NOT_FOUND, f"unknown route {name!r}; routes: {known}"
             )
-        origin = request.headers.get("Origin")
-        if self.cfg.origins and origin is not None and origin not in self.cfg.origins:
-            return self._reject(conn, HTTPStatus.FORBIDDEN, f"origin {origin!r} not allowed")
+        refused = self._check_origin(conn, request)
+        if refused is not None:
+            return refused
         if len(self.sessions) >= self.cfg.max_sessions:
             return self._reject(
                 conn, HTTPStatus.SERVICE_UNAVAILABLE, "gateway.max_sessions reached"
@@ -118,6 +134,35 @@ class Gateway:
         except InvalidPath as exc:
             return self._reject(conn, HTTPStatus(exc.http_status), str(exc))
         return self._check_token(conn, request, query, route.cfg.token_env)
+
+    def _check_origin(self, conn: ServerConnection, request: Request) -> Response | None:
+        # Browsers always send Origin; a page on another site must not reach the gateway.
+        origin = request.headers.get("Origin")
+        if self.cfg.origins and origin is not None and origin not in self.cfg.origins:
+            return self._reject(conn, HTTPStatus.FORBIDDEN, f"origin {origin!r} not allowed")
+        return None
+
+    def _check_system(
+        self, conn: ServerConnection, request: Request, query: dict[str, list[str]]
+    ) -> Response | None:
+        """System routes (the event stream): origins, session limit, then the events token."""
+        refused = self._check_origin(conn, request)
+        if refused is not None:
+            return refused
+        if len(self.sessions) >= self.cfg.max_sessions:
+            return self._reject(
+                conn, HTTPStatus.SERVICE_UNAVAILABLE, "gateway.max_sessions reached"
+            )
+        if self.cfg.events_token_env:
+            return self._check_token(conn, request, query, self.cfg.events_token_env)
+        if self.cfg.events_require_token:
+            return self._reject(
+                conn,
+                HTTPStatus.FORBIDDEN,
+                "the event stream needs a token: set gateway.events_token_env "
+                "(or gateway.events_require_token = false to open it)",
+            )
+        return None
 
     async def _rest(
         self, conn: ServerConnection, request: Request, route: RouteRuntime, path: str, query: str
@@ -166,7 +211,7 @@ class Gateway:
         self.sessions.add(session)
         try:
             if name in self.system_routes:
-                await self.system_routes[name][0](ws, session)
+                await self.system_routes[name](ws, session)
                 return
             route = self.routes.get(name)
             if route is None:  # removed by a reload between handshake and handler
