@@ -41,6 +41,7 @@ sim_app = typer.Typer(
 HostOpt = Annotated[str, typer.Option(help="Address to bind (loopback by default).")]
 BfxPortOpt = Annotated[int, typer.Option(help="Bitfinex v2 simulator port.")]
 BncPortOpt = Annotated[int, typer.Option(help="Binance spot simulator port.")]
+UsdmPortOpt = Annotated[int, typer.Option(help="Binance USD-M futures simulator port.")]
 SeedOpt = Annotated[int, typer.Option(help="Market random-walk seed.")]
 PortOpt = Annotated[
     int, typer.Option("--port", help="Port of the simulator to talk to (Bitfinex: 8801).")
@@ -51,10 +52,10 @@ UrlOpt = Annotated[
 TimeoutOpt = Annotated[float, typer.Option(help="HTTP timeout in seconds.")]
 
 
-def _serve(host: str, bitfinex_port: int, binance_port: int, seed: int) -> None:
+def _serve(host: str, bitfinex_port: int, binance_port: int, seed: int, usdm_port: int) -> None:
     from wsgate.main import sim_main
 
-    raise typer.Exit(sim_main(host, bitfinex_port, binance_port, seed))
+    raise typer.Exit(sim_main(host, bitfinex_port, binance_port, seed, usdm_port))
 
 
 @sim_app.callback()
@@ -64,10 +65,11 @@ def sim_default(
     bitfinex_port: BfxPortOpt = 8801,
     binance_port: BncPortOpt = 8802,
     seed: SeedOpt = 1,
+    binance_usdm_port: UsdmPortOpt = 8803,
 ) -> None:
     """Run the exchange simulator alone (the default), or a subcommand below."""
     if ctx.invoked_subcommand is None:
-        _serve(host, bitfinex_port, binance_port, seed)
+        _serve(host, bitfinex_port, binance_port, seed, binance_usdm_port)
 
 
 @sim_app.command("run")
@@ -76,9 +78,10 @@ def sim_run(
     bitfinex_port: BfxPortOpt = 8801,
     binance_port: BncPortOpt = 8802,
     seed: SeedOpt = 1,
+    binance_usdm_port: UsdmPortOpt = 8803,
 ) -> None:
-    """Run both simulators in the foreground until SIGINT/SIGTERM."""
-    _serve(host, bitfinex_port, binance_port, seed)
+    """Run every simulator in the foreground until SIGINT/SIGTERM."""
+    _serve(host, bitfinex_port, binance_port, seed, binance_usdm_port)
 
 
 def _base(port: int, url: str | None) -> str:

@@ -330,12 +330,18 @@ class Config:
 
 
 def default_max_subscriptions(dialect: DialectName) -> int:
-    return {DialectName.BITFINEX: 25, DialectName.BINANCE: 1024}.get(dialect, 1)
+    # USD-M: the market-streams page says 1024 per connection, the options page on the same
+    # host 200; 200 is safe on both readings.
+    return {
+        DialectName.BITFINEX: 25,
+        DialectName.BINANCE: 1024,
+        DialectName.BINANCE_USDM: 200,
+    }.get(dialect, 1)
 
 
 def default_max_lifetime(dialect: DialectName) -> float | None:
     # Binance closes every connection after 24 h; rotate make-before-break 5 min earlier.
-    return 86100.0 if dialect is DialectName.BINANCE else None
+    return 86100.0 if dialect in (DialectName.BINANCE, DialectName.BINANCE_USDM) else None
 
 
 def default_connect_budget(host: str) -> BudgetConfig:
@@ -349,8 +355,12 @@ def default_connect_budget(host: str) -> BudgetConfig:
 
 
 def default_message_budget(dialect: DialectName) -> BudgetConfig:
-    """Client->exchange messages per connection; Binance documents 5/s."""
-    count = {DialectName.BINANCE: 5, DialectName.BITFINEX: 10}.get(dialect, 50)
+    """Client->exchange messages per connection; Binance documents 5/s (USD-M 10/s)."""
+    count = {
+        DialectName.BINANCE: 5,
+        DialectName.BINANCE_USDM: 10,
+        DialectName.BITFINEX: 10,
+    }.get(dialect, 50)
     return BudgetConfig(count, 1.0)
 
 

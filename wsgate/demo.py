@@ -49,6 +49,14 @@ rest_url = "https://api.binance.com/api/v3"
 [[routes.binance.endpoints]]
 url = "wss://stream.binance.com:9443"
 
+[routes.binance_usdm]
+dialect = "binance_usdm"
+type = "market_data"
+strategy = "adaptive"
+rest_url = "https://fapi.binance.com/fapi/v1"
+[[routes.binance_usdm.endpoints]]
+url = "wss://fstream.binance.com"
+
 [alerts.channels.log]
 enabled = true
 min_severity = "info"
@@ -64,18 +72,34 @@ def demo_config() -> Config:
 
 
 def point_at_simulator(
-    cfg: Config, bitfinex_url: str, binance_url: str, binance_rest_url: str
+    cfg: Config,
+    bitfinex_url: str,
+    binance_url: str,
+    binance_rest_url: str,
+    *,
+    binance_usdm_url: str | None = None,
+    binance_usdm_rest_url: str | None = None,
 ) -> Config:
-    """Rewrite every bitfinex/binance route of ``cfg`` to the in-process simulator."""
+    """Rewrite every route of a simulated venue in ``cfg`` to the in-process simulator."""
+    ws: dict[str, str | None] = {
+        "bitfinex": bitfinex_url,
+        "binance": binance_url,
+        "binance_usdm": binance_usdm_url,
+    }
+    rest: dict[str, str | None] = {
+        "binance": binance_rest_url,
+        "binance_usdm": binance_usdm_rest_url,
+    }
     urls: dict[str, list[str]] = {}
     for r in cfg.routes:
-        if r.dialect.value == "bitfinex":
-            urls[r.name] = [bitfinex_url]
-        elif r.dialect.value == "binance":
-            urls[r.name] = [binance_url]
+        url = ws.get(r.dialect.value)
+        if url is not None:
+            urls[r.name] = [url]
     cfg = with_endpoints(cfg, urls)
     routes = tuple(
-        dataclasses.replace(r, rest_url=binance_rest_url) if r.dialect.value == "binance" else r
+        dataclasses.replace(r, rest_url=rest[r.dialect.value])
+        if rest.get(r.dialect.value) is not None
+        else r
         for r in cfg.routes
     )
     return dataclasses.replace(cfg, routes=routes)

@@ -169,7 +169,12 @@ async def _run(
         def demo_source(base: Config | None = None) -> Config:
             base = base or source()
             pointed = point_at_simulator(
-                base, sim.bitfinex_url, sim.binance_url, sim.binance_rest_url
+                base,
+                sim.bitfinex_url,
+                sim.binance_url,
+                sim.binance_rest_url,
+                binance_usdm_url=sim.binance_usdm_url,
+                binance_usdm_rest_url=sim.binance_usdm_rest_url,
             )
             # A reload keeps the ports the demo moved to (listen changes need a restart).
             pointed = dataclasses.replace(
@@ -217,7 +222,9 @@ async def _run(
                     await bots
 
 
-def sim_main(host: str, bitfinex_port: int, binance_port: int, seed: int) -> int:
+def sim_main(
+    host: str, bitfinex_port: int, binance_port: int, seed: int, binance_usdm_port: int = 8803
+) -> int:
     from wsgate.sim import run_simulator
 
     configure_logging("info")
@@ -229,7 +236,7 @@ def sim_main(host: str, bitfinex_port: int, binance_port: int, seed: int) -> int
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_simulator(host, bitfinex_port, binance_port, seed, stop)
+        await run_simulator(host, bitfinex_port, binance_port, seed, stop, binance_usdm_port)
 
     asyncio.run(_go())
     return 0

@@ -22,6 +22,7 @@ class DialectName(StrEnum):
     RAW = "raw"
     BITFINEX = "bitfinex"
     BINANCE = "binance"
+    BINANCE_USDM = "binance_usdm"
 
 
 class StrategyName(StrEnum):

@@ -60,6 +60,13 @@ channel (Bitfinex heartbeat 15 s; Binance update speed; ``None`` for event-drive
 silence proves nothing); apply your own multiple and grace. ``Dialect.dedup_id(ev)`` is an
 identity (trade id, aggTrade id, depth ``u``) for dropping frames seen on both connections
 during a make-before-break overlap; keep a small set of recent ids per channel.
+
+Sharded venues: a dialect whose venue serves streams on several upstream paths (Binance
+USD-M ``/public`` and ``/market``, Bybit ``/v5/public/spot`` and ``/v5/public/linear``) also
+implements :class:`ShardedDialect`: ``upstream_suffix(key)`` is the path a subscription must
+live on (a stream on the wrong path is acknowledged and then silent), so the route keeps a
+pool per suffix and the hub places, moves and rotates a key only among connections opened
+with its suffix. ``url_suffix`` is then the suffix of the connections opened at start.
 """
 
 from __future__ import annotations
@@ -96,6 +103,7 @@ __all__ = [
     "ServerShutdown",
     "SessionCodec",
     "SessionStatistics",
+    "ShardedDialect",
     "StateStatistics",
     "SubKey",
     "Subscribe",
@@ -107,6 +115,7 @@ __all__ = [
     "UpstreamCodec",
     "UpstreamEvent",
     "compact",
+    "upstream_suffix",
 ]
 
 
@@ -441,3 +450,17 @@ class Dialect(Protocol):
     def cadence(self, key: SubKey) -> float | None: ...
 
     def dedup_id(self, event: ChannelData) -> int | None: ...
+
+
+@runtime_checkable
+class ShardedDialect(Protocol):
+    """A dialect whose subscriptions live on different upstream paths (see the module doc)."""
+
+    def upstream_suffix(self, key: SubKey) -> str: ...
+
+
+def upstream_suffix(dialect: Dialect, key: SubKey) -> str:
+    """The URL suffix of the upstream connections that can carry ``key``."""
+    if isinstance(dialect, ShardedDialect):
+        return dialect.upstream_suffix(key)
+    return dialect.url_suffix

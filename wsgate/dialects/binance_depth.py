@@ -9,6 +9,11 @@ After a gap it holds the new stream's events, takes a fresh REST snapshot, appli
 documented Binance algorithm to the held events, and hands back ONE synthetic
 ``depthUpdate`` with ``U = last u + 1`` that turns the sessions' book into the new one.
 
+USD-M futures (``futures=True``) chain events by ``pu`` instead: an event follows when its
+``pu`` equals the previous ``u`` (``U`` jumps on futures and proves nothing), the first event
+after a snapshot may also be the one whose ``pu`` is ``lastUpdateId``, and the bridge carries
+``pu = last u``.
+
 The runtime (:mod:`wsgate.runtime.depth_sync`) fetches snapshots and executes the actions.
 """
 
@@ -51,7 +56,8 @@ class Action(StrEnum):
     """What to do with one upstream depth event."""
 
     DELIVER = "deliver"  # fan it out as is
-    REWRITE = "rewrite"  # it straddles the sessions' position: deliver with U = ``rewrite_u``
+    REWRITE = "rewrite"  # it straddles the sessions' position: deliver with U (futures: pu)
+    # rewritten to ``rewrite_u``
     DROP = "drop"  # the sessions already have it
     HOLD = "hold"  # keep it from the sessions (a resync is under way)
     BRIDGE = "bridge"  # held; the synthetic bridge event is ready (``take_bridge``)
@@ -73,6 +79,7 @@ class DepthEvent:
     symbol: str
     bids: tuple[Level, ...]
     asks: tuple[Level, ...]
+    prev: int | None = None  # pu (futures): the previous event's u
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +127,7 @@ def parse_event(text: str) -> DepthEvent | None:
             str(msg.get("s", "")),
             _levels(msg.get("b", [])),
             _levels(msg.get("a", [])),
+            int(msg["pu"]) if "pu" in msg else None,
         )
     except (ValueError, KeyError, TypeError, RecursionError):
         return None
@@ -184,8 +192,16 @@ def _diff(old: _Side, new: _Side, touched: set[Decimal], keep: Any) -> list[Leve
 class DepthBook:
     """What the sessions of one shared diff-depth subscription have seen. Pure: no I/O."""
 
-    def __init__(self, stream: str, *, snapshot_limit: int = 1000, max_held: int = 10_000) -> None:
+    def __init__(
+        self,
+        stream: str,
+        *,
+        snapshot_limit: int = 1000,
+        max_held: int = 10_000,
+        futures: bool = False,
+    ) -> None:
         self.stream = stream
+        self.futures = futures
         self.snapshot_limit = snapshot_limit
         self.max_held = max_held
         self.phase = Phase.UNSEEDED
@@ -243,7 +259,7 @@ class DepthBook:
         if prev is not None and ev.last <= prev:
             self._dropped += 1
             return Action.DROP
-        if prev is not None and ev.first > prev + 1:
+        if prev is not None and self._after_gap(ev, prev):
             if self.phase is Phase.LIVE:
                 log.info("%s: depth gap U=%d after u=%d: resyncing", self.stream, ev.first, prev)
                 self.phase = Phase.RESYNC
@@ -260,11 +276,23 @@ class DepthBook:
                 self._buffer.popleft()  # the snapshot then looks too old: it is refetched
             if self._pending is not None:
                 self._try_seed()
-        if prev is not None and ev.first != prev + 1:
+        if prev is not None and not self._follows(ev, prev):
             self._rewrites += 1
-            self.rewrite_u = prev + 1
+            self.rewrite_u = prev if self.futures else prev + 1
             return Action.REWRITE
         return Action.DELIVER
+
+    def _follows(self, ev: DepthEvent, prev: int) -> bool:
+        """``ev`` continues exactly after ``u = prev`` (spot ``U``; futures ``pu``)."""
+        if self.futures and ev.prev is not None:
+            return ev.prev == prev
+        return ev.first == prev + 1
+
+    def _after_gap(self, ev: DepthEvent, prev: int) -> bool:
+        """Updates between ``prev`` and ``ev`` are missing (``ev.last > prev`` is known)."""
+        if self.futures and ev.prev is not None:
+            return ev.prev > prev
+        return ev.first > prev + 1
 
     def _hold(self, ev: DepthEvent) -> Action:
         if self._buffer and ev.last <= self._buffer[-1].last:
@@ -299,7 +327,10 @@ class DepthBook:
             self._buffer.popleft()
         if not self._buffer:
             return SnapshotOutcome.WAITING
-        if self._buffer[0].first > last + 1:
+        head = self._buffer[0]
+        if head.first > last + 1 and not (
+            self.futures and head.prev is not None and head.prev <= last
+        ):
             self._pending = None
             return SnapshotOutcome.REFETCH
         return list(self._buffer)
@@ -351,6 +382,7 @@ class DepthBook:
                 _diff(self._bids, bids, touched_b, lambda p: bid_floor is None or p >= bid_floor)
             ),
             tuple(_diff(self._asks, asks, touched_a, lambda p: ask_cap is None or p <= ask_cap)),
+            self.delivered_u if self.futures else None,
         )
         self._bids, self._asks = bids, asks
         self.delivered_u = last.last
@@ -378,16 +410,13 @@ class DepthBook:
 
 
 def render_event(ev: DepthEvent) -> str:
-    """A ``depthUpdate`` payload in Binance's member order."""
-    return json.dumps(
-        {
-            "e": "depthUpdate",
-            "E": ev.time,
-            "s": ev.symbol,
-            "U": ev.first,
-            "u": ev.last,
-            "b": [list(lv) for lv in ev.bids],
-            "a": [list(lv) for lv in ev.asks],
-        },
-        separators=(",", ":"),
-    )
+    """A ``depthUpdate`` payload in Binance's member order (futures: with ``T`` and ``pu``)."""
+    body: dict[str, object] = {"e": "depthUpdate", "E": ev.time}
+    if ev.prev is not None:
+        body["T"] = ev.time
+    body.update({"s": ev.symbol, "U": ev.first, "u": ev.last})
+    if ev.prev is not None:
+        body["pu"] = ev.prev
+    body["b"] = [list(lv) for lv in ev.bids]
+    body["a"] = [list(lv) for lv in ev.asks]
+    return json.dumps(body, separators=(",", ":"))

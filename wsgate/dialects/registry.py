@@ -5,6 +5,7 @@ from __future__ import annotations
 from wsgate.core.types import DialectName
 from wsgate.dialects.base import Dialect
 from wsgate.dialects.binance import BinanceDialect
+from wsgate.dialects.binance_usdm import BinanceUsdmDialect
 from wsgate.dialects.bitfinex import BitfinexDialect
 from wsgate.dialects.raw import RawDialect
 
@@ -18,5 +19,7 @@ def dialect_for(name: DialectName | str) -> Dialect:
             return BitfinexDialect()
         case DialectName.BINANCE:
             return BinanceDialect()
+        case DialectName.BINANCE_USDM:
+            return BinanceUsdmDialect()
         case DialectName.RAW:
             return RawDialect()

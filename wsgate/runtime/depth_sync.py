@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from wsgate.core.subscriptions import Subscription, SubscriptionRegistry
+from wsgate.core.types import DialectName
 from wsgate.dialects import base as d
 from wsgate.dialects.binance_depth import (
     Action,
@@ -45,6 +46,8 @@ RETRY_BASE = 0.25  # seconds, doubled per attempt
 SEED_RETRY_CAP = 30.0
 CLOSE_CODE = 1013
 CLOSE_REASON = "depth resync failed; reconnect and fetch a new snapshot"
+# Spot chains diff depth by U == u + 1, USD-M futures by pu == previous u.
+DEPTH_DIALECTS = frozenset({DialectName.BINANCE, DialectName.BINANCE_USDM})
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,9 @@ class DepthSync:
         deliver: Deliver,
         close_sessions: CloseSessions,
         snapshot_limit: int = SNAPSHOT_LIMIT,
+        futures: bool = False,
     ) -> None:
+        self.futures = futures  # USD-M: the pu chain (binance_depth.DepthBook)
         self.route = route
         self.registry = registry  # to tell a live subscription from a dropped one
         self.deliver = deliver
@@ -131,7 +136,7 @@ class DepthSync:
         if act is Action.DELIVER:
             out = ev
         elif act is Action.REWRITE:
-            out = _with_first(ev, tr.book.rewrite_u)
+            out = _with_field(ev, "pu" if self.futures else "U", tr.book.rewrite_u)
         elif act is Action.BRIDGE:
             self._emit_bridge(tr)
         elif act is Action.FAIL:
@@ -146,7 +151,7 @@ class DepthSync:
         for k, t in list(self.tracks.items()):
             if registry.get(k) is not t.sub:
                 del self.tracks[k]  # a dropped subscription; its fetch loop notices and ends
-        book = DepthBook(stream, snapshot_limit=self.snapshot_limit)
+        book = DepthBook(stream, snapshot_limit=self.snapshot_limit, futures=self.futures)
         tr = self.tracks[key] = _Track(sub, key, book, stream)
         return tr
 
@@ -240,17 +245,21 @@ class DepthSync:
         return None
 
 
-def _with_first(ev: d.ChannelData, first: int) -> d.ChannelData:
-    """The same frame with ``"U"`` replaced: string slicing, every other byte untouched."""
+def _with_field(ev: d.ChannelData, name: str, value: int) -> d.ChannelData:
+    """The same frame with ``"U"`` (futures: ``"pu"``) replaced: string slicing, every other
+    byte untouched."""
     text = ev.text
-    i = text.find('"U":', ev.start, ev.end)
+    token = f'"{name}":'
+    i = text.find(token, ev.start, ev.end)
     if i < 0:
         return ev
-    i += 4
+    i += len(token)
+    while i < ev.end and text[i] in " \t\r\n":
+        i += 1
     j = i
     while j < ev.end and text[j].isdigit():
         j += 1
-    new = str(first)
+    new = str(value)
     return d.ChannelData(
         ev.channel, ev.kind, text[:i] + new + text[j:], ev.start, ev.end + len(new) - (j - i), ev.ts
     )

@@ -37,7 +37,7 @@ from wsgate.core.states import ConnState
 from wsgate.core.subscriptions import Subscription, SubscriptionRegistry, SubState
 from wsgate.core.types import DialectName
 from wsgate.dialects import base as d
-from wsgate.runtime.depth_sync import DepthSync
+from wsgate.runtime.depth_sync import DEPTH_DIALECTS, DepthSync
 from wsgate.runtime.fanout import Channel, FanOut, Member
 from wsgate.runtime.hub_sessions import SessionIntents
 from wsgate.runtime.placement import Placement
@@ -113,7 +113,7 @@ class Hub:
 
     def _depth_sync(self) -> DepthSync | None:
         rest_url = self.route.cfg.rest_url
-        if self.dialect.name is not DialectName.BINANCE or not rest_url:
+        if self.dialect.name not in DEPTH_DIALECTS or not rest_url:
             return None
         return DepthSync(
             self.route.name,
@@ -121,6 +121,7 @@ class Hub:
             self.registry,
             deliver=self.fanout.deliver,
             close_sessions=self.fanout.close_sessions,
+            futures=self.dialect.name is DialectName.BINANCE_USDM,
         )
 
     # ================================================================ lifecycle
@@ -198,9 +199,14 @@ class Hub:
             u.send(frame)
 
     # ================================================================ upstream sink
-    def attach(self, conn: UpstreamConnection) -> None:
+    def attach(self, conn: UpstreamConnection, suffix: str | None = None) -> None:
+        """A new pooled connection, opened with URL ``suffix`` (the dialect's own if None)."""
         cfg = self.route.cfg.message_budget
-        self.ups[conn.id] = Uplink(conn, TokenBucket(cfg.count, cfg.per, self.clock()))
+        self.ups[conn.id] = Uplink(
+            conn,
+            TokenBucket(cfg.count, cfg.per, self.clock()),
+            self.dialect.url_suffix if suffix is None else suffix,
+        )
 
     def on_upstream_open(self, conn: UpstreamConnection) -> None:
         u = self.ups.get(conn.id)

@@ -67,14 +67,26 @@ class Placement:
         self.moves_done = 0
         self.duplicates = 0
         self._req = itertools.count(1)
+        self.sharded = isinstance(dialect, d.ShardedDialect)
+
+    def shard_of(self, key: Any) -> str | None:
+        """The upstream suffix ``key`` must live on; None when every connection can carry it."""
+        if not self.sharded:
+            return None
+        return d.upstream_suffix(self.dialect, key)
 
     # ---------------------------------------------------------------- candidates
-    def candidates(self, exclude: set[str] | frozenset[str] = frozenset()) -> list[Candidate]:
+    def candidates(
+        self, exclude: set[str] | frozenset[str] = frozenset(), shard: str | None = None
+    ) -> list[Candidate]:
+        """Every connection as the balancer sees it; ``shard``: only those opened with it."""
         now = self.clock()
         route = self.route
         cap = route.cfg.max_subscriptions_per_connection
         out = []
         for cid, u in self.ups.items():
+            if shard is not None and u.suffix != shard:
+                continue
             conn = u.conn
             m = conn.metrics
             weight = route.endpoint_weight(conn.settings.endpoint)
@@ -111,18 +123,22 @@ class Placement:
     def place(self, sub: Subscription, exclude: set[str] | None = None) -> None:
         if sub.state is not SubState.DESIRED or not sub.sessions:
             return
+        shard = self.shard_of(sub.key)
         try:
-            decision = self.balancer.pick(self.candidates(exclude or set()), self.clock())
+            decision = self.balancer.pick(self.candidates(exclude or set(), shard), self.clock())
         except NoCandidateError as exc:
+            mine = [u for u in self.ups.values() if shard is None or u.suffix == shard]
             coming = any(
                 u.conn.state in (ConnState.IDLE, ConnState.CONNECTING, ConnState.BACKOFF)
                 or (u.conn.state is ConnState.OPEN and u.codec is None)
-                for u in self.ups.values()
+                for u in mine
                 if not u.draining
             )
-            if not coming:  # nothing on its way: a real load-balancer issue
+            # Nothing on its way is a real load-balancer issue; a shard's first connection
+            # (opened on demand) is not.
+            if not coming and (shard is None or mine):
                 self.route.no_candidate(str(exc))
-            self.grow_pool()
+            self.grow_pool(shard)
             return
         if decision.fail_open:
             self.route.fail_open(decision.reason)
@@ -131,7 +147,7 @@ class Placement:
         self.fanout.channel(sub)
         self.send_subscribe(u, sub.key)
         if self.registry.load(u.conn.id) >= self.route.cfg.max_subscriptions_per_connection:
-            self.grow_pool()  # open the next connection before anyone needs it
+            self.grow_pool(shard)  # open the next connection before anyone needs it
 
     def place_waiting(self) -> None:
         """Place every subscription still waiting for a home (a connection just opened)."""
@@ -139,9 +155,9 @@ class Placement:
             if sub.state is SubState.DESIRED and sub.sessions:
                 self.place(sub)
 
-    def grow_pool(self) -> None:
+    def grow_pool(self, shard: str | None = None) -> None:
         try:
-            self.route.grow()
+            self.route.grow(suffix=shard)
         except CapacityError as exc:
             log.warning("route %s: cannot add an upstream connection: %s", self.route.name, exc)
 
@@ -190,6 +206,7 @@ class Placement:
             or sub.state is not SubState.CONFIRMED
             or sub.conn_id == target
             or any(k == sub.key for (_t, k) in self.moves)  # one move per key at a time
+            or (self.sharded and u.suffix != self.shard_of(sub.key))  # silent on another path
         ):
             return False
         self.moves[(target, sub.key)] = Move(sub, target, reason)
@@ -237,7 +254,7 @@ class Placement:
         if u is None or u.draining:
             return
         u.draining = True
-        self.route.grow(force=True)
+        self.route.grow(force=True, suffix=u.suffix if self.sharded else None)
         self._migrate(u, reason)
 
     def drain(self, conn_id: str, reason: str) -> int:
@@ -253,7 +270,8 @@ class Placement:
             sub = self.registry.get(key)
             if sub is None or sub.state is not SubState.CONFIRMED:
                 continue
-            targets = [c for c in self.candidates({u.conn.id}) if c.eligible]
+            shard = self.shard_of(key)
+            targets = [c for c in self.candidates({u.conn.id}, shard) if c.eligible]
             if not targets:
                 continue  # the hub's tick retries once the new connection is open
             decision = self.balancer.pick(targets, self.clock())

@@ -28,6 +28,7 @@ from wsgate.core.states import ConnState, Transition
 from wsgate.core.types import ConnectionType, DialectName, StrategyName
 from wsgate.dialects import base as d
 from wsgate.dialects.binance import BinanceDialect
+from wsgate.dialects.binance_usdm import BinanceUsdmDialect
 from wsgate.dialects.bitfinex import BitfinexDialect
 from wsgate.dialects.raw import RawDialect
 from wsgate.errors import CapacityError
@@ -51,6 +52,8 @@ def make_dialect(name: DialectName) -> d.Dialect:
         return BitfinexDialect()
     if name is DialectName.BINANCE:
         return BinanceDialect()
+    if name is DialectName.BINANCE_USDM:
+        return BinanceUsdmDialect()
     return RawDialect()
 
 
@@ -92,7 +95,11 @@ class RouteRuntime:
         self.fail_open_events = 0
         self.last_lb_issue: str | None = None
         self._ids = itertools.count(1)
-        self._target = cfg.min_connections
+        # Pool size wanted per upstream URL suffix. A sharded venue (Binance USD-M /public and
+        # /market, Bybit spot and linear) starts with the dialect's default suffix only; the
+        # other shards open on demand, when a subscription needs one.
+        self._targets: dict[str, int] = {self.dialect.url_suffix: cfg.min_connections}
+        self.suffix_of: dict[str, str] = {}  # pooled connection id -> its URL suffix
         self._stopped = asyncio.Event()
         self._changed = asyncio.Event()
         self.balancer = Balancer(
@@ -217,19 +224,21 @@ class RouteRuntime:
             if self.hub is not None:
                 tg.create_task(self.hub.run(), name=f"hub-{self.name}")
             while not self._stopped.is_set():
-                while len(self.pool) < self._target:
-                    try:
-                        conn = self._new_connection(
-                            self.hub or self, dedicated=False, url_suffix=self.dialect.url_suffix
-                        )
-                    except CapacityError as exc:
-                        log.error("route %s: cannot open a pool connection: %s", self.name, exc)
-                        self._target = len(self.pool)
-                        break
-                    self.pool[conn.id] = conn
-                    if self.hub is not None:
-                        self.hub.attach(conn)
-                    tg.create_task(self._run_pooled(conn), name=conn.id)
+                for suffix, target in list(self._targets.items()):
+                    while self._pooled(suffix) < target:
+                        try:
+                            conn = self._new_connection(
+                                self.hub or self, dedicated=False, url_suffix=suffix
+                            )
+                        except CapacityError as exc:
+                            log.error("route %s: cannot open a pool connection: %s", self.name, exc)
+                            self._targets[suffix] = self._pooled(suffix)
+                            break
+                        self.pool[conn.id] = conn
+                        self.suffix_of[conn.id] = suffix
+                        if self.hub is not None:
+                            self.hub.attach(conn, suffix)
+                        tg.create_task(self._run_pooled(conn), name=conn.id)
                 self._changed.clear()
                 await self._changed.wait()
             for conn in list(self.pool.values()):
@@ -242,25 +251,40 @@ class RouteRuntime:
             await conn.run()
         finally:
             self.pool.pop(conn.id, None)
+            self.suffix_of.pop(conn.id, None)
             if self.hub is not None:
                 self.hub.detach(conn)
             self._changed.set()
 
-    def grow(self, force: bool = False) -> None:
-        """One more pooled connection (placement is full, or a rotation needs a successor)."""
+    def _pooled(self, suffix: str) -> int:
+        return sum(1 for s in self.suffix_of.values() if s == suffix)
+
+    def grow(self, force: bool = False, suffix: str | None = None) -> None:
+        """One more pooled connection (placement is full, or a rotation needs a successor).
+
+        ``suffix``: the upstream path it serves (a sharded venue); the dialect's default if None.
+        """
+        if suffix is None:
+            suffix = self.dialect.url_suffix
         if len(self.pool) >= self.cfg.max_connections:
             raise CapacityError(f"routes.{self.name}.max_connections = {self.cfg.max_connections}")
-        opening = sum(1 for c in self.pool.values() if not c.state.is_up)
+        opening = sum(
+            1
+            for cid, c in self.pool.items()
+            if not c.state.is_up and self.suffix_of.get(cid) == suffix
+        )
         if opening and not force:
             return  # one is already on its way
         self._check_capacity()
-        self._target = len(self.pool) + 1
+        self._targets[suffix] = self._pooled(suffix) + 1
         self._changed.set()
 
     def retire(self, conn: UpstreamConnection) -> None:
         """Close a drained or rotated-out connection for good."""
         if conn.id in self.pool:
-            self._target = max(self.cfg.min_connections, self._target - 1)
+            suffix = self.suffix_of.get(conn.id, self.dialect.url_suffix)
+            floor = self.cfg.min_connections if suffix == self.dialect.url_suffix else 0
+            self._targets[suffix] = max(floor, self._targets.get(suffix, 0) - 1)
             conn.stop()
 
     def stop(self) -> None:
@@ -321,7 +345,8 @@ class RouteRuntime:
     async def relay_after_auth(
         self, ws: ServerConnection, session: Session, frame: str, upstream_path: str | None
     ) -> None:
-        await self._serve_relay(ws, session, upstream_path or "", frame)
+        # An empty frame means "nothing to send first" (Binance user data is URL-keyed).
+        await self._serve_relay(ws, session, upstream_path or "", frame or None)
 
     async def _serve_relay(
         self, ws: ServerConnection, session: Session, suffix: str, first: str | None
@@ -365,8 +390,10 @@ class RouteRuntime:
             self.retire(conn)
             return 0
         started = self.hub.drain(conn_id, reason)
-        if len(self.pool) <= self.cfg.min_connections:
-            self.grow(force=True)  # the drained one leaves: keep the floor
+        suffix = self.suffix_of.get(conn_id, self.dialect.url_suffix)
+        floor = self.cfg.min_connections if suffix == self.dialect.url_suffix else 1
+        if self._pooled(suffix) <= floor:
+            self.grow(force=True, suffix=suffix)  # the drained one leaves: keep the floor
         return started
 
     def plan_rebalance(self, now: float, *, dry_run: bool, force: bool = False) -> list[Move]:
@@ -464,7 +491,8 @@ class RouteRuntime:
             k: v for k, v in self.weights.items() if k in {e.name for e in cfg.endpoints}
         }
         self.balancer.slow_start = cfg.slow_start
-        self._target = max(self._target, cfg.min_connections)
+        base = self.dialect.url_suffix
+        self._targets[base] = max(self._targets.get(base, 0), cfg.min_connections)
         self._configure_budgets()
         gone = old_endpoints - {e.name for e in cfg.endpoints}
         for conn in list(self.pool.values()):

@@ -64,8 +64,9 @@ class HubRoute(Protocol):
         """Report a placement on an unhealthy connection (every candidate unhealthy)."""
         ...
 
-    def grow(self, force: bool = False) -> None:
-        """One more pooled connection; raises CapacityError at a limit."""
+    def grow(self, force: bool = False, suffix: str | None = None) -> None:
+        """One more pooled connection (opened with URL ``suffix``: a sharded venue's path;
+        the dialect's own when None); raises CapacityError at a limit."""
         ...
 
     def retire(self, conn: UpstreamConnection) -> None:

@@ -37,6 +37,7 @@ class Uplink:
 
     conn: UpstreamConnection
     bucket: TokenBucket
+    suffix: str = ""  # the URL suffix it was opened with (its shard on a sharded venue)
     codec: d.UpstreamCodec | None = None  # None while the connection is not open
     queue: deque[str] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)

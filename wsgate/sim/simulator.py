@@ -1,4 +1,4 @@
-"""The umbrella that runs both exchange simulators, for the demo, tests and benchmarks."""
+"""The umbrella that runs the exchange simulators, for the demo, tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wsgate.sim.binance import BinanceSim
+from wsgate.sim.binance_usdm import BinanceUsdmSim
 from wsgate.sim.bitfinex import BitfinexSim
 from wsgate.sim.server import SimStatistics
 
@@ -21,21 +22,25 @@ logger = logging.getLogger("wsgate.sim")
 class SimulatorStatistics:
     bitfinex: SimStatistics | None
     binance: SimStatistics | None
+    binance_usdm: SimStatistics | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
             "bitfinex": self.bitfinex.as_dict() if self.bitfinex else None,
             "binance": self.binance.as_dict() if self.binance else None,
+            "binance_usdm": self.binance_usdm.as_dict() if self.binance_usdm else None,
         }
 
 
-def _split_tuning(tuning: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Route ``bitfinex_x``/``binance_x`` to one sim and a bare ``x`` to every sim that takes it."""
+def _split_tuning(tuning: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Route ``bitfinex_x``/``binance_x``/``usdm_x`` to one sim and a bare ``x`` to every sim
+    that takes it."""
     accepts = {
         "bitfinex": set(inspect.signature(BitfinexSim.__init__).parameters) - {"self"},
         "binance": set(inspect.signature(BinanceSim.__init__).parameters) - {"self"},
+        "usdm": set(inspect.signature(BinanceUsdmSim.__init__).parameters) - {"self"},
     }
-    out: dict[str, dict[str, Any]] = {"bitfinex": {}, "binance": {}}
+    out: dict[str, dict[str, Any]] = {"bitfinex": {}, "binance": {}, "usdm": {}}
     for key, value in tuning.items():
         venue, _, rest = key.partition("_")
         if venue in out and rest in accepts[venue]:
@@ -46,7 +51,7 @@ def _split_tuning(tuning: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
             raise TypeError(f"Simulator: unknown tuning option {key!r}")
         for v in targets:
             out[v][key] = value
-    return out["bitfinex"], out["binance"]
+    return out
 
 
 class Simulator:
@@ -58,17 +63,25 @@ class Simulator:
         seed: int | None = 0,
         bitfinex: bool = True,
         binance: bool = True,
+        binance_usdm: bool = True,
         host: str = "127.0.0.1",
         bitfinex_port: int = 0,
         binance_port: int = 0,
+        binance_usdm_port: int = 0,
         **tuning: Any,
     ) -> None:
-        bfx_opts, bnc_opts = _split_tuning(tuning)
+        opts = _split_tuning(tuning)
+        bfx_opts, bnc_opts = opts["bitfinex"], opts["binance"]
         self._bitfinex = (
             BitfinexSim(seed=seed, host=host, port=bitfinex_port, **bfx_opts) if bitfinex else None
         )
         self._binance = (
             BinanceSim(seed=seed, host=host, port=binance_port, **bnc_opts) if binance else None
+        )
+        self._usdm = (
+            BinanceUsdmSim(seed=seed, host=host, port=binance_usdm_port, **opts["usdm"])
+            if binance_usdm
+            else None
         )
 
     def __repr__(self) -> str:
@@ -87,6 +100,23 @@ class Simulator:
         return self._binance
 
     @property
+    def binance_usdm(self) -> BinanceUsdmSim:
+        if self._usdm is None:
+            raise RuntimeError("the Binance USD-M simulator is disabled (binance_usdm=False)")
+        return self._usdm
+
+    @property
+    def binance_usdm_url(self) -> str:
+        return self.binance_usdm.url
+
+    @property
+    def binance_usdm_rest_url(self) -> str:
+        return self.binance_usdm.rest_url
+
+    def _sims(self) -> list[BitfinexSim | BinanceSim]:
+        return [s for s in (self._bitfinex, self._binance, self._usdm) if s is not None]
+
+    @property
     def bitfinex_url(self) -> str:
         return self.bitfinex.url
 
@@ -101,19 +131,17 @@ class Simulator:
     async def start(self) -> None:
         started: list[BitfinexSim | BinanceSim] = []
         try:
-            for sim in (self._bitfinex, self._binance):
-                if sim is not None:
-                    await sim.start()
-                    started.append(sim)
+            for sim in self._sims():
+                await sim.start()
+                started.append(sim)
         except BaseException:
             for sim in started:
                 await sim.close()
             raise
 
     async def close(self) -> None:
-        for sim in (self._binance, self._bitfinex):
-            if sim is not None:
-                await sim.close()
+        for sim in reversed(self._sims()):
+            await sim.close()
 
     async def __aenter__(self) -> Simulator:
         await self.start()
@@ -126,20 +154,33 @@ class Simulator:
         return SimulatorStatistics(
             bitfinex=self._bitfinex.statistics() if self._bitfinex else None,
             binance=self._binance.statistics() if self._binance else None,
+            binance_usdm=self._usdm.statistics() if self._usdm else None,
         )
 
 
 async def run_simulator(
-    host: str, bitfinex_port: int, binance_port: int, seed: int | None, stop: asyncio.Event
+    host: str,
+    bitfinex_port: int,
+    binance_port: int,
+    seed: int | None,
+    stop: asyncio.Event,
+    binance_usdm_port: int = 0,
 ) -> None:
-    """Serve both simulators until ``stop`` is set (the ``wsgate sim`` command)."""
+    """Serve every simulator until ``stop`` is set (the ``wsgate sim`` command)."""
     async with Simulator(
-        seed=seed, host=host, bitfinex_port=bitfinex_port, binance_port=binance_port
+        seed=seed,
+        host=host,
+        bitfinex_port=bitfinex_port,
+        binance_port=binance_port,
+        binance_usdm_port=binance_usdm_port,
     ) as sim:
         logger.info(
-            "simulator ready: bitfinex %s, binance %s (REST %s); faults at /_sim/fault",
+            "simulator ready: bitfinex %s, binance %s (REST %s), binance_usdm %s (REST %s); "
+            "faults at /_sim/fault",
             sim.bitfinex_url,
             sim.binance_url,
             sim.binance_rest_url,
+            sim.binance_usdm_url,
+            sim.binance_usdm_rest_url,
         )
         await stop.wait()

@@ -1,0 +1,193 @@
+"""Binance USD-M end to end: in-process wsgate (Gateway) + the fstream simulator.
+
+The simulator serves the 2026 path split (a stream on the wrong path is acknowledged and
+silent), ``pu``-chained depth and ``/fapi/v1/depth``; these tests check that bots get every
+stream whatever path they connect to, that one upstream subscription serves them all, and
+that the ``pu`` chain a bot sees survives upstream drops and lifetime closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from wsgate import Gateway
+from wsgate.config import parse_config
+from wsgate.sim import Simulator
+
+
+def _config(sim: Simulator, tmp: str) -> str:
+    return f"""
+[daemon]
+control_socket = "{tmp}/ctl.sock"
+state_dir = "{tmp}/state"
+[gateway]
+listen = "127.0.0.1:0"
+linger = 0.5
+[metrics]
+listen = ""
+[routes.usdm]
+dialect = "binance_usdm"
+type = "market_data"
+backoff_initial = 0.05
+backoff_max = 0.2
+min_uptime = 0
+rest_url = "{sim.binance_usdm_rest_url}"
+[[routes.usdm.endpoints]]
+url = "{sim.binance_usdm_url}"
+[routes.usdm_user]
+dialect = "binance_usdm"
+type = "user_data"
+min_connections = 0
+[[routes.usdm_user.endpoints]]
+url = "{sim.binance_usdm_url}"
+"""
+
+
+@asynccontextmanager
+async def stack() -> AsyncIterator[tuple[Gateway, Simulator]]:
+    tmp = tempfile.mkdtemp(dir="/tmp")
+    async with (
+        Simulator(seed=7, bitfinex=False, binance=False) as sim,
+        Gateway(parse_config(_config(sim, tmp)), seed=2) as gw,
+    ):
+        yield gw, sim
+
+
+async def until(cond: Callable[[], bool], limit: float = 10.0) -> None:
+    async with asyncio.timeout(limit):
+        while not cond():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def recv_json(ws: ClientConnection, limit: float = 10.0) -> Any:
+    return json.loads(await asyncio.wait_for(ws.recv(), limit))
+
+
+def _upstream(sim: Simulator) -> dict[str, int]:
+    """Streams per upstream path prefix at the simulator."""
+    out: dict[str, int] = {}
+    for c in sim.binance_usdm.statistics().connections:
+        prefix = c.path.split("/")[1]
+        out[prefix] = out.get(prefix, 0) + c.channels
+    return out
+
+
+async def _collect(ws: ClientConnection, want: set[str], limit: float = 10.0) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    async with asyncio.timeout(limit):
+        while not want <= set(seen):
+            msg = json.loads(await ws.recv())
+            if "stream" in msg:
+                seen.setdefault(msg["stream"], msg["data"])
+    return seen
+
+
+def test_every_stream_arrives_on_any_path_and_is_placed_on_its_upstream_path() -> None:
+    async def scenario() -> None:
+        async with stack() as (gw, sim):
+            streams = "btcusdt@aggTrade/btcusdt@depth@100ms/btcusdt@markPrice@1s/btcusdt@bookTicker"
+            # A bot on /market asks for book streams too; a legacy /stream bot for all of them.
+            url_a = gw.url("usdm") + f"/market/stream?streams={streams}"
+            url_b = gw.url("usdm") + f"/stream?streams={streams}"
+            async with connect(url_a) as a, connect(url_b) as b:
+                want = set(streams.split("/"))
+                got_a, got_b = await asyncio.gather(_collect(a, want), _collect(b, want))
+                assert got_a["btcusdt@aggTrade"]["e"] == "aggTrade"
+                assert got_b["btcusdt@markPrice@1s"]["e"] == "markPriceUpdate"
+                assert "pu" in got_a["btcusdt@depth@100ms"]
+                # one upstream subscription per stream, each on the path that carries it
+                assert _upstream(sim) == {"public": 2, "market": 2}
+
+    asyncio.run(scenario())
+
+
+def test_raw_session_gets_payloads_and_subscribe_ids_as_on_spot() -> None:
+    async def scenario() -> None:
+        async with stack() as (gw, _sim):
+            async with connect(gw.url("usdm") + "/public/ws") as ws:
+                await ws.send(
+                    json.dumps({"method": "SUBSCRIBE", "params": ["ethusdt@depth5@100ms"], "id": 7})
+                )
+                assert await recv_json(ws) == {"result": None, "id": 7}
+                ev = await recv_json(ws)
+                assert ev["e"] == "depthUpdate" and len(ev["b"]) == 5
+                await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["x@nope"], "id": 8}))
+                err = await recv_json(ws)
+                while "id" not in err:
+                    err = await recv_json(ws)
+                assert err["id"] == 8 and err["error"]["code"] == 2
+                await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 9}))
+                reply = await recv_json(ws)
+                while reply.get("id") != 9:
+                    reply = await recv_json(ws)
+                assert reply["result"] == ["ethusdt@depth5@100ms"]
+
+    asyncio.run(scenario())
+
+
+async def _depth_chain(ws: ClientConnection, count: int) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    while len(events) < count:
+        msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if msg.get("e") == "depthUpdate":
+            events.append(msg)
+    return events
+
+
+def _assert_chained(events: list[dict[str, Any]]) -> None:
+    for prev, ev in zip(events, events[1:], strict=False):
+        assert ev["pu"] == prev["u"], (prev, ev)
+
+
+def test_pu_chain_survives_every_upstream_drop_and_a_lifetime_close() -> None:
+    async def scenario() -> None:
+        async with stack() as (gw, sim):
+            async with connect(gw.url("usdm") + "/public/ws/btcusdt@depth@100ms") as ws:
+                before = await _depth_chain(ws, 10)
+                # The bot's REST snapshot through the pass-through lines up with the stream.
+                rest = "http" + gw.url("usdm")[2:] + "/fapi/v1/depth?symbol=BTCUSDT&limit=1000"
+                body = await asyncio.to_thread(
+                    lambda: json.loads(urllib.request.urlopen(rest, timeout=10).read())
+                )
+                assert body["lastUpdateId"] >= before[0]["u"]
+                # Every upstream connection drops and the first reconnects are refused, so the
+                # book moves on meanwhile: wsgate must bridge the gap from a REST snapshot.
+                sim.binance_usdm.faults.reject_handshakes(503, count=3)
+                sim.binance_usdm.faults.drop()
+                after_drop = await _depth_chain(ws, 30)
+                sim.binance_usdm.fault_server_shutdown()  # the unannounced 24 h close
+                after_close = await _depth_chain(ws, 30)
+                _assert_chained(before + after_drop + after_close)
+                stats = gw.daemon.routes["usdm"].hub
+                assert stats is not None and stats.depth is not None
+                assert stats.depth.bridges >= 1
+
+    asyncio.run(scenario())
+
+
+def test_private_session_is_a_dedicated_relay_with_its_listen_key_path() -> None:
+    async def scenario() -> None:
+        async with stack() as (gw, sim):
+            key = "A" * 32
+            url = gw.url("usdm_user") + f"/private/ws?listenKey={key}&events=ORDER_TRADE_UPDATE"
+            async with connect(url):
+                await until(
+                    lambda: any(
+                        c.path.startswith("/private/ws?listenKey=" + key)
+                        for c in sim.binance_usdm.statistics().connections
+                    )
+                )
+            public = gw.url("usdm") + f"/private/ws?listenKey={key}"
+            async with connect(public) as ws:  # a market-data route refuses user data
+                await asyncio.wait_for(ws.wait_closed(), 10)
+                assert ws.close_code == 1008
+
+    asyncio.run(scenario())
