@@ -9,6 +9,7 @@ that the ``pu`` chain a bot sees survives upstream drops and lifetime closes.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import tempfile
 import urllib.request
@@ -111,24 +112,23 @@ def test_every_stream_arrives_on_any_path_and_is_placed_on_its_upstream_path() -
 
 def test_raw_session_gets_payloads_and_subscribe_ids_as_on_spot() -> None:
     async def scenario() -> None:
-        async with stack() as (gw, _sim):
-            async with connect(gw.url("usdm") + "/public/ws") as ws:
-                await ws.send(
-                    json.dumps({"method": "SUBSCRIBE", "params": ["ethusdt@depth5@100ms"], "id": 7})
-                )
-                assert await recv_json(ws) == {"result": None, "id": 7}
-                ev = await recv_json(ws)
-                assert ev["e"] == "depthUpdate" and len(ev["b"]) == 5
-                await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["x@nope"], "id": 8}))
+        async with stack() as (gw, _sim), connect(gw.url("usdm") + "/public/ws") as ws:
+            await ws.send(
+                json.dumps({"method": "SUBSCRIBE", "params": ["ethusdt@depth5@100ms"], "id": 7})
+            )
+            assert await recv_json(ws) == {"result": None, "id": 7}
+            ev = await recv_json(ws)
+            assert ev["e"] == "depthUpdate" and len(ev["b"]) == 5
+            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["x@nope"], "id": 8}))
+            err = await recv_json(ws)
+            while "id" not in err:
                 err = await recv_json(ws)
-                while "id" not in err:
-                    err = await recv_json(ws)
-                assert err["id"] == 8 and err["error"]["code"] == 2
-                await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 9}))
+            assert err["id"] == 8 and err["error"]["code"] == 2
+            await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 9}))
+            reply = await recv_json(ws)
+            while reply.get("id") != 9:
                 reply = await recv_json(ws)
-                while reply.get("id") != 9:
-                    reply = await recv_json(ws)
-                assert reply["result"] == ["ethusdt@depth5@100ms"]
+            assert reply["result"] == ["ethusdt@depth5@100ms"]
 
     asyncio.run(scenario())
 
@@ -143,32 +143,34 @@ async def _depth_chain(ws: ClientConnection, count: int) -> list[dict[str, Any]]
 
 
 def _assert_chained(events: list[dict[str, Any]]) -> None:
-    for prev, ev in zip(events, events[1:], strict=False):
+    for prev, ev in itertools.pairwise(events):
         assert ev["pu"] == prev["u"], (prev, ev)
 
 
 def test_pu_chain_survives_every_upstream_drop_and_a_lifetime_close() -> None:
     async def scenario() -> None:
-        async with stack() as (gw, sim):
-            async with connect(gw.url("usdm") + "/public/ws/btcusdt@depth@100ms") as ws:
-                before = await _depth_chain(ws, 10)
-                # The bot's REST snapshot through the pass-through lines up with the stream.
-                rest = "http" + gw.url("usdm")[2:] + "/fapi/v1/depth?symbol=BTCUSDT&limit=1000"
-                body = await asyncio.to_thread(
-                    lambda: json.loads(urllib.request.urlopen(rest, timeout=10).read())
-                )
-                assert body["lastUpdateId"] >= before[0]["u"]
-                # Every upstream connection drops and the first reconnects are refused, so the
-                # book moves on meanwhile: wsgate must bridge the gap from a REST snapshot.
-                sim.binance_usdm.faults.reject_handshakes(503, count=3)
-                sim.binance_usdm.faults.drop()
-                after_drop = await _depth_chain(ws, 30)
-                sim.binance_usdm.fault_server_shutdown()  # the unannounced 24 h close
-                after_close = await _depth_chain(ws, 30)
-                _assert_chained(before + after_drop + after_close)
-                stats = gw.daemon.routes["usdm"].hub
-                assert stats is not None and stats.depth is not None
-                assert stats.depth.bridges >= 1
+        async with (
+            stack() as (gw, sim),
+            connect(gw.url("usdm") + "/public/ws/btcusdt@depth@100ms") as ws,
+        ):
+            before = await _depth_chain(ws, 10)
+            # The bot's REST snapshot through the pass-through lines up with the stream.
+            rest = "http" + gw.url("usdm")[2:] + "/fapi/v1/depth?symbol=BTCUSDT&limit=1000"
+            body = await asyncio.to_thread(
+                lambda: json.loads(urllib.request.urlopen(rest, timeout=10).read())
+            )
+            assert body["lastUpdateId"] >= before[0]["u"]
+            # Every upstream connection drops and the first reconnects are refused, so the
+            # book moves on meanwhile: wsgate must bridge the gap from a REST snapshot.
+            sim.binance_usdm.faults.reject_handshakes(503, count=3)
+            sim.binance_usdm.faults.drop()
+            after_drop = await _depth_chain(ws, 30)
+            sim.binance_usdm.fault_server_shutdown()  # the unannounced 24 h close
+            after_close = await _depth_chain(ws, 30)
+            _assert_chained(before + after_drop + after_close)
+            stats = gw.daemon.routes["usdm"].hub
+            assert stats is not None and stats.depth is not None
+            assert stats.depth.bridges >= 1
 
     asyncio.run(scenario())
 
