@@ -82,6 +82,72 @@ _URL_KINDS = ("webhook", "slack", "discord")
 _KIND_KEYS = CHANNEL_KIND_KEYS
 
 
+# Bounds on values that would hurt at once: each is far past any real need, and its
+# reason is the hint of the error, so `config check` says why as well as what.
+_SUN_PATH_MAX = 107  # bytes of a Unix socket path (108 in sockaddr_un, one for the NUL)
+_BYTES_PER_HISTORY_POINT = 58  # measured: ~57 KiB per connection at 1000 points
+_LIMITS: dict[str, tuple[float | None, float | None, str]] = {
+    # key: (lowest, highest, why)
+    "metrics.history_points": (
+        10,
+        100_000,
+        "history is allocated up front for every upstream connection, about "
+        f"{_BYTES_PER_HISTORY_POINT} bytes per point (100000 points = 5.5 MiB per connection)",
+    ),
+    "jobs": (
+        1.0,
+        86_400.0,
+        "a job scores every connection each run: more often than once a second burns a core "
+        "for nothing, less often than once a day is never",
+    ),
+    "gateway.max_sessions": (
+        1,
+        1_000_000,
+        "every session holds a file descriptor and its buffers; the process limit "
+        "(LimitNOFILE=65536 in the unit) is far below this",
+    ),
+    "routes.max_sessions": (1, 1_000_000, "every session holds a file descriptor and buffers"),
+    "daemon.max_connections": (
+        1,
+        100_000,
+        "each upstream connection holds a socket, TLS state and its metric history",
+    ),
+    "gateway.max_message_bytes": (
+        1,
+        64 * 1024 * 1024,
+        "a bot frame is read whole into memory before anything checks it",
+    ),
+    "gateway.send_buffer_bytes": (
+        1,
+        256 * 1024 * 1024,
+        "this much may be queued for every slow session at once",
+    ),
+    "daemon.shutdown_timeout": (
+        0.1,
+        300.0,
+        "a stop that takes longer is killed by systemd (TimeoutStopSec) anyway",
+    ),
+}
+
+
+def _bounded(t: Table, key: str, value: Any, default: Any, limits: str | None = None) -> Any:
+    """``value`` if within ``_LIMITS``; else a problem that gives the reason, and the default."""
+    lo, hi, why = _LIMITS[limits or ".".join((*map(str, t.path), key))]
+    if value is None or isinstance(value, bool):
+        return value
+    if lo is not None and value < lo:
+        t.problem(key, f"must be >= {_plain_number(lo)}, got {short(value)}", why)
+        return default
+    if hi is not None and value > hi:
+        t.problem(key, f"must be <= {_plain_number(hi)}, got {short(value)}", why)
+        return default
+    return value
+
+
+def _plain_number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 # --- public entry points ---------------------------------------------------------------
 
 
@@ -228,10 +294,41 @@ def _build(root: Table, filename: str | None, digest: str) -> Config | None:
     alerts = _build_alerts(root.table("alerts"))
     cluster = build_cluster(root.table("cluster"))
     check_node_id(root, daemon.node_id, cluster)
+    _check_listeners(root, gateway, metrics)
     root.finish()
     if routes is None:
         return None
     return Config(daemon, gateway, jobs, metrics, routes, alerts, filename, digest, cluster)
+
+
+def _check_listeners(root: Table, gateway: GatewayConfig, metrics: MetricsConfig) -> None:
+    if not metrics.enabled:
+        return
+    wildcard = ("", "0.0.0.0", "::")
+    same_port = metrics.port == gateway.port and metrics.port != 0
+    if same_port and (
+        metrics.host == gateway.host or metrics.host in wildcard or gateway.host in wildcard
+    ):
+        root.problems.add(
+            ("metrics", "listen"),
+            f"metrics.listen {metrics.listen!r} is the address of gateway.listen "
+            f"({gateway.listen!r})",
+            "the two listeners cannot share an address; give metrics another port, "
+            'or "" to turn it off',
+        )
+
+
+def _control_socket(t: Table, default: str) -> str:
+    path: str = t.string("control_socket", default)
+    if len(os.fsencode(path)) > _SUN_PATH_MAX:
+        t.problem(
+            "control_socket",
+            f"path is {len(os.fsencode(path))} bytes, longer than a Unix socket path can be "
+            f"({_SUN_PATH_MAX} bytes)",
+            "choose a shorter path, e.g. /run/wsgate/control.sock",
+        )
+        return default
+    return path
 
 
 def _build_daemon(t: Table | None) -> DaemonConfig:
@@ -240,13 +337,20 @@ def _build_daemon(t: Table | None) -> DaemonConfig:
     d = DaemonConfig()
     cfg = DaemonConfig(
         node_id=t.string("node_id", d.node_id),
-        control_socket=t.string("control_socket", d.control_socket),
+        control_socket=_control_socket(t, d.control_socket),
         state_dir=t.string("state_dir", d.state_dir),
-        max_connections=t.integer("max_connections", d.max_connections, lo=1),
+        max_connections=_bounded(
+            t, "max_connections", t.integer("max_connections", d.max_connections), d.max_connections
+        ),
         log_level=t.string("log_level", d.log_level, choices=_LOG_LEVELS),
         control_group=t.string("control_group", None),
         admin_group=t.string("admin_group", None),
-        shutdown_timeout=t.number("shutdown_timeout", d.shutdown_timeout),
+        shutdown_timeout=_bounded(
+            t,
+            "shutdown_timeout",
+            t.number("shutdown_timeout", d.shutdown_timeout, minimum=0.0),
+            d.shutdown_timeout,
+        ),
     )
     t.finish()
     return cfg
@@ -259,8 +363,18 @@ def _build_gateway(t: Table | None) -> GatewayConfig:
     listen = t.string("listen", d.listen)
     if not t.check_listen("listen", listen):
         listen = d.listen
-    max_message = t.integer("max_message_bytes", d.max_message_bytes, lo=1)
-    send_buffer = t.integer("send_buffer_bytes", d.send_buffer_bytes, lo=1)
+    max_message = _bounded(
+        t,
+        "max_message_bytes",
+        t.integer("max_message_bytes", d.max_message_bytes),
+        d.max_message_bytes,
+    )
+    send_buffer = _bounded(
+        t,
+        "send_buffer_bytes",
+        t.integer("send_buffer_bytes", d.send_buffer_bytes),
+        d.send_buffer_bytes,
+    )
     if send_buffer < max_message:
         t.problem(
             "send_buffer_bytes",
@@ -272,7 +386,9 @@ def _build_gateway(t: Table | None) -> GatewayConfig:
         close_code = d.slow_consumer_close_code
     cfg = GatewayConfig(
         listen=listen,
-        max_sessions=t.integer("max_sessions", d.max_sessions, lo=1),
+        max_sessions=_bounded(
+            t, "max_sessions", t.integer("max_sessions", d.max_sessions), d.max_sessions
+        ),
         max_message_bytes=max_message,
         send_buffer_bytes=send_buffer,
         slow_consumer_close_code=close_code,
@@ -293,7 +409,16 @@ def _build_jobs(t: Table | None) -> JobsConfig:
     if t is None:
         return d
     cfg = JobsConfig(
-        **{f.name: t.number(f.name, getattr(d, f.name)) for f in dataclasses.fields(JobsConfig)}
+        **{
+            f.name: _bounded(
+                t,
+                f.name,
+                t.number(f.name, getattr(d, f.name), minimum=0.0),
+                getattr(d, f.name),
+                "jobs",
+            )
+            for f in dataclasses.fields(JobsConfig)
+        }
     )
     t.finish()
     return cfg
@@ -307,7 +432,9 @@ def _build_metrics(t: Table | None) -> MetricsConfig:
     if not t.check_listen("listen", listen, allow_empty=True):
         listen = d.listen
     cfg = MetricsConfig(
-        history_points=t.integer("history_points", d.history_points, lo=10),
+        history_points=_bounded(
+            t, "history_points", t.integer("history_points", d.history_points), d.history_points
+        ),
         listen=listen,
         history_retention=t.number("history_retention", d.history_retention),
         per_message=t.boolean("per_message", d.per_message),
@@ -470,7 +597,9 @@ def _build_route(name: str, t: Table, daemon_max: int) -> RouteConfig | None:
         stale_after=t.number("stale_after", 20.0),
         min_connections=min_conn,
         max_connections=max_conn,
-        max_sessions=t.integer("max_sessions", None, lo=1),
+        max_sessions=_bounded(
+            t, "max_sessions", t.integer("max_sessions", None), None, "routes.max_sessions"
+        ),
         ping_interval=t.number("ping_interval", 20.0),
         ping_timeout=t.number("ping_timeout", 20.0),
         app_ping_interval=t.number("app_ping_interval", 15.0),
