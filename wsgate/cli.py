@@ -14,6 +14,7 @@ import typer
 
 from wsgate.cli_alerts import alerts_app
 from wsgate.cli_balance import rebalance, routes_app
+from wsgate.cli_cluster import cluster_app
 from wsgate.cli_common import ConfigOpt, JsonOpt, SocketOpt, call, emit_json, fail
 from wsgate.cli_config import config_app
 from wsgate.cli_sim import sim_app
@@ -35,6 +36,7 @@ conn_app = typer.Typer(help="Upstream connections: list, show, reconnect, enable
 app.add_typer(conn_app, name="connections")
 app.add_typer(routes_app, name="routes")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(cluster_app, name="cluster")
 app.command()(rebalance)
 app.command("top")(top_command)
 
@@ -119,8 +121,25 @@ app.add_typer(sim_app, name="sim")  # run (the default), fault, stats: wsgate/cl
 
 # ---------------------------------------------------------------- client side
 @app.command()
-def status(socket: SocketOpt = None, config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+def status(
+    socket: SocketOpt = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+    cluster: Annotated[
+        bool, typer.Option("--cluster", help="Every node's status, asked through the cluster.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each node.")] = 2.0,
+) -> None:
     """Daemon uptime, routes with connection states, sessions, jobs."""
+    if cluster:
+        result = _call(socket, config, "cluster.status", timeout=timeout)
+        if json_:
+            _emit_json(result)
+        else:
+            from wsgate.cli_cluster import render_cluster_status
+
+            render_cluster_status(result)
+        return
     result = _call(socket, config, "status")
     if json_:
         _emit_json(result)

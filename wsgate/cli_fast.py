@@ -16,14 +16,16 @@ import sys
 __all__ = ["main", "try_fast"]
 
 _FAST = ("status", "connections", "alerts")
+_FAST_SUB = {("cluster", "nodes"): "cluster.nodes"}  # two-word commands -> control method
 _VALUE_OPTS = {"--socket": "socket", "--config": "config", "-c": "config"}
 
 
 def _parse(argv: list[str]) -> dict[str, str | None] | None:
-    if not argv or argv[0] not in _FAST or "--json" not in argv:
+    sub = _FAST_SUB.get((argv[0], argv[1])) if len(argv) > 1 else None
+    if not argv or (argv[0] not in _FAST and sub is None) or "--json" not in argv:
         return None
-    opts: dict[str, str | None] = {"socket": None, "config": None}
-    i = 1
+    opts: dict[str, str | None] = {"socket": None, "config": None, "method": sub or argv[0]}
+    i = 2 if sub else 1
     while i < len(argv):
         arg = argv[i]
         if arg == "--json":
@@ -53,7 +55,7 @@ def try_fast(argv: list[str]) -> int | None:
 
     try:
         path = resolve_socket_path(opts["socket"], opts["config"])
-        result = ControlClient(path, timeout=30.0).call(argv[0], {})
+        result = ControlClient(path, timeout=30.0).call(str(opts["method"]), {})
     except ControlError as err:
         print(f"wsgate: {err.message}", file=sys.stderr)
         return exit_code(err.code)

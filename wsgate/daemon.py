@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from wsgate import __version__, redact
+from wsgate.cluster import build_cluster
 from wsgate.config import Config, ConfigDiff, RouteConfig, diff_config, load_config
 from wsgate.control.server import ControlServer, ensure_socket_dir
 from wsgate.core.adaptive import AdaptiveSwitch
@@ -175,6 +176,8 @@ class Daemon:
         self._socket_dirs: list[str] = []
         self.ready = asyncio.Event()
         self.alerting: Alerting | None = None  # built in _start: it opens daemon.store
+        # [cluster]: a LocalCluster on one node, a ClusterNode on NATS (wsgate.cluster).
+        self.cluster = build_cluster(self)
 
     def _require_path(self) -> str:
         if not self.config_path:
@@ -191,6 +194,7 @@ class Daemon:
         os.makedirs(self.config.daemon.state_dir, mode=0o750, exist_ok=True)
         self.lock.acquire()
         try:
+            await self.cluster.join()  # a node-id clash fails startup here, with one line
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 await self._start(tg)
@@ -209,6 +213,8 @@ class Daemon:
         # First: it creates daemon.store (shared), restores alert state, replays the outbox.
         self.alerting = Alerting(self)
         await self.alerting.start(tg)
+        self.cluster.attach(self.alerting)
+        self.cluster.start(tg)
         for route_cfg in cfg.routes:
             self._add_route(route_cfg, tg)
         self.gateway.add_system_route("_wsgate", make_system_route(self.events))
@@ -292,6 +298,7 @@ class Daemon:
         """Bounded graceful stop: sessions get 1001, upstreams close, the socket is removed."""
         self.notify.stopping()
         grace = self.config.daemon.shutdown_timeout
+        await self.cluster.close()  # peers record a graceful leave: no page
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
                 await self.gateway.close(1001, "wsgate shutting down")

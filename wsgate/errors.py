@@ -16,7 +16,10 @@
      ├── ProtocolError          a peer sent a frame the dialect cannot accept
      │    └── InvalidPath       a downstream request path/query names no valid stream (HTTP 4xx)
      ├── DeliveryError          a notification channel did not accept a notification
-     └── AlertError             an alert operation named an unknown alert or an invalid silence
+     ├── AlertError             an alert operation named an unknown alert or an invalid silence
+ └── ClusterError           the cluster engine is unreachable or refused an operation
+      ├── KeyConflict       a KV create/update lost the race (key exists / revision moved)
+      └── NodeIdTaken       another live node already holds this daemon.node_id
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
     "AlertError",
     "BindError",
     "CapacityError",
+    "ClusterError",
     "ConfigError",
     "ConfigProblem",
     "ControlError",
@@ -34,7 +38,9 @@ __all__ = [
     "DeliveryError",
     "HandshakeRejected",
     "InvalidPath",
+    "KeyConflict",
     "NoCandidateError",
+    "NodeIdTaken",
     "PermissionDenied",
     "ProtocolError",
     "StaleError",
@@ -179,3 +185,15 @@ class AlertError(WsgateError):
     def __init__(self, message: str, *, candidates: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.candidates = candidates
+
+
+class ClusterError(WsgateError):
+    """The cluster engine is unreachable, timed out, or refused an operation."""
+
+
+class KeyConflict(ClusterError):
+    """A KV create found the key present, or an update found another revision."""
+
+
+class NodeIdTaken(ClusterError):
+    """Another live node holds this ``daemon.node_id``; the message names the holder."""

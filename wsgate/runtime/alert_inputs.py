@@ -265,6 +265,7 @@ class InputBuilder:
             max_connections=int(daemon.config.daemon.max_connections),
             sessions_total=len(daemon.gateway.sessions),
             max_sessions=int(daemon.config.gateway.max_sessions),
+            **_cluster_fields(daemon),
         )
 
     @staticmethod
@@ -299,3 +300,10 @@ class InputBuilder:
             self._job_runs[j.name] = runs
             out[j.name] = max(overdue, behind)
         return out
+
+
+def _cluster_fields(daemon: Any) -> dict[str, Any]:
+    """Peers as this node's membership judges them (nothing on a single node)."""
+    cluster = getattr(daemon, "cluster", None)
+    fields = getattr(cluster, "alert_fields", None)
+    return dict(fields(time.monotonic())) if callable(fields) else {}

@@ -187,6 +187,8 @@ class Alerting:
         self._replayed = 0
         self._saved_acks: set[str] = set()
         self._saved_silences: set[str] = set()
+        self._claiming: set[asyncio.Future[None]] = set()
+        self._shared_acks: dict[str, dict[str, Any]] = {}  # from other nodes, by fingerprint
 
     def __repr__(self) -> str:
         return f"<Alerting {self.engine!r} {self.outbox!r}>"
@@ -274,6 +276,7 @@ class Alerting:
         for sil in self.engine.expire_silences(now):
             self.store.delete_silence(sil.id)
             self._saved_silences.discard(sil.id)
+            self._share("silence_removed", sil.id)
         notes = self.engine.tick(now)
         if notes:
             self._deliver(notes)
@@ -287,6 +290,7 @@ class Alerting:
         now = self._clock()
         inputs = self.inputs.build(self.daemon, now, time.monotonic())
         result = self.engine.evaluate(inputs)
+        self._apply_shared_acks(now)
         self._record(result.transitions, now)
         self._deliver(result.notifications)
         self._persist()
@@ -329,19 +333,49 @@ class Alerting:
                     log.exception("event bus rejected an alert event")
 
     def _deliver(self, notes: Sequence[Notification]) -> None:
+        cluster = getattr(self.daemon, "cluster", None)
         for n in notes:
             if n.channel not in self._notifiers:
                 continue  # a channel removed by a reload a moment ago
-            if self.outbox.enqueue(n.channel, notification_payload(n)):
-                self._enqueued += 1
-            else:
-                self._deduped += 1
+            if cluster is not None and any(cluster.scoped(a) for a in n.alerts):
+                self._spawn(self._deliver_claimed(cluster, n))
+                continue
+            self._enqueue(n)
+
+    def _enqueue(self, n: Notification) -> None:
+        if self.outbox.enqueue(n.channel, notification_payload(n)):
+            self._enqueued += 1
+        else:
+            self._deduped += 1
+
+    async def _deliver_claimed(self, cluster: Any, n: Notification) -> None:
+        """A fact about the cluster is paged once cluster-wide: by the node that claims it."""
+        won = [a for a in n.alerts if not cluster.scoped(a) or await cluster.claim(a)]
+        for a in n.alerts:
+            if a not in won:
+                data = {"fingerprint": a.fingerprint, "alertname": a.alertname, "status": a.state}
+                self.store.add_event(self._clock(), "notification_sent_elsewhere", data)
+        if won and n.channel in self._notifiers:
+            self._enqueue(dataclasses.replace(n, alerts=tuple(won)))
+
+    def _spawn(self, coro: Any) -> None:
+        tg = getattr(self.daemon, "_tg", None)
+        task = tg.create_task(coro) if tg is not None else asyncio.ensure_future(coro)
+        self._claiming.add(task)
+        task.add_done_callback(self._claiming.discard)
+
+    def _share(self, what: str, arg: Any) -> None:
+        shared = getattr(getattr(self.daemon, "cluster", None), "shared", None)
+        if shared is not None:
+            getattr(shared, what)(arg)
 
     def _persist(self) -> None:
         self.store.save_engine_state(self.engine.export_state())
         acks = {a.fingerprint: a for a in self.engine.acks()}
         for fp in self._saved_acks - acks.keys():
             self.store.delete_ack(fp)  # cleared when its alert resolved
+            self._share("ack_cleared", fp)
+            self._shared_acks.pop(fp, None)
         self._saved_acks = set(acks)
 
     def _on_channel_disabled(self, channel: str, reason: str) -> None:
@@ -400,6 +434,7 @@ class Alerting:
         self._saved_acks.add(fingerprint)
         self._persist()
         self.store.add_event(ack.at, "alert_ack", ack.to_dict())
+        self._share("ack_made", ack.to_dict())
         return ack
 
     def silence(
@@ -436,6 +471,7 @@ class Alerting:
         self._saved_silences.add(sil.id)
         self._persist()
         self.store.add_event(self._clock(), "silence_created", sil.to_dict())
+        self._share("silence_made", sil.to_dict())
         return sil, self.engine.matching(sil.matchers, now)
 
     def unsilence(self, silence_id: str, by: str) -> Silence:
@@ -444,6 +480,7 @@ class Alerting:
         self._saved_silences.discard(silence_id)
         self._persist()
         self.store.add_event(self._clock(), "silence_expired", {**sil.to_dict(), "by": by})
+        self._share("silence_removed", silence_id)
         return sil
 
     def silences(self) -> list[Silence]:
@@ -455,7 +492,55 @@ class Alerting:
         for sil in gone:
             self.store.delete_silence(sil.id)
             self._saved_silences.discard(sil.id)
+            self._share("silence_removed", sil.id)
         return gone
+
+    # ------------------------------------------------------------------ cluster state
+
+    def apply_shared_silence(self, doc: dict[str, Any]) -> bool:
+        """A silence made on another node (or replayed): honour it and keep a local copy."""
+        sil = Silence.from_dict(doc)
+        if sil.ends_at <= self._clock() or any(s.id == sil.id for s in self.engine.silences()):
+            return False
+        self.engine.add_silence(sil)
+        self.store.put_silence(sil.id, sil.to_dict())
+        self._saved_silences.add(sil.id)
+        log.info("silence %s from the cluster (by %s)", sil.id, sil.created_by)
+        return True
+
+    def apply_shared_unsilence(self, silence_id: str) -> bool:
+        if not any(s.id == silence_id for s in self.engine.silences()):
+            return False
+        self.engine.unsilence(silence_id, self._clock())
+        self.store.delete_silence(silence_id)
+        self._saved_silences.discard(silence_id)
+        return True
+
+    def apply_shared_ack(self, doc: dict[str, Any]) -> bool:
+        """An ack made on another node; applied now or when this node sees the alert."""
+        self._shared_acks[str(doc.get("fingerprint", ""))] = doc
+        return self._apply_shared_acks(self._clock()) > 0
+
+    def _apply_shared_acks(self, now: float) -> int:
+        applied = 0
+        for fp, doc in list(self._shared_acks.items()):
+            view = self.engine.get(fp)
+            if now - float(doc.get("at", now)) > 86400.0:
+                del self._shared_acks[fp]
+                continue
+            # An ack belongs to one firing: never to a later one with the same fingerprint.
+            if view is None or view.acknowledged:
+                continue
+            if float(doc.get("at", 0)) < (view.started_at or 0.0) - 30:
+                continue
+            try:
+                ack = self.engine.ack(fp, str(doc.get("by", "?")), str(doc.get("comment", "")), now)
+            except AlertError:
+                continue  # resolved here already
+            self.store.put_ack(fp, ack.to_dict())
+            self._saved_acks.add(fp)
+            applied += 1
+        return applied
 
     def history(
         self,

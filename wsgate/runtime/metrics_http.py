@@ -74,6 +74,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from wsgate import __version__
+from wsgate.cluster.metrics import cluster_metrics
 from wsgate.core.states import ConnState
 from wsgate.core.types import Severity, StrategyName
 
@@ -108,6 +109,7 @@ class WsgateCollector(Collector):
         yield from self._alerts()
         yield from self._jobs()
         yield from self._process()
+        yield from cluster_metrics(self.d)
 
     def _connections(self) -> Iterator[Metric]:
         def counter(name: str, doc: str) -> CounterMetricFamily:

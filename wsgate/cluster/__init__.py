@@ -1,0 +1,76 @@
+"""The cluster: nodes that know each other, one page per fact, silences that hold everywhere.
+
+``[cluster] engine = "none"`` (the default) gives :class:`LocalCluster`: one node, nothing
+external. ``engine = "nats"`` gives :class:`ClusterNode` on :class:`NatsEngine`. The seam
+other engines would implement is :mod:`wsgate.cluster.engine`; the pure membership rules
+live in :mod:`wsgate.core.cluster`.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from wsgate.cluster.base import CLUSTER_SCOPED, ClusterStatistics, LocalCluster
+from wsgate.cluster.engine import Engine, KvBucket, KvEntry
+
+__all__ = [
+    "CLUSTER_SCOPED",
+    "Cluster",
+    "ClusterStatistics",
+    "Engine",
+    "KvBucket",
+    "KvEntry",
+    "LocalCluster",
+    "build_cluster",
+    "node_summary",
+]
+
+Cluster = Any  # LocalCluster | ClusterNode: the same duck-typed surface
+
+
+def node_summary(daemon: Any) -> dict[str, Any]:
+    """What a heartbeat carries: enough for ``wsgate cluster nodes`` without asking."""
+    from wsgate import __version__
+
+    upstreams: dict[str, int] = {}
+    for rt in daemon.routes.values():
+        for conn in rt.connections():
+            label = conn.state.label
+            upstreams[label] = upstreams.get(label, 0) + 1
+    overview = daemon.analytics.overview()
+    alerting = daemon.alerting
+    gw = daemon.config.gateway  # before the listener binds (join), its configured port
+    return {
+        "version": __version__,
+        "started_at": daemon.started_at,
+        "gateway": f"{gw.host}:{daemon.gateway.port if daemon.gateway.server else gw.port}",
+        "health": None if overview.health is None else round(overview.health, 1),
+        "sessions": len(daemon.gateway.sessions),
+        "upstreams": upstreams,
+        "alerts": alerting.engine.statistics().firing if alerting is not None else 0,
+        "routes": sorted(daemon.routes),
+    }
+
+
+def build_cluster(daemon: Any) -> Cluster:
+    cfg = daemon.config
+
+    def summary() -> dict[str, Any]:
+        return node_summary(daemon)
+
+    def status() -> dict[str, Any]:
+        from wsgate.control.api import status as status_doc
+
+        return status_doc(daemon)
+
+    if not cfg.cluster.enabled:
+        return LocalCluster(cfg.daemon.node_id, summary=summary, status=status)
+    from wsgate.cluster.nats_engine import NatsEngine
+    from wsgate.cluster.node import ClusterNode
+
+    engine = NatsEngine(cfg.cluster, f"wsgate {cfg.daemon.node_id}")
+    rng = random.Random(daemon.rng.random())
+    return ClusterNode(
+        cfg.cluster, cfg.daemon.node_id, engine, summary=summary, status=status, rng=rng
+    )

@@ -1,0 +1,104 @@
+"""What the daemon, the alerting and the control plane see of the cluster, and the
+single-node implementation (``[cluster] engine = "none"``): no peers, every claim won.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsgate.cluster.engine import EngineStatistics
+
+__all__ = [
+    "CLUSTER_SCOPED",
+    "ClusterStatistics",
+    "LocalCluster",
+    "StatusFn",
+    "SummaryFn",
+]
+
+# Alert types that are facts about the cluster, not about one node: every survivor sees
+# them, exactly one sends each notification (the claim), acks and silences apply to all.
+CLUSTER_SCOPED = frozenset({"cluster_node_down"})
+
+SummaryFn = Callable[[], Mapping[str, Any]]
+StatusFn = Callable[[], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ClusterStatistics:
+    engine: str
+    link_up: bool
+    identity: str  # held | pending | lost ("held" on a single node)
+    nodes_up: int  # this node included
+    nodes_down: int
+    nodes_left: int
+    peer_heartbeat_age: Mapping[str, float] = field(default_factory=dict)
+    heartbeats_sent: int = 0
+    heartbeat_failures: int = 0
+    claims_won: int = 0
+    claims_lost: int = 0
+    claim_failures: int = 0
+    engine_stats: EngineStatistics | None = None
+
+
+class LocalCluster:
+    """One node, nothing external: the default."""
+
+    enabled = False
+    link_up = True  # no link to lose
+    identity = "held"
+    shared = None
+
+    def __init__(self, node_id: str, *, summary: SummaryFn, status: StatusFn) -> None:
+        self.node_id = node_id
+        self._summary = summary
+        self._status = status
+
+    def __repr__(self) -> str:
+        return f"<LocalCluster {self.node_id}>"
+
+    async def join(self) -> None:
+        return None
+
+    def attach(self, alerting: Any) -> None:
+        return None
+
+    def start(self, tg: Any) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def alert_fields(self, now: float) -> dict[str, Any]:
+        return {}
+
+    def nodes(self) -> list[dict[str, Any]]:
+        s = self._summary()
+        return [
+            {
+                "node_id": self.node_id,
+                "state": "up",
+                "last_seen": time.time(),
+                "age": 0.0,
+                "self": True,
+                **{k: s.get(k) for k in ("health", "sessions", "upstreams", "version")},
+                **{k: s.get(k) for k in ("gateway", "started_at", "alerts", "routes")},
+            }
+        ]
+
+    async def status_all(self, timeout: float) -> list[dict[str, Any]]:  # noqa: ASYNC109
+        return [
+            {"node_id": self.node_id, "state": "up", "answered": True, "status": self._status()}
+        ]
+
+    def scoped(self, view: Any) -> bool:
+        return False  # nothing to share: every notification is this node's
+
+    async def claim(self, view: Any) -> bool:
+        return True
+
+    def statistics(self) -> ClusterStatistics:
+        return ClusterStatistics("none", True, "held", 1, 0, 0)
