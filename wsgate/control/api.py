@@ -17,8 +17,8 @@ from wsgate.config import config_view
 from wsgate.control.api_alerts import build_alert_handlers
 from wsgate.control.api_analytics import build_analytics_handlers, conn_health_fields
 from wsgate.control.api_balance import adaptive_doc, build_balance_handlers
-from wsgate.control.schema import NO_PARAMS, Schema, string
 from wsgate.control.api_cluster import build_cluster_handlers
+from wsgate.control.schema import NO_PARAMS, Schema, string
 from wsgate.control.server import Caller, Handler
 from wsgate.errors import ControlError
 from wsgate.redact import mask_url

@@ -43,11 +43,10 @@ def build_cluster_handlers(d: Daemon) -> Mapping[str, Handler]:
         return {**_head(d), "nodes": d.cluster.nodes()}
 
     async def h_status(params: dict[str, Any], caller: Caller) -> Any:
-        raw = params.get("timeout", 2.0)
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 < raw <= _MAX_TIMEOUT:
-            raise ControlError(
-                "invalid_params", f"timeout must be in (0, {_MAX_TIMEOUT:g}] seconds"
-            )
-        return {**_head(d), "nodes": await d.cluster.status_all(float(raw))}
+        return {**_head(d), "nodes": await d.cluster.status_all(float(params["timeout"]))}
 
-    return {"cluster.nodes": Handler(h_nodes), "cluster.status": Handler(h_status)}
+    status_params = Schema(timeout=number(0.05, _MAX_TIMEOUT, default=2.0))
+    return {
+        "cluster.nodes": Handler(h_nodes, params=NO_PARAMS),
+        "cluster.status": Handler(h_status, params=status_params),
+    }
