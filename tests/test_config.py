@@ -263,9 +263,9 @@ def test_key_of_another_channel_kind_is_named() -> None:
     assert p.line == 7 and p.message == "'smtp_host' does not apply to a 'slack' channel"
 
 
-def test_authenticated_binance_route_is_rejected() -> None:
-    p = only_error(MINIMAL.replace('"bitfinex"', '"binance"').replace("market_data", "trading"))
-    assert p.path == "routes.bfx.dialect" and p.line == 2
+def test_authenticated_binance_route_is_a_relay_route_without_pooled_probes() -> None:
+    cfg = parse_config(MINIMAL.replace('"bitfinex"', '"binance"').replace("market_data", "trading"))
+    assert cfg.routes[0].type is ConnectionType.TRADING and cfg.routes[0].min_connections == 0
 
 
 def test_unknown_rule_type_and_bad_hysteresis() -> None:

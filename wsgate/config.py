@@ -557,15 +557,12 @@ def _build_route(name: str, t: Table, daemon_max: int) -> RouteConfig | None:
     ctype = t.enum("type", ConnectionType)
     strategy = t.enum("strategy", StrategyName, StrategyName.ADAPTIVE)
     endpoints = _build_endpoints(t)
-    if ctype is not None and ctype.authenticated and dialect is DialectName.BINANCE:
-        t.problem(
-            "dialect",
-            f"a {ctype.value} route must use dialect bitfinex or raw, got 'binance'",
-            "binance user data streams are not supported; use type = 'market_data'",
-        )
     d_for_defaults = dialect or DialectName.RAW
     first_host = (urlsplit(endpoints[0].url).hostname or "") if endpoints else ""
-    min_conn = t.integer("min_connections", 1, lo=0)
+    # Binance user data and order entry are per-session relays (/ws/<listenKey>, /ws-api/v3):
+    # a pooled probe would hold a connection no session uses (and ws-api has no /stream).
+    private_binance = dialect is DialectName.BINANCE and ctype is not None and ctype.authenticated
+    min_conn = t.integer("min_connections", 0 if private_binance else 1, lo=0)
     max_conn = t.integer("max_connections", 10, lo=1)
     if min_conn > max_conn:
         t.problem(

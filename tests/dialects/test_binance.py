@@ -319,3 +319,43 @@ def test_session_statistics_and_subscriptions() -> None:
     assert [k.name for k in s.subscriptions()] == ["btcusdt@trade", "ethusdt@trade"]
     stats = s.statistics()
     assert (stats.messages, stats.errors, stats.subscriptions) == (2, 1, 2)
+
+
+KEY = "pqia91ma19a5s61cv6a81va65sdf19v8a65a1a5s61cv6a81va65sdf19v8a65a1"
+
+
+def test_private_paths_are_relays_from_the_first_byte() -> None:
+    api = D.open_session("/ws-api/v3")
+    assert api.private and api.on_open(0.0) == [Auth("", "/ws-api/v3")]
+    user = D.open_session(f"/ws/{KEY}")
+    assert user.private and user.on_open(0.0) == [Auth("", f"/ws/{KEY}")]
+    assert not D.open_session("/ws").private
+    with pytest.raises(InvalidPath) as bad:
+        D.open_session(f"/user/{KEY}")
+    assert KEY not in str(bad.value) and "***" in str(bad.value)
+
+
+def test_subscribing_to_a_listen_key_moves_the_session_to_a_relay() -> None:
+    """binance-connector's user_data(): SUBSCRIBE with the listen key on a shared /ws."""
+    s = D.open_session("/ws")
+    s.on_client_message('{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1}', 0.0)
+    out = s.on_client_message(json.dumps({"method": "SUBSCRIBE", "params": [KEY], "id": 2}), 5.0)
+    assert len(out) == 1 and isinstance(out[0], Auth)
+    # One request upstream, with the client's id: its streams and the listen key.
+    assert json.loads(out[0].frame) == {
+        "method": "SUBSCRIBE",
+        "params": ["btcusdt@trade", KEY],
+        "id": 2,
+    }
+    assert out[0].upstream_path == "/ws"
+    comb = D.open_session("/stream", "streams=btcusdt@trade")
+    comb.on_open(0.0)
+    moved = comb.on_client_message(
+        json.dumps({"method": "SUBSCRIBE", "params": [KEY], "id": 3}), 1.0
+    )
+    assert isinstance(moved[0], Auth) and moved[0].upstream_path == "/stream"
+    # UNSUBSCRIBE of something that is not a stream stays an error, as on Binance.
+    err = D.open_session("/ws").on_client_message(
+        json.dumps({"method": "UNSUBSCRIBE", "params": [KEY], "id": 4}), 0.0
+    )
+    assert isinstance(err[0], Error)

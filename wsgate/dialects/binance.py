@@ -47,6 +47,7 @@ from wsgate.errors import InvalidPath
 __all__ = [
     "MAX_MESSAGES_PER_SECOND",
     "MAX_STREAMS",
+    "WS_API_PATH",
     "BinanceDialect",
     "BinanceSession",
     "BinanceState",
@@ -57,6 +58,7 @@ __all__ = [
 log = logging.getLogger("wsgate.dialects.binance")
 
 MAX_MESSAGES_PER_SECOND = 5
+WS_API_PATH = "/ws-api/v3"  # the WebSocket API (requests, orders, user data): relayed
 MAX_STREAMS = 1024
 
 # 1m (minute) and 1M (month) differ only by case: intervals are never lower-cased.
@@ -106,6 +108,11 @@ _COMBINED = FrameForm.COMBINED
 _new = tuple.__new__
 # Streams whose last message is a complete picture for a late joiner.
 _LAST_VALUE = ("bookTicker", "ticker", "miniTicker", "avgPrice", "depth5", "depth10", "depth20")
+
+
+def _masked_path(path: str) -> str:
+    """``path`` for an error message, listen-key-like segments hidden."""
+    return "/".join("***" if _LISTEN_KEY.fullmatch(seg) else seg for seg in path.split("/"))
 
 
 def parse_stream(raw: object) -> SubKey | None:
@@ -164,10 +171,14 @@ class BinanceSession:
         streams: Sequence[SubKey] = (),
         listen_key: str | None = None,
         max_rate: int = MAX_MESSAGES_PER_SECOND,
+        private_path: str | None = None,
     ) -> None:
         self.form = FrameForm.COMBINED if combined else FrameForm.PLAIN
         self.initial = tuple(dict.fromkeys(streams))
         self.listen_key = listen_key
+        # /ws/<listenKey> and /ws-api/v3 are private from the first byte: a relay on a
+        # dedicated upstream at this path, never shared, never replayed.
+        self.private_path = private_path or (f"/ws/{listen_key}" if listen_key else None)
         self.subs: dict[SubKey, None] = {}  # ordered set, as LIST_SUBSCRIPTIONS reports it
         self.max_rate = max_rate
         self._recent: deque[float] = deque()
@@ -181,14 +192,19 @@ class BinanceSession:
         return SessionStatistics(self._messages, self._errors, len(self.subs))
 
     def __repr__(self) -> str:
-        return f"<BinanceSession form={self.form.value} streams={len(self.subs)}>"
+        kind = " private" if self.private_path else ""
+        return f"<BinanceSession form={self.form.value}{kind} streams={len(self.subs)}>"
+
+    @property
+    def private(self) -> bool:
+        return self.private_path is not None
 
     def greeting(self) -> list[str]:
         return []
 
     def on_open(self, now: float) -> list[Intent]:
-        if self.listen_key is not None:
-            return [Auth("", f"/ws/{self.listen_key}")]
+        if self.private_path is not None:
+            return [Auth("", self.private_path)]
         for key in self.initial:
             self.subs[key] = None
         return [Subscribe(key) for key in self.initial]
@@ -249,6 +265,8 @@ class BinanceSession:
         for p in params:
             key = parse_stream(p)
             if key is None:
+                if method == "SUBSCRIBE" and _LISTEN_KEY.fullmatch(p):
+                    return [self._go_private(params, req_id)]
                 return [_error(2, f"Invalid request: invalid stream name {p!r}", req_id)]
             keys.append(key)
         out: list[Intent] = [_result(None, req_id)]
@@ -265,6 +283,17 @@ class BinanceSession:
                     del self.subs[key]
                     out.append(Unsubscribe(key))
         return out
+
+    def _go_private(self, params: list[str], req_id: object) -> Auth:
+        """SUBSCRIBE to a listen key (binance-connector's ``user_data``): this session's
+        traffic becomes private. It moves to a dedicated upstream in its own form, which
+        is asked for the session's streams and the listen key in one request with the
+        client's id, so the client sees exactly the one answer it waits for."""
+        names = [k.name for k in self.subs]
+        names += [p for p in params if p not in names]
+        frame = compact({"method": "SUBSCRIBE", "params": names, "id": req_id})
+        path = "/stream" if self.form is FrameForm.COMBINED else "/ws"
+        return Auth(frame, path)
 
     def _property(self, method: str, params: object, req_id: object) -> list[Intent]:
         if not isinstance(params, list) or not params or params[0] != "combined":
@@ -489,6 +518,8 @@ class BinanceDialect:
             return BinanceSession(True, [k for k in keys if k is not None])
         if path == "/ws":
             return BinanceSession(False)
+        if path == WS_API_PATH:
+            return BinanceSession(False, private_path=WS_API_PATH)
         if path.startswith("/ws/"):
             segments = path[4:].split("/")
             keys = [parse_stream(s) for s in segments]
@@ -497,9 +528,14 @@ class BinanceDialect:
             if len(segments) == 1 and _LISTEN_KEY.fullmatch(segments[0]):
                 return BinanceSession(False, listen_key=segments[0])
             # Binance itself accepts any /ws/<name> and then stays silent; so do we.
-            log.info("binance session on unknown stream path %r: no data will flow", path)
+            log.info(
+                "binance session on unknown stream path %r: no data will flow", _masked_path(path)
+            )
             return BinanceSession(False)
-        raise InvalidPath(f"binance routes serve /ws, /ws/<stream> and /stream, not {path!r}")
+        raise InvalidPath(
+            "binance routes serve /ws, /ws/<stream>, /ws/<listenKey>, /stream and"
+            f" {WS_API_PATH}, not {_masked_path(path)!r}"
+        )
 
     def open_upstream(self, flags: int = 0) -> BinanceUpstream:
         return BinanceUpstream()

@@ -16,7 +16,9 @@ from websockets.http11 import Request, Response
 from wsgate.config import GatewayConfig
 from wsgate.errors import InvalidPath
 from wsgate.redact import strip_query_params
-from wsgate.runtime.rest_proxy import RestProxy
+from wsgate.runtime.httpbody import BodyServerConnection, request_body
+from wsgate.runtime.rest_proxy import FORWARDED_HEADERS, RestProxy
+from wsgate.runtime.rest_proxy import allowed as rest_allowed
 from wsgate.runtime.routes import RouteRuntime
 from wsgate.runtime.session import Session
 
@@ -53,6 +55,7 @@ class Gateway:
             self.cfg.host,
             self.cfg.port,
             process_request=self._process_request,
+            create_connection=BodyServerConnection,  # REST pass-through: PUT/POST bodies
             compression=None,  # loopback: deflate costs CPU and would break frame sharing
             max_size=self.cfg.max_message_bytes,
             max_queue=16,
@@ -174,9 +177,18 @@ class Gateway:
         if route.cfg.token_env:
             query = strip_query_params(query, GATEWAY_CREDENTIALS)  # ours, not the exchange's
         url = self.rest.target(route.cfg.rest_url, path, query)
-        if url is None or request.method != "GET":
+        if url is None:
             return self._reject(conn, HTTPStatus.NOT_FOUND, f"no REST pass-through for {path}")
-        return await self.rest.fetch(url)
+        prefix = urlsplit(route.cfg.rest_url).path.rstrip("/")
+        if not rest_allowed(request.method, path[len(prefix) :], route.cfg.type.authenticated):
+            return self._reject(
+                conn,
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                f"{request.method} {path} does not pass through on route {route.name}"
+                " (GET only; POST/PUT/DELETE userDataStream on user_data and trading routes)",
+            )
+        headers = {h: v for h in FORWARDED_HEADERS if (v := request.headers.get(h)) is not None}
+        return await self.rest.fetch(url, request.method, headers, request_body(request))
 
     def _check_token(
         self,

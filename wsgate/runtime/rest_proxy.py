@@ -1,14 +1,22 @@
-"""Pass-through of an exchange's public REST GETs on a route (Binance depth snapshots).
+"""Pass-through of an exchange's REST calls on a route (depth snapshots, listen keys).
 
 Order-book clients fetch ``GET <rest>/depth`` and then apply the stream's updates
 from ``lastUpdateId``; serving that GET on the same route the bot already talks to
 (``http://127.0.0.1:8765/binance/api/v3/depth?...``) keeps the bot unchanged.
-Only GETs under the route's ``rest_url`` path, bounded in size and time.
+
+Binance user data streams need their listen key created, kept alive and closed with
+``POST``/``PUT``/``DELETE <rest>/userDataStream`` and the account's API key in the
+``X-MBX-APIKEY`` header. Those three methods pass through for that path only, and only
+on ``user_data`` and ``trading`` routes (:func:`allowed`); every other path is GET-only.
+Only the headers the exchange needs (:data:`FORWARDED_HEADERS`) are forwarded -- never
+the gateway's own bearer token. Bounded in size and time; nothing of a request's query
+or body is logged (it holds the listen key).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
@@ -16,12 +24,25 @@ import httpx
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
-__all__ = ["RestProxy"]
+__all__ = ["FORWARDED_HEADERS", "LISTEN_KEY_PATH", "RestProxy", "allowed"]
 
 log = logging.getLogger("wsgate.rest")
 
 MAX_BODY = 8 * 1024 * 1024
 TIMEOUT = 10.0
+LISTEN_KEY_PATH = "/userDataStream"  # under the route's rest_url
+FORWARDED_HEADERS = ("X-MBX-APIKEY", "Content-Type")
+
+
+def allowed(method: str, rest_path: str, authenticated: bool) -> bool:
+    """May ``method`` pass through to ``rest_path`` (relative to rest_url) on this route?"""
+    if method == "GET":
+        return True
+    return (
+        authenticated
+        and method in ("POST", "PUT", "DELETE")
+        and rest_path.rstrip("/") == LISTEN_KEY_PATH
+    )
 
 
 class RestProxy:
@@ -45,10 +66,18 @@ class RestProxy:
         url = rest_url.rstrip("/") + rest_path[len(prefix) :]
         return url + (f"?{query}" if query else "")
 
-    async def fetch(self, url: str) -> Response:
+    async def fetch(
+        self,
+        url: str,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+    ) -> Response:
         self.requests += 1
         try:
-            async with self._http().stream("GET", url) as r:
+            async with self._http().stream(
+                method, url, headers=dict(headers or {}), content=body or None
+            ) as r:
                 body = b""
                 async for chunk in r.aiter_bytes():
                     body += chunk

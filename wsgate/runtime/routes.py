@@ -31,7 +31,7 @@ from wsgate.dialects.binance import BinanceDialect
 from wsgate.dialects.binance_usdm import BinanceUsdmDialect
 from wsgate.dialects.bitfinex import BitfinexDialect
 from wsgate.dialects.raw import RawDialect
-from wsgate.errors import CapacityError
+from wsgate.errors import CapacityError, InvalidPath
 from wsgate.runtime.hub import Hub
 from wsgate.runtime.relay import Relay, run_relay
 from wsgate.runtime.session import Session
@@ -327,7 +327,25 @@ class RouteRuntime:
     # ---------------------------------------------------------------- sessions
     def validate_path(self, path: str, query: str) -> None:
         """Raise InvalidPath at the handshake, before a session exists."""
-        self.dialect.open_session(path, query)
+        codec = self.dialect.open_session(path, query)
+        private = bool(getattr(codec, "private", False))
+        if private and not self.cfg.type.authenticated:
+            raise InvalidPath(
+                f"route {self.name} is {self.cfg.type.value}: user data and the WebSocket API"
+                " need a user_data or trading route",
+                403,
+            )
+        if (
+            self.cfg.dialect is DialectName.BINANCE
+            and self.cfg.type.authenticated
+            and not private
+            and bool(getattr(codec, "initial", None))
+        ):
+            raise InvalidPath(
+                f"route {self.name} is {self.cfg.type.value}: it serves /ws/<listenKey>,"
+                " /ws-api/v3 and /ws; market streams go on a market_data route",
+                403,
+            )
 
     async def serve_session(
         self, ws: ServerConnection, session: Session, path: str = "", query: str = ""

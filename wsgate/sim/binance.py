@@ -20,8 +20,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import ServerConnection
-from websockets.http11 import Response
+from websockets.http11 import Request, Response
 
+from wsgate.runtime.httpbody import request_body
+from wsgate.sim.binance_account import Accounts
 from wsgate.sim.market import SymbolMarket
 from wsgate.sim.server import SimConnection, SimServer, dumps, json_response
 
@@ -48,6 +50,7 @@ KLINE_INTERVALS = {
 }
 _SIMPLE_KINDS = ("trade", "aggTrade", "bookTicker", "ticker", "miniTicker")
 _DEPTH_KINDS = {"depth": 1.0, "depth@1000ms": 1.0, "depth@100ms": 0.1}
+WS_API_PATH = "/ws-api/v3"
 
 
 def _ms() -> int:
@@ -140,6 +143,8 @@ class BinanceSim(SimServer):
             for s, m in self.markets.items()
         }
         self._top: dict[str, tuple[int, int, int, int]] = {}
+        self.accounts = Accounts(random.Random(self.rng.getrandbits(64)), _ms)
+        self.ws_api_subs: dict[str, list[tuple[BinanceConnection, int]]] = {}
 
     @property
     def rest_url(self) -> str:
@@ -365,9 +370,13 @@ class BinanceSim(SimServer):
         return streams if all(self._valid_stream(s) for s in streams) else None
 
     def _accepts_path(self, path: str, query: Mapping[str, str]) -> bool:
+        if path.rstrip("/") == WS_API_PATH:
+            return True
         return self._path_streams(path, query) is not None
 
     def _valid_stream(self, stream: str) -> bool:
+        if self.accounts.live_key(stream) is not None:
+            return True  # a listen key: the account's user data stream
         sym, _, kind = stream.partition("@")
         if sym not in self.markets:
             return False
@@ -395,6 +404,10 @@ class BinanceSim(SimServer):
         for stream in conn.streams:
             self._drop_stream(conn, stream)
         conn.streams.clear()
+        for api_key, subs in list(self.ws_api_subs.items()):
+            subs[:] = [(c, sid) for c, sid in subs if c is not conn]
+            if not subs:
+                del self.ws_api_subs[api_key]
 
     def _add_stream(self, conn: BinanceConnection, stream: str) -> None:
         conn.streams[stream] = None
@@ -409,6 +422,8 @@ class BinanceSim(SimServer):
 
     def _on_message(self, conn: SimConnection, message: str | bytes) -> bool:
         assert isinstance(conn, BinanceConnection)
+        if conn.path.startswith(WS_API_PATH):
+            return self._ws_api(conn, message)
         now = time.monotonic()
         conn.recent.append(now)
         while conn.recent and now - conn.recent[0] >= 1.0:
@@ -474,6 +489,46 @@ class BinanceSim(SimServer):
             f"Invalid request: unknown variant {method!r}, expected one of SUBSCRIBE, "
             "UNSUBSCRIBE, LIST_SUBSCRIPTIONS, SET_PROPERTY, GET_PROPERTY",
         )
+
+    # -- user data and the WebSocket API ----------------------------------------------------------
+
+    def _ws_api(self, conn: BinanceConnection, message: str | bytes) -> bool:
+        try:
+            req = json.loads(message)
+        except ValueError:
+            conn.send_obj({"id": None, "status": 400, "error": {"code": -1102, "msg": "bad JSON"}})
+            return True
+        answer, sub = self.accounts.ws_api(req, self._emit_user)
+        if sub is not None:
+            self.ws_api_subs.setdefault(sub[0], []).append((conn, sub[1]))
+        if isinstance(req, dict) and req.get("method") == "userDataStream.unsubscribe":
+            sid = (req.get("params") or {}).get("subscriptionId")
+            for subs in self.ws_api_subs.values():
+                subs[:] = [(c, s) for c, s in subs if not (c is conn and s == sid)]
+        conn.send_obj(answer)
+        return True
+
+    def _emit_user(self, api_key: str, event: dict[str, Any]) -> None:
+        """An account event to its listen-key streams and WebSocket API subscriptions."""
+        for key in self.accounts.keys_of(api_key):
+            self._emit(key, event)
+        for conn, sid in self.ws_api_subs.get(api_key, []):
+            conn.send_obj({"subscriptionId": sid, "event": event})
+
+    def _http_request(
+        self, ws: ServerConnection, request: Request, path: str, query: Mapping[str, str]
+    ) -> Response | None:
+        if path.rstrip("/") != "/api/v3/userDataStream":
+            return super()._http_request(ws, request, path, query)
+        status, body, closed = self.accounts.rest(
+            request.method, query, request.headers, request_body(request)
+        )
+        if closed is not None:
+            self._emit(closed, {"e": "listenKeyExpired", "E": _ms(), "listenKey": closed})
+            for conn in list(self.subscribers.get(closed, {}).values()):
+                conn.streams.pop(closed, None)
+                self._drop_stream(conn, closed)
+        return json_response(ws, status, body)
 
     # -- REST -------------------------------------------------------------------------------------
 

@@ -21,6 +21,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from wsgate.redact import mask_url
+from wsgate.runtime.httpbody import BodyServerConnection
 from wsgate.sim.faults import FaultError, Faults, FaultStatistics
 
 __all__ = ["ConnectionStats", "SimConnection", "SimServer", "SimStatistics", "dumps"]
@@ -235,6 +237,7 @@ class SimServer:
             self.host,
             self.port,
             process_request=self._process_request,
+            create_connection=BodyServerConnection,  # REST calls with a form body (PUT)
             compression=None,
             max_size=2**20,
             **self._serve_options(),
@@ -361,7 +364,7 @@ class SimServer:
         self.connections[conn.id] = conn
         self.handshakes_accepted += 1
         self.connections_total += 1
-        logger.debug("sim %s: connection %d opened on %s", self.name, conn.id, path)
+        logger.debug("sim %s: connection %d opened on %s", self.name, conn.id, mask_url(path))
         try:
             self._on_open(conn)
             async for message in ws:
@@ -393,7 +396,7 @@ class SimServer:
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if not upgrade:
             self.http_requests += 1
-            rest = self._http(ws, parts.path, query)
+            rest = self._http_request(ws, request, parts.path, query)
             if rest is not None:
                 return rest
             return json_response(ws, 404, {"code": -1, "msg": f"no such endpoint {parts.path}"})
@@ -494,6 +497,14 @@ class SimServer:
 
     def _accepts_path(self, path: str, query: Mapping[str, str]) -> bool:
         return True
+
+    def _http_request(
+        self, ws: ServerConnection, request: Request, path: str, query: Mapping[str, str]
+    ) -> Response | None:
+        """A plain HTTP request (any method); GETs go to :meth:`_http` by default."""
+        if request.method != "GET":
+            return None
+        return self._http(ws, path, query)
 
     def _http(self, ws: ServerConnection, path: str, query: Mapping[str, str]) -> Response | None:
         return None
