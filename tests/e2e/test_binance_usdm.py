@@ -17,7 +17,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
 
 from wsgate import Gateway
 from wsgate.config import parse_config
@@ -188,8 +190,10 @@ def test_private_session_is_a_dedicated_relay_with_its_listen_key_path() -> None
                     )
                 )
             public = gw.url("usdm") + f"/private/ws?listenKey={key}"
-            async with connect(public) as ws:  # a market-data route refuses user data
-                await asyncio.wait_for(ws.wait_closed(), 10)
-                assert ws.close_code == 1008
+            # A market-data route refuses user data at the handshake, saying why.
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(public)
+            assert refused.value.response.status_code == 403
+            assert b"user_data or trading route" in refused.value.response.body
 
     asyncio.run(scenario())
