@@ -135,9 +135,9 @@ class IntegrationConfig:
             "alert_check_interval",
             "cleanup_interval",
         ):
-            if not getattr(self, key) > 0:
+            if not 1 <= getattr(self, key) <= 86400:  # the config file's bounds for [jobs]
                 raise WsgateError(
-                    f"IntegrationConfig.{key} must be > 0 seconds, got {getattr(self, key)!r}"
+                    f"IntegrationConfig.{key} must be 1..86400 seconds, got {getattr(self, key)!r}"
                 )
 
     def to_config(self, state_dir: str) -> Config:

@@ -30,7 +30,7 @@ listen = "127.0.0.1:0"
 [metrics]
 listen = ""
 [jobs]
-health_check_interval = 0.2
+health_check_interval = 1
 [routes.bitfinex]
 dialect = "bitfinex"
 type = "market_data"
