@@ -100,6 +100,10 @@ async def _bind(key: str, address: str, start: Any) -> None:
         raise BindError(key, address, reason.lower(), _BIND_HINTS.get(key, "")) from exc
 
 
+class _Stopped(Exception):
+    """Ends the daemon's TaskGroup once the bounded stop is over: stragglers are cancelled."""
+
+
 class Daemon:
     def __init__(
         self,
@@ -174,6 +178,7 @@ class Daemon:
         self._tg: asyncio.TaskGroup | None = None
         self._sigint_count = 0
         self._socket_dirs: list[str] = []
+        self._route_tasks: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
         self.alerting: Alerting | None = None  # built in _start: it opens daemon.store
         # [cluster]: a LocalCluster on one node, a ClusterNode on NATS (wsgate.cluster).
@@ -200,6 +205,10 @@ class Daemon:
                 await self._start(tg)
                 await self._stop.wait()
                 await self._shutdown()
+                # The bound covers the whole stop: whatever still runs now is cancelled.
+                raise _Stopped
+        except* _Stopped:
+            pass
         finally:
             self.store.close()
             self.lock.release()
@@ -266,7 +275,9 @@ class Daemon:
     def _add_route(self, route_cfg: Any, tg: asyncio.TaskGroup) -> None:
         rt = RouteRuntime(route_cfg, self.env)
         self.routes[rt.name] = rt
-        tg.create_task(rt.run(), name=f"route-{rt.name}")
+        task = tg.create_task(rt.run(), name=f"route-{rt.name}")
+        self._route_tasks.add(task)
+        task.add_done_callback(self._route_tasks.discard)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -295,22 +306,35 @@ class Daemon:
             self._stop.set()
 
     async def _shutdown(self) -> None:
-        """Bounded graceful stop: sessions get 1001, upstreams close, the socket is removed."""
+        """Bounded graceful stop: sessions get 1001, alerts flush, upstreams close, the
+        socket is removed — every step within what is left of one ``shutdown_timeout``."""
         self.notify.stopping()
-        grace = self.config.daemon.shutdown_timeout
-        await self.cluster.close()  # peers record a graceful leave: no page
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.daemon.shutdown_timeout
+
+        def left(cap: float = float("inf")) -> float:
+            return max(0.0, min(cap, deadline - loop.time()))
+
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(grace):
+            async with asyncio.timeout(left(2.0)):
+                await self.cluster.close()  # peers record a graceful leave: no page
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(left()):
                 await self.gateway.close(1001, "wsgate shutting down")
         if self.metrics_http is not None:
-            await self.metrics_http.close()
-        await self.jobs.shutdown(grace=min(2.0, grace))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left(2.0)):
+                    await self.metrics_http.close()
+        await self.jobs.shutdown(grace=left(2.0))
         if self.alerting is not None:
-            await self.alerting.close(grace)
+            # Whatever is not delivered by then stays in the outbox for the next start.
+            await self.alerting.close(left())
         for rt in self.routes.values():
             rt.stop()
+        if self._route_tasks:
+            await asyncio.wait(set(self._route_tasks), timeout=left())
         if self.control is not None:
-            await self.control.close()
+            await self.control.close(grace=left(2.0))
         assert self._tg is not None
         # Background helpers (loop lag, watchdog) end with the TaskGroup.
         for task in asyncio.all_tasks():

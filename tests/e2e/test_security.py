@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,9 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests.e2e.alert_rig import SECRET, SECRET_ENV, LoopThread, alert_body
 from tests.e2e.harness import ThreadServer, run_daemon
+from tests.runtime.receivers import HttpReceiver, Request
 from wsgate.control import wire
 from wsgate.control.client import ControlClient
 from wsgate.errors import ControlError
@@ -261,3 +265,50 @@ def test_socket_directory_made_by_the_daemon_belongs_to_the_control_group() -> N
             assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (NOBODY, 0o750), made
         (result,) = as_nobody(d.socket, [("status", {})])
         assert result["routes"][0]["name"] == "echo"
+
+
+# -- shutdown bound ---------------------------------------------------------------------------
+
+
+class SilentReceiver(HttpReceiver):
+    """An HTTP endpoint that reads each request, records it and never answers."""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            method, path, _ = (await reader.readline()).decode("latin-1").split(" ", 2)
+            headers: dict[str, str] = {}
+            while (h := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                name, _, value = h.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            async with self._cond:
+                self.requests.append(Request(method, path, headers, body))
+                self._cond.notify_all()
+            await asyncio.Event().wait()  # hung: until the receiver stops
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            return
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+
+def test_shutdown_honours_its_bound_with_a_webhook_that_never_answers() -> None:
+    with LoopThread() as lt:
+        hook = lt.run(SilentReceiver().start())
+        try:
+            # A required route whose endpoint refuses: connection_failure fires within seconds.
+            body = raw_route("ws://127.0.0.1:9/down", extra="min_connections = 1") + alert_body(
+                hook.url
+            ).replace("timeout = 3", "timeout = 60")
+            with run_daemon(body, extra_env={SECRET_ENV: SECRET}) as d:
+                lt.run(hook.wait_for_requests(1, within=30), timeout=40)
+                started = time.monotonic()
+                d.signal(signal.SIGTERM)
+                code = d.proc.wait(30)
+                took = time.monotonic() - started
+                # shutdown_timeout = 3 (the harness); the process also has to exit.
+                assert code == 0 and took < 3 + 1.5, (took, d.logs()[-3000:])
+                assert "1 left queued" in d.logs()
+        finally:
+            lt.run(hook.stop())

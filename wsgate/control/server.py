@@ -247,8 +247,8 @@ class ControlServer:
         self._set_state(ServerState.LISTENING)
         log.info("control socket listening on %s", self.path)
 
-    async def close(self) -> None:
-        """Stop accepting, cancel connections (bounded wait) and remove the socket file."""
+    async def close(self, grace: float = _CLOSE_GRACE) -> None:
+        """Stop accepting, cancel connections (wait at most ``grace`` s), remove the socket."""
         if self._state is ServerState.CLOSED:
             return
         self._set_state(ServerState.CLOSED)
@@ -257,13 +257,13 @@ class ControlServer:
         tasks = list(self._connections)
         for task in tasks:
             task.cancel()
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=_CLOSE_GRACE)
+        if tasks and grace > 0:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
             if pending:
                 log.warning("%d control connection(s) did not finish on close", len(pending))
-        if self._server is not None:
+        if self._server is not None and grace > 0:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), _CLOSE_GRACE)
+                await asyncio.wait_for(self._server.wait_closed(), grace)
         self._unlink_own_socket()
 
     async def __aenter__(self) -> ControlServer:

@@ -248,18 +248,27 @@ class Alerting:
         self._saved_silences = set(silences)
 
     async def close(self, timeout: float) -> None:  # noqa: ASYNC109 - the bound is the API
-        """Stop the tick, flush due deliveries within ``timeout`` s, persist, release."""
+        """Stop the tick, persist, flush due deliveries and release, all within ``timeout`` s.
+
+        A delivery still in flight at the bound (a receiver that never answers) is cancelled;
+        its row stays in the outbox and goes out after the next start.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         if self._tick_task is not None:
             self._tick_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick_task
         self._persist()
         self._outbox_stop.set()
-        delivered = await self.outbox.flush(timeout)
+        delivered = await self.outbox.flush(max(0.0, deadline - loop.time()))
         if self._outbox_task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._outbox_task, 2.0)
-        await self.outbox.aclose()
+                await asyncio.wait_for(self._outbox_task, max(0.0, deadline - loop.time()))
+        with contextlib.suppress(TimeoutError):
+            # Closing HTTP clients is quick, but it must not stretch the bound either.
+            async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                await self.outbox.aclose()
         left = len(self.store.outbox_rows())
         log.info("alerting stopped: %d delivered at shutdown, %d left queued", delivered, left)
 
