@@ -52,6 +52,17 @@ type = "market_data"
 rest_url = "{sim.binance_rest_url}"
 [[routes.binance.endpoints]]
 url = "{sim.binance_url}"
+[routes.binance_user]
+dialect = "binance"
+type = "user_data"
+rest_url = "{sim.binance_rest_url}"
+[[routes.binance_user.endpoints]]
+url = "{sim.binance_url}"
+[routes.binance_trade]
+dialect = "binance"
+type = "trading"
+[[routes.binance_trade.endpoints]]
+url = "{sim.binance_url}"
 """
 
 
