@@ -88,7 +88,7 @@ def cluster_body(
     hook_url: str | None = None,
     heartbeat: float = 0.5,
     down_after: float = 2.0,
-    check: float = 0.5,
+    check: float = 1.0,
     name: str = "t",
 ) -> str:
     """Config text (after the harness's [daemon]/[gateway]/[metrics] head) of one node.
