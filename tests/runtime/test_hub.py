@@ -209,5 +209,12 @@ def test_unknown_symbol_fails_and_tells_the_client() -> None:
             assert hub is not None
             assert hub.registry.statistics().failures == 1
             await bot.wait_new_trades(2)  # the good subscription is untouched
+            # The error is the session's, not the shared connection's: its health and error
+            # rate stay clean for every other bot.
+            assert hub.statistics().session_errors == {"subscribe_10300": 1}
+            (member,) = hub.sessions.values()
+            assert member.session.statistics().errors_by_kind == (("subscribe_10300", 1),)
+            for conn in r.routes["bfx"].connections():
+                assert conn.metrics.errors_total == 0, conn.metrics.snapshot(time.monotonic())
 
     run(go())

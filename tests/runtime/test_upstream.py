@@ -282,3 +282,30 @@ def test_tls_verify_false_connects_and_warns(pki: Path, caplog: pytest.LogCaptur
 
     run(go())
     assert any("verification is DISABLED" in r.getMessage() for r in caplog.records)
+
+
+def test_operator_reconnect_and_enable_are_not_counted_as_reconnects() -> None:
+    """An operator's reconnect/disable/enable is no fault: no reconnect count, no errors,
+    no backoff (it reopens at once); a drop by the exchange still counts."""
+
+    async def go() -> None:
+        async with FakeBitfinex() as ex:
+            conn, sink = _conn(ex.url, backoff_initial=5.0, backoff_max=5.0)
+            conn.backoff = Backoff(random.Random(1), initial=5.0, maximum=5.0, min_uptime=0.0)
+            async with running(conn):
+                await wait_for(lambda: sink.opened == 1, 5)
+                conn.request_reconnect("operator", operator=True)
+                await wait_for(lambda: sink.opened == 2, 3)  # well under the 5 s backoff
+                conn.disable("operator")
+                await wait_for(lambda: conn.state is ConnState.DISABLED, 3)
+                conn.enable("operator")
+                await wait_for(lambda: sink.opened == 3 and conn.state.is_up, 3)
+                st = conn.statistics()
+                assert (st.reconnects, st.operator_reconnects, st.errors) == (0, 2, 0)
+                assert conn.metrics.reconnects_recent(conn._clock()) == 0
+                # An exchange-side close is a real reconnect (after the backoff).
+                conn.request_reconnect("stale")
+                await wait_for(lambda: sink.opened == 4, 12)
+                assert conn.statistics().reconnects == 1
+
+    run(go())

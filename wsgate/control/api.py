@@ -18,6 +18,7 @@ from wsgate.control.api_alerts import build_alert_handlers
 from wsgate.control.api_analytics import build_analytics_handlers, conn_health_fields
 from wsgate.control.api_balance import adaptive_doc, build_balance_handlers
 from wsgate.control.api_cluster import build_cluster_handlers
+from wsgate.control.audit import operator_action
 from wsgate.control.schema import NO_PARAMS, Schema, string
 from wsgate.control.server import Caller, Handler
 from wsgate.errors import ControlError
@@ -109,17 +110,20 @@ def build_handlers(d: Daemon) -> Mapping[str, Handler]:
 
     async def h_connection_reconnect(params: dict[str, Any], caller: Caller) -> Any:
         conn = _find_connection(d, params["id"])
-        conn.request_reconnect(f"operator uid {caller.uid} pid {caller.pid}")
+        conn.request_reconnect(f"operator uid {caller.uid} pid {caller.pid}", operator=True)
+        operator_action(d, "reconnect", conn, caller)
         return {"id": conn.id, "state": conn.state.label}
 
     async def h_connection_disable(params: dict[str, Any], caller: Caller) -> Any:
         conn = _find_connection(d, params["id"])
         conn.disable(f"disabled by uid {caller.uid} pid {caller.pid}")
+        operator_action(d, "disable", conn, caller)
         return {"id": conn.id, "state": conn.state.label}
 
     async def h_connection_enable(params: dict[str, Any], caller: Caller) -> Any:
         conn = _find_connection(d, params["id"])
         conn.enable(f"enabled by uid {caller.uid} pid {caller.pid}")
+        operator_action(d, "enable", conn, caller)
         return {"id": conn.id, "state": conn.state.label}
 
     async def h_reload(params: dict[str, Any], caller: Caller) -> Any:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from wsgate.control.audit import operator_action
 from wsgate.control.schema import NO_PARAMS, Schema, integer, string
 from wsgate.control.server import Caller, Handler
 from wsgate.core.types import StrategyName
@@ -67,6 +68,7 @@ def build_balance_handlers(d: Daemon) -> dict[str, Handler]:
         for rt in d.routes.values():
             if conn_id in rt.pool:
                 started = rt.drain(conn_id, f"drained by {_who(caller)}")
+                operator_action(d, "drain", rt.pool[conn_id], caller)
                 log.info("connection %s drained by %s (%d moves)", conn_id, _who(caller), started)
                 return {"id": conn_id, "state": rt.pool[conn_id].state.label, "moves": started}
         raise ControlError("not_found", f"no pooled upstream connection {conn_id!r}")

@@ -396,6 +396,9 @@ class ConnectionStats:
     downtime: float
     availability: float | None  # uptime / (uptime + downtime); None before any state
     last_message_age: float | None
+    # Reconnects an operator asked for (``connections reconnect``/``enable``): not a sign
+    # of trouble, so never in ``reconnects_recent``, health or alerts.
+    operator_reconnects: int = 0
 
 
 class ConnectionMetrics:
@@ -434,6 +437,7 @@ class ConnectionMetrics:
         "latency_peak",
         "latency_ws",
         "messages_out",
+        "operator_reconnects",
         "rate_window",
         "reconnects_total",
         "state",
@@ -464,6 +468,7 @@ class ConnectionMetrics:
         self._errors_by_kind: dict[str, int] = {}
         self._errors_at_rollup = 0
         self.reconnects_total = 0
+        self.operator_reconnects = 0
         self._reconnect_times = RingBuffer(_RECONNECT_MEMORY)
         self.state: str | None = None
         self.is_up = False
@@ -527,7 +532,12 @@ class ConnectionMetrics:
             kind = "other"
         self._errors_by_kind[kind] = self._errors_by_kind.get(kind, 0) + 1
 
-    def on_reconnect(self, now: float) -> None:
+    def on_reconnect(self, now: float, *, operator: bool = False) -> None:
+        """A reopen after a close. One an operator asked for is counted apart: it says
+        nothing about the connection's health."""
+        if operator:
+            self.operator_reconnects += 1
+            return
         self.reconnects_total += 1
         self._reconnect_times.append(now)
 
@@ -640,6 +650,7 @@ class ConnectionMetrics:
             last_message_age=(
                 None if self.last_message_at is None else max(now - self.last_message_at, 0.0)
             ),
+            operator_reconnects=self.operator_reconnects,
         )
 
     def memory_bytes(self) -> int:

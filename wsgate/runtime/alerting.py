@@ -627,5 +627,12 @@ def _channel_status(enabled: bool, s: Any) -> str:
 
 
 _OPERATOR_KINDS = frozenset(
-    {"alert_ack", "silence_created", "silence_expired", "channel_disabled", "notification_dropped"}
+    {
+        "alert_ack",
+        "silence_created",
+        "silence_expired",
+        "channel_disabled",
+        "notification_dropped",
+        "operator_action",
+    }
 )

@@ -8,11 +8,12 @@ Core decides, this module gathers inputs and applies results:
   Inputs: latency (ws-ping EWMA, else app-ping EWMA) against the route's *baseline*, the
   share of the connection's confirmed subscriptions silent past their cadence (from the
   hub's registry), the error rate over the metrics window, reconnects in the last 10
-  minutes, and the state (down, degraded). The baseline is a slow EWMA (half-life 10
-  minutes) of the median latency of the route's live connections: one slow connection
-  does not move it, a whole route slowing down does, eventually. Per-route, per-type
-  and overall scores come from :func:`wsgate.core.health.overview`. A score crossing a
-  10-point band is published on the event bus as a ``health`` event.
+  minutes (an operator's ``connections reconnect``/``enable`` is not one), and the state
+  (down, degraded; a connection an operator disabled is not scored). The baseline is a
+  slow EWMA (half-life 10 minutes) of the median latency of the route's live connections:
+  one slow connection does not move it, a whole route slowing down does, eventually.
+  Per-route, per-type and overall scores come from :func:`wsgate.core.health.overview`.
+  A score crossing a 10-point band is published on the event bus as a ``health`` event.
 * **analytics** (every ``jobs.analytics_interval``): ``conn.metrics.roll_up`` for every
   connection (the in-memory history behind ``wsgate connections show``), plus one compact
   summary row per route in the SQLite ``events`` table (kind ``analytics``).
@@ -188,6 +189,11 @@ class Analytics:
             stale = self._stale_fractions(rt, now)
             ctype: ConnectionType = rt.cfg.type
             for conn in conns:
+                if conn.state is ConnState.DISABLED:
+                    # Out of service by an operator's choice: no score, so the route and the
+                    # node are not "unhealthy" for a decision someone made on purpose.
+                    rt.health.pop(conn.id, None)
+                    continue
                 ch = self._score(conn, rt.name, ctype, baseline, stale.get(conn.id, 0.0), now)
                 rt.health[conn.id] = ch.score
                 self._conn_health[conn.id] = ch

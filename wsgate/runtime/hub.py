@@ -27,7 +27,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from websockets.asyncio.server import ServerConnection
 
@@ -72,6 +72,9 @@ class HubStats:
     slow_consumers_closed: int
     duplicates_dropped: int
     dropped_sends: int
+    # Errors sessions caused, by kind (unknown symbol, bad request, rate limit): counted
+    # against the sessions, never against an upstream connection's health or error rate.
+    session_errors: dict[str, int] = field(default_factory=dict)
 
 
 class Hub:
@@ -230,7 +233,8 @@ class Hub:
         if u is None:
             return
         u.closed()
-        u.penalty.add(self.clock(), 2.0)
+        if not conn.operator_cycle:  # an operator's reconnect is no mark against it
+            u.penalty.add(self.clock(), 2.0)
         self.placement.connection_lost(conn.id)
         lost = self.registry.connection_lost(conn.id, self.clock())
         if lost:
@@ -342,7 +346,13 @@ class Hub:
             key = u.req_ids.pop(ev.req_id, None)
         sub = self.registry.get(key) if key is not None else None
         now = self.clock()
-        u.conn.metrics.on_error(now, f"subscribe_{ev.code}")
+        kind = f"subscribe_{ev.code}"
+        if ev.action is d.ErrorAction.FAIL_SUBSCRIPTION:
+            # Unknown symbol, unknown channel, bad request: the session asked for it. The
+            # error is the session's; the shared connection is healthy and must stay so.
+            self.intents.session_error(sub.sessions if sub is not None else (), kind)
+        elif ev.action is not d.ErrorAction.ALREADY_SUBSCRIBED:
+            u.conn.metrics.on_error(now, kind)  # the exchange's error on this connection
         if sub is None:
             return
         if ev.action is d.ErrorAction.PLACE_ELSEWHERE:
@@ -450,6 +460,7 @@ class Hub:
             slow_consumers_closed=self.intents.slow_closed,
             duplicates_dropped=self.placement.duplicates,
             dropped_sends=sum(u.dropped_sends for u in self.ups.values()),
+            session_errors=dict(self.intents.session_errors),
         )
 
     def __repr__(self) -> str:

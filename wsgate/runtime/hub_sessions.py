@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -52,6 +52,9 @@ class SessionIntents:
         self.members: dict[int, Member] = {}  # session id -> member
         self.upstream_flags = dialect.upstream_flags_for([])
         self.slow_closed = 0
+        # Errors sessions caused, by kind (unknown symbol, bad request, rate limit): they
+        # count against the sessions, never against an upstream connection.
+        self.session_errors: dict[str, int] = {}
 
     # ---------------------------------------------------------------- the session loop
     async def serve(self, ws: ServerConnection, session: Session, path: str, query: str) -> None:
@@ -68,6 +71,7 @@ class SessionIntents:
                 now = self.clock()
                 assert m.bucket is not None
                 if not m.bucket.try_acquire(now):
+                    self.session_error((session.id,), "rate_limited")
                     await session.close(1008, "too many messages")
                     return
                 for intent in codec.on_client_message(msg, time.time()):  # pong ts: epoch
@@ -91,7 +95,10 @@ class SessionIntents:
             self._subscribe(m, intent)
         elif isinstance(intent, d.Unsubscribe):
             self._unsubscribe(m, intent)
-        elif isinstance(intent, d.Reply | d.Error):
+        elif isinstance(intent, d.Error):
+            self.session_error((m.session.id,), f"bad_request_{intent.code}")
+            m.session.push_text(intent.frame)
+        elif isinstance(intent, d.Reply):
             m.session.push_text(intent.frame)
         elif isinstance(intent, d.Conf):
             m.flags = intent.flags
@@ -99,6 +106,7 @@ class SessionIntents:
         elif isinstance(intent, d.Auth):
             return await self._authenticate(m, intent)
         elif isinstance(intent, d.Relay):
+            self.session_error((m.session.id,), "not_authenticated")
             m.session.push_text(
                 d.compact({"event": "error", "msg": "not authenticated", "code": 10100})
             )
@@ -199,6 +207,14 @@ class SessionIntents:
             if ack is not None:
                 m.session.push_text(ack)
             self.fanout.send_snapshot(m, sub)
+
+    def session_error(self, session_ids: Iterable[int], kind: str) -> None:
+        """Count an error against the sessions that caused it (and the route's tally)."""
+        self.session_errors[kind] = self.session_errors.get(kind, 0) + 1
+        for sid in session_ids:
+            m = self.members.get(sid)
+            if m is not None:
+                m.session.on_error(kind)
 
     def fail(self, sub: Subscription, code: int, msg: str) -> None:
         """The exchange refused the subscription for good: tell every waiting session."""

@@ -26,6 +26,7 @@ header (``prometheus_client.exposition.choose_encoder``). Metric families:
 ``wsgate_sessions``                               {route}
 ``wsgate_subscriptions``                          {route,state}
 ``wsgate_fanout_deliveries_total``                frames queued to sessions {route}
+``wsgate_session_errors_total``                   errors sessions caused {route,kind}
 ``wsgate_health_score``                           0..100 {scope=connection|route|type|
                                                   system, name}
 ``wsgate_alerts_active``                          {severity}
@@ -189,6 +190,12 @@ class WsgateCollector(Collector):
             "Changes of the strategy `adaptive` applies.",
             labels=["route"],
         )
+        session_errors = CounterMetricFamily(
+            "wsgate_session_errors",
+            "Errors downstream sessions caused (unknown symbol, bad request, rate limit); "
+            "never counted against an upstream connection.",
+            labels=["route", "kind"],
+        )
         for rt in list(self.d.routes.values()):
             choice = rt.balancer.statistics().adaptive
             if rt.balancer.strategy is StrategyName.ADAPTIVE and choice is not None:
@@ -202,7 +209,9 @@ class WsgateCollector(Collector):
                 for state, n in sorted(st.subscriptions.items()):
                     subs.add_metric([rt.name, state], n)
                 fanout.add_metric([rt.name], st.deliveries)
-        yield from (sessions, subs, fanout, adaptive, switches)
+                for kind, n in sorted(st.session_errors.items()):
+                    session_errors.add_metric([rt.name, kind], n)
+        yield from (sessions, subs, fanout, adaptive, switches, session_errors)
 
     def _health(self) -> Iterator[Metric]:
         g = GaugeMetricFamily(

@@ -131,6 +131,7 @@ class Placement:
             coming = any(
                 u.conn.state in (ConnState.IDLE, ConnState.CONNECTING, ConnState.BACKOFF)
                 or (u.conn.state is ConnState.OPEN and u.codec is None)
+                or u.conn.operator_cycle  # an operator's reconnect: back in a moment
                 for u in mine
                 if not u.draining
             )

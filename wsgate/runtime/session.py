@@ -95,6 +95,9 @@ def _flusher(loop: asyncio.AbstractEventLoop) -> _Flusher:
     return f
 
 
+_MAX_ERROR_KINDS = 16
+
+
 @dataclass(frozen=True)
 class SessionStats:
     id: int
@@ -107,6 +110,10 @@ class SessionStats:
     buffered: int
     closed: bool
     close_code: int | None
+    # Errors this session caused (unknown symbol, bad request, its own rate limit): they
+    # are its own, never the upstream connection's.
+    errors: int = 0
+    errors_by_kind: tuple[tuple[str, int], ...] = ()
 
 
 class Session:
@@ -127,6 +134,8 @@ class Session:
         self.frames_out = 0
         self.bytes_out = 0
         self.messages_in = 0
+        self.errors = 0
+        self.errors_by_kind: dict[str, int] = {}
         self.slow_closed = False
         self.close_code: int | None = None
         self.on_slow: Callable[[Session], None] | None = None
@@ -228,7 +237,16 @@ class Session:
             buffered=buffered,
             closed=not self.open,
             close_code=self.close_code,
+            errors=self.errors,
+            errors_by_kind=tuple(sorted(self.errors_by_kind.items())),
         )
+
+    def on_error(self, kind: str) -> None:
+        """Count an error this session caused; a bounded set of kinds (the rest is "other")."""
+        self.errors += 1
+        if kind not in self.errors_by_kind and len(self.errors_by_kind) >= _MAX_ERROR_KINDS:
+            kind = "other"
+        self.errors_by_kind[kind] = self.errors_by_kind.get(kind, 0) + 1
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.route} {self.peer} out={self.frames_out}>"

@@ -159,6 +159,7 @@ class UpstreamStats:
     last_message_age: float | None
     transitions: dict[str, int]
     next_retry_in: float | None
+    operator_reconnects: int = 0  # asked for by an operator; not in ``reconnects``
 
 
 class UpstreamConnection:
@@ -203,6 +204,10 @@ class UpstreamConnection:
         self._close_kind = CloseKind.DROPPED
         self.failed_reason: str | None = None
         self._opened_before = False
+        # Set while a close/reopen an operator started is under way (reconnect, enable):
+        # that cycle is no fault, so it counts neither as a reconnect nor as downtime
+        # worth a backoff.
+        self.operator_cycle = False
 
     # ------------------------------------------------------------------ state
     @property
@@ -230,7 +235,11 @@ class UpstreamConnection:
         self._wake.set()
         self._abort("stopped")
 
-    def request_reconnect(self, reason: str) -> None:
+    def request_reconnect(self, reason: str, *, operator: bool = False) -> None:
+        """Close and reopen. ``operator``: an operator asked, so the reopen is immediate and
+        counts as an operator action, not as a reconnect of a troubled connection."""
+        if operator:
+            self.operator_cycle = True
         if self.state is ConnState.FAILED or self.state is ConnState.DISABLED:
             self._move(ConnState.BACKOFF, reason)
         self._retry_at = None
@@ -238,11 +247,13 @@ class UpstreamConnection:
         self._abort(reason)
 
     def disable(self, reason: str) -> None:
+        """Operator: out of service until :meth:`enable` (health and alerts skip it)."""
         self._move(ConnState.DISABLED, reason)
         self._abort(reason)
 
     def enable(self, reason: str) -> None:
         if self.state is ConnState.DISABLED:
+            self.operator_cycle = True
             self._move(ConnState.BACKOFF, reason)
             self._wake.set()
 
@@ -283,6 +294,12 @@ class UpstreamConnection:
                 if self._stopping or not self.settings.reconnect:
                     break
                 if self._disabled():
+                    continue
+                if uptime is None:
+                    self.operator_cycle = False  # the reopen failed: that is a real fault
+                if self.operator_cycle:
+                    # The operator closed a healthy connection: reopen now, no backoff.
+                    self._move(ConnState.BACKOFF, "reopening at the operator's request")
                     continue
                 decision = self.backoff.after_close(uptime, kind, retry_after)
                 if not decision.retry:
@@ -346,8 +363,9 @@ class UpstreamConnection:
         self.ws, self.opened_at, self.last_frame_at = ws, now, now
         self._close_reason = "closed by peer"
         if self._opened_before:
-            self.metrics.on_reconnect(now)
+            self.metrics.on_reconnect(now, operator=self.operator_cycle)
         self._opened_before = True
+        self.operator_cycle = False
         self._move(ConnState.OPEN, "handshake ok")
         try:
             self.sink.on_upstream_open(self)
@@ -481,6 +499,7 @@ class UpstreamConnection:
             last_message_age=(now - self.last_frame_at) if self.last_frame_at else None,
             transitions=self.sm.transitions(),
             next_retry_in=max(0.0, self._retry_at - now) if self._retry_at else None,
+            operator_reconnects=m.operator_reconnects,
         )
 
     def __repr__(self) -> str:
