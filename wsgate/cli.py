@@ -6,7 +6,6 @@ and a socket, not for websockets, APScheduler or Rich.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -254,19 +253,36 @@ def reload(
     wait: Annotated[
         bool, typer.Option("--wait", help="Accepted for systemd ExecReload; reload is synchronous.")
     ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and show the changes; apply nothing.")
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Re-read the config file; a bad file keeps the old config and lists every error."""
-    result = _call(socket, config, "reload")
+    """Re-read the config file; a bad file keeps the old config and lists every error.
+
+    Prints one line per changed key (`routes.binance.strategy: adaptive -> least_connections`);
+    keys that need a restart keep their running value and say so.
+    """
+    from wsgate.config_changes import render_value
+
+    result = _call(socket, config, "reload.plan" if dry_run else "reload")
     if json_:
         _emit_json(result)
         return
-    changed = result.get("changed") or ["no changes"]
-    print(f"reloaded (config generation {result['generation']}): " + "; ".join(changed))
+    changed = result.get("changed", [])
+    restart = set(result.get("restart_required", []))
+    if dry_run:
+        head = f"dry run: {len(changed)} change(s) would apply; nothing was applied"
+    else:
+        head = f"reloaded (config generation {result['generation']}): {len(changed)} change(s)"
+    print(head if changed else head.split(":")[0] + ": no changes")
+    for c in changed:
+        line = f"  {c['key']}: {render_value(c['old'])} -> {render_value(c['new'])}"
+        print(
+            line + ("  (restart required: keeps its running value)" if c["key"] in restart else "")
+        )
     for line in result.get("applied", []):
         print(f"  applied: {line}")
-    for key in result.get("restart_required", []):
-        print(f"  {key} changed: restart the daemon to apply it", file=sys.stderr)
 
 
 def main() -> None:

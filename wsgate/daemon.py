@@ -23,6 +23,7 @@ from typing import Any
 from wsgate import __version__, redact
 from wsgate.cluster import build_cluster
 from wsgate.config import Config, ConfigDiff, RouteConfig, diff_config, load_config
+from wsgate.config_changes import keep_restart_values, key_changes
 from wsgate.control.server import ControlServer, ensure_socket_dir
 from wsgate.core.adaptive import AdaptiveSwitch
 from wsgate.core.states import Transition
@@ -390,13 +391,25 @@ class Daemon:
         )
 
     # ---------------------------------------------------------------- reload
-    async def reload(self, trigger: str) -> dict[str, Any]:
-        """Validate the whole new config; on any error keep the old one and report all errors."""
+    async def reload(self, trigger: str, *, dry_run: bool = False) -> dict[str, Any]:
+        """Validate the whole new config; on any error keep the old one and report all errors.
+
+        The reply lists every changed key (``{"key", "old", "new"}``) and, separately, the
+        keys that keep their running value until a restart (wsgate/config_changes.py).
+        ``dry_run`` reads and validates the file and reports the same, applying nothing.
+        """
         async with self._reload_lock:
-            self.notify.reloading()
+            if not dry_run:
+                self.notify.reloading()
             try:
                 new = self._reload_source()
             except ConfigError as exc:
+                if dry_run:
+                    raise ControlError(
+                        "invalid_config",
+                        f"{len(exc.problems)} config error(s); the running config is unchanged",
+                        details=[p.as_dict() for p in exc.problems],
+                    ) from exc
                 for p in exc.problems:
                     log.error("reload (%s) rejected: %s", trigger, p.render(exc.filename))
                 self.last_reload = {
@@ -415,23 +428,31 @@ class Daemon:
                     f"{len(exc.problems)} config error(s); kept the running config",
                     details=[p.as_dict() for p in exc.problems],
                 ) from exc
-            diff = diff_config(self.config, new)
-            redact.set_secrets([*secret_values(self.config), *secret_values(new)])
-            applied = self._apply_access(new)
-            self._apply(new, diff)
-            self.generation += 1
-            result = {
+            changes = key_changes(self.config, new)
+            result: dict[str, Any] = {
                 "generation": self.generation,
-                "changed": diff.summary(),
-                "applied": applied,
-                "restart_required": list(diff.restart_required),
+                "dry_run": dry_run,
+                "changed": [c.as_dict() for c in changes],
+                "restart_required": [c.key for c in changes if c.restart_required],
             }
+            if dry_run:
+                return result
+            applied = keep_restart_values(self.config, new)
+            diff = diff_config(self.config, applied)
+            redact.set_secrets([*secret_values(self.config), *secret_values(applied)])
+            result["applied"] = self._apply_access(applied)
+            self._apply(applied, diff)
+            self.generation += 1
+            result["generation"] = self.generation
             self.last_reload = {"at": time.time(), "ok": True, "trigger": trigger, **result}
-            log.info("reload (%s) applied: %s", trigger, "; ".join(diff.summary()) or "no changes")
-            for line in applied:
-                log.info("reload: %s", line)
-            for key in diff.restart_required:
-                log.warning("reload: %s changed but needs a restart to take effect", key)
+            if changes:
+                log.info("reload (%s) applied %d change(s)", trigger, len(changes))
+                for change in changes:
+                    log.info("reload: %s", change.render())
+            else:
+                log.info("reload (%s): no changes", trigger)
+            for key in result["restart_required"]:
+                log.warning("reload: %s changed but keeps its running value until a restart", key)
             self.notify.ready(self._status_line())
             return result
 
@@ -485,11 +506,83 @@ class Daemon:
         # Live gateway limits apply to new handshakes at once; listen needs a restart.
         self.gateway.cfg = dataclasses.replace(new.gateway, listen=self.config.gateway.listen)
         self.env.max_connections = new.daemon.max_connections
+        if new.daemon.log_level != self.config.daemon.log_level:
+            logging.getLogger().setLevel(new.daemon.log_level.upper())
+        self._apply_metrics(new)
         self.env.gateway_linger = new.gateway.linger
         self.env.client_messages_per_second = new.gateway.client_messages_per_second
         if self.alerting is not None and (diff.alerts_changed or diff.channels_changed):
             self._tg.create_task(self.alerting.reconfigure(new, diff.channels_changed))
         self.config = new
+
+    def _apply_metrics(self, new: Config) -> None:
+        m = new.metrics
+        if (m.history_points, m.per_message) == (
+            self.env.history_points,
+            self.env.per_message_metrics,
+        ):
+            return
+        self.env.history_points = m.history_points
+        self.env.per_message_metrics = m.per_message
+        for rt in self.routes.values():
+            for conn in rt.connections():
+                conn.metrics.set_history_points(m.history_points)
+                conn.settings = dataclasses.replace(
+                    conn.settings, per_message_metrics=m.per_message
+                )
+
+    def live_settings(self) -> dict[str, Any]:
+        """Key -> the value the running components use, read from them, not from the file.
+
+        Keys the daemon reads from ``self.config`` at each use (shutdown_timeout,
+        history_retention, ...) come from there. The reload walk test compares this view
+        with what each reload claimed.
+        """
+        from wsgate.config_changes import flatten
+        from wsgate.config_dump import config_to_dict
+
+        cfg = dataclasses.replace(
+            self.config,
+            gateway=self.gateway.cfg,
+            routes=tuple(rt.cfg for rt in self.routes.values()),
+        )
+        if self.alerting is not None:
+            cfg = dataclasses.replace(cfg, alerts=self.alerting.alerts_config)
+        view: dict[str, Any] = {}
+        flatten(config_to_dict(cfg, mask_secrets=False), "", view)
+        root_level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        view["daemon.log_level"] = str(root_level).lower()
+        view["daemon.max_connections"] = self.env.max_connections
+        view["daemon.node_id"] = getattr(self.connection_store, "node", cfg.daemon.node_id)
+        view["daemon.state_dir"] = os.path.dirname(self.store.path)
+        if self.control is not None:
+            view["daemon.control_socket"] = self.control.path
+            for key, attr in (("control_group", "_read_gid"), ("admin_group", "_admin_gid")):
+                gid = getattr(self.control, attr, None)
+                view[f"daemon.{key}"] = None if gid is None else grp.getgrgid(gid).gr_name
+        view["gateway.linger"] = self.env.gateway_linger
+        view["gateway.client_messages_per_second"] = self.env.client_messages_per_second
+        view["gateway.listen"] = f"{cfg.gateway.host}:{self.gateway.port}"
+        if self.metrics_http is not None:
+            view["metrics.listen"] = self.metrics_http.statistics().listen
+        view["metrics.history_points"] = self.env.history_points
+        view["metrics.per_message"] = self.env.per_message_metrics
+        for rt in self.routes.values():
+            for conn in rt.connections():
+                if conn.metrics.history_points != self.env.history_points:
+                    view["metrics.history_points"] = conn.metrics.history_points
+                if conn.settings.per_message_metrics != self.env.per_message_metrics:
+                    view["metrics.per_message"] = conn.settings.per_message_metrics
+        intervals = {j.name: j.interval for j in self.jobs.statistics()}
+        for job, key in (
+            ("health", "health_check_interval"),
+            ("analytics", "analytics_interval"),
+            ("alerts", "alert_check_interval"),
+            ("cleanup", "cleanup_interval"),
+        ):
+            if job in intervals:
+                view[f"jobs.{key}"] = intervals[job]
+        return view
 
     # ---------------------------------------------------------------- jobs
     async def _job_health(self) -> None:

@@ -129,6 +129,9 @@ def build_handlers(d: Daemon) -> Mapping[str, Handler]:
     async def h_reload(params: dict[str, Any], caller: Caller) -> Any:
         return await d.reload(f"control (uid {caller.uid}, pid {caller.pid})")
 
+    async def h_reload_plan(params: dict[str, Any], caller: Caller) -> Any:
+        return await d.reload(f"dry run (uid {caller.uid}, pid {caller.pid})", dry_run=True)
+
     async def h_config_show(params: dict[str, Any], caller: Caller) -> Any:
         return config_view(d.config)
 
@@ -149,6 +152,7 @@ def build_handlers(d: Daemon) -> Mapping[str, Handler]:
         "connections.disable": Handler(h_connection_disable, mutating=True, params=by_id),
         "connections.enable": Handler(h_connection_enable, mutating=True, params=by_id),
         "reload": Handler(h_reload, mutating=True, params=NO_PARAMS),
+        "reload.plan": Handler(h_reload_plan, params=NO_PARAMS),
         "config.show": Handler(h_config_show, params=NO_PARAMS),
         "stop": Handler(h_stop, mutating=True, params=NO_PARAMS),
         "events.follow": Handler(h_events, stream=True, params=NO_PARAMS),

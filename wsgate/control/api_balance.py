@@ -99,6 +99,56 @@ def build_balance_handlers(d: Daemon) -> dict[str, Handler]:
         log.info("route %s strategy %s by %s", rt.name, strategy.value, _who(caller))
         return {"route": rt.name, "strategy": strategy.value}
 
+    def _overrides() -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for rt in d.routes.values():
+            if rt.strategy_override is not None:
+                out.append(
+                    {
+                        "route": rt.name,
+                        "kind": "strategy",
+                        "endpoint": None,
+                        "value": rt.strategy_override.value,
+                        "configured": rt.cfg.strategy.value,
+                    }
+                )
+            for e in rt.cfg.endpoints:
+                if e.name in rt.weights:
+                    out.append(
+                        {
+                            "route": rt.name,
+                            "kind": "weight",
+                            "endpoint": e.name,
+                            "value": rt.weights[e.name],
+                            "configured": e.weight,
+                        }
+                    )
+        return out
+
+    async def h_overrides(params: dict[str, Any], caller: Caller) -> Any:
+        return {"overrides": _overrides()}
+
+    async def h_reset(params: dict[str, Any], caller: Caller) -> Any:
+        rt = _route(d, params["route"])
+        what = params.get("what") or "all"
+        endpoint = params.get("endpoint")
+        reset: list[str] = []
+        if what in ("strategy", "all") and rt.strategy_override is not None:
+            rt.reset_strategy()
+            reset.append("strategy")
+        if what in ("weight", "all"):
+            try:
+                reset += [f"weight {name}" for name in rt.reset_weight(endpoint)]
+            except KeyError as exc:
+                raise ControlError("not_found", str(exc.args[0])) from None
+        log.info("route %s overrides reset (%s) by %s", rt.name, ", ".join(reset), _who(caller))
+        return {
+            "route": rt.name,
+            "reset": reset,
+            "strategy": rt.balancer.strategy.value,
+            "weights": {e.name: rt.endpoint_weight(e.name) for e in rt.cfg.endpoints},
+        }
+
     async def h_routes(params: dict[str, Any], caller: Caller) -> Any:
         return [
             {
@@ -164,6 +214,16 @@ def build_balance_handlers(d: Daemon) -> dict[str, Handler]:
             params=Schema(
                 route=string(required=True),
                 strategy=string(required=True, choices=tuple(s.value for s in StrategyName)),
+            ),
+        ),
+        "routes.overrides": Handler(h_overrides, params=NO_PARAMS),
+        "routes.reset": Handler(
+            h_reset,
+            mutating=True,
+            params=Schema(
+                route=string(required=True),
+                what=string(choices=("strategy", "weight", "all")),
+                endpoint=string(),
             ),
         ),
         "rebalance.plan": Handler(h_plan, params=one_route),

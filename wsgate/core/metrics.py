@@ -82,6 +82,13 @@ class RingBuffer:
             return self._buf[: self._len].tolist()
         return self._buf[self._next :].tolist() + self._buf[: self._next].tolist()
 
+    def resized(self, capacity: int) -> RingBuffer:
+        """A ring of ``capacity`` holding the newest values of this one (a reload's resize)."""
+        ring = RingBuffer(capacity)
+        for x in self.values()[-capacity:]:
+            ring.append(x)
+        return ring
+
     def memory_bytes(self) -> int:
         return sys.getsizeof(self) + sys.getsizeof(self._buf)
 
@@ -481,6 +488,21 @@ class ConnectionMetrics:
         self._h_bytes_rate = RingBuffer(history_points)
         self._h_errors = RingBuffer(history_points)
         self._h_queue = RingBuffer(history_points)
+
+    def set_history_points(self, history_points: int) -> None:
+        """Resize the history rings, keeping the newest points (``metrics.history_points``)."""
+        if history_points == self.history_points:
+            return
+        self.history_points = history_points
+        for name in (
+            "_h_ts",
+            "_h_latency",
+            "_h_msg_rate",
+            "_h_bytes_rate",
+            "_h_errors",
+            "_h_queue",
+        ):
+            setattr(self, name, getattr(self, name).resized(history_points))
 
     # -- hot path ---------------------------------------------------------------------
 

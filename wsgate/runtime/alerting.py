@@ -404,6 +404,11 @@ class Alerting:
 
     # ------------------------------------------------------------------ reload
 
+    @property
+    def alerts_config(self) -> Any:
+        """The ``[alerts]`` config the engine and the channels run with now."""
+        return self._alerts_cfg
+
     async def reconfigure(self, new_cfg: Any, channels_changed: Sequence[str]) -> None:
         """Apply ``config.alerts`` after a reload; channels restart only if they changed."""
         self._alerts_cfg = new_cfg.alerts

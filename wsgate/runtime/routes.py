@@ -398,6 +398,21 @@ class RouteRuntime:
         self.strategy_override = strategy
         self.balancer.strategy = strategy
 
+    def reset_strategy(self) -> None:
+        """Drop the operator's strategy: the config file's applies again."""
+        self.strategy_override = None
+        self.balancer.strategy = self.cfg.strategy
+
+    def reset_weight(self, endpoint: str | None = None) -> list[str]:
+        """Drop the operator's weight of ``endpoint`` (all when None); the names reset."""
+        names = list(self.weights) if endpoint is None else [endpoint]
+        if endpoint is not None and endpoint not in {e.name for e in self.cfg.endpoints}:
+            known = ", ".join(e.name for e in self.cfg.endpoints)
+            raise KeyError(f"route {self.name} has no endpoint {endpoint!r} (endpoints: {known})")
+        for name in names:
+            self.weights.pop(name, None)
+        return names
+
     def drain(self, conn_id: str, reason: str) -> int:
         """No new placements; move subscriptions away make-before-break, then close."""
         conn = self.pool.get(conn_id)
