@@ -32,6 +32,7 @@ from wsgate.runtime import sdnotify
 from wsgate.runtime.alerting import Alerting
 from wsgate.runtime.analytics import Analytics
 from wsgate.runtime.events import EventBus, follow, make_system_route
+from wsgate.runtime.faults import every
 from wsgate.runtime.gateway import Gateway
 from wsgate.runtime.lock import PidLock
 from wsgate.runtime.metrics_http import MetricsServer, build_registry, readiness
@@ -46,6 +47,11 @@ __all__ = ["Daemon", "run_daemon"]
 log = logging.getLogger("wsgate.daemon")
 
 JOB_NAMES = ("health", "analytics", "alerts", "cleanup")
+REBALANCE_EVERY = 10.0  # seconds between background rebalancer runs
+
+
+class _Stopped(Exception):
+    """Ends the helpers' TaskGroup on shutdown."""
 
 
 def _job_intervals(cfg: Config) -> dict[str, float]:
@@ -149,7 +155,10 @@ class Daemon:
         self.connection_store: ConnectionStore = InMemoryConnectionStore(config.daemon.node_id)
         self.env.on_transition.append(self.connection_store.observe)
         self.routes: dict[str, RouteRuntime] = {}
-        self.gateway = Gateway(config.gateway, self.routes)
+        self.faults = self.env.faults  # the error policy for per-frame and per-tick work
+        self.gateway = Gateway(
+            config.gateway, self.routes, flusher=self.env.flusher, faults=self.faults
+        )
         self.jobs = Jobs(
             {
                 "health": self._job_health,
@@ -162,6 +171,8 @@ class Daemon:
         self.lock = PidLock.for_socket(config.daemon.control_socket)
         self.notify = sdnotify.Notifier()
         self.loop_lag = 0.0
+        self.loop_lag_samples = 0  # the probe's progress (a stuck probe reads as no lag)
+        self.rebalance_runs = 0
         # Transitions, health-band crossings and alerts for dashboards and `events.follow`.
         self.events = EventBus()
         # One SQLite store per daemon: analytics history, alert state, the outbox.
@@ -175,6 +186,8 @@ class Daemon:
         )
         self.metrics_http: MetricsServer | None = None
         self._stop = asyncio.Event()
+        self._helpers_stop = asyncio.Event()
+        self.rebalance_every = REBALANCE_EVERY
         self._reload_lock = asyncio.Lock()
         self._tg: asyncio.TaskGroup | None = None
         self._sigint_count = 0
@@ -246,11 +259,7 @@ class Daemon:
         self.jobs.start(_job_intervals(cfg))
         if self._want_signals:
             self._install_signals()
-        tg.create_task(self._measure_loop_lag(), name="loop-lag")
-        tg.create_task(self._rebalance_loop(), name="rebalance")
-        interval = self.notify.watchdog_interval()
-        if interval:
-            tg.create_task(self._watchdog(interval), name="watchdog")
+        tg.create_task(self._helpers(), name="helpers")
         self.notify.ready(self._status_line())
         self.ready.set()
         log.info(
@@ -336,32 +345,49 @@ class Daemon:
             await asyncio.wait(set(self._route_tasks), timeout=left())
         if self.control is not None:
             await self.control.close(grace=left(2.0))
-        assert self._tg is not None
-        # Background helpers (loop lag, watchdog) end with the TaskGroup.
-        for task in asyncio.all_tasks():
-            if task.get_name() in ("loop-lag", "watchdog", "rebalance"):
-                task.cancel()
+        self._helpers_stop.set()  # loop lag, rebalancer, watchdog: this daemon's only
         log.info("stopped")
 
-    async def _rebalance_loop(self, every: float = 10.0) -> None:
+    async def _helpers(self) -> None:
+        """The daemon's background helpers, owned here and ended by :meth:`_shutdown`.
+
+        Two daemons may share an event loop (embedded ``Gateway``s): each ends exactly
+        its own helpers.
+        """
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._measure_loop_lag(), name="loop-lag")
+                tg.create_task(
+                    every(self.rebalance_every, self._rebalance, self.faults, "daemon.rebalance"),
+                    name="rebalance",
+                )
+                interval = self.notify.watchdog_interval()
+                if interval:
+                    tg.create_task(self._watchdog(interval), name="watchdog")
+                await self._helpers_stop.wait()
+                raise _Stopped  # the helpers never end on their own
+        except* _Stopped:
+            pass
+
+    def _rebalance(self) -> None:
         # The planner's own hysteresis (sustain, min_interval, max moves) bounds the rate;
-        # this loop only gives it fresh loads and finishes drains that lacked a target.
-        while True:
-            await asyncio.sleep(every)
-            now = time.monotonic()
-            for rt in list(self.routes.values()):
-                try:
-                    rt.plan_rebalance(now, dry_run=False)
-                    if rt.hub is not None:
-                        rt.hub.retry_migrations()
-                except Exception:
-                    log.exception("route %s: rebalance failed", rt.name)
+        # this only gives it fresh loads and finishes drains that lacked a target.
+        now = time.monotonic()
+        self.rebalance_runs += 1
+        for rt in list(self.routes.values()):
+            try:
+                rt.plan_rebalance(now, dry_run=False)
+                if rt.hub is not None:
+                    rt.hub.retry_migrations()
+            except Exception as exc:  # one route's failure must not skip the others
+                self.faults.record("daemon.rebalance", exc, f"route {rt.name}")
 
     async def _measure_loop_lag(self) -> None:
         while True:
             start = time.monotonic()
             await asyncio.sleep(0.5)
             self.loop_lag = max(0.0, time.monotonic() - start - 0.5)
+            self.loop_lag_samples += 1
 
     async def _watchdog(self, interval: float) -> None:
         # Runs on the loop, so a blocked loop misses pings and systemd restarts us.

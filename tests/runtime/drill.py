@@ -120,7 +120,7 @@ async def rig(body: str, *, seed: int = 7, max_connections: int = 1000) -> Async
     )
     routes: dict[str, RouteRuntime] = {}
     env.total_connections = lambda: sum(len(r.connections()) for r in routes.values())
-    r = Rig(cfg, env, routes, Gateway(cfg.gateway, routes))
+    r = Rig(cfg, env, routes, Gateway(cfg.gateway, routes, flusher=env.flusher, faults=env.faults))
     env.on_transition.append(lambda c, t: r.transitions.append((c.id, t)))
     tasks = []
     for rc in cfg.routes:

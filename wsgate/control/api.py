@@ -70,6 +70,7 @@ def status(d: Daemon) -> dict[str, Any]:
         "control_socket": d.config.daemon.control_socket,
         "sessions": len(d.gateway.sessions),
         "loop_lag": round(d.loop_lag, 6),
+        "handler_errors": dataclasses.asdict(d.faults.statistics()),
         "tasks": len(asyncio.all_tasks()),  # leak checks: chaos drills compare it over time
         "health": d.analytics.health_doc(),
         "routes": routes,

@@ -43,6 +43,7 @@ from wsgate.core.alerts.units import format_value
 from wsgate.core.types import Severity
 from wsgate.errors import AlertError
 from wsgate.runtime.alert_inputs import AnomalySettings, InputBuilder
+from wsgate.runtime.faults import Faults, every
 from wsgate.runtime.notifiers import DeliveryResult, Notifier, build_notifier
 from wsgate.runtime.outbox import Outbox
 from wsgate.runtime.store import Store
@@ -160,6 +161,7 @@ class Alerting:
 
     def __init__(self, daemon: Any, *, clock: Any = time.time) -> None:
         self.daemon = daemon
+        self.faults: Faults = getattr(daemon, "faults", None) or Faults()
         self._clock = clock
         store = getattr(daemon, "store", None)
         if store is None:
@@ -273,12 +275,8 @@ class Alerting:
         log.info("alerting stopped: %d delivered at shutdown, %d left queued", delivered, left)
 
     async def _tick_loop(self) -> None:
-        while True:
-            await asyncio.sleep(TICK)
-            try:
-                self.tick()
-            except Exception:  # one bad tick must not end the group timers for good
-                log.exception("alert tick failed")
+        # One bad tick must not end the group timers for good (runtime.faults policy).
+        await every(TICK, self.tick, self.faults, "alerts.tick")
 
     def tick(self) -> None:
         now = self._clock()

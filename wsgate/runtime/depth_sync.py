@@ -33,6 +33,7 @@ from wsgate.dialects.binance_depth import (
     parse_snapshot,
     render_event,
 )
+from wsgate.runtime.faults import Faults
 from wsgate.runtime.rest_proxy import RestProxy
 from wsgate.runtime.seams import CloseSessions, Deliver
 
@@ -76,6 +77,7 @@ class DepthSync:
         rest_url: str,
         registry: SubscriptionRegistry,
         *,
+        faults: Faults,
         deliver: Deliver,
         close_sessions: CloseSessions,
         snapshot_limit: int = SNAPSHOT_LIMIT,
@@ -84,6 +86,7 @@ class DepthSync:
         self.futures = futures  # USD-M: the pu chain (binance_depth.DepthBook)
         self.route = route
         self.registry = registry  # to tell a live subscription from a dropped one
+        self.faults = faults
         self.deliver = deliver
         self.close_sessions = close_sessions
         self.rest_url = rest_url.rstrip("/")
@@ -198,8 +201,8 @@ class DepthSync:
     async def _fetch_loop(self, tr: _Track) -> None:
         try:
             await self._fetch_until_done(tr)
-        except Exception:  # a bug here must not end the hub's TaskGroup
-            log.exception("route %s: %s snapshot loop failed", self.route, tr.stream)
+        except Exception as exc:  # a bug here must not end the hub's TaskGroup
+            self.faults.record("depth.fetch", exc, f"route {self.route}: {tr.stream}")
             if self.tracks.get(tr.key) is tr and tr.book.phase is Phase.RESYNC:
                 tr.book.fail("snapshot loop failed")
                 self._close_sessions(tr)

@@ -16,11 +16,12 @@ from websockets.http11 import Request, Response
 from wsgate.config import GatewayConfig
 from wsgate.errors import InvalidPath
 from wsgate.redact import strip_query_params
+from wsgate.runtime.faults import Faults
 from wsgate.runtime.httpbody import BodyServerConnection, request_body
 from wsgate.runtime.rest_proxy import FORWARDED_HEADERS, RestProxy
 from wsgate.runtime.rest_proxy import allowed as rest_allowed
 from wsgate.runtime.routes import RouteRuntime
-from wsgate.runtime.session import Session
+from wsgate.runtime.session import Flusher, Session
 
 __all__ = ["Gateway", "SystemRoute"]
 
@@ -35,8 +36,19 @@ SystemRoute = Callable[[ServerConnection, Session], Awaitable[None]]
 
 
 class Gateway:
-    def __init__(self, cfg: GatewayConfig, routes: dict[str, RouteRuntime]) -> None:
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        routes: dict[str, RouteRuntime],
+        *,
+        flusher: Flusher | None = None,
+        faults: Faults | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.faults = faults or Faults()
+        # Shared with the upstream readers (RouteEnv.flusher), so one read's fan-out
+        # leaves in the same loop turn.
+        self.flusher = flusher or Flusher(self.faults)
         self.routes = routes
         self.system_routes: dict[str, SystemRoute] = {}
         self.sessions: set[Session] = set()
@@ -218,12 +230,13 @@ class Gateway:
             ws,
             name,
             send_buffer_bytes=self.cfg.send_buffer_bytes,
+            flusher=self.flusher,
             slow_close_code=self.cfg.slow_consumer_close_code,
         )
         self.sessions.add(session)
         try:
             if name in self.system_routes:
-                await self.system_routes[name](ws, session)
+                await session.serve(self.system_routes[name](ws, session))
                 return
             route = self.routes.get(name)
             if route is None:  # removed by a reload between handshake and handler
@@ -233,11 +246,11 @@ class Gateway:
             if route.cfg.token_env:
                 # The gateway consumed its own credential: it never travels upstream.
                 query = strip_query_params(query, GATEWAY_CREDENTIALS)
-            await route.serve_session(ws, session, rest, query)
+            await session.serve(route.serve_session(ws, session, rest, query))
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("session %d on route %s failed", session.id, name)
+        except Exception as exc:  # a bug in one session's handling ends that session only
+            self.faults.record("session", exc, f"session {session.id} on route {name}")
             await ws.close(1011, "internal error")
         finally:
             self.sessions.discard(session)

@@ -39,6 +39,7 @@ from wsgate.core.types import DialectName
 from wsgate.dialects import base as d
 from wsgate.runtime.depth_sync import DEPTH_DIALECTS, DepthSync
 from wsgate.runtime.fanout import Channel, FanOut, Member
+from wsgate.runtime.faults import Faults, every
 from wsgate.runtime.hub_sessions import SessionIntents
 from wsgate.runtime.placement import Placement
 from wsgate.runtime.seams import HubRoute
@@ -87,8 +88,10 @@ class Hub:
         linger: float = 30.0,
         client_rate: Callable[[], float] = lambda: 50.0,
         clock: Callable[[], float] = time.monotonic,
+        faults: Faults | None = None,
     ) -> None:
         self.route = route
+        self.faults = faults or Faults()
         self.dialect = dialect
         self.balancer = balancer
         self.clock = clock
@@ -122,6 +125,7 @@ class Hub:
             self.route.name,
             rest_url,
             self.registry,
+            faults=self.faults,
             deliver=self.fanout.deliver,
             close_sessions=self.fanout.close_sessions,
             futures=self.dialect.name is DialectName.BINANCE_USDM,
@@ -132,13 +136,19 @@ class Hub:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                tg.create_task(self._tick_loop(), name=f"hub-{self.route.name}-tick")
+                name = self.route.name
+                tg.create_task(
+                    every(TICK, self._tick, self.faults, "hub.tick", name), name=f"hub-{name}-tick"
+                )
                 if self.depth is not None:
-                    tg.create_task(self.depth.run(), name=f"hub-{self.route.name}-depth")
+                    tg.create_task(self.depth.run(), name=f"hub-{name}-depth")
                 if self.route.cfg.app_ping_interval > 0:
-                    tg.create_task(self._app_ping_loop(), name=f"hub-{self.route.name}-ping")
+                    tg.create_task(
+                        every(self._ping_interval, self._app_pings, self.faults, "hub.ping", name),
+                        name=f"hub-{name}-ping",
+                    )
                 await self._stop.wait()
-                # The timer loops and writers never end on their own: raising cancels them,
+                # The timer loops never end on their own: raising cancels them,
                 # otherwise the TaskGroup (and the route, and the daemon) waits forever.
                 raise _Stopped
         except* _Stopped:
@@ -146,14 +156,6 @@ class Hub:
 
     def stop(self) -> None:
         self._stop.set()
-
-    async def _tick_loop(self) -> None:
-        while True:
-            await asyncio.sleep(TICK)
-            try:
-                self._tick()
-            except Exception:
-                log.exception("route %s: hub tick failed", self.route.name)
 
     def _tick(self) -> None:
         now = self.clock()
@@ -185,13 +187,13 @@ class Hub:
             log.info("route %s: %s drained; closing", self.route.name, u.conn.id)
             self.route.retire(u.conn)
 
-    async def _app_ping_loop(self) -> None:
-        interval = self.route.cfg.app_ping_interval
-        while True:
-            await asyncio.sleep(interval)
-            for u in list(self.ups.values()):
-                if u.codec is not None and u.conn.state is ConnState.OPEN:
-                    self._app_ping(u)
+    def _ping_interval(self) -> float:
+        return self.route.cfg.app_ping_interval
+
+    def _app_pings(self) -> None:
+        for u in list(self.ups.values()):
+            if u.codec is not None and u.conn.state is ConnState.OPEN:
+                self._app_ping(u)
 
     def _app_ping(self, u: Uplink) -> None:
         assert u.codec is not None
@@ -216,8 +218,9 @@ class Hub:
         if u is None:
             return
         u.opened(self.dialect.open_upstream(self.intents.upstream_flags))
-        assert self._tg is not None and u.codec is not None
-        self._tg.create_task(u.run_writer(self.clock), name=f"{conn.id}-writer")
+        assert u.codec is not None
+        # The writer belongs to the open socket: it ends when the socket closes.
+        conn.start_soon(u.run_writer(self.clock, self.faults), name=f"{conn.id}-writer")
         for frame in u.codec.hello():
             u.send(frame)
         if self.route.cfg.app_ping_interval > 0:

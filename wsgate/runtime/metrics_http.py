@@ -34,6 +34,8 @@ header (``prometheus_client.exposition.choose_encoder``). Metric families:
 ``wsgate_job_runs_total`` / ``_failures_total``   {job}
 ``wsgate_events_published_total``                event bus
 ``wsgate_events_dropped_total``                   events dropped for slow consumers
+``wsgate_handler_errors_total``                  per-frame/per-tick failures survived
+                                                  {site} (runtime.faults)
 ``wsgate_config_generation``, ``wsgate_loop_lag_seconds``, ``wsgate_build_info``
 ================================================  ======================================
 
@@ -286,6 +288,14 @@ class WsgateCollector(Collector):
             "wsgate_config_generation", "Config generation (1 + reloads).", value=self.d.generation
         )
         yield GaugeMetricFamily("wsgate_loop_lag_seconds", "Event loop lag.", value=self.d.loop_lag)
+        handler_errors = CounterMetricFamily(
+            "wsgate_handler_errors",
+            "Failures of per-frame or per-tick work, counted and survived.",
+            labels=["site"],
+        )
+        for site, n in sorted(self.d.faults.statistics().by_site.items()):
+            handler_errors.add_metric([site], n)
+        yield handler_errors
         info = InfoMetricFamily("wsgate_build", "wsgate build information.")
         info.add_metric([], {"version": __version__, "python": sys.version.split()[0]})
         yield info

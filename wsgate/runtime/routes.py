@@ -32,9 +32,10 @@ from wsgate.dialects.binance_usdm import BinanceUsdmDialect
 from wsgate.dialects.bitfinex import BitfinexDialect
 from wsgate.dialects.raw import RawDialect
 from wsgate.errors import CapacityError, InvalidPath
+from wsgate.runtime.faults import Faults
 from wsgate.runtime.hub import Hub
 from wsgate.runtime.relay import Relay, run_relay
-from wsgate.runtime.session import Session
+from wsgate.runtime.session import Flusher, Session
 from wsgate.runtime.upstream import (
     HostBudgets,
     UpstreamConnection,
@@ -73,6 +74,12 @@ class RouteEnv:
         default_factory=list
     )
     total_connections: Callable[[], int] = lambda: 0
+    faults: Faults = field(default_factory=Faults)  # the error policy's counts (runtime.faults)
+    flusher: Flusher = field(default_factory=Flusher)  # shared with the gateway's sessions
+
+    def __post_init__(self) -> None:
+        self.flusher.faults = self.faults
+
     # (route, switch) for every change of what `adaptive` applies: the event bus listens.
     on_adaptive_switch: list[Callable[[str, AdaptiveSwitch], None]] = field(default_factory=list)
 
@@ -117,6 +124,7 @@ class RouteRuntime:
                 linger=env.gateway_linger,
                 client_rate=lambda: env.client_messages_per_second,
                 clock=env.clock,
+                faults=env.faults,
             )
             if self.dialect.shared
             else None
@@ -208,6 +216,8 @@ class RouteRuntime:
             self.env.rng,
             clock=self.env.clock,
             on_transition=self.env.transition,
+            faults=self.env.faults,
+            flusher=self.env.flusher,
         )
         if self.hub is not None and not dedicated:
             hub = self.hub

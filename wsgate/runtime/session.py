@@ -15,44 +15,45 @@ import asyncio
 import itertools
 import logging
 import time
-import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
+from wsgate.runtime.faults import Faults
 from wsgate.runtime.framing import encode_text
-from wsgate.runtime.wsclient import BatchHooks
 
-__all__ = ["Session", "SessionStats", "batch_hooks"]
+__all__ = ["Flusher", "Session", "SessionStats"]
 
 log = logging.getLogger("wsgate.session")
 _ids = itertools.count(1)
 SLOW_GRACE = 2.0  # seconds a slow consumer gets to read its close frame before the abort
 
 
-class _Flusher:
-    """The sessions with queued frames on one event loop, flushed in one callback.
+class Flusher:
+    """The sessions with queued frames, flushed in one event-loop callback.
 
+    One per daemon (injected into the gateway's sessions and the upstream connections,
+    whose lean readers use it as their :class:`~wsgate.runtime.wsclient.BatchHooks`).
     Inside a batch (:meth:`begin` .. :meth:`end`, an upstream read) nothing is
     scheduled: :meth:`end` writes what the batch queued in the same loop turn, so a
     relayed frame costs no extra loop iteration.
     """
 
-    __slots__ = ("__weakref__", "dirty", "handle", "holding", "loop")
+    __slots__ = ("dirty", "faults", "handle", "holding")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self, faults: Faults | None = None) -> None:
         self.dirty: list[Session] = []
         self.handle: asyncio.Handle | None = None
         self.holding = 0
+        self.faults = faults or Faults()
 
     def add(self, session: Session) -> None:
         self.dirty.append(session)
         if self.handle is None and not self.holding:
-            self.handle = self.loop.call_soon(self.flush)
+            self.handle = asyncio.get_running_loop().call_soon(self.flush)
 
     def begin(self) -> None:
         self.holding += 1
@@ -70,29 +71,12 @@ class _Flusher:
         for session in dirty:
             try:
                 session._flush()
-            except Exception:  # one broken transport must not strand the others' frames
-                log.exception("session %d: flush failed", session.id)
+            except Exception as exc:  # one broken session must not strand the others' frames
+                self.faults.record("session.flush", exc, f"session {session.id}")
+                session.abort_broken()
 
-
-_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def batch_hooks() -> BatchHooks:
-    """Hooks that hold session flushes during an upstream read batch, then write them.
-
-    Frames that one batch fans out leave in the same loop turn, still one write per
-    session, and no flush callback is scheduled for them.
-    """
-    return _flusher(asyncio.get_running_loop())
-
-
-def _flusher(loop: asyncio.AbstractEventLoop) -> _Flusher:
-    f = _flushers.get(loop)
-    if f is None:
-        f = _flushers[loop] = _Flusher(loop)
-    return f
+    def __repr__(self) -> str:
+        return f"<Flusher dirty={len(self.dirty)} holding={self.holding}>"
 
 
 _MAX_ERROR_KINDS = 16
@@ -123,6 +107,7 @@ class Session:
         route: str,
         *,
         send_buffer_bytes: int,
+        flusher: Flusher,
         slow_close_code: int = 1013,
     ) -> None:
         self.id = next(_ids)
@@ -137,23 +122,26 @@ class Session:
         self.errors = 0
         self.errors_by_kind: dict[str, int] = {}
         self.slow_closed = False
+        self.refusing = False  # no more frames: closed as slow, or its flush failed
         self.close_code: int | None = None
         self.on_slow: Callable[[Session], None] | None = None
         self._pending: list[bytes] = []
         self._scheduled = False
         self._loop = asyncio.get_running_loop()
-        self._flusher = _flusher(self._loop)
+        self._flusher = flusher
+        self._close_request: tuple[int, str] | None = None
+        self._close_requested = asyncio.Event()
         self._transport: Any = ws.transport
         addr = ws.remote_address
         self.peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
 
     @property
     def open(self) -> bool:
-        return self.ws.protocol.state is State.OPEN and not self.slow_closed
+        return self.ws.protocol.state is State.OPEN and not self.refusing
 
     def push(self, frame: bytes) -> bool:
         """Queue one pre-encoded frame; returns False when the session is gone or too slow."""
-        if self.slow_closed:
+        if self.refusing:
             return False
         self._pending.append(frame)
         if not self._scheduled:
@@ -186,7 +174,7 @@ class Session:
         self.bytes_out += sum(map(len, pending))
 
     def _close_slow(self) -> None:
-        self.slow_closed = True
+        self.slow_closed = self.refusing = True
         self.close_code = self.slow_close_code
         log.warning(
             "session %d (%s, route %s) closed as a slow consumer: over %d buffered bytes",
@@ -213,10 +201,46 @@ class Session:
         self.close_code = code
         await self._close(code, reason)
 
+    def abort_broken(self) -> None:
+        """Its flush failed: queue nothing more, drop what is queued, close with 1011.
+
+        Retrying would fail the same way while the queue grew without bound.
+        """
+        self.refusing = True
+        self._pending = []
+        self._scheduled = False
+        self.close_code = 1011
+        if self._close_request is None:
+            self._close_request = (1011, "internal error")
+            self._close_requested.set()
+
     def close_nowait(self, code: int, reason: str) -> None:
+        """Ask for a close from synchronous code; :meth:`serve`'s closer performs it."""
         self._flush()
         self.close_code = code
-        self._loop.create_task(self._close(code, reason))
+        if self._close_request is None:
+            self._close_request = (code, reason)
+            self._close_requested.set()
+
+    async def serve(self, handler: Awaitable[None]) -> None:
+        """Run the session's handler beside its closer; both belong to this session.
+
+        The closer executes :meth:`close_nowait` requests (from the fan-out, a reload),
+        so no close is a fire-and-forget task. A close in progress when the handler
+        ends is finished (bounded by the connection's close timeout), not cancelled.
+        """
+        async with asyncio.TaskGroup() as tg:
+            closer = tg.create_task(self._closer(), name=f"session-{self.id}-closer")
+            try:
+                await handler
+            finally:
+                if self._close_request is None:
+                    closer.cancel()
+
+    async def _closer(self) -> None:
+        await self._close_requested.wait()
+        assert self._close_request is not None
+        await self._close(*self._close_request)
 
     async def _close(self, code: int, reason: str) -> None:
         try:

@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from wsgate.core.backoff import TokenBucket
 from wsgate.core.balancer import ErrorPenalty
 from wsgate.dialects import base as d
+from wsgate.runtime.faults import Faults
 from wsgate.runtime.upstream import UpstreamConnection
 
 __all__ = ["SEND_QUEUE", "Uplink"]
@@ -82,7 +83,7 @@ class Uplink:
         if len(self.pings) > MAX_PINGS:  # unanswered pings must not accumulate
             self.pings.pop(next(iter(self.pings)))
 
-    async def run_writer(self, clock: Callable[[], float]) -> None:
+    async def run_writer(self, clock: Callable[[], float], faults: Faults) -> None:
         """Send queued frames within the message budget until the connection closes."""
         conn = self.conn
         while self.codec is not None:
@@ -100,6 +101,8 @@ class Uplink:
                 await conn.send(frame)
             except (ConnectionError, ConnectionClosed):
                 return
+            except Exception as exc:  # this frame is lost; the next ones still go
+                faults.record("hub.writer", exc, f"{conn.id}: {frame[:80]}")
 
     def __repr__(self) -> str:
         return (

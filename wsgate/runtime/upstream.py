@@ -15,10 +15,10 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -29,7 +29,8 @@ from wsgate.core.metrics import ConnectionMetrics
 from wsgate.core.states import ConnectionStateMachine, ConnState, Transition
 from wsgate.core.types import ConnectionType
 from wsgate.redact import mask_text, mask_url
-from wsgate.runtime.session import batch_hooks
+from wsgate.runtime.faults import Faults
+from wsgate.runtime.session import Flusher
 from wsgate.runtime.wsclient import LeanClientConnection
 
 __all__ = [
@@ -174,8 +175,13 @@ class UpstreamConnection:
         clock: Callable[[], float] = time.monotonic,
         on_transition: Callable[[UpstreamConnection, Transition], None] | None = None,
         expects_data: Callable[[], bool] | None = None,
+        faults: Faults | None = None,
+        flusher: Flusher | None = None,
     ) -> None:
         self.id = conn_id
+        self.faults = faults or Faults()
+        # Holds session flushes while one read's frames are fanned out (lean reader).
+        self.flusher = flusher
         self.settings = settings
         self.sink = sink
         self._budgets = budgets
@@ -200,6 +206,8 @@ class UpstreamConnection:
         self._retry_at: float | None = None
         self._wake = asyncio.Event()  # interrupts backoff sleeps and admin waits
         self._stopping = False
+        self._tg: asyncio.TaskGroup | None = None  # the open socket's tasks
+        self._abort_requested = asyncio.Event()
         self._close_reason = ""
         self._close_kind = CloseKind.DROPPED
         self.failed_reason: str | None = None
@@ -261,10 +269,24 @@ class UpstreamConnection:
         self._move(ConnState.DEGRADED if degraded else ConnState.OPEN, reason)
 
     def _abort(self, reason: str) -> None:
-        ws = self.ws
-        if ws is not None:
+        """Close the open socket (if any); the socket's own TaskGroup does the closing."""
+        if self.ws is not None:
             self._close_reason = reason
-            asyncio.get_running_loop().create_task(self._close_ws(ws, 1000, reason[:100]))
+            self._abort_requested.set()
+
+    async def _abort_watch(self, ws: ClientConnection) -> None:
+        await self._abort_requested.wait()
+        await self._close_ws(ws, 1000, self._close_reason[:100])
+
+    def start_soon(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` as part of the open socket: it is cancelled when the socket closes.
+
+        Called by the sink from :meth:`UpstreamSink.on_upstream_open` (the hub's writer).
+        """
+        if self._tg is None:
+            coro.close()
+            raise ConnectionError(f"{self.id} is not open")
+        self._tg.create_task(coro, name=name)
 
     @staticmethod
     async def _close_ws(ws: ClientConnection, code: int, reason: str) -> None:
@@ -366,10 +388,16 @@ class UpstreamConnection:
             self.metrics.on_reconnect(now, operator=self.operator_cycle)
         self._opened_before = True
         self.operator_cycle = False
+        self._abort_requested.clear()
         self._move(ConnState.OPEN, "handshake ok")
         try:
-            self.sink.on_upstream_open(self)
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._abort_watch(ws))
+                try:
+                    self.sink.on_upstream_open(self)
+                except Exception as exc:
+                    self.faults.record("upstream.open", exc, self.id)
                 lean = isinstance(ws, LeanClientConnection) and ws.lean
                 reader = tg.create_task(self._read_lean(ws) if lean else self._read(ws))
                 tg.create_task(self._ping_loop(ws))
@@ -382,12 +410,16 @@ class UpstreamConnection:
             pass
         finally:
             self.ws = None
+            self._tg = None
             uptime = self._clock() - now
             if self.state is not ConnState.DISABLED:
                 self._move(ConnState.CLOSING, self._close_reason)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2.0)
-            self.sink.on_upstream_closed(self, self._close_reason)
+            try:
+                self.sink.on_upstream_closed(self, self._close_reason)
+            except Exception as exc:
+                self.faults.record("upstream.closed", exc, self.id)
         return uptime
 
     async def _read(self, ws: ClientConnection) -> None:
@@ -399,7 +431,10 @@ class UpstreamConnection:
                 self.last_frame_at = now
                 if measure:
                     metrics.on_message_in(now, len(msg))
-                sink.on_upstream_frame(self, msg)
+                try:
+                    sink.on_upstream_frame(self, msg)
+                except Exception as exc:
+                    self.faults.record("upstream.frame", exc, self.id)
         except ConnectionClosed as exc:
             if self._close_reason == "closed by peer":
                 code = exc.rcvd.code if exc.rcvd is not None else 1006  # 1006: no close frame
@@ -417,9 +452,12 @@ class UpstreamConnection:
             self.last_frame_at = now
             if measure:
                 metrics.on_message_in(now, len(msg))
-            sink.on_upstream_frame(self, msg)
+            try:
+                sink.on_upstream_frame(self, msg)
+            except Exception as exc:
+                self.faults.record("upstream.frame", exc, self.id)
 
-        ws.set_handler(on_message, batch_hooks())
+        ws.set_handler(on_message, self.flusher)
         await ws.wait_closed()
         exc = ws.protocol.close_exc
         if isinstance(exc, ConnectionClosedOK):
