@@ -40,10 +40,10 @@ listen = "127.0.0.1:0"
 [metrics]
 listen = ""
 [jobs]
-health_check_interval = 0.2
-analytics_interval = 0.2
-alert_check_interval = 0.2
-cleanup_interval = 0.2
+health_check_interval = 1
+analytics_interval = 1
+alert_check_interval = 1
+cleanup_interval = 1
 [routes.bitfinex]
 dialect = "bitfinex"
 type = "market_data"
