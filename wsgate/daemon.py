@@ -50,7 +50,7 @@ JOB_NAMES = ("health", "analytics", "alerts", "cleanup")
 REBALANCE_EVERY = 10.0  # seconds between background rebalancer runs
 
 
-class _Stopped(Exception):
+class _HelpersStopped(Exception):
     """Ends the helpers' TaskGroup on shutdown."""
 
 
@@ -365,8 +365,8 @@ class Daemon:
                 if interval:
                     tg.create_task(self._watchdog(interval), name="watchdog")
                 await self._helpers_stop.wait()
-                raise _Stopped  # the helpers never end on their own
-        except* _Stopped:
+                raise _HelpersStopped  # the helpers never end on their own
+        except* _HelpersStopped:
             pass
 
     def _rebalance(self) -> None:
