@@ -3,7 +3,8 @@
 Prints a table and writes ``bench/results/latest.json``. Every wsgate figure is a
 ratio against a baseline measured in the same run (see docs/BENCHMARKS.md).
 Scenarios: core, cli, recovery, relay, scale, fanout (which also runs the daemon on
-uvloop when it is installed; ``--only uvloop`` is an alias for it).
+uvloop when it is installed; ``--only uvloop`` is an alias for it), cluster (ten nodes
+on a real nats-server).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 __all__ = ["main", "render"]
 
-SCENARIOS = ("core", "cli", "recovery", "relay", "scale", "fanout", "analytics")
+SCENARIOS = ("core", "cli", "recovery", "relay", "scale", "fanout", "analytics", "cluster")
 CORE_MODULES = ("core_placement", "core_metrics", "core_alerts")
 ANALYTICS_NOTE = "not run (use --only analytics)"
 
@@ -211,6 +212,23 @@ def render(res: dict[str, Any]) -> str:
         ]
     else:
         out += [f"### Analytics on vs off\n\n- {an or ANALYTICS_NOTE}", ""]
+    cs = res.get("cluster")
+    if cs and "median_s" in cs:
+        m = cs["median_s"]
+        out += [
+            f"### Cluster ({cs['nodes']} idle nodes on one nats-server, {cs['window_s']} s)",
+            "",
+            f"- idle node CPU: median {cs['idle_node_cpu_percent_median']:.2f}% of a core, max "
+            f"{cs['idle_node_cpu_percent_max']:.2f}% (goal < {cs['cpu_goal_percent']:g}%: "
+            f"{_yes(cs['cpu_goal_met'])}); the same daemon without a cluster "
+            f"{cs['single_node_cpu_percent']:.2f}%; "
+            f"nats-server {cs['nats_server_cpu_percent']:.2f}%",
+            f"- `wsgate cluster nodes --json` {m['cluster_nodes_json'] * 1000:.0f} ms vs "
+            f"`wsgate status --json` {m['status_json'] * 1000:.0f} ms: "
+            f"{cs['cluster_nodes_vs_status']:.2f}x (goal <= {cs['wall_goal']:g}x: "
+            f"{_yes(cs['wall_goal_met'])})",
+            "",
+        ]
     for name, err in res.get("errors", {}).items():
         out.append(f"- {name} FAILED: {err.splitlines()[-1] if err else ''}")
     return "\n".join(out)
