@@ -20,6 +20,7 @@ from websockets.exceptions import InvalidStatus
 from wsgate.config import parse_config
 from wsgate.core.states import ConnState
 from wsgate.daemon import Daemon
+from wsgate.errors import BindError
 from wsgate.runtime.metrics_http import MetricsServer, readiness
 from wsgate.sim import Simulator
 
@@ -346,7 +347,10 @@ listen = "127.0.0.1:{port}"
         errors = (
             info.value.exceptions if isinstance(info.value, BaseExceptionGroup) else [info.value]
         )
-        assert any(isinstance(e, OSError) for e in errors), errors
+        # The daemon names the key and the address; the OSError stays the cause.
+        bind = [e for e in errors if isinstance(e, BindError)]
+        assert bind and bind[0].key == "metrics.listen", errors
+        assert isinstance(bind[0].__cause__, OSError)
         assert not d.ready.is_set()
 
     asyncio.run(main())
