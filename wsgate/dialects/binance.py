@@ -14,6 +14,7 @@ import logging
 import re
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import parse_qs
 
 from wsgate.core.types import DialectName
@@ -42,6 +43,7 @@ from wsgate.dialects.base import (
     UpstreamEvent,
     compact,
 )
+from wsgate.dialects.jsontext import int_span, member_span, strip_span
 from wsgate.errors import InvalidPath
 
 __all__ = [
@@ -101,6 +103,15 @@ _ALL_MARKET = {
     )
 }
 _PREFIX = '{"stream":"'
+_CLOSER = {"{": "}", "[": "]"}
+_DATA_OPEN = ('","data":{', '","data":[')
+_DATA_CLOSE = ("}}", "]}")
+# The same wrapper with insignificant whitespace, in either member order (no escapes in the
+# stream name; a name with escapes goes to the full parse).
+_W = r"[ \t\n\r]*"
+_SPACED_HEAD = re.compile(rf'\{{{_W}"stream"{_W}:{_W}"([^"\\]+)"{_W},{_W}"data"{_W}:{_W}(?=[\[{{])')
+_DATA_HEAD = re.compile(rf'\{{{_W}"data"{_W}:{_W}(?=[\[{{])')
+_STREAM_TAIL = re.compile(rf',{_W}"stream"{_W}:{_W}"([^"\\]+)"{_W}\}}\Z')
 # Hot path: module constants and tuple.__new__ skip enum descriptor lookups and the
 # NamedTuple's Python-level __new__.
 _DATA = DataKind.DATA
@@ -352,51 +363,94 @@ class BinanceUpstream:
         return None  # no app-level ping; it would spend the 5 msgs/s budget: use WS pings
 
     def on_upstream_frame(self, text: str) -> UpstreamEvent:
+        # Fast path: the documented compact wrapper {"stream":"<name>","data":<payload>}. The
+        # checks are what make slicing exact: a name without escapes, a payload that starts
+        # right after the colon and whose closing bracket is the wrapper's last-but-one byte.
+        # (A third member after "data" whose value is an object or array would pass them;
+        # Binance documents exactly these two members, and any whitespace sends such a
+        # frame to the exact _slow path.)
         if text.startswith(_PREFIX):
             q = text.find('"', 11)
-            if q > 11 and text.startswith('","data":', q):
+            if (
+                q > 11
+                and text.startswith(_DATA_OPEN, q)
+                and text.endswith(_DATA_CLOSE)
+                and text.find("\\", 11, q) < 0
+            ):
                 stream = text[11:q]
                 if stream[0] == "!" and stream.startswith("!serverShutdown"):
                     return ServerShutdown(text)
                 return _new(ChannelData, (stream, _DATA, text, q + 9, len(text) - 1, None))
-            return self._slow_data(text)
-        if '"e":"serverShutdown"' in text:
-            return ServerShutdown(text)
-        if '"stream":' in text and '"data":' in text:
-            return self._slow_data(text)
-        if text.startswith('{"result"') or text.startswith('{"error"') or '"id":' in text[:80]:
-            return self._reply(text)
-        # A plain /ws upstream (user-data relay): the whole frame is the payload.
-        return ChannelData("", DataKind.DATA, text, 0, len(text))
+        elif text.startswith('{"data":') and text.endswith('"}'):
+            # The same two members the other way round (servers that sort keys write this).
+            i = text.rfind(',"stream":"')
+            if (
+                i > 8
+                and text.find('"', i + 11) == len(text) - 2
+                and text[i - 1] == _CLOSER.get(text[8:9])
+                and text.find("\\", i + 11) < 0
+            ):
+                stream = text[i + 11 : -2]
+                if stream.startswith("!serverShutdown"):
+                    return ServerShutdown(text)
+                return _new(ChannelData, (stream, _DATA, text, 8, i, None))
+        return self._slow(text)
 
-    def _slow_data(self, text: str) -> UpstreamEvent:
-        # Unusual member order or spacing: parse once to find the parts. If "data" is not the
-        # last member it cannot be sliced, and only then is the wrapper rebuilt (re-encoded).
-        try:
-            msg = json.loads(text)
-        except (ValueError, RecursionError):
-            return Unrecognized(text, "invalid JSON")
-        stream = msg.get("stream") if isinstance(msg, dict) else None
-        if not isinstance(stream, str) or "data" not in msg:
-            return Unrecognized(text, "combined frame without stream/data")
-        start = text.rfind('"data":') + 7
-        try:
-            sliced_ok = json.loads(text[start:-1]) == msg["data"]
-        except ValueError:
-            sliced_ok = False
-        if not sliced_ok:
-            head = '{"stream":' + json.dumps(stream) + ',"data":'
-            text = head + compact(msg["data"]) + "}"
-            start = len(head)
-        return ChannelData(stream, DataKind.DATA, text, start, len(text) - 1)
+    def _slow(self, text: str) -> UpstreamEvent:
+        """Every other valid formatting: whitespace, member order, escapes, extra members.
 
-    def _reply(self, text: str) -> UpstreamEvent:
+        Surrounding whitespace is cut off first (a client expecting an object may drop a
+        frame that starts with a space). The same two-member wrapper with whitespace inside
+        (spaced or pretty-printed servers) is found by regular expressions; anything else is
+        parsed once to classify it, and the payload slice comes from the scanner. Either
+        way numbers keep the exchange's text.
+        """
+        start, end = strip_span(text)
+        if start or end != len(text):
+            text = text[start:end]
+        if text[-1:] == "}":
+            m = _SPACED_HEAD.match(text)
+            if m is not None:
+                data_end = strip_span(text, m.end(), len(text) - 1)[1]
+                if text[data_end - 1] == _CLOSER.get(text[m.end()]):
+                    return self._located(m.group(1), text, m.end(), data_end)
+            m = _DATA_HEAD.match(text)
+            if m is not None:
+                i = text.rfind('"stream"')
+                j = text.rfind(",", m.end(), i) if i > m.end() else -1
+                t = _STREAM_TAIL.match(text, j) if j > 0 else None
+                if t is not None:
+                    data_end = strip_span(text, m.end(), j)[1]
+                    if text[data_end - 1] == _CLOSER.get(text[m.end()]):
+                        return self._located(t.group(1), text, m.end(), data_end)
         try:
             msg = json.loads(text)
         except (ValueError, RecursionError):
             return Unrecognized(text, "invalid JSON")
         if not isinstance(msg, dict):
-            return Unrecognized(text, "not an object")
+            return ChannelData("", DataKind.DATA, text, 0, len(text))  # a plain payload
+        if "stream" in msg and "data" in msg:
+            stream = msg["stream"]
+            span = member_span(text, "data")
+            if not isinstance(stream, str) or not stream or span is None:
+                return Unrecognized(text, "combined frame without a stream name")
+            if stream.startswith("!serverShutdown"):
+                return ServerShutdown(text)
+            return ChannelData(stream, DataKind.DATA, text, span[0], span[1])
+        if msg.get("e") == "serverShutdown":
+            return ServerShutdown(text)
+        if "result" in msg or "error" in msg or "id" in msg:
+            return self._reply(msg, text)
+        # A plain /ws upstream (user-data relay): the whole frame is the payload.
+        return ChannelData("", DataKind.DATA, text, 0, len(text))
+
+    @staticmethod
+    def _located(stream: str, text: str, start: int, end: int) -> UpstreamEvent:
+        if stream.startswith("!serverShutdown"):
+            return ServerShutdown(text)
+        return ChannelData(stream, DataKind.DATA, text, start, end)
+
+    def _reply(self, msg: dict[str, Any], text: str) -> UpstreamEvent:
         raw_id = msg.get("id")
         req_id = raw_id if isinstance(raw_id, int) and not isinstance(raw_id, bool) else None
         method, keys = self._requests.pop(req_id, ("", ())) if req_id is not None else ("", ())
@@ -418,14 +472,18 @@ class BinanceUpstream:
 
 
 def _int_after(text: str, token: str, start: int, end: int) -> int | None:
+    """Integer member ``token`` (``'"t":'``) of the payload object ``text[start:end]``."""
+    # int_span's own fast path, inlined: this runs for every depth and trade frame.
     i = text.find(token, start, end)
-    if i < 0:
-        return None
-    i += len(token)
-    j = i
-    while j < end and text[j].isdigit():
-        j += 1
-    return int(text[i:j]) if j > i else None
+    if i > start and text[i - 1] in ",{" and text.find("{", start + 1, i) < 0:
+        k = i + len(token)
+        j = text.find(",", k, end)
+        if j > k:
+            digits = text[k:j]
+            if digits.isdecimal() and text.find("[", start + 1, i) < 0:
+                return int(digits)
+    span = int_span(text, start, end, token)
+    return None if span is None else int(text[span[0] : span[1]])
 
 
 class BinanceState:

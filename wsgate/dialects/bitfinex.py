@@ -51,6 +51,7 @@ from wsgate.dialects.bitfinex_state import (
     PassState,
     TradesState,
 )
+from wsgate.dialects.jsontext import WHITESPACE, elements, strip_span
 from wsgate.errors import InvalidPath
 
 __all__ = [
@@ -77,6 +78,13 @@ CHANNEL_CADENCE = 15.0  # heartbeat per channel, seconds
 # NamedTuple's Python-level __new__ (about half the classify cost on a slow host).
 _DATA, _HB, _CS = DataKind.DATA, DataKind.HEARTBEAT, DataKind.CHECKSUM
 _new = tuple.__new__
+_WS = WHITESPACE
+_WS_COMMA = WHITESPACE + ","
+_WS_BRACKET = WHITESPACE + "["
+_PLAIN_TAGS = frozenset({'"hb"', '"cs"', '"te"', '"tu"'})
+_TAG_END = frozenset(",]")
+_HEAD = re.compile(r"[ \t\n\r]*\[[ \t\n\r]*([0-9]+)[ \t\n\r]*,[ \t\n\r]*")
+_TAGS = frozenset({"hb", "cs", "te", "tu", "fte", "ftu"})
 
 ERR_UNKNOWN_EVENT = 10000
 ERR_SUB_FAILED = 10300
@@ -396,29 +404,105 @@ class BitfinexUpstream:
         return compact({"event": "ping", "cid": cid})
 
     def on_upstream_frame(self, text: str) -> UpstreamEvent:
-        if text[:1] == "[":
+        # Fast path: the compact form Bitfinex writes, [CHAN,PAYLOAD...(,SEQ)(,TS)]. Slicing is
+        # exact when nothing but digits stands between the separators it relies on. Frames
+        # with whitespace go to _spaced_array, anything else to _slow_array (a scanner).
+        if text[:1] == "[" and text[-1] == "]":
             comma = text.find(",", 1)
-            if comma < 0:
-                return Unrecognized(text, "array frame without payload")
             try:
-                chan = int(text[1:comma])
+                # int() also takes whitespace around the digits: harmless, the id is replaced
+                chan = int(text[1:comma]) if comma > 1 else -1
             except ValueError:
-                return Unrecognized(text, "array frame without channel id")
-            end = len(text) - 1
-            ts = None
-            if self._trailing:
-                last = text.rfind(",", comma + 1, end)
-                if self._has_ts and last > comma:
-                    ts = text[last + 1 : end]
-                end = last
-                if self._trailing == 2:
-                    end = text.rfind(",", comma + 1, end)
-                if end <= comma:
-                    return Unrecognized(text, "frame shorter than its conf flags")
-            tag = text[comma + 1 : comma + 5]
-            kind = _HB if tag == '"hb"' else _CS if tag == '"cs"' else _DATA
-            return _new(ChannelData, (chan, kind, text, comma, end, ts))
+                chan = -1
+            c = text[comma + 1] if chan >= 0 else " "
+            if c not in _WS:
+                end = len(text) - 1
+                ts = None
+                if self._trailing:
+                    last = text.rfind(",", comma + 1, end)
+                    if last <= comma or not text[last + 1 : end].isdecimal():
+                        return self._slow_array(text)
+                    if self._has_ts:
+                        ts = text[last + 1 : end]
+                    end = last
+                    if self._trailing == 2:
+                        end = text.rfind(",", comma + 1, end)
+                        if end <= comma or not text[end + 1 : last].isdecimal():
+                            return self._slow_array(text)
+                if text[end - 1] not in _WS_COMMA:
+                    if c != '"':
+                        return _new(ChannelData, (chan, _DATA, text, comma, end, ts))
+                    # A tagged payload. The four tags Bitfinex sends are compared as they
+                    # stand; any other string (or one spelled with escapes) is checked.
+                    tag = text[comma + 1 : comma + 5]
+                    if tag not in _PLAIN_TAGS or text[comma + 5] not in _TAG_END:
+                        q = text.find('"', comma + 2, end)
+                        if q < 0 or text.find("\\", comma + 2, q) >= 0:
+                            return self._slow_array(text)
+                        tag = text[comma + 1 : q + 1]
+                    kind = _HB if tag == '"hb"' else _CS if tag == '"cs"' else _DATA
+                    return _new(ChannelData, (chan, kind, text, comma, end, ts))
+        if text[:1] in _WS_BRACKET:
+            return self._spaced_array(text)
         return self._event(text)
+
+    def _spaced_array(self, text: str) -> UpstreamEvent:
+        """Whitespace around the chanId and the brackets (``[17, [1, 2]]``, pretty-printed
+        frames): the payload is everything between the first comma and the closing bracket,
+        so a regular expression finds it; the frame is rebuilt as ``[CHAN,PAYLOAD]``."""
+        m = _HEAD.match(text)
+        if m is None or self._trailing:
+            return self._slow_array(text)
+        _, stop = strip_span(text, m.end())
+        if text[stop - 1 : stop] != "]":
+            return self._slow_array(text)
+        _, stop = strip_span(text, m.end(), stop - 1)
+        payload = text[m.end() : stop]
+        if not payload or payload[-1] == ",":
+            return self._slow_array(text)
+        kind = _DATA
+        if payload[0] == '"':
+            q = payload.find('"', 1)
+            if q < 0 or payload.find("\\", 1, q) >= 0:
+                return self._slow_array(text)
+            tag = payload[: q + 1]
+            kind = _HB if tag == '"hb"' else _CS if tag == '"cs"' else _DATA
+        chan = m.group(1)
+        out = f"[{chan},{payload}]"
+        return _new(ChannelData, (int(chan), kind, out, len(chan) + 1, len(out) - 1, None))
+
+    def _slow_array(self, text: str) -> UpstreamEvent:
+        """A channel frame in any other valid formatting, rebuilt compact around its elements.
+
+        Each element keeps its own text (numbers exactly as the exchange wrote them); only the
+        whitespace between the top-level elements goes, so the frame has the shape the fast
+        path and every rewrite expect: ``[CHAN,EL,EL...]``.
+        """
+        start, stop = strip_span(text)
+        if text[start : start + 1] != "[":
+            return self._event(text[start:stop])
+        try:
+            spans = elements(text, start)
+        except ValueError:
+            return Unrecognized(text, "invalid JSON")
+        if len(spans) < 2:
+            return Unrecognized(text, "array frame without payload")
+        chan_text = text[spans[0][0] : spans[0][1]]
+        if not chan_text.isdecimal():
+            return Unrecognized(text, "array frame without channel id")
+        if len(spans) - 1 - self._trailing < 1:
+            return Unrecognized(text, "frame shorter than its conf flags")
+        parts = [text[a:b] for a, b in spans[1:]]
+        payload_n = len(parts) - self._trailing
+        tag = _canonical_tag(parts[0])
+        if tag is not None:
+            parts[0] = tag
+        ts = parts[-1] if self._has_ts else None
+        head = "[" + chan_text
+        body = "," + ",".join(parts[:payload_n])
+        out = head + body + "".join("," + p for p in parts[payload_n:]) + "]"
+        kind = _HB if tag == '"hb"' else _CS if tag == '"cs"' else _DATA
+        return ChannelData(int(chan_text), kind, out, len(head), len(head) + len(body), ts)
 
     def _event(self, text: str) -> UpstreamEvent:
         try:
@@ -473,6 +557,19 @@ class BitfinexUpstream:
         return SubscribeFailed(
             code, str(msg.get("msg", "")), action, key, _req_id(msg.get("subId"))
         )
+
+
+def _canonical_tag(element: str) -> str | None:
+    """A payload's leading string tag in its compact spelling (``"te"``), if it is one."""
+    if element[:1] != '"' or len(element) > 16:
+        return None
+    if len(element) <= 5 and element[1:-1] in _TAGS:
+        return element
+    try:
+        value = json.loads(element)  # a tag written with escapes (e.g. "\u0074e")
+    except ValueError:
+        return None
+    return f'"{value}"' if value in _TAGS else None
 
 
 # --------------------------------------------------------------------------- dialect
@@ -532,11 +629,20 @@ class BitfinexDialect:
             return None
         text, i = event.text, event.start
         tag = text[i + 1 : i + 5]
-        if tag not in ('"te"', '"tu"') or text[i + 5 : i + 7] != ",[":
+        if tag not in ('"te"', '"tu"'):
             return None
-        j = text.find(",", i + 7, event.end)
-        try:
-            tid = int(text[i + 7 : j])
-        except ValueError:
-            return None
+        if text[i + 5 : i + 7] == ",[":
+            j = text.find(",", i + 7, event.end)
+            try:
+                tid = int(text[i + 7 : j])
+            except ValueError:
+                return None
+        else:  # whitespace inside the payload: [CHAN,"te", [ID, ...]]
+            try:
+                entry = json.loads("[" + text[i + 1 : event.end] + "]")[1]
+                tid = entry[0]
+            except (ValueError, IndexError, KeyError, TypeError):
+                return None
+            if not isinstance(tid, int) or isinstance(tid, bool):
+                return None
         return tid * 2 + (tag == '"tu"')

@@ -33,6 +33,7 @@ from wsgate.dialects.binance_depth import (
     parse_snapshot,
     render_event,
 )
+from wsgate.dialects.jsontext import int_span
 from wsgate.runtime.faults import Faults
 from wsgate.runtime.rest_proxy import RestProxy
 from wsgate.runtime.seams import CloseSessions, Deliver
@@ -252,16 +253,10 @@ def _with_field(ev: d.ChannelData, name: str, value: int) -> d.ChannelData:
     """The same frame with ``"U"`` (futures: ``"pu"``) replaced: string slicing, every other
     byte untouched."""
     text = ev.text
-    token = f'"{name}":'
-    i = text.find(token, ev.start, ev.end)
-    if i < 0:
+    span = int_span(text, ev.start, ev.end, f'"{name}":')
+    if span is None:
         return ev
-    i += len(token)
-    while i < ev.end and text[i] in " \t\r\n":
-        i += 1
-    j = i
-    while j < ev.end and text[j].isdigit():
-        j += 1
+    i, j = span
     new = str(value)
     return d.ChannelData(
         ev.channel, ev.kind, text[:i] + new + text[j:], ev.start, ev.end + len(new) - (j - i), ev.ts
