@@ -24,7 +24,7 @@ from typing import Any
 __all__ = ["main", "render"]
 
 SCENARIOS = ("core", "cli", "recovery", "relay", "scale", "fanout", "analytics", "cluster")
-CORE_MODULES = ("core_placement", "core_metrics", "core_alerts")
+CORE_MODULES = ("core_placement", "core_metrics", "core_alerts", "core_locate")
 ANALYTICS_NOTE = "not run (use --only analytics)"
 
 

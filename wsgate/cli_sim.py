@@ -43,6 +43,14 @@ BfxPortOpt = Annotated[int, typer.Option(help="Bitfinex v2 simulator port.")]
 BncPortOpt = Annotated[int, typer.Option(help="Binance spot simulator port.")]
 UsdmPortOpt = Annotated[int, typer.Option(help="Binance USD-M futures simulator port.")]
 SeedOpt = Annotated[int, typer.Option(help="Market random-walk seed.")]
+JsonStyleOpt = Annotated[
+    str,
+    typer.Option(
+        "--json-style",
+        help="How the simulators write JSON: compact (as the exchanges do), spaced "
+        '({"a": 1, "b": 2}) or pretty (indented), like other exchange-compatible servers.',
+    ),
+]
 PortOpt = Annotated[
     int, typer.Option("--port", help="Port of the simulator to talk to (Bitfinex: 8801).")
 ]
@@ -52,10 +60,22 @@ UrlOpt = Annotated[
 TimeoutOpt = Annotated[float, typer.Option(help="HTTP timeout in seconds.")]
 
 
-def _serve(host: str, bitfinex_port: int, binance_port: int, seed: int, usdm_port: int) -> None:
+def _serve(
+    host: str,
+    bitfinex_port: int,
+    binance_port: int,
+    seed: int,
+    usdm_port: int,
+    json_style: str,
+) -> None:
     from wsgate.main import sim_main
+    from wsgate.sim.jsonstyle import STYLES
 
-    raise typer.Exit(sim_main(host, bitfinex_port, binance_port, seed, usdm_port))
+    if json_style not in STYLES:
+        raise typer.BadParameter(
+            f"expected one of {', '.join(STYLES)}, got {json_style!r}", param_hint="--json-style"
+        )
+    raise typer.Exit(sim_main(host, bitfinex_port, binance_port, seed, usdm_port, json_style))
 
 
 @sim_app.callback()
@@ -66,10 +86,11 @@ def sim_default(
     binance_port: BncPortOpt = 8802,
     seed: SeedOpt = 1,
     binance_usdm_port: UsdmPortOpt = 8803,
+    json_style: JsonStyleOpt = "compact",
 ) -> None:
     """Run the exchange simulator alone (the default), or a subcommand below."""
     if ctx.invoked_subcommand is None:
-        _serve(host, bitfinex_port, binance_port, seed, binance_usdm_port)
+        _serve(host, bitfinex_port, binance_port, seed, binance_usdm_port, json_style)
 
 
 @sim_app.command("run")
@@ -79,9 +100,10 @@ def sim_run(
     binance_port: BncPortOpt = 8802,
     seed: SeedOpt = 1,
     binance_usdm_port: UsdmPortOpt = 8803,
+    json_style: JsonStyleOpt = "compact",
 ) -> None:
     """Run every simulator in the foreground until SIGINT/SIGTERM."""
-    _serve(host, bitfinex_port, binance_port, seed, binance_usdm_port)
+    _serve(host, bitfinex_port, binance_port, seed, binance_usdm_port, json_style)
 
 
 def _base(port: int, url: str | None) -> str:

@@ -223,7 +223,12 @@ async def _run(
 
 
 def sim_main(
-    host: str, bitfinex_port: int, binance_port: int, seed: int, binance_usdm_port: int = 8803
+    host: str,
+    bitfinex_port: int,
+    binance_port: int,
+    seed: int,
+    binance_usdm_port: int = 8803,
+    json_style: str = "compact",
 ) -> int:
     from wsgate.sim import run_simulator
 
@@ -236,7 +241,9 @@ def sim_main(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_simulator(host, bitfinex_port, binance_port, seed, stop, binance_usdm_port)
+        await run_simulator(
+            host, bitfinex_port, binance_port, seed, stop, binance_usdm_port, json_style=json_style
+        )
 
     asyncio.run(_go())
     return 0

@@ -102,6 +102,7 @@ class BinanceSim(SimServer):
         host: str = "127.0.0.1",
         port: int = 0,
         time_scale: float = 1.0,
+        json_style: str = "compact",
         symbols: Sequence[str] = BinanceConfig.symbols,
         book_rate: float = BinanceConfig.book_rate,
         trades_rate: float = BinanceConfig.trades_rate,
@@ -112,7 +113,7 @@ class BinanceSim(SimServer):
         max_messages_per_second: int = BinanceConfig.max_messages_per_second,
         max_streams: int = BinanceConfig.max_streams,
     ) -> None:
-        super().__init__(host=host, port=port, time_scale=time_scale)
+        super().__init__(host=host, port=port, time_scale=time_scale, json_style=json_style)
         syms = tuple(s.lower() for s in symbols)
         self.config = BinanceConfig(
             syms,
@@ -528,24 +529,24 @@ class BinanceSim(SimServer):
             for conn in list(self.subscribers.get(closed, {}).values()):
                 conn.streams.pop(closed, None)
                 self._drop_stream(conn, closed)
-        return json_response(ws, status, body)
+        return json_response(ws, status, body, self.json_style)
 
     # -- REST -------------------------------------------------------------------------------------
 
     def _http(self, ws: ServerConnection, path: str, query: Mapping[str, str]) -> Response | None:
         if path != "/api/v3/depth":
             return None
+        style = self.json_style
         market = self.markets.get(query.get("symbol", "").lower())
         if market is None:
-            return json_response(ws, 400, {"code": -1121, "msg": "Invalid symbol."})
+            return json_response(ws, 400, {"code": -1121, "msg": "Invalid symbol."}, style)
         try:
             limit = int(query.get("limit", "100"))
         except ValueError:
             limit = -1
         if not 1 <= limit <= 5000:
-            return json_response(
-                ws, 400, {"code": -1100, "msg": "Illegal characters found in parameter 'limit'."}
-            )
+            msg = "Illegal characters found in parameter 'limit'."
+            return json_response(ws, 400, {"code": -1100, "msg": msg}, style)
         bids, asks = market.sides()
         return json_response(
             ws,
@@ -555,6 +556,7 @@ class BinanceSim(SimServer):
                 "bids": [[market.price_str(p), market.amount_str(a)] for p, _, a in bids[:limit]],
                 "asks": [[market.price_str(p), market.amount_str(a)] for p, _, a in asks[:limit]],
             },
+            style,
         )
 
     # -- faults -----------------------------------------------------------------------------------

@@ -60,6 +60,7 @@ class BinanceUsdmSim(BinanceSim):
         host: str = "127.0.0.1",
         port: int = 0,
         time_scale: float = 1.0,
+        json_style: str = "compact",
         symbols: Sequence[str] = ("btcusdt", "ethusdt"),
         book_rate: float = 10.0,
         trades_rate: float = 5.0,
@@ -74,6 +75,7 @@ class BinanceUsdmSim(BinanceSim):
             host=host,
             port=port,
             time_scale=time_scale,
+            json_style=json_style,
             symbols=symbols,
             book_rate=book_rate,
             trades_rate=trades_rate,
@@ -275,14 +277,19 @@ class BinanceUsdmSim(BinanceSim):
             return None
         market = self.markets.get(query.get("symbol", "").lower())
         if market is None:
-            return json_response(ws, 400, {"code": -1121, "msg": "Invalid symbol."})
+            return json_response(
+                ws, 400, {"code": -1121, "msg": "Invalid symbol."}, self.json_style
+            )
         try:
             limit = int(query.get("limit", "500"))
         except ValueError:
             limit = -1
         if limit not in _LIMITS:
             return json_response(
-                ws, 400, {"code": -4021, "msg": "Invalid depth limit.", "limits": _LIMITS}
+                ws,
+                400,
+                {"code": -4021, "msg": "Invalid depth limit.", "limits": _LIMITS},
+                self.json_style,
             )
         bids, asks = market.sides()
         now = _ms()
@@ -296,6 +303,7 @@ class BinanceUsdmSim(BinanceSim):
                 "bids": [[market.price_str(p), market.amount_str(a)] for p, _, a in bids[:limit]],
                 "asks": [[market.price_str(p), market.amount_str(-a)] for p, _, a in asks[:limit]],
             },
+            self.json_style,
         )
 
     # -- faults -----------------------------------------------------------------------------------

@@ -116,6 +116,7 @@ class BitfinexSim(SimServer):
         host: str = "127.0.0.1",
         port: int = 0,
         time_scale: float = 1.0,
+        json_style: str = "compact",
         symbols: Sequence[str] = BitfinexConfig.symbols,
         ticker_rate: float = BitfinexConfig.ticker_rate,
         trades_rate: float = BitfinexConfig.trades_rate,
@@ -126,7 +127,7 @@ class BitfinexSim(SimServer):
         api_key: str = BitfinexConfig.api_key,
         reconnect_grace: float = BitfinexConfig.reconnect_grace,
     ) -> None:
-        super().__init__(host=host, port=port, time_scale=time_scale)
+        super().__init__(host=host, port=port, time_scale=time_scale, json_style=json_style)
         self.config = BitfinexConfig(
             tuple(symbols),
             ticker_rate,

@@ -24,6 +24,7 @@ from websockets.protocol import State
 from wsgate.redact import mask_url
 from wsgate.runtime.httpbody import BodyServerConnection
 from wsgate.sim.faults import FaultError, Faults, FaultStatistics
+from wsgate.sim.jsonstyle import STYLES, restyle
 
 __all__ = ["ConnectionStats", "SimConnection", "SimServer", "SimStatistics", "dumps"]
 
@@ -107,6 +108,8 @@ class SimConnection:
 
     def send(self, data: bytes) -> None:
         """Queue one text frame (already UTF-8) for this connection, honouring latency."""
+        if self.sim.json_style != "compact":
+            data = self.sim.styled(data)
         latency = self.sim.faults.latency_s
         if latency <= 0.0 and not self._delayed:
             self._write(data)
@@ -186,9 +189,16 @@ class SimServer:
         port: int = 0,
         time_scale: float = 1.0,
         max_write_buffer: int = _MAX_WRITE_BUFFER,
+        json_style: str = "compact",
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be > 0")
+        if json_style not in STYLES:
+            raise ValueError(f"json_style: expected one of {', '.join(STYLES)}, got {json_style!r}")
+        # "spaced"/"pretty": write JSON the way other exchange-compatible servers do.
+        self.json_style = json_style
+        self._styled_src: bytes | None = None
+        self._styled_out = b""
         self.host = host
         self.port = port
         self.time_scale = time_scale
@@ -288,6 +298,14 @@ class SimServer:
             head = bytes((0x81, 127)) + n.to_bytes(8, "big")
         self._last_data, self._last_frame = data, head + data
         return self._last_frame
+
+    def styled(self, data: bytes) -> bytes:
+        """``data`` (compact JSON) in this sim's ``json_style``; a frame shared by many
+        connections is re-formatted once."""
+        if data is not self._styled_src:
+            self._styled_src = data
+            self._styled_out = restyle(data.decode(), self.json_style).encode()
+        return self._styled_out
 
     def mark_dirty(self, conn: SimConnection) -> None:
         if not self._dirty:
@@ -533,8 +551,10 @@ _GARBAGE = (
 )
 
 
-def json_response(ws: ServerConnection, status: int, obj: object) -> Response:
-    resp = ws.respond(status, dumps(obj))
+def json_response(
+    ws: ServerConnection, status: int, obj: object, style: str = "compact"
+) -> Response:
+    resp = ws.respond(status, restyle(dumps(obj), style))
     del resp.headers["Content-Type"]
     resp.headers["Content-Type"] = "application/json"
     return resp

@@ -165,6 +165,8 @@ async def run_simulator(
     seed: int | None,
     stop: asyncio.Event,
     binance_usdm_port: int = 0,
+    *,
+    json_style: str = "compact",
 ) -> None:
     """Serve every simulator until ``stop`` is set (the ``wsgate sim`` command)."""
     async with Simulator(
@@ -173,6 +175,7 @@ async def run_simulator(
         bitfinex_port=bitfinex_port,
         binance_port=binance_port,
         binance_usdm_port=binance_usdm_port,
+        json_style=json_style,
     ) as sim:
         logger.info(
             "simulator ready: bitfinex %s, binance %s (REST %s), binance_usdm %s (REST %s); "
