@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from wsgate.core.types import DialectName
 from wsgate.dialects.base import ChannelData, DataKind, FrameForm, Integrity, ServerShutdown, SubKey
 from wsgate.dialects.binance import BinanceDialect, BinanceState, BinanceUpstream, parse_stream
+from wsgate.dialects.binance_usdm import BinanceUsdmDialect, UsdmUpstream, int_field
 from wsgate.dialects.bitfinex import (
     OB_CHECKSUM,
     SEQ_ALL,
@@ -28,17 +29,18 @@ from wsgate.dialects.bitfinex import (
     BitfinexUpstream,
 )
 from wsgate.dialects.bitfinex_state import BookState, Num, load_raw
-from wsgate.dialects.jsontext import (
+from wsgate.dialects.jsonspan import (
     WHITESPACE,
     elements,
     int_span,
     member_span,
-    members,
+    object_spans,
     value_end,
 )
 
 BFX = BitfinexDialect()
 BNC = BinanceDialect()
+USDM = BinanceUsdmDialect()
 
 # ------------------------------------------------------------------ value trees and a random writer
 
@@ -235,6 +237,26 @@ def test_binance_depth_chain_survives_formatting(ev: tuple[str, Any], data: st.D
     assert state.last_update_id == u + 3
 
 
+@settings(max_examples=200, deadline=None)
+@given(binance_frames())
+def test_binance_usdm_any_formatting_routes_and_slices_exactly(
+    frame: tuple[str, str, Any],
+) -> None:
+    """USD-M futures use the same combined wrapper (and the same rules)."""
+    text, stream, payload = frame
+    ev = UsdmUpstream().on_upstream_frame(text)
+    assert type(ev) is ChannelData, ev
+    assert ev.channel == stream
+    plain = USDM.rewrite(ev, 0, FrameForm.PLAIN)
+    combined = USDM.rewrite(ev, 0, FrameForm.COMBINED)
+    assert load_raw(plain) == payload
+    assert load_raw(combined) == {"stream": stream, "data": payload}
+    strip_ok(plain)
+    strip_ok(combined)
+    if isinstance(payload, dict) and "u" in payload:
+        assert int_field(ev.text, "u", ev.start, ev.end) == int(payload["u"])
+
+
 def test_binance_spaced_wrapper_from_the_issue() -> None:
     text = (
         '{"stream": "btcusdt@trade", "data": {"e": "trade", "E": 1, "s": "BTCUSDT", '
@@ -389,7 +411,9 @@ values: st.SearchStrategy[Any] = st.recursive(
 @given(st.dictionaries(st.sampled_from(NAMES), values), st.data())
 def test_members_and_spans_match_the_parse(obj: dict[str, Any], data: st.DataObject) -> None:
     text = data.draw(formatted(obj))
-    seen = {name: load_raw(text[a:b]) for name, a, b in members(text)}
+    spans = object_spans(text)
+    assert spans is not None
+    seen = {name: load_raw(text[a:b]) for name, (a, b) in spans.items()}
     assert seen == obj
     for name in obj:
         span = member_span(text, name)

@@ -43,7 +43,7 @@ from wsgate.dialects.base import (
     UpstreamEvent,
     compact,
 )
-from wsgate.dialects.jsontext import int_span, member_span, strip_span
+from wsgate.dialects.jsonspan import int_span, member_span, strip_span
 from wsgate.errors import InvalidPath
 
 __all__ = [
@@ -440,7 +440,7 @@ class BinanceUpstream:
         if msg.get("e") == "serverShutdown":
             return ServerShutdown(text)
         if "result" in msg or "error" in msg or "id" in msg:
-            return self._reply(msg, text)
+            return self._reply(text, msg)
         # A plain /ws upstream (user-data relay): the whole frame is the payload.
         return ChannelData("", DataKind.DATA, text, 0, len(text))
 
@@ -450,7 +450,15 @@ class BinanceUpstream:
             return ServerShutdown(text)
         return ChannelData(stream, DataKind.DATA, text, start, end)
 
-    def _reply(self, msg: dict[str, Any], text: str) -> UpstreamEvent:
+    def _reply(self, text: str, msg: dict[str, Any] | None = None) -> UpstreamEvent:
+        if msg is None:
+            try:
+                parsed = json.loads(text)
+            except (ValueError, RecursionError):
+                return Unrecognized(text, "invalid JSON")
+            if not isinstance(parsed, dict):
+                return Unrecognized(text, "not an object")
+            msg = parsed
         raw_id = msg.get("id")
         req_id = raw_id if isinstance(raw_id, int) and not isinstance(raw_id, bool) else None
         method, keys = self._requests.pop(req_id, ("", ())) if req_id is not None else ("", ())

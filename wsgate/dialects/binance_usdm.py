@@ -38,7 +38,13 @@ from wsgate.dialects.base import (
     UpstreamEvent,
 )
 from wsgate.dialects.binance import BinanceSession, BinanceUpstream, _error, _result
-from wsgate.dialects.jsonspan import int_member, object_spans, str_member
+from wsgate.dialects.jsonspan import (
+    int_member,
+    int_span,
+    object_spans,
+    str_member,
+    strip_span,
+)
 from wsgate.errors import InvalidPath
 
 __all__ = [
@@ -135,17 +141,12 @@ def parse_usdm_stream(raw: object) -> SubKey | None:
 
 
 def int_field(text: str, name: str, start: int, end: int) -> int | None:
-    """An integer member of the object ``text[start:end]``: a token scan in the compact form,
-    the exact member walk in any other (``"u" : 5`` and nested objects included)."""
-    token = f'"{name}":'
-    i = text.find(token, start, end)
-    if i >= 0:
-        i += len(token)
-        j = i
-        while j < end and "0" <= text[j] <= "9":
-            j += 1
-        if j > i and text[j] in ",}":
-            return int(text[i:j])
+    """An integer member of the object ``text[start:end]``, read at its top level only (a
+    nested object or a string holding the same name is never mistaken for it); a string of
+    digits counts too."""
+    span = int_span(text, start, end, f'"{name}":')
+    if span is not None:
+        return int(text[span[0] : span[1]])
     spans = object_spans(text, start, end)
     return int_member(text, spans, name) if spans is not None else None
 
@@ -211,6 +212,9 @@ class UsdmUpstream(BinanceUpstream):
                 and "\\" not in text[11:q]
             ):
                 return _new(ChannelData, (text[11:q], _DATA, text, q + 9, len(text) - 1, None))
+        start, end = strip_span(text)
+        if start or end != len(text):
+            text = text[start:end]  # a client expecting an object may drop " {...}"
         spans = object_spans(text)
         if spans is None:
             return Unrecognized(text, "not a JSON object")

@@ -51,7 +51,7 @@ from wsgate.dialects.bitfinex_state import (
     PassState,
     TradesState,
 )
-from wsgate.dialects.jsontext import WHITESPACE, elements, strip_span
+from wsgate.dialects.jsonspan import WHITESPACE, elements, strip_span
 from wsgate.errors import InvalidPath
 
 __all__ = [

@@ -6,20 +6,48 @@ dialects' fast paths match the venue's usual compact form with ``str`` methods; 
 valid form (whitespace anywhere, any member order, escaped strings) lands here, where the
 top-level members are walked with the C scanners of :mod:`json` and each value's exact span
 is returned. The text between ``start`` and ``end`` is the value as the venue wrote it.
+
+Beside the object walk: array elements (Bitfinex frames), a value's end, and integer members
+read at the top level of an object only (``int_span``: never from a string or a nested
+object that happens to contain the same name).
 """
 
 from __future__ import annotations
 
 import json
 import json.decoder
+import json.scanner
+import re
 from collections.abc import Callable
+from typing import Any, cast
 
-__all__ = ["Spans", "int_member", "object_spans", "str_member"]
+__all__ = [
+    "WHITESPACE",
+    "Spans",
+    "elements",
+    "int_member",
+    "int_span",
+    "member_span",
+    "object_spans",
+    "str_member",
+    "strip_span",
+    "value_end",
+]
 
 _DECODER = json.JSONDecoder()
 # The C string scanner json.loads itself uses (typeshed does not declare it).
 scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 _BLANK = " \t\n\r"
+WHITESPACE = _BLANK  # JSON's insignificant whitespace, exactly (RFC 8259 §2)
+# The C value scanner behind json.loads: (value, end) of the value starting at an index.
+_scan_once = cast(
+    Callable[[str, int], tuple[Any, int]],
+    json.scanner.make_scanner(cast(Any, _DECODER)),
+)
+_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_KEY_BEFORE = frozenset("{," + _BLANK)  # what may precede a member name in valid JSON
+_AFTER_INT = frozenset(",}" + _BLANK)
+_SPACED_INT: dict[str, re.Pattern[str]] = {}  # '"t":' -> the member with whitespace around ':'
 
 
 def _skip(text: str, i: int, stop: int) -> int:
@@ -97,3 +125,106 @@ def int_member(text: str, spans: Spans, name: str) -> int | None:
         body = raw[1:]
         return -int(body) if body.isdigit() and body.isascii() else None
     return int(raw) if raw.isdigit() and raw.isascii() else None
+
+
+def strip_span(text: str, start: int = 0, end: int | None = None) -> tuple[int, int]:
+    """``(start, end)`` narrowed to exclude surrounding JSON whitespace."""
+    end = len(text) if end is None else end
+    while start < end and text[start] in _BLANK:
+        start += 1
+    while end > start and text[end - 1] in _BLANK:
+        end -= 1
+    return start, end
+
+
+def value_end(text: str, i: int) -> int:
+    """End (exclusive) of the JSON value that starts exactly at ``text[i]``.
+
+    Raises ``ValueError`` when no valid value starts there.
+    """
+    try:
+        return _scan_once(text, i)[1]
+    except StopIteration:
+        raise ValueError(f"no JSON value at offset {i}") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def elements(text: str, i: int = 0) -> list[tuple[int, int]]:
+    """``(start, end)`` of each element of the array at/after ``text[i]``.
+
+    Raises ``ValueError`` when no valid array starts there.
+    """
+    stop = len(text)
+    i = _skip(text, i, stop)
+    if _at(text, i, stop) != "[":
+        raise ValueError(f"expected an array at offset {i}")
+    out: list[tuple[int, int]] = []
+    i = _skip(text, i + 1, stop)
+    if _at(text, i, stop) == "]":
+        return out
+    while True:
+        end = value_end(text, i)
+        out.append((i, end))
+        i = _skip(text, end, stop)
+        sep = _at(text, i, stop)
+        if sep == "]":
+            return out
+        if sep != ",":
+            raise ValueError(f"expected ',' or ']' at offset {i}")
+        i = _skip(text, i + 1, stop)
+
+
+def member_span(
+    text: str, name: str, start: int = 0, end: int | None = None
+) -> tuple[int, int] | None:
+    """Extent of the value of member ``name`` of the object in ``text[start:end]``."""
+    spans = object_spans(text, start, end)
+    return None if spans is None else spans.get(name)
+
+
+def int_span(text: str, start: int, end: int, token: str) -> tuple[int, int] | None:
+    """Extent of the integer value of a member of the object ``text[start:end]``.
+
+    ``token`` is the member's compact prefix, e.g. ``'"t":'``. Fast path: the first
+    occurrence of ``token`` is a member of the top level (nothing nested before it, not
+    inside a string) directly followed by an integer; then the same with whitespace around
+    the colon. Otherwise the object is walked. ``None`` when the member is absent or its
+    value is not an integer.
+    """
+    i = text.find(token, start, end)
+    if (
+        i > start
+        and text[i - 1] in _KEY_BEFORE
+        and text.find("{", start + 1, i) < 0
+        and text.find("[", start + 1, i) < 0
+    ):
+        k = i + len(token)
+        j = text.find(",", k, end)
+        if j > k and text[k:j].isdecimal():  # the common case: a comma follows the digits
+            return k, j
+        m = _INT.match(text, k, end)
+        if m is not None:
+            j = m.end()
+            if j < end and text[j] in _AFTER_INT:
+                return k, j
+    rx = _SPACED_INT.get(token)
+    if rx is None:
+        rx = _SPACED_INT[token] = re.compile(
+            rf'(?<=[{{,{_WS_CLASS}])"{re.escape(token[1:-2])}"[{_WS_CLASS}]*:[{_WS_CLASS}]*'
+            rf"(-?(?:0|[1-9][0-9]*))(?=[,}}{_WS_CLASS}])"
+        )
+    found = rx.search(text, start, end)
+    if (
+        found is not None
+        and text.find("{", start + 1, found.start()) < 0
+        and text.find("[", start + 1, found.start()) < 0
+    ):
+        return found.span(1)
+    span = member_span(text, token[1:-2], start, end)
+    if span is None or _INT.fullmatch(text, span[0], span[1]) is None:
+        return None
+    return span
+
+
+_WS_CLASS = r" \t\n\r"

@@ -33,7 +33,7 @@ from wsgate.dialects.binance_depth import (
     parse_snapshot,
     render_event,
 )
-from wsgate.dialects.jsontext import int_span
+from wsgate.dialects.jsonspan import int_span
 from wsgate.runtime.faults import Faults
 from wsgate.runtime.rest_proxy import RestProxy
 from wsgate.runtime.seams import CloseSessions, Deliver
