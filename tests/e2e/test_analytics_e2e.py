@@ -132,7 +132,7 @@ def test_health_in_status_connections_and_metrics() -> None:
         }
         assert ("system", "overall") in scores
         assert {("route", "bitfinex"), ("route", "binance")} <= set(scores)
-        runs = {s.labels["job"]: s.value for s in fams["wsgate_job_runs"].samples}
+        runs = {s.labels["job_name"]: s.value for s in fams["wsgate_job_runs"].samples}
         assert runs["health"] >= 1 and runs["analytics"] >= 1
 
         # The history behind the sparkline: real roll-ups, NaN latencies shown as gaps.

@@ -163,9 +163,16 @@ url = "{sim.binance_url}"
         assert live_bytes < 64 * 1024
 
         for name in (
-            "wsgate_upstream_messages",
-            "wsgate_upstream_bytes",
-            "wsgate_upstream_latency_seconds",
+            "wsgate_upstream_messages_received",
+            "wsgate_upstream_bytes_received",
+            "wsgate_upstream_bytes_sent",
+            "wsgate_upstream_latency_ewma_seconds",
+            "wsgate_upstream_rtt_seconds",
+            "wsgate_handshakes_rejected",
+            "wsgate_messages_dropped",
+            "wsgate_session_subscriptions",
+            "process_open_fds",
+            "process_max_fds",
             "wsgate_connection_state",
             "wsgate_upstream_reconnects",
             "wsgate_upstream_errors",
@@ -180,15 +187,15 @@ url = "{sim.binance_url}"
             assert name in fams, f"{name} missing from /metrics"
         app = [
             s
-            for s in fams["wsgate_upstream_latency_seconds"]
+            for s in fams["wsgate_upstream_latency_ewma_seconds"]
             if s.labels["kind"] == "app" and s.labels["route"] == "bitfinex"
         ]
         assert len(app) == 1
         assert abs(app[0].value - 0.100) / 0.100 < 0.10, app[0].value
         msgs = {
             s.labels["route"]: s
-            for s in fams["wsgate_upstream_messages"]
-            if s.name == "wsgate_upstream_messages_total"
+            for s in fams["wsgate_upstream_messages_received"]
+            if s.name == "wsgate_upstream_messages_received_total"
         }
         assert msgs["bitfinex"].labels == {
             "route": "bitfinex",
@@ -209,7 +216,16 @@ url = "{sim.binance_url}"
         assert ("system", "overall") in health and ("type", "market_data") in health
         severities = {s.labels["severity"] for s in fams["wsgate_alerts_active"]}
         assert {"info", "warning", "critical"} <= severities
-        jobs = {s.labels["job"] for s in fams["wsgate_job_duration_seconds"]}
+        jobs = {s.labels["job_name"] for s in fams["wsgate_job_duration_seconds"]}
+        rtt = {
+            s.labels["le"]: s.value
+            for s in fams["wsgate_upstream_rtt_seconds"]
+            if s.name.endswith("_bucket")
+            and s.labels["route"] == "bitfinex"
+            and s.labels["kind"] == "app"
+        }
+        assert rtt["+Inf"] >= 1 and rtt["0.05"] == 0 and rtt["0.15"] == rtt["+Inf"]  # ~100 ms
+        assert all("job" not in s.labels for f in fams.values() for s in f)
         assert {"health", "analytics", "cleanup"} <= jobs
         sessions = {s.labels["route"]: s.value for s in fams["wsgate_sessions"]}
         assert sessions == {"bitfinex": 0.0, "binance": 0.0}
@@ -351,6 +367,7 @@ listen = "127.0.0.1:{port}"
         bind = [e for e in errors if isinstance(e, BindError)]
         assert bind and bind[0].key == "metrics.listen", errors
         assert isinstance(bind[0].__cause__, OSError)
+        assert f"127.0.0.1:{port}" in str(bind[0])
         assert not d.ready.is_set()
 
     asyncio.run(main())

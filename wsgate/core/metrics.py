@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -442,6 +442,7 @@ class ConnectionMetrics:
         "last_message_at",
         "latency_app",
         "latency_peak",
+        "latency_sink",
         "latency_ws",
         "messages_out",
         "operator_reconnects",
@@ -488,6 +489,9 @@ class ConnectionMetrics:
         self._h_bytes_rate = RingBuffer(history_points)
         self._h_errors = RingBuffer(history_points)
         self._h_queue = RingBuffer(history_points)
+        # The route's latency histograms (wsgate_upstream_rtt_seconds): every sample of
+        # every connection of the route, so the export aggregates across connections.
+        self.latency_sink: Callable[[str, float], None] | None = None
 
     def set_history_points(self, history_points: int) -> None:
         """Resize the history rings, keeping the newest points (``metrics.history_points``)."""
@@ -534,6 +538,8 @@ class ConnectionMetrics:
     # -- events -----------------------------------------------------------------------
 
     def on_latency(self, now: float, rtt: float, kind: Literal["ws", "app"] = "ws") -> None:
+        if self.latency_sink is not None:
+            self.latency_sink(kind, rtt)
         if kind == "ws":
             self.latency_ws.update(now, rtt)
             self._lat_ws_ring.append(rtt)

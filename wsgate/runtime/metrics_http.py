@@ -9,15 +9,16 @@ registry passed in (never the global one); the format follows the scraper's Acce
 header (``prometheus_client.exposition.choose_encoder``). Metric families:
 
 ================================================  ======================================
-``wsgate_upstream_messages_total``                frames received {route,connection,type}
+``wsgate_upstream_messages_received_total``       frames received {route,connection,type}
 ``wsgate_upstream_messages_sent_total``           frames sent {route,connection,type}
-``wsgate_upstream_bytes_total``                   bytes received {route,connection,type}
+``wsgate_upstream_bytes_received_total``          bytes received {route,connection,type}
 ``wsgate_upstream_bytes_sent_total``              bytes sent {route,connection,type}
-``wsgate_upstream_latency_seconds``               gauge: latency EWMA {route,connection,
-                                                  type,kind="ws"|"app"} (ws = WebSocket
-                                                  ping RTT, app = exchange-level ping)
-``wsgate_upstream_latency_quantile_seconds``      gauge: p50/p95/p99 over the last 128
-                                                  samples {route,connection,type,quantile}
+``wsgate_upstream_rtt_seconds``                   histogram of every RTT sample of the
+                                                  route's connections {route,type,kind=
+                                                  "ws"|"app"} (ws = WebSocket ping RTT,
+                                                  app = exchange-level ping)
+``wsgate_upstream_latency_ewma_seconds``          gauge: latency EWMA {route,connection,
+                                                  type,kind}
 ``wsgate_upstream_reconnects_total``              {route,connection,type}
 ``wsgate_upstream_errors_total``                  {route,connection,type}
 ``wsgate_upstream_last_message_age_seconds``      {route,connection,type}
@@ -26,27 +27,30 @@ header (``prometheus_client.exposition.choose_encoder``). Metric families:
 ``wsgate_sessions``                               {route}
 ``wsgate_subscriptions``                          {route,state}
 ``wsgate_fanout_deliveries_total``                frames queued to sessions {route}
-``wsgate_session_errors_total``                   errors sessions caused {route,kind}
 ``wsgate_health_score``                           0..100 {scope=connection|route|type|
                                                   system, name}
 ``wsgate_alerts_active``                          {severity}
-``wsgate_job_duration_seconds``                   last run {job}
-``wsgate_job_runs_total`` / ``_failures_total``   {job}
-``wsgate_events_published_total``                event bus
+``wsgate_job_duration_seconds``                   last run {job_name}
+``wsgate_job_runs_total`` / ``_failures_total``   {job_name}
+``wsgate_events_published_total``                 event bus
 ``wsgate_events_dropped_total``                   events dropped for slow consumers
 ``wsgate_handler_errors_total``                  per-frame/per-tick failures survived
                                                   {site} (runtime.faults)
 ``wsgate_config_generation``, ``wsgate_loop_lag_seconds``, ``wsgate_build_info``
+``process_*``, ``python_info``                    prometheus_client's process collector:
+                                                  CPU, memory, ``process_open_fds``
+                                                  against ``process_max_fds``
 ================================================  ======================================
 
-The ``job`` label of the job metrics is the one the spec fixed; Prometheus renames it
-to ``exported_job`` on scrape (its own ``job`` target label wins) unless the scrape
-config sets ``honor_labels: true``. ``docs/grafana-dashboard.json`` uses those names.
+The bot side (sessions, refused handshakes, drops, subscriptions per session) is in
+:mod:`wsgate.runtime.metrics_bots`. No label is named ``job`` (Prometheus's own target
+label would rename it ``exported_job``) and no gauge carries a ``quantile`` label:
+``promtool check metrics`` accepts the output (tests/runtime/test_promtool.py).
 
-Latency is exported as gauges rather than a Prometheus summary or histogram: the
-quantiles come from the connection's own 128-sample window (the same numbers as
-``wsgate connections show``), and the RTT samples are far too few per scrape for
-histogram buckets to say more than these do.
+Latency is a histogram per route and kind, fed by every sample of every connection of
+the route, so it aggregates across connections and keeps counting over reconnects;
+the buckets run from 0.5 ms (loopback) to 5 s (core/histogram.py). The per-connection
+EWMA gauge is the number ``wsgate connections`` shows.
 
 ``/readyz`` is 200 when the config is loaded and every listener is bound (the daemon
 signalled ready) and each ``required`` route has at least one OPEN upstream connection;
@@ -71,6 +75,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
@@ -118,21 +123,22 @@ class WsgateCollector(Collector):
         def counter(name: str, doc: str) -> CounterMetricFamily:
             return CounterMetricFamily(name, doc, labels=_CONN_LABELS)
 
-        msgs = counter("wsgate_upstream_messages", "Frames received from upstream.")
+        msgs = counter("wsgate_upstream_messages_received", "Frames received from upstream.")
         msgs_out = counter("wsgate_upstream_messages_sent", "Frames sent upstream.")
-        nbytes = counter("wsgate_upstream_bytes", "Bytes received from upstream.")
+        nbytes = counter("wsgate_upstream_bytes_received", "Bytes received from upstream.")
         nbytes_out = counter("wsgate_upstream_bytes_sent", "Bytes sent upstream.")
         reconnects = counter("wsgate_upstream_reconnects", "Reconnections after a drop.")
         errors = counter("wsgate_upstream_errors", "Errors seen on the connection.")
         latency = GaugeMetricFamily(
-            "wsgate_upstream_latency_seconds",
+            "wsgate_upstream_latency_ewma_seconds",
             "Latency EWMA: kind=ws is the WebSocket ping RTT, kind=app the exchange ping.",
             labels=[*_CONN_LABELS, "kind"],
         )
-        quant = GaugeMetricFamily(
-            "wsgate_upstream_latency_quantile_seconds",
-            "Latency quantiles over the connection's last 128 RTT samples.",
-            labels=[*_CONN_LABELS, "quantile"],
+        rtt = HistogramMetricFamily(
+            "wsgate_upstream_rtt_seconds",
+            "Round-trip times of every connection of the route (kind=ws: WebSocket ping, "
+            "app: exchange ping); use histogram_quantile() over rate() of the buckets.",
+            labels=["route", "type", "kind"],
         )
         age = GaugeMetricFamily(
             "wsgate_upstream_last_message_age_seconds",
@@ -159,19 +165,14 @@ class WsgateCollector(Collector):
                 for kind, v in (("ws", s.latency_ewma), ("app", s.latency_app_ewma)):
                     if v is not None:
                         latency.add_metric([*labels, kind], v)
-                for q, v in (
-                    ("0.5", s.latency_p50),
-                    ("0.95", s.latency_p95),
-                    ("0.99", s.latency_p99),
-                ):
-                    if v is not None:
-                        quant.add_metric([*labels, q], v)
                 if s.last_message_age is not None:
                     age.add_metric(labels, s.last_message_age)
                 current = conn.state
                 for st in ConnState:
                     state.add_metric([rt.name, conn.id, st.label], 1.0 if st is current else 0.0)
-        yield from (msgs, msgs_out, nbytes, nbytes_out, latency, quant, age, reconnects, errors)
+            for kind, hist in rt.rtt.items():
+                rtt.add_metric([rt.name, ctype, kind], hist.buckets(), hist.sum)
+        yield from (msgs, msgs_out, nbytes, nbytes_out, latency, rtt, age, reconnects, errors)
         yield state
 
     def _routes(self) -> Iterator[Metric]:
@@ -259,13 +260,15 @@ class WsgateCollector(Collector):
 
     def _jobs(self) -> Iterator[Metric]:
         dur = GaugeMetricFamily(
-            "wsgate_job_duration_seconds", "Duration of the job's last run.", labels=["job"]
+            "wsgate_job_duration_seconds", "Duration of the job's last run.", labels=["job_name"]
         )
         mx = GaugeMetricFamily(
-            "wsgate_job_max_duration_seconds", "Longest run of the job.", labels=["job"]
+            "wsgate_job_max_duration_seconds", "Longest run of the job.", labels=["job_name"]
         )
-        runs = CounterMetricFamily("wsgate_job_runs", "Job runs.", labels=["job"])
-        fails = CounterMetricFamily("wsgate_job_failures", "Job runs that raised.", labels=["job"])
+        runs = CounterMetricFamily("wsgate_job_runs", "Job runs.", labels=["job_name"])
+        fails = CounterMetricFamily(
+            "wsgate_job_failures", "Job runs that raised.", labels=["job_name"]
+        )
         for j in self.d.jobs.statistics():
             if j.last_duration is not None:
                 dur.add_metric([j.name], j.last_duration)
@@ -302,8 +305,16 @@ class WsgateCollector(Collector):
 
 
 def build_registry(daemon: Daemon) -> CollectorRegistry:
+    from prometheus_client import PlatformCollector, ProcessCollector
+
+    from wsgate.runtime.metrics_bots import BotSideCollector
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(WsgateCollector(daemon))
+    registry.register(BotSideCollector(daemon))
+    # process_* (CPU, memory, open fds against process_max_fds, start time) and python_info.
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
     return registry
 
 

@@ -23,6 +23,7 @@ from wsgate.config import RouteConfig
 from wsgate.core.adaptive import AdaptiveSwitch
 from wsgate.core.balancer import Balancer, Candidate, PickCounts
 from wsgate.core.endpoints import endpoint_for_new_connection
+from wsgate.core.histogram import Histogram
 from wsgate.core.rebalance import Move, Rebalancer
 from wsgate.core.states import ConnState, Transition
 from wsgate.core.types import ConnectionType, DialectName, StrategyName
@@ -98,6 +99,8 @@ class RouteRuntime:
         self.sessions: set[Session] = set()
         self.health: dict[str, float] = {}  # conn id -> score, refreshed by the health job
         self.weights: dict[str, int] = {}  # endpoint name -> runtime weight override
+        # RTT samples of every connection of the route, by kind ("ws", "app").
+        self.rtt: dict[str, Histogram] = {"ws": Histogram(), "app": Histogram()}
         self.no_candidate_events = 0
         self.fail_open_events = 0
         self.last_lb_issue: str | None = None
@@ -173,6 +176,11 @@ class RouteRuntime:
         )
 
     # ---------------------------------------------------------------- endpoints
+    def _observe_rtt(self, kind: str, rtt: float) -> None:
+        hist = self.rtt.get(kind)
+        if hist is not None:
+            hist.observe(rtt)
+
     def endpoint_weight(self, name: str) -> int:
         if name in self.weights:
             return self.weights[name]
@@ -219,6 +227,7 @@ class RouteRuntime:
             faults=self.env.faults,
             flusher=self.env.flusher,
         )
+        conn.metrics.latency_sink = self._observe_rtt
         if self.hub is not None and not dedicated:
             hub = self.hub
             conn.expects_data = lambda: bool(hub.registry.keys_on(conn.id))

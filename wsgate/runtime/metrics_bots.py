@@ -1,0 +1,98 @@
+"""Prometheus metrics of the bot side: sessions, refused handshakes, drops, subscriptions.
+
+==================================================  =====================================
+``wsgate_sessions_open``                            open bot sessions {route}
+``wsgate_handshakes_rejected_total``                refused WebSocket handshakes {reason}
+                                                    (not_found, forbidden, unauthorized,
+                                                    capacity, bad_request, ...)
+``wsgate_messages_dropped_total``                   frames not delivered {route, reason}:
+                                                    unrouted (an old channel after a move
+                                                    or unsubscribe race), duplicate (make-
+                                                    before-break overlap), upstream_send
+                                                    (a bot's frame the upstream send queue
+                                                    could not take)
+``wsgate_sessions_slow_closed_total``               sessions closed as slow consumers {route}
+``wsgate_session_subscriptions``                    subscriptions held by the route's
+                                                    sessions {route, stat=sum|max}
+==================================================  =====================================
+
+The counters come from the route hubs and the gateway, which only count up; a route
+removed by a reload takes its series with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from wsgate.daemon import Daemon
+
+__all__ = ["BotSideCollector", "rejection_reason"]
+
+_REASONS = {
+    HTTPStatus.NOT_FOUND: "not_found",
+    HTTPStatus.FORBIDDEN: "forbidden",
+    HTTPStatus.UNAUTHORIZED: "unauthorized",
+    HTTPStatus.SERVICE_UNAVAILABLE: "capacity",
+    HTTPStatus.BAD_REQUEST: "bad_request",
+    HTTPStatus.TOO_MANY_REQUESTS: "rate_limited",
+}
+
+
+def rejection_reason(status: int) -> str:
+    """A stable label for a refused handshake's HTTP status."""
+    try:
+        return _REASONS.get(HTTPStatus(status), f"http_{status}")
+    except ValueError:
+        return f"http_{status}"
+
+
+class BotSideCollector(Collector):
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+
+    def collect(self) -> Iterator[Metric]:
+        sessions = GaugeMetricFamily("wsgate_sessions_open", "Open bot sessions.", labels=["route"])
+        rejected = CounterMetricFamily(
+            "wsgate_handshakes_rejected", "Refused bot handshakes by reason.", labels=["reason"]
+        )
+        dropped = CounterMetricFamily(
+            "wsgate_messages_dropped",
+            "Frames not delivered, by reason (unrouted, duplicate, upstream_send).",
+            labels=["route", "reason"],
+        )
+        slow = CounterMetricFamily(
+            "wsgate_sessions_slow_closed",
+            "Sessions closed as slow consumers (send buffer full).",
+            labels=["route"],
+        )
+        subs = GaugeMetricFamily(
+            "wsgate_session_subscriptions",
+            "Subscriptions held by the route's sessions: stat=sum over them, stat=max of one.",
+            labels=["route", "stat"],
+        )
+        by_reason: dict[str, int] = {}
+        for status, n in self.d.gateway.rejected.items():
+            reason = rejection_reason(status)
+            by_reason[reason] = by_reason.get(reason, 0) + n
+        for reason, n in sorted(by_reason.items()):
+            rejected.add_metric([reason], n)
+        for rt in list(self.d.routes.values()):
+            sessions.add_metric([rt.name], len(rt.sessions))
+            hub = rt.hub
+            if hub is None:
+                continue
+            st = hub.statistics()
+            dropped.add_metric([rt.name, "unrouted"], st.dropped_unrouted)
+            dropped.add_metric([rt.name, "duplicate"], st.duplicates_dropped)
+            dropped.add_metric([rt.name, "upstream_send"], st.dropped_sends)
+            slow.add_metric([rt.name], st.slow_consumers_closed)
+            counts = [len(m.subs) for m in hub.intents.members.values()]
+            subs.add_metric([rt.name, "sum"], sum(counts))
+            subs.add_metric([rt.name, "max"], max(counts, default=0))
+        yield from (sessions, rejected, dropped, slow, subs)
