@@ -26,6 +26,7 @@ __all__ = [
     "until",
     "upstream_binance_streams",
     "upstream_bitfinex_channels",
+    "upstream_usdm_streams",
 ]
 
 INSTALL_HINT = "not installed; `make compat` installs the third-party clients"
@@ -63,6 +64,15 @@ dialect = "binance"
 type = "trading"
 [[routes.binance_trade.endpoints]]
 url = "{sim.binance_url}"
+[routes.binance_usdm]
+dialect = "binance_usdm"
+type = "market_data"
+rest_url = "{sim.binance_usdm_rest_url}"
+backoff_initial = 0.05
+backoff_max = 0.5
+min_uptime = 0
+[[routes.binance_usdm.endpoints]]
+url = "{sim.binance_usdm_url}"
 """
 
 
@@ -98,6 +108,15 @@ def upstream_bitfinex_channels(sim: Simulator) -> int:
 
 def upstream_binance_streams(sim: Simulator) -> int:
     return sum(c.channels for c in sim.binance.statistics().connections)
+
+
+def upstream_usdm_streams(sim: Simulator) -> dict[str, int]:
+    """Streams per upstream path (``public``/``market``) at the USD-M simulator."""
+    out: dict[str, int] = {}
+    for c in sim.binance_usdm.statistics().connections:
+        top = c.path.split("/")[1]
+        out[top] = out.get(top, 0) + c.channels
+    return out
 
 
 def _num(value: float | int) -> str:

@@ -48,7 +48,7 @@ def key(name: str) -> Any:
     ("raw", "name", "path"),
     [
         ("BTCUSDT@aggTrade", "btcusdt@aggTrade", MARKET),
-        ("btcusdt@trade", "btcusdt@trade", MARKET),
+        ("btcusdt@trade", "btcusdt@trade", PUBLIC),
         ("btcusdt@markPrice@1s", "btcusdt@markPrice@1s", MARKET),
         ("btcusdt@kline_1M", "btcusdt@kline_1M", MARKET),
         ("btcusdt@ticker", "btcusdt@ticker", MARKET),

@@ -4,7 +4,8 @@ What differs from spot (:mod:`wsgate.dialects.binance`), whose session and reply
 reused:
 
 * Since 2026 the host splits streams over three paths: ``/public`` carries the high-frequency
-  book streams (``@depth*``, ``@bookTicker``, ``!bookTicker``), ``/market`` everything else,
+  streams (``@depth*``, ``@bookTicker``, ``!bookTicker`` and raw ``@trade``, where ccxt's
+  current routing puts it too), ``/market`` everything else,
   ``/private`` user data. A stream subscribed on the wrong path is acknowledged and then stays
   silent, so every key is placed on an upstream connection of its own path
   (:meth:`BinanceUsdmDialect.upstream_suffix`); bots may use any path (``/public/...``,
@@ -91,7 +92,7 @@ _ALL_MARKET = {
 }
 _SYMBOL = re.compile(r"[a-z0-9_]{2,40}")
 _LISTEN_KEY = re.compile(r"[A-Za-z0-9]{20,128}")
-_PUBLIC_CHANNELS = frozenset({"depth", "depth5", "depth10", "depth20", "bookTicker"})
+_PUBLIC_CHANNELS = frozenset({"depth", "depth5", "depth10", "depth20", "bookTicker", "trade"})
 _LAST_VALUE = frozenset({"bookTicker", "ticker", "miniTicker", "markPrice", *_PARTIAL})
 _PREFIX = '{"stream":"'
 _DATA = DataKind.DATA
@@ -314,7 +315,7 @@ class BinanceUsdmDialect:
         return "<BinanceUsdmDialect>"
 
     def upstream_suffix(self, key: SubKey) -> str:
-        """``/public`` for the book streams, ``/market`` for the rest (2026 path split)."""
+        """``/public`` for book streams and raw trades, ``/market`` for the rest (2026 split)."""
         return PUBLIC if key.channel in _PUBLIC_CHANNELS else MARKET
 
     def open_session(self, path: str, query: str = "") -> UsdmSession:

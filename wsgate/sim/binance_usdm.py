@@ -2,9 +2,10 @@
 ``/fapi/v1/depth`` REST snapshot on the same port.
 
 Paths as the venue serves them: ``/public/ws|stream`` carries the book streams (``@depth*``,
-``@bookTicker``), ``/market/ws|stream`` the rest, and the legacy ``/ws`` and ``/stream`` carry
-only ``/public`` streams. A stream subscribed on a path that does not carry it is acknowledged
-and then stays silent, as on the real host: clients (and wsgate) must route it.
+``@bookTicker``) and raw ``@trade``, ``/market/ws|stream`` the rest, and the legacy ``/ws``
+and ``/stream`` carry only ``/public`` streams. A stream subscribed on a path that does not
+carry it is acknowledged and then stays silent, as on the real host: clients (and wsgate)
+must route it.
 
 Depth update ids: every book step that changes a level advances the symbol's internal id
 ``k``; the wire id is ``10 k``, and an event covering ids ``a+1..b`` carries ``pu = 10 a``,
@@ -28,7 +29,7 @@ from wsgate.sim.server import SimConnection, json_response
 __all__ = ["BinanceUsdmSim", "wire_id"]
 
 _SIMPLE = ("aggTrade", "trade", "bookTicker", "ticker", "miniTicker", "markPrice", "markPrice@1s")
-_PUBLIC = ("depth", "bookTicker")  # prefixes of the kinds /public carries
+_PUBLIC = ("depth", "bookTicker", "trade")  # prefixes of the kinds /public carries
 _DEPTH = {"depth@100ms": 1, "depth": 2, "depth@250ms": 2, "depth@500ms": 5}  # in 100 ms steps
 _PARTIAL = {"": 2, "@100ms": 1, "@500ms": 5}
 _LIMITS = (5, 10, 20, 50, 100, 500, 1000)
