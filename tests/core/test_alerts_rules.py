@@ -264,3 +264,10 @@ def test_cluster_node_down_follows_membership_and_holds_without_link() -> None:
     blind = replace(down, cluster_link_up=False)
     for o in evaluate_rules(snap(0.0, system=blind), rules):
         assert not o.breaching and not o.clear and o.value is None  # state holds
+
+
+def test_cluster_node_down_holds_for_a_peer_known_only_from_old_news() -> None:
+    rules = {"cluster_node_down": DEFAULT_RULES["cluster_node_down"]}
+    sys_ = replace(GOOD_SYSTEM, peers=(("node-2", "unknown", 30.0),))
+    [o] = evaluate_rules(snap(0.0, system=sys_), rules)
+    assert not o.breaching and not o.clear

@@ -116,3 +116,33 @@ def test_view_rows_and_statistics() -> None:
     s = m.statistics()
     assert (s.up, s.down, s.left, s.link_up) == (2, 0, 0, True)
     assert "up=2" in repr(m)
+
+
+def test_a_value_seen_only_in_the_replay_is_unknown_to_the_alert_rule() -> None:
+    m = member()
+    m.set_link(True, 0.0)
+    beat(m, "b", 9, 0.0)  # what the bucket held when we started: maybe a dead node's last beat
+    assert m.alert_peers(0.1) == [("b", "unknown", 0.1)]
+    assert m.view(0.1, 1e6)[1].state is NodeState.UP  # shown as its last word said
+    beat(m, "b", 10, 0.5)  # news: it is alive
+    assert m.alert_peers(0.6)[0][1] == "up"
+
+
+def test_claims_one_winner_per_transition() -> None:
+    from wsgate.core.cluster import ClaimVerdict as V
+    from wsgate.core.cluster import decide_claim
+
+    firing = {"state": "firing", "episode": "c1.7", "node": "a"}
+    resolved = {"state": "resolved", "episode": "c1.7", "node": "b"}
+    assert decide_claim(None, "firing", "c1.7", "a") is V.WRITE
+    assert decide_claim(firing, "firing", "c1.7", "a") is V.WON  # a repeat, or channel two
+    assert decide_claim(firing, "firing", "c1.7", "b") is V.LOST  # sent elsewhere
+    assert decide_claim(firing, "resolved", "c1.7", "b") is V.WRITE
+    assert decide_claim(resolved, "resolved", "c1.7", "a") is V.LOST
+    assert decide_claim(resolved, "firing", "c1.7", "a") is V.LOST  # stale: episode over
+    assert decide_claim(resolved, "firing", "c2.3", "a") is V.WRITE  # a new down episode
+    assert decide_claim(firing, "firing", "c2.3", "b") is V.WRITE  # resolve was never sent
+    assert decide_claim(None, "resolved", "", "a") is V.LOST  # nobody was paged
+    # A survivor restarted meanwhile knows no episode: it follows the record.
+    assert decide_claim(firing, "resolved", "", "c") is V.WRITE
+    assert decide_claim(firing, "firing", "", "c") is V.LOST

@@ -37,7 +37,7 @@ from wsgate.cluster.engine import Engine, KvBucket, KvEntry
 from wsgate.cluster.shared import SharedAlertState
 from wsgate.config_schema import ClusterConfig
 from wsgate.core.backoff import Backoff
-from wsgate.core.cluster import Membership, NodeState
+from wsgate.core.cluster import ClaimVerdict, Membership, NodeState, decide_claim
 from wsgate.core.types import Severity
 from wsgate.errors import ClusterError, KeyConflict, NodeIdTaken
 
@@ -375,7 +375,7 @@ class ClusterNode:
     # ------------------------------------------------------------------ views
 
     def alert_fields(self, now: float) -> dict[str, Any]:
-        peers = tuple((n, s.value, round(age, 3)) for n, s, age in self.membership.peers(now))
+        peers = tuple((n, s, round(age, 3)) for n, s, age in self.membership.alert_peers(now))
         return {"peers": peers, "cluster_link_up": self.link_up and self.identity == "held"}
 
     def nodes(self) -> list[dict[str, Any]]:
@@ -411,11 +411,12 @@ class ClusterNode:
         return str(getattr(view, "alertname", "")) in CLUSTER_SCOPED
 
     async def claim(self, view: Any) -> bool:
-        """True when this node sends ``view``'s notification (first to create the claim)."""
+        """True when this node sends ``view``'s notification (see ``decide_claim``)."""
         peer = str(view.labels.get("peer", ""))
-        episode = self.membership.episode(peer) or "0"
-        key = f"{view.fingerprint}.{view.state.value}.{episode}"
-        cached = self._claim_cache.get(key)
+        episode = self.membership.episode(peer)
+        proposal = view.state.value
+        cache_key = f"{view.fingerprint}.{proposal}.{episode}"
+        cached = self._claim_cache.get(cache_key)
         if cached is not None:
             return cached
         claims = self._claims
@@ -423,24 +424,41 @@ class ClusterNode:
             self.claim_failures += 1
             return False  # without the link we page nothing about peers
         try:
-            try:
-                await asyncio.wait_for(claims.create(key, self.node_id.encode()), CLAIM_TIMEOUT)
-                won = True
-            except KeyConflict:
-                entry = await asyncio.wait_for(claims.get(key), CLAIM_TIMEOUT)
-                won = entry is not None and entry.value == self.node_id.encode()
+            won = await asyncio.wait_for(
+                self._claim(claims, view.fingerprint, proposal, episode), 3 * CLAIM_TIMEOUT
+            )
         except Exception as exc:
             self.claim_failures += 1
-            log.warning("cluster: notification claim %s failed (%s); not sending", key, exc)
+            log.warning("cluster: claim of %s failed (%r); not sending", cache_key, exc)
             return False
         if len(self._claim_cache) >= _CLAIM_CACHE_MAX:
             self._claim_cache.clear()
-        self._claim_cache[key] = won
+        self._claim_cache[cache_key] = won
         if won:
             self.claims_won += 1
         else:
             self.claims_lost += 1
+            log.info("cluster: %s notice for %s sent elsewhere", proposal, view.fingerprint)
         return won
+
+    async def _claim(self, claims: KvBucket, key: str, proposal: str, episode: str) -> bool:
+        for _ in range(5):
+            entry = await claims.get(key)
+            current = _parse(entry.value) if entry is not None else None
+            verdict = decide_claim(current, proposal, episode, self.node_id)
+            if verdict is not ClaimVerdict.WRITE:
+                return verdict is ClaimVerdict.WON
+            record = {"state": proposal, "episode": episode, "node": self.node_id}
+            raw = json.dumps(record, separators=(",", ":")).encode()
+            try:
+                if entry is None:
+                    await claims.create(key, raw)
+                else:
+                    await claims.update(key, raw, last=entry.revision)
+            except KeyConflict:
+                continue  # another node moved the record first: judge again
+            return True
+        return False
 
     def statistics(self) -> ClusterStatistics:
         m = self.membership.statistics()

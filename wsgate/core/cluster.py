@@ -28,7 +28,48 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Membership", "MembershipStatistics", "NodeChange", "NodeState", "NodeView"]
+__all__ = [
+    "ClaimVerdict",
+    "Membership",
+    "MembershipStatistics",
+    "NodeChange",
+    "NodeState",
+    "NodeView",
+    "decide_claim",
+]
+
+
+class ClaimVerdict(StrEnum):
+    WON = "won"  # already ours: send (a repeat, or a second channel of the same notice)
+    LOST = "lost"  # another node sent it, or it is stale: record "sent elsewhere"
+    WRITE = "write"  # ours if the compare-and-set of the new record succeeds
+
+
+def decide_claim(
+    current: Mapping[str, Any] | None, proposal: str, episode: str, me: str
+) -> ClaimVerdict:
+    """Who sends a notification of a cluster-wide alert (one record per fingerprint).
+
+    ``current`` is the claim record in the KV bucket (``state``, ``episode``, ``node``),
+    ``proposal`` the transition to notify (``firing``/``resolved``), ``episode`` the down
+    episode this node saw (``""`` if it never saw one, e.g. after its own restart). Every
+    transition of the record is one compare-and-set, so exactly one node wins each; a
+    proposal that repeats the record's transition (another survivor, or a stale view)
+    loses. A resolved notice with no firing on record is not sent: nobody was paged.
+    """
+    if current is None:
+        return ClaimVerdict.WRITE if proposal == "firing" else ClaimVerdict.LOST
+    state, node = current.get("state"), current.get("node")
+    same_episode = not episode or current.get("episode") == episode
+    if proposal == "firing":
+        if state == "firing" and same_episode:
+            return ClaimVerdict.WON if node == me else ClaimVerdict.LOST
+        if state == "resolved" and same_episode:
+            return ClaimVerdict.LOST  # this episode is over already: a late, stale notice
+        return ClaimVerdict.WRITE  # a new episode
+    if state == "resolved":
+        return ClaimVerdict.WON if node == me else ClaimVerdict.LOST
+    return ClaimVerdict.WRITE
 
 
 class NodeState(StrEnum):
@@ -96,6 +137,9 @@ class _Peer:
     heard_wall: float
     summary: Mapping[str, Any]
     episode: str = ""
+    # False while all we have is the value that was already in the bucket when we looked
+    # (a replay): it may be a dead node's last words. Any newer revision confirms it.
+    confirmed: bool = False
 
 
 class Membership:
@@ -169,6 +213,7 @@ class Membership:
             self._peers[node_id] = peer
             return NodeChange(node_id, None, new, "")
         old = peer.state
+        peer.confirmed = True
         peer.revision, peer.instance, peer.summary = revision, instance, summary
         peer.heard_at, peer.heard_wall = now, wall
         if old is new:
@@ -216,6 +261,19 @@ class Membership:
     def peers(self, now: float) -> list[tuple[str, NodeState, float]]:
         """(node_id, state, seconds since its last heartbeat) for every known peer."""
         return [(p.node_id, p.state, now - p.heard_at) for p in self._sorted()]
+
+    def alert_peers(self, now: float) -> list[tuple[str, str, float]]:
+        """Like :meth:`peers` for the alert rule, with ``unknown`` for a peer we have only
+        seen in the bucket's replay and not heard since: the rule holds its alert as it
+        was (a restarted survivor must not resolve, nor page, on old news)."""
+        return [
+            (
+                p.node_id,
+                "unknown" if p.state is NodeState.UP and not p.confirmed else p.state.value,
+                now - p.heard_at,
+            )
+            for p in self._sorted()
+        ]
 
     def view(self, now: float, wall: float) -> list[NodeView]:
         rows = [NodeView(self.self_id, NodeState.UP, wall, 0.0, True, self._own_summary)]

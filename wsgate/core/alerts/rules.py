@@ -359,7 +359,8 @@ def _cluster_node_down(inp: AlertInputs, spec: RuleSpec) -> Iterator[_Row]:
             continue
         down = state == "down"
         text = f"node {peer} is {state}: no heartbeat for {format_duration(since)}"
-        yield since, text, labels, (down, not down)
+        # "unknown": only old news of it so far (a replay after our start): hold.
+        yield since, text, labels, (down, state in ("up", "left"))
 
 
 def _performance_degradation(inp: AlertInputs, spec: RuleSpec) -> Iterator[_Row]:
