@@ -343,6 +343,7 @@ def _build_daemon(t: Table | None) -> DaemonConfig:
             t, "max_connections", t.integer("max_connections", d.max_connections), d.max_connections
         ),
         log_level=t.string("log_level", d.log_level, choices=_LOG_LEVELS),
+        log_format=t.string("log_format", d.log_format, choices=("text", "json")),
         control_group=t.string("control_group", None),
         admin_group=t.string("admin_group", None),
         shutdown_timeout=_bounded(

@@ -58,6 +58,7 @@ class DaemonConfig:
     state_dir: str = field(default_factory=paths.default_state_dir)
     max_connections: int = 1000
     log_level: str = "info"
+    log_format: str = "text"  # "text" | "json"; under systemd lines carry <priority> prefixes
     control_group: str | None = None  # group allowed read commands
     admin_group: str | None = None  # group allowed mutating commands
     shutdown_timeout: float = 5.0

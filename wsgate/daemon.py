@@ -28,6 +28,7 @@ from wsgate.control.server import ControlServer, ensure_socket_dir
 from wsgate.core.adaptive import AdaptiveSwitch
 from wsgate.core.states import Transition
 from wsgate.errors import BindError, ConfigError, ControlError, WsgateError
+from wsgate.logsetup import current_format, set_log_format
 from wsgate.runtime import sdnotify
 from wsgate.runtime.alerting import Alerting
 from wsgate.runtime.analytics import Analytics
@@ -532,8 +533,10 @@ class Daemon:
         # Live gateway limits apply to new handshakes at once; listen needs a restart.
         self.gateway.cfg = dataclasses.replace(new.gateway, listen=self.config.gateway.listen)
         self.env.max_connections = new.daemon.max_connections
-        if new.daemon.log_level != self.config.daemon.log_level:
-            logging.getLogger().setLevel(new.daemon.log_level.upper())
+        d_old, d_new = self.config.daemon, new.daemon
+        if (d_old.log_level, d_old.log_format) != (d_new.log_level, d_new.log_format):
+            logging.getLogger().setLevel(d_new.log_level.upper())
+            set_log_format(d_new.log_format)
         self._apply_metrics(new)
         self.env.gateway_linger = new.gateway.linger
         self.env.client_messages_per_second = new.gateway.client_messages_per_second
@@ -579,6 +582,7 @@ class Daemon:
         root_level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         view["daemon.log_level"] = str(root_level).lower()
         view["daemon.max_connections"] = self.env.max_connections
+        view["daemon.log_format"] = current_format()
         view["daemon.node_id"] = getattr(self.connection_store, "node", cfg.daemon.node_id)
         view["daemon.state_dir"] = os.path.dirname(self.store.path)
         if self.control is not None:

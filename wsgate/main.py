@@ -18,20 +18,12 @@ __all__ = ["configure_logging", "install_fast_loop", "run_main", "sim_main"]
 log = logging.getLogger("wsgate")
 
 
-def configure_logging(level: str) -> None:
-    # Under systemd the journal adds timestamps; on a terminal we add them ourselves.
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(asctime)s " + fmt
-    from wsgate.redact import RedactingFormatter
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Text or JSON on stderr, journald priorities under systemd, repeats collapsed, every
+    line masked (wsgate/logsetup.py)."""
+    from wsgate.logsetup import configure_logging as setup
 
-    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
-    for handler in logging.getLogger().handlers:
-        # Last line of defence: URLs masked and configured secrets scrubbed from every line.
-        handler.setFormatter(RedactingFormatter(fmt))
-    logging.getLogger("websockets").setLevel(logging.WARNING)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    setup(level, log_format)
 
 
 def install_fast_loop() -> str:
@@ -74,7 +66,7 @@ def run_main(
     cfg = source()
     if demo and not config_path:
         cfg = _free_demo_ports(cfg)
-    configure_logging(cfg.daemon.log_level)
+    configure_logging(cfg.daemon.log_level, cfg.daemon.log_format)
     loop_name = install_fast_loop()
     log.info("event loop: %s", loop_name)
     return asyncio.run(_run(cfg, source, config_path, demo=demo, seed=seed))

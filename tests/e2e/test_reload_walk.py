@@ -31,6 +31,7 @@ from wsgate.config_changes import flatten, needs_restart
 from wsgate.config_dump import config_to_dict
 from wsgate.config_schema import CHANNEL_KIND_KEYS
 from wsgate.daemon import Daemon
+from wsgate.logsetup import configure_logging
 
 SAMPLE = Path(__file__).resolve().parents[2] / "etc" / "wsgate.toml"
 
@@ -107,6 +108,7 @@ def _schema_keys(doc: dict[str, Any]) -> list[str]:
 
 _CHOICES: dict[str, list[Any]] = {
     "log_level": ["debug", "warning"],
+    "log_format": ["json", "text"],
     "dialect": ["raw", "bitfinex", "binance"],
     "type": ["market_data", "trading"],
     "strategy": ["least_connections", "round_robin", "adaptive"],
@@ -236,7 +238,8 @@ def test_every_key_applies_live_or_says_restart(tmp_path: Path) -> None:
     report: dict[str, str] = {}
 
     async def walk() -> None:
-        logging.getLogger().setLevel("INFO")  # as `wsgate run` configures it from the file
+        # As `wsgate run` configures it from the file, next to pytest's own capture.
+        configure_logging("info", "text", exclusive=False)
         daemon = Daemon(cfg, config_path=str(path), control=True, signals=False)
         daemon._reload_source = lambda: load_config(path, environ={})
         serving = asyncio.create_task(daemon.serve())
@@ -252,6 +255,9 @@ def test_every_key_applies_live_or_says_restart(tmp_path: Path) -> None:
         asyncio.run(walk())
     finally:
         logging.getLogger().setLevel(root_level)
+        for h in list(logging.getLogger().handlers):
+            if getattr(h, "_wsgate", False):
+                logging.getLogger().removeHandler(h)
     unwalked = {k: v for k, v in report.items() if v.startswith("skip")}
     assert not unwalked, "\n".join(f"{k}: {v}" for k, v in unwalked.items())
     assert {v for v in report.values()} <= {"live", "restart"}
