@@ -46,7 +46,7 @@ _fail = fail
 
 def _print_version(value: bool) -> None:
     if value:
-        from wsgate import __version__
+        from wsgate.version import __version__
 
         print(f"wsgate {__version__}")
         raise typer.Exit()

@@ -69,7 +69,7 @@ def main() -> None:
 
     argv, debug = strip_debug(strip_wide(sys.argv[1:]))
     if argv == ["--version"]:
-        from wsgate import __version__
+        from wsgate.version import __version__
 
         print(f"wsgate {__version__}")
         sys.exit(0)

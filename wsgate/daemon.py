@@ -20,10 +20,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from wsgate import __version__, redact
+from wsgate import redact
 from wsgate.cluster import build_cluster
 from wsgate.config import Config, ConfigDiff, RouteConfig, diff_config, load_config
 from wsgate.config_changes import keep_restart_values, key_changes
+from wsgate.control.metrics_http import MetricsServer, build_registry, readiness
 from wsgate.control.server import ControlServer, ensure_socket_dir
 from wsgate.core.adaptive import AdaptiveSwitch
 from wsgate.core.states import Transition
@@ -36,12 +37,12 @@ from wsgate.runtime.events import EventBus, follow, make_system_route
 from wsgate.runtime.faults import every
 from wsgate.runtime.gateway import Gateway
 from wsgate.runtime.lock import PidLock
-from wsgate.runtime.metrics_http import MetricsServer, build_registry, readiness
 from wsgate.runtime.routes import RouteEnv, RouteRuntime
 from wsgate.runtime.scheduler import Jobs
 from wsgate.runtime.store import Store
 from wsgate.runtime.store_connections import ConnectionStore, InMemoryConnectionStore
 from wsgate.runtime.upstream import HostBudgets, UpstreamConnection
+from wsgate.version import __version__
 
 __all__ = ["Daemon", "run_daemon"]
 
@@ -197,7 +198,12 @@ class Daemon:
         self.ready = asyncio.Event()
         self.alerting: Alerting | None = None  # built in _start: it opens daemon.store
         # [cluster]: a LocalCluster on one node, a ClusterNode on NATS (wsgate.cluster).
-        self.cluster = build_cluster(self)
+        self.cluster = build_cluster(self, status=self._status_doc)
+
+    def _status_doc(self) -> dict[str, Any]:
+        from wsgate.control.api import status
+
+        return status(self)
 
     def _require_path(self) -> str:
         if not self.config_path:

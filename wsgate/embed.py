@@ -25,13 +25,17 @@ import dataclasses
 import os
 import time
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsgate.config import Config, EndpointConfig, endpoint_default_name, load_config
 from wsgate.core.balancer import PickCounts
 from wsgate.core.types import ConnectionType, StrategyName
 from wsgate.errors import NoCandidateError, WsgateError
 from wsgate.runtime.upstream import UpstreamConnection
+
+if TYPE_CHECKING:
+    from wsgate.daemon import Daemon
+    from wsgate.runtime.routes import RouteRuntime
 
 __all__ = ["Gateway"]
 
@@ -51,7 +55,7 @@ class Gateway:
             self.config = load_config(self._path)
         self._seed = seed
         self._control = control_socket
-        self._daemon: Any = None
+        self._daemon: Daemon | None = None
         self._task: asyncio.Task[int] | None = None
         self._picked = PickCounts(half_life=30.0)  # get_connection's own recent picks
 
@@ -86,7 +90,7 @@ class Gateway:
             await self._task
 
     @property
-    def daemon(self) -> Any:
+    def daemon(self) -> Daemon:
         """The running :class:`wsgate.daemon.Daemon` (routes, gateway, jobs, ...)."""
         if self._daemon is None:
             raise WsgateError("use `async with Gateway(...)` first")
@@ -143,7 +147,7 @@ class Gateway:
         raise NoCandidateError(f"no open upstream connection of type {ctype.value}")
 
     # ---------------------------------------------------------------- views
-    def _route(self, name: str) -> Any:
+    def _route(self, name: str) -> RouteRuntime:
         try:
             return self.daemon.routes[name]
         except KeyError:

@@ -16,7 +16,7 @@ from prometheus_client import generate_latest
 from wsgate import Gateway
 from wsgate.config import parse_config
 from wsgate.control.api import status
-from wsgate.runtime.metrics_http import build_registry
+from wsgate.control.metrics_http import build_registry
 from wsgate.sim import Simulator
 
 

@@ -25,8 +25,8 @@ import wsgate.runtime.alerting
 from wsgate import Gateway
 from wsgate.config import parse_config
 from wsgate.control.api import status
+from wsgate.control.metrics_http import build_registry
 from wsgate.core.states import ConnState
-from wsgate.runtime.metrics_http import build_registry
 from wsgate.sim import Simulator
 
 

@@ -122,9 +122,8 @@ def test_silence_and_ack_survive_a_new_instance(tmp_path: Path) -> None:
             with pytest.raises(AlertError):
                 a.silence(["check=unit"], 0, "no time", "tester")
             await a.close(1.0)
-        assert d.store is not None
         d2 = FakeDaemon(tmp_path)
-        d2.store = d.store  # the same shared store, as the daemon hands it over
+        d2.store = a.store  # the same shared store, as the daemon hands it over
         b = Alerting(d2, clock=lambda: 1001.0)
         b._restore(1001.0)
         assert [s.id for s in b.silences()] == [sil.id]

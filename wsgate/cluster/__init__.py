@@ -9,6 +9,7 @@ live in :mod:`wsgate.core.cluster`.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 from wsgate.cluster.base import CLUSTER_SCOPED, ClusterStatistics, LocalCluster
@@ -31,7 +32,7 @@ Cluster = Any  # LocalCluster | ClusterNode: the same duck-typed surface
 
 def node_summary(daemon: Any) -> dict[str, Any]:
     """What a heartbeat carries: enough for ``wsgate cluster nodes`` without asking."""
-    from wsgate import __version__
+    from wsgate.version import __version__
 
     upstreams: dict[str, int] = {}
     for rt in daemon.routes.values():
@@ -53,16 +54,13 @@ def node_summary(daemon: Any) -> dict[str, Any]:
     }
 
 
-def build_cluster(daemon: Any) -> Cluster:
+def build_cluster(daemon: Any, status: Callable[[], dict[str, Any]]) -> Cluster:
+    """``status`` is the node's ``wsgate status`` document (the control plane's, passed in:
+    the cluster sits below the control plane and never imports it)."""
     cfg = daemon.config
 
     def summary() -> dict[str, Any]:
         return node_summary(daemon)
-
-    def status() -> dict[str, Any]:
-        from wsgate.control.api import status as status_doc
-
-        return status_doc(daemon)
 
     if not cfg.cluster.enabled:
         return LocalCluster(cfg.daemon.node_id, summary=summary, status=status)

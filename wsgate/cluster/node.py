@@ -502,6 +502,6 @@ def _holder_line(node_id: str, holder: dict[str, Any]) -> str:
 
 
 def _version() -> str:
-    from wsgate import __version__
+    from wsgate.version import __version__
 
     return __version__

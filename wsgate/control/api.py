@@ -1,4 +1,6 @@
-"""The control API: one function per command, bound to a running :class:`Daemon`.
+"""The control API: one function per command, bound to the running daemon.
+
+The daemon is seen through :class:`~wsgate.control.view.DaemonView` (typed, read-only).
 
 Results are plain JSON documents; ``wsgate <cmd> --json`` prints exactly them.
 """
@@ -12,7 +14,6 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from wsgate import __version__
 from wsgate.config import config_view
 from wsgate.control.api_alerts import build_alert_handlers
 from wsgate.control.api_analytics import build_analytics_handlers, conn_health_fields
@@ -23,9 +24,10 @@ from wsgate.control.schema import NO_PARAMS, Schema, string
 from wsgate.control.server import Caller, Handler
 from wsgate.errors import ControlError
 from wsgate.redact import mask_url
+from wsgate.version import __version__
 
 if TYPE_CHECKING:
-    from wsgate.daemon import Daemon
+    from wsgate.control.view import DaemonView
 
 __all__ = ["build_handlers"]
 
@@ -34,7 +36,7 @@ def _conn_dict(conn: Any) -> dict[str, Any]:
     return dataclasses.asdict(conn.statistics())
 
 
-def status(d: Daemon) -> dict[str, Any]:
+def status(d: DaemonView) -> dict[str, Any]:
     routes = []
     for rt in d.routes.values():
         conns = rt.connections()
@@ -79,7 +81,7 @@ def status(d: Daemon) -> dict[str, Any]:
     }
 
 
-def _find_connection(d: Daemon, conn_id: str) -> Any:
+def _find_connection(d: DaemonView, conn_id: str) -> Any:
     for rt in d.routes.values():
         for c in rt.connections():
             if c.id == conn_id:
@@ -87,7 +89,7 @@ def _find_connection(d: Daemon, conn_id: str) -> Any:
     raise ControlError("not_found", f"no upstream connection {conn_id!r}; see `wsgate connections`")
 
 
-def build_handlers(d: Daemon) -> Mapping[str, Handler]:
+def build_handlers(d: DaemonView) -> Mapping[str, Handler]:
     async def h_status(params: dict[str, Any], caller: Caller) -> Any:
         return status(d)
 

@@ -25,14 +25,14 @@ from wsgate.errors import AlertError, ControlError, DeliveryError
 from wsgate.runtime.alerting import Alerting, alert_dict, caller_name
 
 if TYPE_CHECKING:
-    from wsgate.daemon import Daemon
+    from wsgate.control.view import DaemonView
 
 __all__ = ["build_alert_handlers", "parse_duration"]
 
 MAX_HISTORY = 10_000  # events per alerts.history reply
 
 
-def _alerting(d: Daemon) -> Alerting:
+def _alerting(d: DaemonView) -> Alerting:
     if d.alerting is None:
         raise ControlError(wire.CONFLICT, "alerting is not running yet")
     return d.alerting
@@ -53,7 +53,7 @@ def _alert_error(exc: AlertError, code: str) -> ControlError:
     return ControlError(code, str(exc))
 
 
-def build_alert_handlers(d: Daemon) -> dict[str, Handler]:
+def build_alert_handlers(d: DaemonView) -> dict[str, Handler]:
     async def h_alerts(params: dict[str, Any], caller: Caller) -> Any:
         if d.alerting is None:
             return {"alerts": []}

@@ -17,7 +17,7 @@ from wsgate.control.server import Caller, Handler
 from wsgate.runtime.events import RECENT
 
 if TYPE_CHECKING:
-    from wsgate.daemon import Daemon
+    from wsgate.control.view import DaemonView
     from wsgate.runtime.upstream import UpstreamStats
 
 __all__ = ["build_analytics_handlers", "conn_health_fields", "top_snapshot"]
@@ -29,7 +29,7 @@ def _latency(stats: UpstreamStats) -> float | None:
     return stats.latency if stats.latency is not None else stats.latency_app
 
 
-def top_snapshot(d: Daemon, max_sessions: int = MAX_TOP_SESSIONS) -> dict[str, Any]:
+def top_snapshot(d: DaemonView, max_sessions: int = MAX_TOP_SESSIONS) -> dict[str, Any]:
     """Routes, connections and the busiest sessions, as one JSON document."""
     a = d.analytics
     routes, conns, sessions = [], [], []
@@ -108,7 +108,7 @@ def top_snapshot(d: Daemon, max_sessions: int = MAX_TOP_SESSIONS) -> dict[str, A
     }
 
 
-def build_analytics_handlers(d: Daemon) -> dict[str, Handler]:
+def build_analytics_handlers(d: DaemonView) -> dict[str, Handler]:
     async def h_health(params: dict[str, Any], caller: Caller) -> Any:
         a = d.analytics
         conns = {}
@@ -156,7 +156,7 @@ def build_analytics_handlers(d: Daemon) -> dict[str, Handler]:
     }
 
 
-def conn_health_fields(d: Daemon, conn: Any, *, detail: bool = False) -> dict[str, Any]:
+def conn_health_fields(d: DaemonView, conn: Any, *, detail: bool = False) -> dict[str, Any]:
     """``health`` (and with ``detail`` the breakdown) for a `connections` row."""
     ch = d.analytics.connection_health(conn.id)
     out: dict[str, Any] = {

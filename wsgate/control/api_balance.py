@@ -16,7 +16,7 @@ from wsgate.errors import ControlError
 from wsgate.redact import mask_url
 
 if TYPE_CHECKING:
-    from wsgate.daemon import Daemon
+    from wsgate.control.view import DaemonView
     from wsgate.runtime.routes import RouteRuntime
 
 __all__ = ["adaptive_doc", "build_balance_handlers"]
@@ -26,7 +26,7 @@ log = logging.getLogger("wsgate.control")
 MAX_WEIGHT = 1_000_000  # endpoint weights are relative; a bigger one is a typo
 
 
-def _route(d: Daemon, name: object) -> RouteRuntime:
+def _route(d: DaemonView, name: object) -> RouteRuntime:
     rt = d.routes.get(str(name))
     if rt is None:
         raise ControlError("not_found", f"no route {name!r}; routes: {', '.join(d.routes)}")
@@ -62,7 +62,7 @@ def _who(caller: Caller) -> str:
     return f"uid {caller.uid} pid {caller.pid}"
 
 
-def build_balance_handlers(d: Daemon) -> dict[str, Handler]:
+def build_balance_handlers(d: DaemonView) -> dict[str, Handler]:
     async def h_drain(params: dict[str, Any], caller: Caller) -> Any:
         conn_id = params["id"]
         for rt in d.routes.values():

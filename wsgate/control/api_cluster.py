@@ -11,14 +11,14 @@ from wsgate.control.schema import NO_PARAMS, Schema, number
 from wsgate.control.server import Caller, Handler
 
 if TYPE_CHECKING:
-    from wsgate.daemon import Daemon
+    from wsgate.control.view import DaemonView
 
 __all__ = ["build_cluster_handlers"]
 
 _MAX_TIMEOUT = 30.0
 
 
-def _head(d: Daemon) -> dict[str, Any]:
+def _head(d: DaemonView) -> dict[str, Any]:
     c = d.cluster
     stats = c.statistics()
     return {
@@ -38,7 +38,7 @@ def _head(d: Daemon) -> dict[str, Any]:
     }
 
 
-def build_cluster_handlers(d: Daemon) -> Mapping[str, Handler]:
+def build_cluster_handlers(d: DaemonView) -> Mapping[str, Handler]:
     async def h_nodes(params: dict[str, Any], caller: Caller) -> Any:
         return {**_head(d), "nodes": d.cluster.nodes()}
 

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 from wsgate.control.server import Caller
 
 if TYPE_CHECKING:
-    from wsgate.daemon import Daemon
+    from wsgate.control.view import DaemonView
 
 __all__ = ["operator_action"]
 
 
-def operator_action(d: Daemon, action: str, conn: Any, caller: Caller) -> None:
+def operator_action(d: DaemonView, action: str, conn: Any, caller: Caller) -> None:
     """Record a connection transition an operator started: history (``wsgate alerts
     history``) and the event bus show it as the operator's, not as a fault."""
     data = {

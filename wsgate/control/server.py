@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
 from typing import Any, cast
 
-from wsgate import __version__
 from wsgate.control import wire
 from wsgate.control.schema import Schema
 from wsgate.errors import ControlError
+from wsgate.version import __version__
 
 __all__ = [
     "Caller",

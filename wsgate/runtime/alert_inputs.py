@@ -19,16 +19,21 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from wsgate.config import Config
 from wsgate.core.alerts import AlertInputs, ConnInput, RouteInput, RuleSpec, SystemInput
 from wsgate.core.anomaly import AnomalyDetector
 from wsgate.core.health import HealthInputs, aggregate_health, health_score
 from wsgate.core.metrics import Ewma
 from wsgate.core.states import ConnState
 from wsgate.core.types import ConnectionType
+from wsgate.runtime.gateway import Gateway
+from wsgate.runtime.routes import RouteRuntime
+from wsgate.runtime.scheduler import Jobs
+from wsgate.runtime.upstream import HostBudgets, UpstreamConnection
 
-__all__ = ["AnomalySettings", "InputBuilder", "InputBuilderStatistics"]
+__all__ = ["AlertSource", "AnomalySettings", "InputBuilder", "InputBuilderStatistics"]
 
 log = logging.getLogger("wsgate.alerts")
 
@@ -37,6 +42,27 @@ BASELINE_MIN_SAMPLES = 5  # evaluations before a baseline is trusted
 LATENCY_FLOOR = 0.005  # a 1 ms baseline must not turn 4 ms of jitter into a 4x slowdown
 IMBALANCE_MIN_LOAD = 10  # below this many subscriptions a ratio says nothing
 _SKIP_STATES = (ConnState.DISABLED, ConnState.CLOSED, ConnState.DRAINING)
+
+
+class AlertSource(Protocol):
+    """The daemon as the alert inputs read it (the daemon provides it).
+
+    ``analytics`` (its system health) and ``cluster`` (peer membership) are optional
+    attributes: read when present, so a single-purpose host can leave them out.
+    """
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def routes(self) -> Mapping[str, RouteRuntime]: ...
+    @property
+    def budgets(self) -> HostBudgets: ...
+    @property
+    def jobs(self) -> Jobs: ...
+    @property
+    def gateway(self) -> Gateway: ...
+    @property
+    def loop_lag(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -127,7 +153,7 @@ class InputBuilder:
 
     # ------------------------------------------------------------------ the snapshot
 
-    def build(self, daemon: Any, wall: float, mono: float) -> AlertInputs:
+    def build(self, daemon: AlertSource, wall: float, mono: float) -> AlertInputs:
         start = time.perf_counter()
         conns: list[ConnInput] = []
         routes: list[RouteInput] = []
@@ -222,7 +248,9 @@ class InputBuilder:
             ).score
         return ci, float(score)
 
-    def _route(self, daemon: Any, rt: Any, conns: list[Any]) -> RouteInput:
+    def _route(
+        self, daemon: AlertSource, rt: RouteRuntime, conns: list[UpstreamConnection]
+    ) -> RouteInput:
         no_cand, fail_open = int(rt.no_candidate_events), int(rt.fail_open_events)
         prev = self._route_counters.get(rt.name, (no_cand, fail_open))
         self._route_counters[rt.name] = (no_cand, fail_open)
@@ -250,7 +278,7 @@ class InputBuilder:
         )
 
     def _system(
-        self, daemon: Any, scores: list[tuple[float, float]], n_conns: int, wall: float
+        self, daemon: AlertSource, scores: list[tuple[float, float]], n_conns: int, wall: float
     ) -> SystemInput:
         health = self._overall_health(daemon, scores)
         jobs = list(daemon.jobs.statistics())
@@ -269,7 +297,7 @@ class InputBuilder:
         )
 
     @staticmethod
-    def _overall_health(daemon: Any, scores: list[tuple[float, float]]) -> float:
+    def _overall_health(daemon: AlertSource, scores: list[tuple[float, float]]) -> float:
         analytics = getattr(daemon, "analytics", None)
         overview = getattr(analytics, "overview", None)
         if callable(overview):
@@ -302,7 +330,7 @@ class InputBuilder:
         return out
 
 
-def _cluster_fields(daemon: Any) -> dict[str, Any]:
+def _cluster_fields(daemon: AlertSource) -> dict[str, Any]:
     """Peers as this node's membership judges them (nothing on a single node)."""
     cluster = getattr(daemon, "cluster", None)
     fields = getattr(cluster, "alert_fields", None)

@@ -23,10 +23,11 @@ import contextlib
 import dataclasses
 import logging
 import pwd
+import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from wsgate.core.alerts import (
     Ack,
@@ -42,7 +43,7 @@ from wsgate.core.alerts import (
 from wsgate.core.alerts.units import format_value
 from wsgate.core.types import Severity
 from wsgate.errors import AlertError
-from wsgate.runtime.alert_inputs import AnomalySettings, InputBuilder
+from wsgate.runtime.alert_inputs import AlertSource, AnomalySettings, InputBuilder
 from wsgate.runtime.faults import Faults, every
 from wsgate.runtime.notifiers import DeliveryResult, Notifier, build_notifier
 from wsgate.runtime.outbox import Outbox
@@ -152,22 +153,37 @@ class AlertingStatistics:
     channels_disabled: tuple[str, ...]
 
 
+class AlertingHost(AlertSource, Protocol):
+    """The daemon as alerting sees it: the alert inputs' view plus what alerting uses.
+
+    ``events`` (the bus), ``cluster`` (claims and shared acks) and ``faults`` are optional
+    attributes, read when present.
+    """
+
+    @property
+    def store(self) -> Store | None: ...
+    @property
+    def rng(self) -> random.Random: ...
+    @property
+    def demo(self) -> bool: ...
+
+
 class Alerting:
     """Owned by the :class:`~wsgate.daemon.Daemon` as ``daemon.alerting``.
 
-    Creates ``daemon.store`` (``<state_dir>/wsgate.db``) when no other subsystem has yet.
+    Opens ``<state_dir>/wsgate.db`` itself when the host has no store yet.
     Call :meth:`start` inside the daemon's TaskGroup and :meth:`close` on shutdown.
     """
 
-    def __init__(self, daemon: Any, *, clock: Any = time.time) -> None:
+    def __init__(self, daemon: AlertingHost, *, clock: Callable[[], float] = time.time) -> None:
         self.daemon = daemon
         self.faults: Faults = getattr(daemon, "faults", None) or Faults()
         self._clock = clock
-        store = getattr(daemon, "store", None)
+        store = daemon.store
         if store is None:
             store = Store(Path(daemon.config.daemon.state_dir) / DB_NAME)
-            daemon.store = store
         self.store: Store = store
+        self._tg: asyncio.TaskGroup | None = None  # the owner's group, from start()
         cfg = daemon.config
         self.engine = build_engine(cfg.alerts, cfg.daemon.node_id)
         self.inputs = InputBuilder(
@@ -223,6 +239,7 @@ class Alerting:
         self._replayed = len(self.store.outbox_rows())
         if self._replayed:
             log.info("outbox: %d undelivered notification(s) from a previous run", self._replayed)
+        self._tg = tg
         self._outbox_task = tg.create_task(self.outbox.run(self._outbox_stop), name="outbox")
         self._tick_task = tg.create_task(self._tick_loop(), name="alerts-tick")
 
@@ -365,9 +382,11 @@ class Alerting:
         if won and n.channel in self._notifiers:
             self._enqueue(dataclasses.replace(n, alerts=tuple(won)))
 
-    def _spawn(self, coro: Any) -> None:
-        tg = getattr(self.daemon, "_tg", None)
-        task = tg.create_task(coro) if tg is not None else asyncio.ensure_future(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        if self._tg is None:  # not started (a unit test driving evaluate() by hand)
+            coro.close()
+            raise RuntimeError("Alerting.start() first: cluster claims need its TaskGroup")
+        task = self._tg.create_task(coro)
         self._claiming.add(task)
         task.add_done_callback(self._claiming.discard)
 
@@ -430,9 +449,10 @@ class Alerting:
             self._disabled.pop(name, None)
         self.outbox = self._new_outbox(new_cfg.alerts)
         self._outbox_stop = asyncio.Event()
-        tg = getattr(self.daemon, "_tg", None)
-        if tg is not None:
-            self._outbox_task = tg.create_task(self.outbox.run(self._outbox_stop), name="outbox")
+        if self._tg is not None:
+            self._outbox_task = self._tg.create_task(
+                self.outbox.run(self._outbox_stop), name="outbox"
+            )
         log.info("alert channels reloaded: %s", ", ".join(channels_changed))
 
     # ------------------------------------------------------------------ operator actions

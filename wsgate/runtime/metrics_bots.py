@@ -24,13 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from wsgate.daemon import Daemon
+from wsgate.runtime.gateway import Gateway
+from wsgate.runtime.routes import RouteRuntime
 
 __all__ = ["BotSideCollector", "rejection_reason"]
 
@@ -52,8 +52,17 @@ def rejection_reason(status: int) -> str:
         return f"http_{status}"
 
 
+class BotSide(Protocol):
+    """What the collector reads (the daemon provides it)."""
+
+    @property
+    def gateway(self) -> Gateway: ...
+    @property
+    def routes(self) -> dict[str, RouteRuntime]: ...
+
+
 class BotSideCollector(Collector):
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: BotSide) -> None:
         self.d = daemon
 
     def collect(self) -> Iterator[Metric]:

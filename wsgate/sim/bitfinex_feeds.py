@@ -14,13 +14,10 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from wsgate.sim.market import Candle, SymbolMarket, Trade, num
 from wsgate.sim.server import dumps
-
-if TYPE_CHECKING:
-    from wsgate.sim.bitfinex import BitfinexConnection
 
 __all__ = [
     "BOOK_LENGTHS",
@@ -57,11 +54,20 @@ CANDLE_FRAMES = {
 Entry = list[int | float]
 
 
+class Subscriber(Protocol):
+    """A simulated connection as a feed sees it (``sim.bitfinex.BitfinexConnection``)."""
+
+    flags: int
+
+    def send(self, data: bytes) -> None: ...
+    def send_channel(self, chan_id: int, tail: str, mts: int) -> None: ...
+
+
 @dataclass(eq=False, slots=True)
 class Sub:
     """One connection's subscription to a feed."""
 
-    conn: BitfinexConnection
+    conn: Subscriber
     feed: Feed
     pending: bool = True  # snapshot not sent yet (data paused at subscribe time)
     last_sent: float = 0.0

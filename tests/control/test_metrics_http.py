@@ -18,10 +18,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from wsgate.config import parse_config
+from wsgate.control.metrics_http import MetricsServer, readiness
 from wsgate.core.states import ConnState
 from wsgate.daemon import Daemon
 from wsgate.errors import BindError
-from wsgate.runtime.metrics_http import MetricsServer, readiness
+from wsgate.control.metrics_http import MetricsServer, readiness
 from wsgate.sim import Simulator
 
 JOBS = """

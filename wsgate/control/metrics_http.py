@@ -81,13 +81,13 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from wsgate import __version__
 from wsgate.cluster.metrics import cluster_metrics
 from wsgate.core.states import ConnState
 from wsgate.core.types import Severity, StrategyName
+from wsgate.version import __version__
 
 if TYPE_CHECKING:
-    from wsgate.daemon import Daemon
+    from wsgate.control.view import DaemonView
 
 __all__ = [
     "MetricsServer",
@@ -107,7 +107,7 @@ _CONN_LABELS = ["route", "connection", "type"]
 class WsgateCollector(Collector):
     """Reads the daemon's live state on every scrape (runs on the event loop thread)."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self.d = daemon
 
     def collect(self) -> Iterator[Metric]:
@@ -304,7 +304,7 @@ class WsgateCollector(Collector):
         yield info
 
 
-def build_registry(daemon: Daemon) -> CollectorRegistry:
+def build_registry(daemon: DaemonView) -> CollectorRegistry:
     from prometheus_client import PlatformCollector, ProcessCollector
 
     from wsgate.runtime.metrics_bots import BotSideCollector
@@ -318,7 +318,7 @@ def build_registry(daemon: Daemon) -> CollectorRegistry:
     return registry
 
 
-def readiness(daemon: Daemon) -> tuple[bool, dict[str, Any]]:
+def readiness(daemon: DaemonView) -> tuple[bool, dict[str, Any]]:
     """``/readyz``: ready, plus the reasons it is not (empty when ready)."""
     reasons: list[str] = []
     if not daemon.ready.is_set():
