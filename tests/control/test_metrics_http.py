@@ -22,7 +22,6 @@ from wsgate.control.metrics_http import MetricsServer, readiness
 from wsgate.core.states import ConnState
 from wsgate.daemon import Daemon
 from wsgate.errors import BindError
-from wsgate.control.metrics_http import MetricsServer, readiness
 from wsgate.sim import Simulator
 
 JOBS = """
