@@ -10,9 +10,7 @@
      ├── BindError              a listener cannot bind its configured address (startup fails)
      ├── CapacityError          a configured limit (connections, sessions, channels) is reached
      ├── NoCandidateError       the balancer found no eligible upstream connection
-     ├── UpstreamError          an upstream connection failed
-     │    ├── HandshakeRejected the exchange refused the opening handshake (HTTP status)
-     │    └── StaleError        an upstream went silent past its limit
+     ├── UpstreamError          an upstream connection is not open (send, start_soon)
      ├── ProtocolError          a peer sent a frame the dialect cannot accept
      │    └── InvalidPath       a downstream request path/query names no valid stream (HTTP 4xx)
      ├── DeliveryError          a notification channel did not accept a notification
@@ -36,14 +34,12 @@ __all__ = [
     "ControlError",
     "DaemonNotRunning",
     "DeliveryError",
-    "HandshakeRejected",
     "InvalidPath",
     "KeyConflict",
     "NoCandidateError",
     "NodeIdTaken",
     "PermissionDenied",
     "ProtocolError",
-    "StaleError",
     "UpstreamError",
     "WsgateError",
 ]
@@ -128,20 +124,11 @@ class NoCandidateError(WsgateError):
 
 
 class UpstreamError(WsgateError):
-    """An upstream connection failed."""
+    """An upstream connection is not open: a send or a task for it cannot be accepted.
 
-
-class HandshakeRejected(UpstreamError):
-    """The exchange answered the opening handshake with an HTTP error status."""
-
-    def __init__(self, status: int, retry_after: float | None = None, reason: str = "") -> None:
-        self.status = status
-        self.retry_after = retry_after
-        super().__init__(f"handshake rejected with HTTP {status}{': ' + reason if reason else ''}")
-
-
-class StaleError(UpstreamError):
-    """An upstream connection or channel stopped delivering data."""
+    Failures *of* an upstream connection (handshake refused, silence, drops) are not
+    raised: the connection's own loop classifies them and reconnects (``core.backoff``).
+    """
 
 
 class ProtocolError(WsgateError):

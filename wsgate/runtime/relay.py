@@ -16,6 +16,7 @@ from collections.abc import Callable
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from wsgate.errors import UpstreamError
 from wsgate.runtime.framing import encode_binary
 from wsgate.runtime.session import Session
 from wsgate.runtime.upstream import UpstreamConnection
@@ -86,7 +87,7 @@ async def run_relay(
         if first_frame is not None:
             try:
                 await conn.send(first_frame)
-            except (ConnectionError, ConnectionClosed):
+            except (UpstreamError, ConnectionError, ConnectionClosed):
                 await ws.close(CLOSE_TRY_AGAIN, "upstream connection lost")
                 lost.cancel()
                 conn.stop()
@@ -108,5 +109,5 @@ async def _client_to_upstream(ws: ServerConnection, conn: UpstreamConnection, re
             relay.client_spoke = True
             try:
                 await conn.send(msg)
-            except (ConnectionError, ConnectionClosed):
+            except (UpstreamError, ConnectionError, ConnectionClosed):
                 return  # the upstream side noticed too; the relay closes the session 1013

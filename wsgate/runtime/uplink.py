@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from wsgate.core.backoff import TokenBucket
 from wsgate.core.balancer import ErrorPenalty
 from wsgate.dialects import base as d
+from wsgate.errors import UpstreamError
 from wsgate.runtime.faults import Faults
 from wsgate.runtime.upstream import UpstreamConnection
 
@@ -99,7 +100,7 @@ class Uplink:
             frame = self.queue.popleft()
             try:
                 await conn.send(frame)
-            except (ConnectionError, ConnectionClosed):
+            except (UpstreamError, ConnectionError, ConnectionClosed):
                 return
             except Exception as exc:  # this frame is lost; the next ones still go
                 faults.record("hub.writer", exc, f"{conn.id}: {frame[:80]}")

@@ -28,6 +28,7 @@ from wsgate.core.backoff import Backoff, CloseKind, TokenBucket, classify_status
 from wsgate.core.metrics import ConnectionMetrics
 from wsgate.core.states import ConnectionStateMachine, ConnState, Transition
 from wsgate.core.types import ConnectionType
+from wsgate.errors import UpstreamError
 from wsgate.redact import mask_text, mask_url
 from wsgate.runtime.faults import Faults
 from wsgate.runtime.session import Flusher
@@ -285,7 +286,7 @@ class UpstreamConnection:
         """
         if self._tg is None:
             coro.close()
-            raise ConnectionError(f"{self.id} is not open")
+            raise UpstreamError(f"{self.id} is not open")
         self._tg.create_task(coro, name=name)
 
     @staticmethod
@@ -296,7 +297,7 @@ class UpstreamConnection:
     async def send(self, data: str | bytes) -> None:
         ws = self.ws
         if ws is None:
-            raise ConnectionError(f"{self.id} is not open")
+            raise UpstreamError(f"{self.id} is not open")
         await ws.send(data)
         self.metrics.on_message_out(self._clock(), len(data))
 
