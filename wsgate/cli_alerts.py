@@ -67,18 +67,30 @@ def alerts_history(
     events = result.get("events", [])
     if not events:
         print("no alert history in that range")
+        return
+    rows = []
     for e in events:
         if "to" in e:
             labels = e.get("labels", {})
             where = " ".join(
                 f"{k}={v}" for k, v in labels.items() if k not in ("alertname", "severity", "node")
             )
-            print(
-                f"{_when(e['ts'])}  {e.get('alertname', '?'):<24} {e['from']:>8} -> "
-                f"{e['to']:<8} {e.get('severity') or '':<8} {where}  {e.get('summary', '')}"
+            rows.append(
+                {
+                    "time": _when(e["ts"]),
+                    "event": e.get("alertname", "?"),
+                    "change": f"{e['from']} -> {e['to']}",
+                    "severity": e.get("severity") or "",
+                    "labels": where,
+                    "detail": e.get("summary", ""),
+                }
             )
         else:
-            print(f"{_when(e['ts'])}  {e['kind']:<24} {e.get('by') or e.get('created_by') or ''}")
+            who = e.get("by") or e.get("created_by") or ""
+            rows.append({"time": _when(e["ts"]), "event": e["kind"], "detail": who})
+    from wsgate.cli_render import render_rows
+
+    render_rows(rows, ("time", "event", "change", "severity", "labels", "detail"))
 
 
 @alerts_app.command("ack")
@@ -153,12 +165,23 @@ def alerts_silences(ctx: typer.Context, socket: SocketOpt = None, json_: JsonOpt
     rows = result.get("silences", [])
     if not rows:
         print("no silences")
-    for sil in rows:
-        matchers = " ".join(_matcher_text(m) for m in sil.get("matchers", []))
-        print(
-            f"{sil['id']}  {sil['state']:<8} until {_when(sil['ends_at'])}  {matchers}  "
-            f"by {sil.get('created_by', '')}: {sil.get('comment', '')}"
-        )
+        return
+    from wsgate.cli_render import render_rows
+
+    render_rows(
+        [
+            {
+                "id": sil["id"],
+                "state": sil["state"],
+                "until": _when(sil["ends_at"]),
+                "matchers": " ".join(_matcher_text(m) for m in sil.get("matchers", [])),
+                "by": sil.get("created_by", ""),
+                "comment": sil.get("comment", ""),
+            }
+            for sil in rows
+        ],
+        ("id", "state", "until", "matchers", "by", "comment"),
+    )
 
 
 def _matcher_text(m: Any) -> str:
@@ -193,12 +216,22 @@ def alerts_test(
     if json_:
         emit_json(result)
         return
+    from wsgate.cli_render import render_rows
+
+    outcome = "skipped" if result.get("skipped") else "accepted"
     status = result.get("status")
-    if result.get("skipped"):
-        print(f"{channel}: skipped ({result.get('detail') or 'nothing shown or sent'})")
-        return
-    detail = f" {result['detail']}" if result.get("detail") else ""
-    print(f"{channel}: accepted (status {status if status is not None else '-'}){detail}")
+    render_rows(
+        [
+            {
+                "channel": channel,
+                "result": outcome,
+                # Only HTTP receivers answer with a status; log/console/email have none.
+                "receiver status": status if status is not None else "n/a",
+                "detail": result.get("detail") or "",
+            }
+        ],
+        ("channel", "result", "receiver status", "detail"),
+    )
 
 
 @alerts_app.command("channels")
@@ -212,13 +245,33 @@ def alerts_channels(ctx: typer.Context, socket: SocketOpt = None, json_: JsonOpt
     rows = result.get("channels", [])
     if not rows:
         print("no alert channels configured")
-    for ch in rows:
-        state = ch.get("status") or ch["breaker"]
-        skipped = f"skipped {ch['skipped']:<4} " if ch.get("skipped") else ""
-        print(
-            f"{ch['name']:<12} {ch['kind']:<8} {state:<10} queued {ch['queued']:<4} "
-            f"delivered {ch['delivered']:<5} {skipped}failures {ch['failures']:<4} "
-            f"last success {_when(ch['last_success'])}"
-            + (f"  last error: {ch['last_error']}" if ch.get("last_error") else ""),
-            file=sys.stdout,
-        )
+        return
+    from wsgate.cli_render import render_rows
+
+    render_rows(
+        [
+            {
+                "channel": ch["name"],
+                "kind": ch["kind"],
+                "state": ch.get("status") or ch["breaker"],
+                "queued": ch["queued"],
+                "delivered": ch["delivered"],
+                "skipped": ch.get("skipped", 0),
+                "failures": ch["failures"],
+                "last success": _when(ch["last_success"]),
+                "last error": ch.get("last_error") or "",
+            }
+            for ch in rows
+        ],
+        (
+            "channel",
+            "kind",
+            "state",
+            "queued",
+            "delivered",
+            "skipped",
+            "failures",
+            "last success",
+            "last error",
+        ),
+    )

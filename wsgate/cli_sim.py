@@ -18,6 +18,8 @@ from typing import Annotated, Any
 
 import typer
 
+from wsgate.cli_common import JsonOpt, emit_json
+
 __all__ = ["FAULT_KINDS", "fault_url", "sim_app"]
 
 FAULT_KINDS = (
@@ -30,6 +32,7 @@ FAULT_KINDS = (
     "reject_handshakes",
     "channel_limit",
     "malformed",
+    "bad_checksum",
     "clear",
 )
 
@@ -52,7 +55,19 @@ JsonStyleOpt = Annotated[
     ),
 ]
 PortOpt = Annotated[
-    int, typer.Option("--port", help="Port of the simulator to talk to (Bitfinex: 8801).")
+    int | None,
+    typer.Option(
+        "--port",
+        help="Port of the simulator to talk to. Default: the running demo's simulator "
+        "(found through the control socket), else 8801 (a standalone `wsgate sim`).",
+        show_default=False,
+    ),
+]
+ExchangeOpt = Annotated[
+    str,
+    typer.Option(
+        "--exchange", help="Which of the demo's simulators: bitfinex, binance, binance_usdm."
+    ),
 ]
 UrlOpt = Annotated[
     str | None, typer.Option("--url", help="Base URL of the simulator, e.g. http://127.0.0.1:8801.")
@@ -152,6 +167,38 @@ def _request(url: str, timeout: float) -> Any:
     return doc
 
 
+def _discover(exchange: str, socket: str | None) -> str | None:
+    """The demo daemon's simulator for ``exchange`` (`wsgate run --demo` reports them)."""
+    from wsgate.control.client import ControlClient, resolve_socket_path
+    from wsgate.errors import ControlError
+
+    try:
+        status = ControlClient(resolve_socket_path(socket, None), timeout=5.0).call("status")
+    except ControlError:
+        return None
+    sims = status.get("simulators") if isinstance(status, dict) else None
+    if not sims:
+        return None
+    if exchange not in sims:
+        known = ", ".join(sorted(sims))
+        print(f"wsgate: the demo has no {exchange!r} simulator (it has: {known})", file=sys.stderr)
+        raise typer.Exit(2)
+    return str(sims[exchange])
+
+
+def _target(port: int | None, url: str | None, exchange: str, socket: str | None) -> str:
+    if url or port is not None:
+        return _base(port or 8801, url)
+    found = _discover(exchange, socket)
+    return _base(8801, found) if found else _base(8801, None)
+
+
+SimSocketOpt = Annotated[
+    str | None,
+    typer.Option("--socket", help="Control socket of the demo daemon (to find its simulators)."),
+]
+
+
 @sim_app.command("fault")
 def sim_fault(
     kind: Annotated[str, typer.Argument(help="One of: " + ", ".join(FAULT_KINDS) + ".")],
@@ -159,22 +206,53 @@ def sim_fault(
         list[str] | None,
         typer.Option("--param", "-p", help="Fault parameter key=value (repeatable)."),
     ] = None,
-    port: PortOpt = 8801,
+    port: PortOpt = None,
     url: UrlOpt = None,
+    exchange: ExchangeOpt = "bitfinex",
+    socket: SimSocketOpt = None,
     timeout: TimeoutOpt = 10.0,
+    json_: JsonOpt = False,
 ) -> None:
     """Inject a fault into a running simulator, e.g. `wsgate sim fault info -p code=20051`."""
     try:
-        target = fault_url(_base(port, url), kind, param or [])
+        target = fault_url(_target(port, url, exchange, socket), kind, param or [])
     except ValueError as exc:
         print(f"wsgate: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
     doc = _request(target, timeout)
-    sys.stdout.write(json.dumps(doc) + "\n")
+    if json_:
+        emit_json(doc)
+        return
+    from wsgate.cli_render import render_rows
+
+    faults = doc.get("faults") or {}
+    render_rows(
+        [{"fault": doc.get("kind"), "result": doc.get("result"), **faults}],
+        ["fault", "result", *faults],
+    )
 
 
 @sim_app.command("stats")
-def sim_stats(port: PortOpt = 8801, url: UrlOpt = None, timeout: TimeoutOpt = 10.0) -> None:
-    """Print a running simulator's statistics (handshakes, connections, active faults) as JSON."""
-    doc = _request(f"{_base(port, url)}/_sim/stats", timeout)
-    sys.stdout.write(json.dumps(doc) + "\n")
+def sim_stats(
+    port: PortOpt = None,
+    url: UrlOpt = None,
+    exchange: ExchangeOpt = "bitfinex",
+    socket: SimSocketOpt = None,
+    timeout: TimeoutOpt = 10.0,
+    json_: JsonOpt = False,
+) -> None:
+    """A running simulator's statistics: handshakes, connections, frames, active faults."""
+    doc = _request(f"{_target(port, url, exchange, socket)}/_sim/stats", timeout)
+    if json_:
+        emit_json(doc)
+        return
+    from wsgate.cli_render import render_rows
+
+    summary = {k: v for k, v in doc.items() if not isinstance(v, dict | list)}
+    render_rows([summary], list(summary), title="simulator")
+    faults = doc.get("faults")
+    if isinstance(faults, dict) and faults:
+        render_rows([faults], list(faults), title="faults")
+    conns = doc.get("connections")
+    if isinstance(conns, list) and conns:
+        render_rows(conns, list(conns[0]), title="connections")

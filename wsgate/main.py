@@ -194,7 +194,11 @@ async def _run(
             demo=True,
             seed=seed,
         )
-        daemon.simulators = {"bitfinex": sim.bitfinex_url, "binance": sim.binance_url}
+        daemon.simulators = {
+            "bitfinex": sim.bitfinex_url,
+            "binance": sim.binance_url,
+            "binance_usdm": sim.binance_usdm_url,
+        }
         serving = asyncio.create_task(daemon.serve())
         ready = asyncio.create_task(daemon.ready.wait())
         await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)

@@ -363,7 +363,7 @@ def test_cli_sim_fault_and_connections_show_states_and_counters() -> None:
                 return list(json.loads(r.stdout))
 
             wait_sync(lambda: [c["state"] for c in conns()] == ["open"], 15, "upstream open")
-            r = cli("sim", "fault", "drop", "--port", str(bfx))
+            r = cli("sim", "fault", "drop", "--port", str(bfx), "--json")
             assert r.returncode == 0, r.stderr
             assert json.loads(r.stdout)["result"] == 1
             wait_sync(
@@ -387,10 +387,12 @@ def test_cli_sim_fault_and_connections_show_states_and_counters() -> None:
             )
             assert table.returncode == 0 and "bitfinex-c1" in table.stdout
             assert "transitions" in table.stdout and "open" in table.stdout
-            stats = json.loads(cli("sim", "stats", "--port", str(bfx)).stdout)
+            stats = json.loads(cli("sim", "stats", "--port", str(bfx), "--json").stdout)
             assert stats["handshakes_accepted"] == 2
             # Parameters pass through; a bad kind or an unreachable sim are clear errors.
-            r = cli("sim", "fault", "latency", "-p", "ms=5", "--url", f"ws://127.0.0.1:{bfx}")
+            r = cli(
+                "sim", "fault", "latency", "-p", "ms=5", "--url", f"ws://127.0.0.1:{bfx}", "--json"
+            )
             assert r.returncode == 0 and json.loads(r.stdout)["faults"]["latency_ms"] == 5.0
             bad = cli("sim", "fault", "explode", "--port", str(bfx))
             assert bad.returncode == 2 and "unknown fault kind" in bad.stderr
