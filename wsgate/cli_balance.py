@@ -43,6 +43,14 @@ def routes(
                 }
             )
     render_rows(rows, ("route", "strategy", "endpoint", "url", "weight", "configured"))
+    for r in result:
+        ad = r.get("adaptive")
+        if ad:
+            waiting = f"; {ad['pending']} wanted, waiting out hysteresis" if ad["pending"] else ""
+            print(
+                f"{r['name']}: adaptive applies {ad['strategy']}: {ad['reason']}"
+                f" (for {ad['held_for']:.0f}s, {ad['switches']} switches{waiting})"
+            )
     if any(r["strategy_override"] for r in result) or any(
         "*" in str(row["weight"]) for row in rows
     ):
