@@ -507,3 +507,51 @@ def test_pre_encoded_server_frames_match_websockets(n: int) -> None:
     assert encode_binary(data) == Frame(Opcode.BINARY, data).serialize(mask=False)
     text_ = "é" * (n // 2)
     assert encode_text(text_) == Frame(Opcode.TEXT, text_.encode()).serialize(mask=False)
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 4096, 200_000])
+def test_relay_frames_are_offered_verbatim_and_the_rest_takes_the_message_path(
+    chunk: int,
+) -> None:
+    """A relay gets whole data frames as the bytes on the wire (no decode, no re-encode);
+    fragmented messages and frames it declines arrive as messages; pings are still
+    answered here."""
+    big = frame(1, b"b" * 70_000)
+    declined = text("declined")
+    wire = [text("one"), frame(2, b"\x00\x01"), big, declined, text('{"x": 1}')]
+    data = b"".join(wire) + frame(9, b"p") + frame(1, b"fr", fin=False) + frame(0, b"ag")
+    pongs: list[tuple[int, bytes, bool]] = []
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        for i in range(0, len(data), chunk):
+            w.write(data[i : i + chunk])
+            await w.drain()
+        pongs.append(await read_client_frame(r))
+        w.write(close_frame(1000))
+        await w.drain()
+        await read_client_frame(r)
+
+    async def main() -> None:
+        frames: list[bytes] = []
+        messages: list[str | bytes] = []
+
+        counts: list[int] = []
+
+        def on_frame(raw: bytes, count: int) -> bool:
+            if declined in raw:
+                return False  # then offered again frame by frame, by the parser
+            frames.append(raw)
+            counts.append(count)
+            return True
+
+        async with RawServer(script) as url:
+            ws = await lean_connect(url)
+            ws.set_handler(messages.append, None, on_frame)
+            await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+        assert b"".join(frames) == b"".join(w for w in wire if w != declined)
+        assert sum(counts) == 4
+        assert messages == ["declined", "frag"]
+        assert pongs == [(0xA, b"p", True)]
+        assert ws.statistics().messages == 6
+
+    run(main())

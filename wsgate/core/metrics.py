@@ -527,9 +527,9 @@ class ConnectionMetrics:
         """Errors per second over the rate window."""
         return self._err_rate.rate(now)
 
-    def on_message_in(self, now: float, nbytes: int) -> None:
+    def on_message_in(self, now: float, nbytes: int, count: int = 1) -> None:
         self.last_message_at = now
-        self._rate_in.add(now, nbytes)
+        self._rate_in.add(now, nbytes, count)
 
     def on_message_out(self, now: float, nbytes: int) -> None:
         self.messages_out += 1

@@ -53,6 +53,12 @@ class Relay:
         else:
             self.session.push(encode_binary(data))
 
+    def on_upstream_raw(self, conn: UpstreamConnection, frames: bytes) -> bool:
+        """Whole data frames as received: written to the client as they are, at once."""
+        if self.skip_greeting:
+            return False  # the first frame needs a look (on_upstream_frame)
+        return self.session.write_frame(frames)
+
     def on_upstream_closed(self, conn: UpstreamConnection, reason: str) -> None:
         self.close_reason = reason
         self.closed.set()

@@ -149,6 +149,27 @@ class Session:
             self._flusher.add(self)
         return True
 
+    def write_frame(self, frame: bytes) -> bool:
+        """Write one encoded frame now, in this loop turn (a relay's hot path).
+
+        False when it cannot go out at once in order -- frames already queued, the
+        connection not open, the transport over its bound -- and the caller takes the
+        queued path, which applies the slow-consumer policy.
+        """
+        if self._pending or self.slow_closed:
+            return False
+        transport = self._transport
+        if (
+            self.ws.protocol.state is not State.OPEN
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > self.send_buffer_bytes
+        ):
+            return False
+        transport.write(frame)
+        self.frames_out += 1
+        self.bytes_out += len(frame)
+        return True
+
     def push_text(self, text: str | bytes) -> bool:
         return self.push(encode_text(text))
 

@@ -458,7 +458,25 @@ class UpstreamConnection:
             except Exception as exc:
                 self.faults.record("upstream.frame", exc, self.id)
 
-        ws.set_handler(on_message, self.flusher)
+        raw: Callable[[UpstreamConnection, bytes], bool] | None = getattr(
+            sink, "on_upstream_raw", None
+        )
+        on_frame: Callable[[bytes, int], bool] | None = None
+        if raw is not None:
+            write = raw
+
+            def on_frame(frames: bytes, count: int) -> bool:
+                # A relay: the frames go out first, the bookkeeping follows (the
+                # client's latency ends at the write).
+                if not write(self, frames):
+                    return False
+                now = clock()
+                self.last_frame_at = now
+                if measure:
+                    metrics.on_message_in(now, len(frames), count)
+                return True
+
+        ws.set_handler(on_message, self.flusher, on_frame)
         await ws.wait_closed()
         exc = ws.protocol.close_exc
         if isinstance(exc, ConnectionClosedOK):

@@ -42,6 +42,7 @@ from websockets.protocol import State
 __all__ = [
     "SLICE_SECONDS",
     "BatchHooks",
+    "FrameHandler",
     "LeanClientConnection",
     "LeanReaderStats",
     "MessageHandler",
@@ -50,6 +51,9 @@ __all__ = [
 log = logging.getLogger("wsgate.wsclient")
 
 MessageHandler = Callable[[str | bytes], None]
+# ``count`` whole unfragmented data frames, headers included, exactly as received (one
+# frame from the parser, or a whole read that holds nothing else); True when taken.
+FrameHandler = Callable[[bytes, int], bool]
 
 
 class BatchHooks(Protocol):
@@ -97,6 +101,7 @@ class LeanClientConnection(ClientConnection):
         self._frag_text = False
         self._frag_size = 0
         self._handler: MessageHandler | None = None
+        self._frame_handler: FrameHandler | None = None
         self._batch: BatchHooks | None = None
         self._yielding = False  # a continuation is scheduled; the transport is paused
         self._paused_unclaimed = False
@@ -112,14 +117,28 @@ class LeanClientConnection(ClientConnection):
         """True while data frames are parsed here (after a successful handshake)."""
         return self._mode == _LEAN
 
-    def set_handler(self, handler: MessageHandler, batch: BatchHooks | None = None) -> None:
+    def set_handler(
+        self,
+        handler: MessageHandler,
+        batch: BatchHooks | None = None,
+        frames: FrameHandler | None = None,
+    ) -> None:
         """Deliver every message to ``handler`` from now on, starting with any backlog.
 
         ``batch.begin()`` and ``batch.end()`` bracket each batch of messages parsed from
         one read (or one slice of it): the owner's chance to write what the batch
         produced in this same loop turn, coalesced, instead of one loop iteration later.
+
+        ``frames`` (relays) is offered every whole unfragmented text or binary frame as
+        the bytes on the wire, before any decoding: server frames are unmasked in both
+        directions, so a relay writes them to its client as they are, like a TCP proxy.
+        A read that holds only such frames is offered whole, first thing in
+        ``data_received`` (one scan of the headers, one write). Text is then not
+        UTF-8-checked here (the client checks it, as it would reading the exchange
+        directly). When it returns False the frames take the normal path.
         """
         self._handler = handler
+        self._frame_handler = frames
         self._batch = batch
         if self._paused_unclaimed:
             self._paused_unclaimed = False
@@ -141,6 +160,14 @@ class LeanClientConnection(ClientConnection):
     def data_received(self, data: bytes) -> None:
         mode = self._mode
         if mode == _LEAN:
+            if (
+                self._frame_handler is not None
+                and not self._parts
+                and self._frag is None
+                and not self._yielding
+                and self._whole(data)
+            ):
+                return
             self._parts.append(data)
             self._have += len(data)
             if self._have >= self._need and not self._yielding:
@@ -216,12 +243,62 @@ class LeanClientConnection(ClientConnection):
             parts.append(rest)
             self._have = len(rest)
 
+    def _whole(self, data: bytes) -> bool:
+        """Offer a read made only of whole unfragmented data frames to the frame handler.
+
+        The relay's hot path: nothing is decoded or copied, the handler writes ``data``
+        as it is. Anything else in the read -- a control frame, a fragment, a partial
+        frame, a masked frame, a reserved bit, an oversized frame -- returns False and
+        the read takes the parser, which handles (or fails) it exactly as before.
+        """
+        n = len(data)
+        pos = 0
+        count = 0
+        limit = self.protocol.max_message_size
+        while pos < n:
+            if n - pos < 2:
+                return False
+            b0 = data[pos]
+            if b0 != 0x81 and b0 != 0x82:  # FIN + text/binary, no reserved bits
+                return False
+            length = data[pos + 1]  # a mask bit makes it > 127: refused below
+            if length < 126:
+                pos += 2
+            elif length == 126:
+                if n - pos < 4:
+                    return False
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                pos += 4
+            elif length == 127:
+                if n - pos < 10:
+                    return False
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                pos += 10
+            else:
+                return False
+            if limit is not None and length > limit:
+                return False
+            pos += length
+            count += 1
+        if pos != n or self._frame_handler is None:
+            return False
+        try:
+            taken = self._frame_handler(data, count)
+        except Exception:
+            self.handler_errors += 1
+            log.exception("upstream frame handler failed")
+            taken = True
+        if taken:
+            self.messages += count
+        return taken
+
     def _parse(self, data: bytes) -> int:
         """Parse and deliver whole frames from ``data``; return where parsing stopped."""
         n = len(data)
         pos = 0
         handler = self._handler
         assert handler is not None
+        frames = self._frame_handler
         clock = time.monotonic
         deadline = clock() + self.slice_seconds
         max_message = self.protocol.max_message_size
@@ -268,11 +345,28 @@ class LeanClientConnection(ClientConnection):
                         ClientConnection.data_received(self, data[pos:])
                     return n
                 continue
-            pos = end
+            frame_at, pos = pos, end
             if opcode == 1 or opcode == 2:
                 if self._frag is not None:
                     self._fail(CloseCode.PROTOCOL_ERROR, "expected a continuation frame")
                     return n
+                if b0 & 0x80 and frames is not None:
+                    try:
+                        taken = frames(
+                            data if frame_at == 0 and end == n else data[frame_at:end], 1
+                        )
+                    except Exception:
+                        self.handler_errors += 1
+                        log.exception("upstream frame handler failed")
+                        taken = True
+                    if taken:
+                        self.messages += 1
+                        if self._mode != _LEAN:
+                            return n
+                        if pos < n and clock() >= deadline:
+                            self._yield()
+                            break
+                        continue
                 if b0 & 0x80:
                     if opcode == 1:
                         try:
