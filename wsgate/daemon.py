@@ -30,6 +30,7 @@ from wsgate.core.adaptive import AdaptiveSwitch
 from wsgate.core.states import Transition
 from wsgate.errors import BindError, ConfigError, ControlError, WsgateError
 from wsgate.logsetup import current_format, set_log_format
+from wsgate.logthrottle import throttled_accept_errors
 from wsgate.runtime import sdnotify
 from wsgate.runtime.alerting import Alerting
 from wsgate.runtime.analytics import Analytics
@@ -298,6 +299,9 @@ class Daemon:
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
+        # We own the process (not embedded): failed accepts under descriptor exhaustion
+        # become one line per interval, not a traceback per attempt.
+        loop.set_exception_handler(throttled_accept_errors(log))
         loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -145,6 +146,10 @@ listen = ""
     return cfg, sock
 
 
+def _set_nofile(n: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
 @contextmanager
 def run_daemon(
     body: str,
@@ -154,7 +159,9 @@ def run_daemon(
     daemon: str = "",
     gateway: str = "",
     socket_name: str = "ctl.sock",
+    nofile: int | None = None,
 ) -> Iterator[DaemonProc]:
+    """``nofile``: the daemon's RLIMIT_NOFILE (to exhaust descriptors in a test)."""
     # Unix socket paths are limited to 108 bytes: keep the directory short.
     directory = Path(tempfile.mkdtemp(prefix="wsg-", dir="/tmp"))
     port = free_port()
@@ -169,6 +176,7 @@ def run_daemon(
             stdout=fh,
             stderr=subprocess.STDOUT,
             env=env,
+            preexec_fn=None if nofile is None else (lambda: _set_nofile(nofile)),
         )
     d = DaemonProc(proc, directory, cfg, sock, port, log, env)
     try:

@@ -6,8 +6,11 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import stat
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +20,10 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.e2e.alert_rig import SECRET, SECRET_ENV, LoopThread, alert_body
-from tests.e2e.harness import ThreadServer, run_daemon
+from tests.e2e.harness import ThreadServer, run_daemon, wait_until
 from tests.runtime.receivers import HttpReceiver, Request
 from wsgate.control import wire
+from wsgate.control.admission import MAX_PER_UID
 from wsgate.control.client import ControlClient
 from wsgate.errors import ControlError
 
@@ -312,3 +316,120 @@ def test_shutdown_honours_its_bound_with_a_webhook_that_never_answers() -> None:
                 assert "1 left queued" in d.logs()
         finally:
             lt.run(hook.stop())
+
+
+# -- descriptor exhaustion ------------------------------------------------------------------
+
+
+@contextmanager
+def nobody_holding_control_connections(path: str, n: int) -> Iterator[list[str | None]]:
+    """A child process as nobody opens ``n`` idle control connections and holds them.
+
+    Yields, per connection, None (accepted and idle) or the error code it was sent.
+    """
+    rfd, wfd = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            held, codes = [], []
+            for _ in range(n):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(2.0)
+                try:
+                    s.connect(path)
+                    s.settimeout(0.3)
+                    got = s.recv(4096)
+                    codes.append(json.loads(got)["error"]["code"] if got else "closed")
+                except TimeoutError:
+                    codes.append(None)  # accepted, nothing said: an idle connection
+                except OSError as exc:
+                    codes.append(f"oserror {exc.errno}")
+                held.append(s)
+            os.write(wfd, json.dumps(codes).encode())
+            os.close(wfd)  # the parent reads to the end
+            os.read(go_r, 1)
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    try:
+        with os.fdopen(rfd, "rb") as f:
+            yield list(json.loads(f.read()))
+    finally:
+        os.write(go_w, b"x")
+        os.waitpid(pid, 0)
+        os.close(go_w)
+        os.close(go_r)
+
+
+async def _echo_once(url: str) -> str:
+    async with connect(url) as ws:
+        await ws.send("still here")
+        return str(await asyncio.wait_for(ws.recv(), 10))
+
+
+@needs_root
+def test_a_reader_flooding_the_control_socket_cannot_starve_bots_or_root() -> None:
+    with (
+        ThreadServer(_echo) as up,
+        run_daemon(raw_route(up.url), daemon='control_group = "nogroup"', nofile=256) as d,
+    ):
+        os.chmod(d.dir, 0o755)
+        with nobody_holding_control_connections(d.socket, 300) as codes:
+            assert codes.count(None) == MAX_PER_UID, codes
+            assert set(codes[MAX_PER_UID:]) == {wire.TOO_MANY_CONNECTIONS}, set(codes)
+            # Root's status and a new bot both still work while the flood holds its share.
+            with ControlClient(d.socket, timeout=5) as client:
+                gw = client.call("status")["gateway"]
+            assert gw["fd_in_use"] < 128, gw
+            assert asyncio.run(_echo_once(f"ws://127.0.0.1:{d.port}/echo")) == "still here"
+        logs = d.logs()
+        assert "Traceback" not in logs and "Too many open files" not in logs, logs[-3000:]
+        assert logs.count("refused a connection") <= 2, logs[-3000:]
+
+
+@needs_root
+def test_bots_stop_short_of_the_descriptor_limit_and_root_still_gets_in() -> None:
+    with ThreadServer(_echo) as up:
+        # One upstream per bot, and no connect budget in the way of 150 of them.
+        extra = "max_connections = 400\nconnect_budget = { count = 1000, per = 1 }"
+        route = raw_route(up.url, extra=extra)
+        with run_daemon(route, nofile=256) as d:
+            url = f"ws://127.0.0.1:{d.port}/echo"
+
+            async def flood() -> tuple[list[Any], list[int]]:
+                bots, refused = [], []
+                for _ in range(150):  # a raw session holds two descriptors: bot and upstream
+                    try:
+                        bots.append(await connect(url, open_timeout=10))
+                    except InvalidStatus as exc:
+                        refused.append(exc.response.status_code)
+                return bots, refused
+
+            async def main() -> tuple[int, list[int], dict[str, Any]]:
+                bots, refused = await flood()
+                try:
+                    status = await asyncio.to_thread(d.status)
+                finally:
+                    for ws in bots:
+                        await ws.close()
+                return len(bots), refused, status
+
+            accepted, refused, status = asyncio.run(main())
+            gateway = status["gateway"]
+            assert accepted > 10 and refused and set(refused) == {503}, (accepted, gateway)
+            assert gateway["sessions"] == accepted  # every accepted bot was really served
+            assert gateway["rejected_handshakes"]["503"] == len(refused)
+            assert gateway["fd_in_use"] < gateway["fd_limit"]
+            wait_until(lambda: _echoes(url), 15, "room for a bot once the others left")
+            assert "Traceback" not in d.logs(), d.logs()[-3000:]
+
+
+def _echoes(url: str) -> bool:
+    try:
+        return asyncio.run(_echo_once(url)) == "still here"
+    except InvalidStatus:
+        return False

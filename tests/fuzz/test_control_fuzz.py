@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.e2e.harness import wait_until
 from tests.fuzz.conftest import Stack
 from wsgate.control import wire
+from wsgate.control.admission import MAX_CONNECTIONS, PRIVILEGED_RESERVE
 from wsgate.control.client import ControlClient
+from wsgate.errors import ControlError
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 
@@ -106,9 +110,10 @@ def test_half_closed_connection_still_gets_its_replies(stack: Stack) -> None:
 
 
 def test_many_concurrent_connections_idle_and_busy(stack: Stack) -> None:
+    cap = MAX_CONNECTIONS + PRIVILEGED_RESERVE  # root's cap (these tests run as root or the owner)
     socks = []
     try:
-        for _ in range(200):
+        for _ in range(cap - 1):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.settimeout(10)
             s.connect(stack.daemon.socket)
@@ -120,7 +125,28 @@ def test_many_concurrent_connections_idle_and_busy(stack: Stack) -> None:
         for i, s in enumerate(socks[1:], 1):
             reply = json.loads(s.makefile("rb").readline())
             assert reply["id"] == i and reply["ok"] is True
+        # Past the cap: one line saying why, then the hang-up.
+        socks.append(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        socks[-1].settimeout(10)
+        socks[-1].connect(stack.daemon.socket)
+        extra = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        extra.settimeout(10)
+        extra.connect(stack.daemon.socket)
+        socks.append(extra)
+        refusal = json.loads(extra.makefile("rb").readline())
+        assert refusal["error"]["code"] == wire.TOO_MANY_CONNECTIONS, refusal
     finally:
         for s in socks:
             s.close()
-    _status_ok(stack)
+    wait_until(_status_answers(stack), 10, "status once the connections are gone")
+
+
+def _status_answers(stack: Stack) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            _status_ok(stack)
+        except ControlError:
+            return False
+        return True
+
+    return check

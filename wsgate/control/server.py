@@ -30,8 +30,10 @@ from types import MappingProxyType, TracebackType
 from typing import Any, cast
 
 from wsgate.control import wire
+from wsgate.control.admission import IDLE_TIMEOUT, Admission
 from wsgate.control.schema import Schema
 from wsgate.errors import ControlError
+from wsgate.logthrottle import Throttled
 from wsgate.version import __version__
 
 __all__ = [
@@ -125,6 +127,8 @@ class ControlServerStatistics:
     requests: int
     mutating_requests: int
     errors: Mapping[str, int]  # error code -> count
+    refused_connections: int = 0  # over the total or per-uid cap
+    idle_closed: int = 0
 
 
 class ServerState(enum.IntEnum):
@@ -191,6 +195,8 @@ class ControlServer:
         read_gid: int | None = None,
         admin_gid: int | None = None,
         socket_dirs: list[str] | None = None,
+        admission: Admission | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         """``socket_dirs``: directories the caller created for the socket
         (:func:`ensure_socket_dir`); :meth:`set_groups` re-groups them with the socket."""
@@ -202,6 +208,10 @@ class ControlServer:
         self._read_gid = read_gid
         self._admin_gid = admin_gid
         self._socket_dirs = list(socket_dirs or ())
+        self._admission = admission or Admission()
+        self._idle_timeout = idle_timeout
+        self._idle_closed = 0
+        self._refusals = Throttled(log, logging.WARNING)
         self._state = ServerState.NEW
         self._server: asyncio.AbstractServer | None = None
         self._inode: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket we bound
@@ -374,9 +384,29 @@ class ControlServer:
         if self._state is not ServerState.LISTENING:
             writer.close()
             return
+        try:
+            raw = writer.get_extra_info("socket").getsockopt(
+                socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size
+            )
+        except OSError:  # the peer is gone already
+            writer.close()
+            return
+        pid, uid, _gid = _PEERCRED.unpack(raw)
+        refused = self._admission.admit(uid, uid in (0, self._daemon_uid))
+        if refused is not None:
+            # One line and a hang-up, so the CLI can say why; the log gets one line per
+            # interval however many arrive.
+            self._errors[wire.TOO_MANY_CONNECTIONS] += 1
+            writer.write(wire.encode_error(None, wire.TOO_MANY_CONNECTIONS, refused))
+            writer.close()
+            self._refusals.event(
+                f"control: refused a connection from pid={pid} uid={uid}: {refused}"
+            )
+            return
         task = asyncio.get_running_loop().create_task(self._connection(reader, writer))
         self._connections.add(task)
         task.add_done_callback(self._connections.discard)
+        task.add_done_callback(lambda _t: self._admission.release(uid))
         self._connections_total += 1
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -396,7 +426,14 @@ class ControlServer:
     ) -> None:
         while True:
             try:
-                line = await reader.readline()
+                line = await asyncio.wait_for(reader.readline(), self._idle_timeout)
+            except TimeoutError:
+                # An idle connection holds a descriptor for nothing; the CLI reconnects.
+                self._idle_closed += 1
+                log.debug(
+                    "control: closing idle connection of pid=%d uid=%d", caller.pid, caller.uid
+                )
+                raise _CloseConnection from None
             except ValueError:
                 # StreamReader's limit overran: the rest of the line is unread, so the
                 # stream cannot be resynchronised; reply and hang up.
@@ -553,6 +590,8 @@ class ControlServer:
             requests=self._requests,
             mutating_requests=self._mutating,
             errors=MappingProxyType(dict(self._errors)),
+            refused_connections=self._admission.refused,
+            idle_closed=self._idle_closed,
         )
 
     def __repr__(self) -> str:

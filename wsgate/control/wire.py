@@ -42,6 +42,7 @@ __all__ = [
     "PERMISSION_DENIED",
     "PROTO",
     "TIMEOUT",
+    "TOO_MANY_CONNECTIONS",
     "UNKNOWN_METHOD",
     "UNSUPPORTED_VERSION",
     "RequestId",
@@ -71,6 +72,7 @@ CONFLICT = "conflict"
 INTERNAL = "internal"
 UNSUPPORTED_VERSION = "unsupported_version"
 LINE_TOO_LONG = "line_too_long"
+TOO_MANY_CONNECTIONS = "too_many_connections"
 # Raised by the client only, never sent by the daemon.
 DAEMON_NOT_RUNNING = "daemon_not_running"
 TIMEOUT = "timeout"
@@ -83,6 +85,7 @@ EXIT_CODES: dict[str, int] = {
     UNKNOWN_METHOD: 2,
     INVALID_PARAMS: 2,
     LINE_TOO_LONG: 2,
+    TOO_MANY_CONNECTIONS: 1,
     PERMISSION_DENIED: 4,
     INVALID_CONFIG: 1,
     NOT_FOUND: 1,

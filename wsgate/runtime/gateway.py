@@ -17,6 +17,7 @@ from wsgate.config import GatewayConfig
 from wsgate.errors import InvalidPath
 from wsgate.redact import strip_query_params
 from wsgate.runtime.faults import Faults
+from wsgate.runtime.fdbudget import FdBudget
 from wsgate.runtime.httpbody import BodyServerConnection, request_body
 from wsgate.runtime.rest_proxy import FORWARDED_HEADERS, RestProxy
 from wsgate.runtime.rest_proxy import allowed as rest_allowed
@@ -55,6 +56,7 @@ class Gateway:
         self.server: Server | None = None
         self.rejected: dict[int, int] = {}
         self.rest = RestProxy()
+        self.fds = FdBudget()
 
     @property
     def port(self) -> int:
@@ -139,6 +141,9 @@ class Gateway:
             return self._reject(
                 conn, HTTPStatus.SERVICE_UNAVAILABLE, "gateway.max_sessions reached"
             )
+        refused = self._check_fds(conn)
+        if refused is not None:
+            return refused
         if route.cfg.max_sessions is not None and len(route.sessions) >= route.cfg.max_sessions:
             return self._reject(
                 conn, HTTPStatus.SERVICE_UNAVAILABLE, f"routes.{name}.max_sessions reached"
@@ -157,6 +162,18 @@ class Gateway:
             return self._reject(conn, HTTPStatus.FORBIDDEN, f"origin {origin!r} not allowed")
         return None
 
+    def _check_fds(self, conn: ServerConnection) -> Response | None:
+        # Keep descriptors for root's control connections, reconnects and the database.
+        if self.fds.room():
+            self.fds.note_open()
+            return None
+        return self._reject(
+            conn,
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            f"file descriptors nearly exhausted ({self.fds.limit} allowed, "
+            f"{self.fds.reserve} kept in reserve); try again later",
+        )
+
     def _check_system(
         self, conn: ServerConnection, request: Request, query: dict[str, list[str]]
     ) -> Response | None:
@@ -168,6 +185,9 @@ class Gateway:
             return self._reject(
                 conn, HTTPStatus.SERVICE_UNAVAILABLE, "gateway.max_sessions reached"
             )
+        refused = self._check_fds(conn)
+        if refused is not None:
+            return refused
         if self.cfg.events_token_env:
             return self._check_token(conn, request, query, self.cfg.events_token_env)
         if self.cfg.events_require_token:
@@ -260,4 +280,6 @@ class Gateway:
             "listen": f"{self.cfg.host}:{self.port if self.server else self.cfg.port}",
             "sessions": len(self.sessions),
             "rejected_handshakes": dict(self.rejected),
+            "fd_limit": self.fds.limit,
+            "fd_in_use": self.fds.in_use(),
         }
