@@ -1,8 +1,14 @@
 """Third-party exchange clients against an in-process wsgate + simulator.
 
-The clients are not dependencies of wsgate: ``make compat`` installs them (the ``compat``
-extra) into a separate environment, and each test module skips itself with the reason when
-its client is missing, so ``make test`` stays fast and offline-safe.
+The clients are not dependencies of wsgate: they live in the ``compat`` extra and run in
+their own environment (``make compat``, part of ``make test`` and so of CI). Each module
+guards its imports with ``pytest.importorskip(..., reason=...)``, which only matters to a
+plain ``pytest`` in the main venv: ``make compat`` passes ``--fail-on-skip``
+(``tests/conftest.py``), so a client that is not installed, or a test that skips, fails CI.
+
+Adding a client: add it to the ``compat`` extra in pyproject.toml (or to the Makefile's
+compat install lines when it needs ``--no-deps``), write ``tests/compat/test_<client>.py``
+using :func:`stack` (wsgate with every route pointed at the simulator) and :func:`until`.
 """
 
 from __future__ import annotations
