@@ -23,7 +23,17 @@ from typing import Any
 
 __all__ = ["main", "render"]
 
-SCENARIOS = ("core", "cli", "recovery", "relay", "scale", "fanout", "analytics", "cluster")
+SCENARIOS = (
+    "core",
+    "cli",
+    "recovery",
+    "relay",
+    "scale",
+    "fanout",
+    "analytics",
+    "cluster",
+    "venues",
+)
 CORE_MODULES = ("core_placement", "core_metrics", "core_alerts", "core_locate")
 ANALYTICS_NOTE = "not run (use --only analytics)"
 
@@ -90,6 +100,24 @@ def _yes(b: Any) -> str:
 def render(res: dict[str, Any]) -> str:
     """The results as Markdown tables (also printed to the terminal)."""
     out: list[str] = []
+    vn = res.get("venues")
+    if vn and "rows" in vn:
+        out += [
+            "### Fan-out per venue dialect (K=100, aggTrade; saturation)",
+            "",
+            "| dialect | direct msg/s | wsgate msg/s | ratio | wsgate CPU µs/delivery | "
+            "ratio vs binance | CPU vs binance | within 20% |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in vn["rows"]:
+            out.append(
+                f"| {row['dialect']} | {_f(vn['direct']['saturation']['rate'], '{:,.0f}')} | "
+                f"{_f(row['wsgate']['saturation']['rate'], '{:,.0f}')} | "
+                f"{_f(row['rate_vs_direct'])}x | {_f(row['cpu_us_per_delivery'])} | "
+                f"{_f(row['ratio_vs_binance'])} | {_f(row['cpu_vs_binance'])} | "
+                f"{_yes(row['within_20_percent'])} |"
+            )
+        out.append("")
     fo = res.get("fanout")
     if fo and "rows" in fo:
         out += [
