@@ -160,11 +160,13 @@ def _check_located(frame: str, stream: str, payload: dict[str, Any]) -> None:
     ev = UsdmUpstream().on_upstream_frame(frame)
     assert isinstance(ev, ChannelData), ev
     assert ev.channel == stream
-    sliced = frame[ev.start : ev.end]
+    sliced = ev.text[ev.start : ev.end]
     assert sliced == sliced.strip() and json.loads(sliced) == payload
+    assert sliced in frame  # a slice of what the venue wrote, never a re-encoding
     assert json.loads(D.rewrite(ev, 0, D.open_session("/ws").form)) == payload
     combined = D.open_session("/stream", "streams=btcusdt@depth").form
-    assert D.rewrite(ev, 0, combined) == frame.encode()
+    # the frame as written, without the whitespace around it (clients expect an object)
+    assert D.rewrite(ev, 0, combined) == frame.strip(" \t\n\r").encode()
 
 
 def test_locator_fast_path_keeps_numbers_as_written() -> None:
