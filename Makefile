@@ -33,7 +33,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# promtool for tests/runtime/test_promtool.py, taken from Debian's prometheus package when
+# promtool for tests/control/test_promtool.py, taken from Debian's prometheus package when
 # apt is there (as root: CI); without it that test skips and a strict check of its own runs.
 $(BIN)/promtool: | $(BIN)/python
 	@-tmp=$$(mktemp -d) && cd $$tmp && \

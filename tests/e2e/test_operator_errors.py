@@ -168,3 +168,27 @@ def test_shell_completion_is_typers_own() -> None:
         check=False,
     )
     assert "_WSGATE_COMPLETE" in shown.stdout
+
+
+def test_demo_moves_off_a_busy_default_port_and_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from wsgate.config import parse_config
+    from wsgate.config_env import Override
+    from wsgate.demo import DEMO_TOML
+    from wsgate.main import _free_demo_ports
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        text = DEMO_TOML.replace("127.0.0.1:8765", f"127.0.0.1:{port}")
+        moved = _free_demo_ports(parse_config(text, environ={}))
+        assert moved.gateway.listen != f"127.0.0.1:{port}"
+        err = capsys.readouterr().err
+        assert f"127.0.0.1:{port} (gateway.listen) is in use" in err
+        assert moved.gateway.listen in err and "--listen" in err
+        # An address the operator chose is never moved: the bind error names it instead.
+        chosen = Override("gateway.listen", f"127.0.0.1:{port}", "--listen")
+        kept = _free_demo_ports(parse_config(text, environ={}, overrides=[chosen]))
+        assert kept.gateway.listen == f"127.0.0.1:{port}"

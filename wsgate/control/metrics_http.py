@@ -43,9 +43,9 @@ header (``prometheus_client.exposition.choose_encoder``). Metric families:
 ================================================  ======================================
 
 The bot side (sessions, refused handshakes, drops, subscriptions per session) is in
-:mod:`wsgate.runtime.metrics_bots`. No label is named ``job`` (Prometheus's own target
+:mod:`wsgate.control.metrics_bots`. No label is named ``job`` (Prometheus's own target
 label would rename it ``exported_job``) and no gauge carries a ``quantile`` label:
-``promtool check metrics`` accepts the output (tests/runtime/test_promtool.py).
+``promtool check metrics`` accepts the output (tests/control/test_promtool.py).
 
 Latency is a histogram per route and kind, fed by every sample of every connection of
 the route, so it aggregates across connections and keeps counting over reconnects;
@@ -307,7 +307,7 @@ class WsgateCollector(Collector):
 def build_registry(daemon: DaemonView) -> CollectorRegistry:
     from prometheus_client import PlatformCollector, ProcessCollector
 
-    from wsgate.runtime.metrics_bots import BotSideCollector
+    from wsgate.control.metrics_bots import BotSideCollector
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(WsgateCollector(daemon))
