@@ -14,14 +14,14 @@ using :func:`stack` (wsgate with every route pointed at the simulator) and :func
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from tests import simstack
+from tests.simstack import Route
 from wsgate import Gateway
-from wsgate.config import parse_config
 from wsgate.sim import Simulator
 
 __all__ = [
@@ -38,58 +38,19 @@ __all__ = [
 INSTALL_HINT = "not installed; `make compat` installs the third-party clients"
 
 
-def _config(sim: Simulator, tmp: str) -> str:
-    return f"""
-[daemon]
-control_socket = "{tmp}/ctl.sock"
-state_dir = "{tmp}/state"
-[gateway]
-listen = "127.0.0.1:0"
-linger = 0.5
-[metrics]
-listen = ""
-[routes.bitfinex]
-dialect = "bitfinex"
-type = "market_data"
-[[routes.bitfinex.endpoints]]
-url = "{sim.bitfinex_url}"
-[routes.binance]
-dialect = "binance"
-type = "market_data"
-rest_url = "{sim.binance_rest_url}"
-[[routes.binance.endpoints]]
-url = "{sim.binance_url}"
-[routes.binance_user]
-dialect = "binance"
-type = "user_data"
-rest_url = "{sim.binance_rest_url}"
-[[routes.binance_user.endpoints]]
-url = "{sim.binance_url}"
-[routes.binance_trade]
-dialect = "binance"
-type = "trading"
-[[routes.binance_trade.endpoints]]
-url = "{sim.binance_url}"
-[routes.binance_usdm]
-dialect = "binance_usdm"
-type = "market_data"
-rest_url = "{sim.binance_usdm_rest_url}"
-backoff_initial = 0.05
-backoff_max = 0.5
-min_uptime = 0
-[[routes.binance_usdm.endpoints]]
-url = "{sim.binance_usdm_url}"
-"""
+ROUTES = {
+    "bitfinex": Route("bitfinex"),
+    "binance": Route("binance"),
+    "binance_user": Route("binance_user"),
+    "binance_trade": Route("binance_trade"),
+    "binance_usdm": Route("binance_usdm", backoff_initial=0.05, backoff_max=0.5, min_uptime=0),
+}
 
 
 @asynccontextmanager
 async def stack(**sim_tuning: Any) -> AsyncIterator[tuple[Gateway, Simulator]]:
-    """wsgate (``Gateway``) with both routes pointed at the built-in simulator."""
-    tmp = tempfile.mkdtemp(dir="/tmp")
-    async with (
-        Simulator(seed=5, **sim_tuning) as sim,
-        Gateway(parse_config(_config(sim, tmp)), seed=3) as gw,
-    ):
+    """wsgate (``Gateway``) with every route pointed at the built-in simulator."""
+    async with simstack.stack(ROUTES, gateway="linger = 0.5", **sim_tuning) as (gw, sim):
         yield gw, sim
 
 

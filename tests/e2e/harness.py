@@ -40,6 +40,29 @@ def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "con
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+async def until(
+    cond: Callable[[], bool] | Callable[[], Awaitable[bool]],
+    timeout: float = 10.0,  # noqa: ASYNC109 - the bound is the point: it raises when it passes
+    what: str = "condition",
+    every: float = 0.05,
+) -> None:
+    """The async :func:`wait_until`: poll ``cond`` (sync or async) until true, else raise.
+
+    It never falls through on timeout. Other tasks (a bot collecting frames) keep running
+    while it waits.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if not isinstance(got, bool):
+            got = await got
+        if got:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(every)
+
+
 class ThreadServer:
     """A websockets server on 127.0.0.1:0 running in its own thread and event loop."""
 
@@ -96,6 +119,20 @@ class DaemonProc:
             env=self.env,
             check=False,
         )
+
+    async def acli(
+        self,
+        *args: str,
+        timeout: float = 20.0,  # noqa: ASYNC109 - the subprocess's own bound
+    ) -> subprocess.CompletedProcess[str]:
+        """:meth:`cli` in a worker thread: a coroutine that collects frames keeps running."""
+        return await asyncio.to_thread(self.cli, *args, timeout=timeout)
+
+    async def ajson(self, *args: str) -> Any:
+        """``wsgate <args> --json --socket <socket>``, parsed; the event loop keeps running."""
+        r = await self.acli(*args, "--json", "--socket", self.socket)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
 
     def status(self) -> dict[str, Any]:
         r = self.cli("status", "--json", "--socket", self.socket)

@@ -8,7 +8,7 @@ import json
 from websockets.asyncio.client import connect
 
 from tests.chaos.simthread import SimThread
-from tests.e2e.harness import run_daemon, wait_until
+from tests.e2e.harness import run_daemon, until, wait_until
 
 
 def _bitfinex_route(url: str, *, min_connections: int = 2, per_conn: int = 25) -> str:
@@ -48,25 +48,19 @@ def test_drain_moves_subscription_without_losing_a_trade() -> None:
         async def scenario() -> str:
             stop = asyncio.Event()
             task = asyncio.create_task(_collect_trades(d.port, stop, ids))
-            for _ in range(200):
-                if len(ids) > 35:
-                    break
-                await asyncio.sleep(0.05)
-            routes = json.loads(d.cli("routes", "--json", "--socket", d.socket).stdout)
+            await until(lambda: len(ids) > 35, 10, "36 trades")
+            routes = await d.ajson("routes")
             home = routes[0]["subscriptions"][0]["connection"]
-            r = d.cli("connections", "drain", home, "--socket", d.socket)
+            r = await d.acli("connections", "drain", home, "--socket", d.socket)
             assert r.returncode == 0, r.stderr
-            for _ in range(300):
-                routes = json.loads(d.cli("routes", "--json", "--socket", d.socket).stdout)
-                subs = routes[0]["subscriptions"]
-                if subs and subs[0]["connection"] not in (None, home):
-                    break
-                await asyncio.sleep(0.1)
+
+            async def moved() -> bool:
+                subs = (await d.ajson("routes"))[0]["subscriptions"]
+                return bool(subs) and subs[0]["connection"] not in (None, home)
+
+            await until(moved, 30, "the subscription on another connection", every=0.1)
             before = len(set(ids))
-            for _ in range(200):
-                if len(set(ids)) > before + 8:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: len(set(ids)) > before + 8, 10, "trades after the move")
             stop.set()
             await task
             return str(home)
@@ -132,44 +126,41 @@ def test_operator_rebalance_spreads_subscriptions_without_losing_trades() -> Non
                     elif msg[1] == "te":
                         ids[sym].append(msg[2][0])
 
-        def homes() -> list[str]:
-            routes = json.loads(d.cli("routes", "--json", "--socket", d.socket).stdout)
+        async def homes() -> list[str]:
+            routes = await d.ajson("routes")
             return [s["connection"] for s in routes[0]["subscriptions"]]
+
+        async def all_placed_on(n: int) -> bool:
+            h = await homes()
+            return len(h) == 6 and None not in h and len(set(h)) == n
+
+        async def two_open() -> bool:
+            return sum(r["state"] == "open" for r in await d.ajson("connections")) == 2
 
         async def scenario() -> list[str]:
             stop = asyncio.Event()
             task = asyncio.create_task(bot(stop))
-            for _ in range(200):
-                if len(homes()) == 6 and None not in homes() and len(ids["tBTCUSD"]) > 30:
-                    break
-                await asyncio.sleep(0.1)
-            assert len(set(homes())) == 1  # everything on the only connection
+            await until(lambda: len(ids["tBTCUSD"]) > 30, 20, "31 trades")
+            # everything on the only connection
+            await until(lambda: all_placed_on(1), 20, "6 subscriptions placed", every=0.1)
             d.config.write_text(
                 d.config.read_text().replace("min_connections = 1", "min_connections = 2")
             )
-            assert d.cli("reload", "--socket", d.socket).returncode == 0
-            for _ in range(200):
-                rows = json.loads(d.cli("connections", "--json", "--socket", d.socket).stdout)
-                if sum(r["state"] == "open" for r in rows) == 2:
-                    break
-                await asyncio.sleep(0.1)
-            plan = json.loads(
-                d.cli("rebalance", "--dry-run", "--json", "--socket", d.socket).stdout
-            )
+            assert (await d.acli("reload", "--socket", d.socket)).returncode == 0
+            await until(two_open, 20, "2 open connections", every=0.1)
+            plan = await d.ajson("rebalance", "--dry-run")
             assert plan["moves"], "a 6/0 split must produce a plan"
-            assert d.cli("rebalance", "--socket", d.socket).returncode == 0
-            for _ in range(200):
-                if len(set(homes())) == 2 and None not in homes():
-                    break
-                await asyncio.sleep(0.1)
+            assert (await d.acli("rebalance", "--socket", d.socket)).returncode == 0
+            await until(lambda: all_placed_on(2), 20, "a 2-way split", every=0.1)
             counts = {sym: len(set(v)) for sym, v in ids.items()}
-            for _ in range(100):  # keep counting a little after the moves
-                if all(len(set(v)) > counts[sym] + 5 for sym, v in ids.items()):
-                    break
-                await asyncio.sleep(0.1)
+            await until(  # keep counting a little after the moves
+                lambda: all(len(set(v)) > counts[sym] + 5 for sym, v in ids.items()),
+                10,
+                "trades on both symbols after the moves",
+            )
             stop.set()
             await task
-            return homes()
+            return await homes()
 
         final = asyncio.run(scenario())
         assert len(set(final)) == 2

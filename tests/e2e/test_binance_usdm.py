@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import tempfile
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,46 +20,22 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from tests import simstack
+from tests.simstack import Route
 from wsgate import Gateway
-from wsgate.config import parse_config
 from wsgate.sim import Simulator
 
-
-def _config(sim: Simulator, tmp: str) -> str:
-    return f"""
-[daemon]
-control_socket = "{tmp}/ctl.sock"
-state_dir = "{tmp}/state"
-[gateway]
-listen = "127.0.0.1:0"
-linger = 0.5
-[metrics]
-listen = ""
-[routes.usdm]
-dialect = "binance_usdm"
-type = "market_data"
-backoff_initial = 0.05
-backoff_max = 0.2
-min_uptime = 0
-rest_url = "{sim.binance_usdm_rest_url}"
-[[routes.usdm.endpoints]]
-url = "{sim.binance_usdm_url}"
-[routes.usdm_user]
-dialect = "binance_usdm"
-type = "user_data"
-min_connections = 0
-[[routes.usdm_user.endpoints]]
-url = "{sim.binance_usdm_url}"
-"""
+ROUTES = {
+    "usdm": Route("binance_usdm", backoff_initial=0.05, backoff_max=0.2, min_uptime=0),
+    "usdm_user": Route("binance_usdm_user", min_connections=0),
+}
 
 
 @asynccontextmanager
 async def stack() -> AsyncIterator[tuple[Gateway, Simulator]]:
-    tmp = tempfile.mkdtemp(dir="/tmp")
-    async with (
-        Simulator(seed=7, bitfinex=False, binance=False) as sim,
-        Gateway(parse_config(_config(sim, tmp)), seed=2) as gw,
-    ):
+    async with simstack.stack(
+        ROUTES, seed=7, gateway_seed=2, gateway="linger = 0.5", bitfinex=False, binance=False
+    ) as (gw, sim):
         yield gw, sim
 
 

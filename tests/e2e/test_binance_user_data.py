@@ -23,6 +23,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from tests.simstack import Route, stack_config
 from wsgate import Gateway
 from wsgate.config import parse_config
 from wsgate.control.api import status
@@ -32,33 +33,11 @@ from wsgate.sim.binance_account import DEFAULT_API_KEYS
 API_KEY, SECRET = next(iter(DEFAULT_API_KEYS.items()))
 
 
-def _config(sim: Simulator, tmp: str) -> str:
-    return f"""
-[daemon]
-control_socket = "{tmp}/ctl.sock"
-state_dir = "{tmp}/state"
-[gateway]
-listen = "127.0.0.1:0"
-[metrics]
-listen = ""
-[routes.binance]
-dialect = "binance"
-type = "market_data"
-rest_url = "{sim.binance_rest_url}"
-[[routes.binance.endpoints]]
-url = "{sim.binance_url}"
-[routes.binance_user]
-dialect = "binance"
-type = "user_data"
-rest_url = "{sim.binance_rest_url}"
-[[routes.binance_user.endpoints]]
-url = "{sim.binance_url}"
-[routes.binance_trade]
-dialect = "binance"
-type = "trading"
-[[routes.binance_trade.endpoints]]
-url = "{sim.binance_url}"
-"""
+ROUTES = {
+    "binance": Route("binance"),
+    "binance_user": Route("binance_user"),
+    "binance_trade": Route("binance_trade"),
+}
 
 
 def signed(method: str, rid: str, **params: Any) -> str:
@@ -88,7 +67,7 @@ def test_listen_key_lifecycle_user_stream_and_ws_api_orders(
     async def scenario() -> str:
         tmp = tempfile.mkdtemp(dir="/tmp")
         async with Simulator(seed=9, bitfinex=False) as sim:
-            cfg = parse_config(_config(sim, tmp))
+            cfg = parse_config(stack_config(sim, tmp, ROUTES))
             async with Gateway(cfg, seed=2) as gw:
                 http_base = "http" + gw.url("binance_user")[2:] + "/api/v3/userDataStream"
                 hdr = {"X-MBX-APIKEY": API_KEY}

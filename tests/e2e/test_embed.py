@@ -9,6 +9,7 @@ import tempfile
 import pytest
 from websockets.asyncio.client import connect
 
+from tests.e2e.harness import until
 from wsgate import Gateway
 from wsgate.config import parse_config
 from wsgate.errors import NoCandidateError
@@ -39,10 +40,8 @@ def test_gateway_context_manager_end_to_end() -> None:
         async with Simulator(seed=5) as sim:
             cfg = parse_config(_config(sim.bitfinex_url, tmp))
             async with Gateway(cfg, seed=1) as gw:
-                for _ in range(200):
-                    if sum(c.state.is_up for c in gw.daemon.routes["bitfinex"].pool.values()) == 2:
-                        break
-                    await asyncio.sleep(0.05)
+                pool = gw.daemon.routes["bitfinex"].pool
+                await until(lambda: sum(c.state.is_up for c in pool.values()) == 2, 10, "2 up")
                 conn = gw.get_connection("market_data", strategy="round_robin")
                 other = gw.get_connection("market_data", strategy="round_robin")
                 assert {conn.id, other.id} == set(gw.daemon.routes["bitfinex"].pool)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
+from tests.simstack import Route, stack_config
 from wsgate import Gateway
 from wsgate.config import parse_config
 from wsgate.dialects.bitfinex_state import Num, load_raw
@@ -25,26 +26,7 @@ from wsgate.sim import Simulator
 WS = " \t\r\n"
 
 
-def _config(sim: Simulator, tmp: str) -> str:
-    return f"""
-[daemon]
-control_socket = "{tmp}/ctl.sock"
-state_dir = "{tmp}/state"
-[gateway]
-listen = "127.0.0.1:0"
-[metrics]
-listen = ""
-[routes.bitfinex]
-dialect = "bitfinex"
-type = "market_data"
-[[routes.bitfinex.endpoints]]
-url = "{sim.bitfinex_url}"
-[routes.binance]
-dialect = "binance"
-type = "market_data"
-[[routes.binance.endpoints]]
-url = "{sim.binance_url}"
-"""
+ROUTES = {"bitfinex": Route("bitfinex"), "binance": Route("binance", rest=False)}
 
 
 def _frame(raw: str | bytes) -> Any:
@@ -135,7 +117,7 @@ def test_spaced_and_pretty_upstreams_reach_bots_intact(style: str) -> None:
             async with connect(sim.bitfinex_url) as direct:
                 greeting = await asyncio.wait_for(direct.recv(), 5)
                 assert ": " in greeting and (style == "spaced") != ("\n" in greeting)
-            async with Gateway(parse_config(_config(sim, tmp)), seed=2) as gw:
+            async with Gateway(parse_config(stack_config(sim, tmp, ROUTES)), seed=2) as gw:
                 await asyncio.gather(_binance(gw), _bitfinex(gw))
 
     asyncio.run(asyncio.wait_for(scenario(), 60))

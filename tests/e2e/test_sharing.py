@@ -6,51 +6,26 @@ import asyncio
 import dataclasses
 import json
 import socket
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests import simstack
 from wsgate import Gateway
-from wsgate.config import parse_config
 from wsgate.sim import Simulator
-
-
-def _config(sim: Simulator, tmp: str, extra: str = "") -> str:
-    return f"""
-[daemon]
-control_socket = "{tmp}/ctl.sock"
-state_dir = "{tmp}/state"
-[gateway]
-listen = "127.0.0.1:0"
-linger = 0.5
-send_buffer_bytes = 1048576
-[metrics]
-listen = ""
-[routes.bitfinex]
-dialect = "bitfinex"
-type = "market_data"
-[[routes.bitfinex.endpoints]]
-url = "{sim.bitfinex_url}"
-[routes.binance]
-dialect = "binance"
-type = "market_data"
-rest_url = "{sim.binance_rest_url}"
-[[routes.binance.endpoints]]
-url = "{sim.binance_url}"
-{extra}
-"""
 
 
 @asynccontextmanager
 async def stack(extra: str = "", **sim_tuning: Any) -> AsyncIterator[tuple[Gateway, Simulator]]:
-    tmp = tempfile.mkdtemp(dir="/tmp")
-    async with (
-        Simulator(seed=11, **sim_tuning) as sim,
-        Gateway(parse_config(_config(sim, tmp, extra)), seed=2) as gw,
-    ):
+    async with simstack.stack(
+        seed=11,
+        gateway_seed=2,
+        gateway="linger = 0.5\nsend_buffer_bytes = 1048576",
+        extra=extra,
+        **sim_tuning,
+    ) as (gw, sim):
         yield gw, sim
 
 
