@@ -6,7 +6,14 @@ import ctypes
 import json
 import zlib
 
-from wsgate.dialects.base import ChannelData, FrameForm, Integrity, SubKey, Subscribe
+from wsgate.dialects.base import (
+    ChannelData,
+    ChannelState,
+    FrameForm,
+    Integrity,
+    SubKey,
+    Subscribe,
+)
 from wsgate.dialects.bitfinex import OB_CHECKSUM, SEQ_ALL, BitfinexDialect, BitfinexUpstream
 from wsgate.dialects.bitfinex_state import BookState, Num, dump_raw, load_raw
 
@@ -26,6 +33,13 @@ def ev(text: str) -> ChannelData:
     e = UP.on_upstream_frame(text)
     assert isinstance(e, ChannelData)
     return e
+
+
+def _late(state: ChannelState, gw: int) -> bytes:
+    """The frame a late joiner gets: the state's snapshot event, rewritten as the fan-out does."""
+    snap = state.snapshot_event()
+    assert snap is not None
+    return D.rewrite(snap, gw, FrameForm.PLAIN)
 
 
 def feed(state: object, *frames: str) -> list[Integrity]:
@@ -71,7 +85,7 @@ def test_p0_book_from_snapshot_and_updates_matches_independent_checksum() -> Non
     assert state.apply(ev(f'[17,"cs",{expected + 1}]')) is Integrity.MISMATCH
     assert state.statistics().mismatches == 1 and state.statistics().depth == 6
     # Late joiner: snapshot in Bitfinex format, bids best first then asks best first.
-    assert state.snapshot_frame(5) == (
+    assert _late(state, 5) == (
         b"[5,[[29999,2,0.5],[29997,4,3],[29996,1,0.1],[30000,2,-0.75],[30002,1,-1.25],[30003,1,-4]]]"
     )
 
@@ -135,7 +149,7 @@ def test_late_joiner_snapshot_renders_with_per_session_sequence() -> None:
     assert s.render(snap, 77, NOW) == (
         b"[77,[29999,10.5,30000,9.25,-100,-0.0033,29999.5,1234.5678,30500,29000],1]"
     )
-    assert state.snapshot_frame(77) == ticker.replace("[12,", "[77,").encode()
+    assert _late(state, 77) == ticker.replace("[12,", "[77,").encode()
 
 
 def test_trades_keep_last_n_newest_first() -> None:
@@ -147,9 +161,7 @@ def test_trades_keep_last_n_newest_first() -> None:
         '[9,"tu",[4,1004,0.00001,30000]]',
         '[9,"te",[5,1005,-1,30001]]',
     )
-    assert state.snapshot_frame(1) == (
-        b"[1,[[5,1005,-1,30001],[4,1004,0.00001,30000],[3,1003,0.1,29999]]]"
-    )
+    assert _late(state, 1) == (b"[1,[[5,1005,-1,30001],[4,1004,0.00001,30000],[3,1003,0.1,29999]]]")
     assert state.statistics().depth == 3
 
 
@@ -160,11 +172,9 @@ def test_candles_keep_last_n_and_update_in_place() -> None:
         "[6,[[1700000120000,3,3.5,4,2,10],[1700000060000,2,3,3,2,5],[1700000000000,1,2,2,1,1]]]",
         "[6,[1700000120000,3,3.75,4,2,12.5]]",
     )
-    assert state.snapshot_frame(2) == (
-        b"[2,[[1700000120000,3,3.75,4,2,12.5],[1700000060000,2,3,3,2,5]]]"
-    )
+    assert _late(state, 2) == (b"[2,[[1700000120000,3,3.75,4,2,12.5],[1700000060000,2,3,3,2,5]]]")
     feed(state, "[6,[1700000180000,3.75,3.8,3.9,3.7,0.001]]")
-    assert state.snapshot_frame(2) == (
+    assert _late(state, 2) == (
         b"[2,[[1700000180000,3.75,3.8,3.9,3.7,0.001],[1700000120000,3,3.75,4,2,12.5]]]"
     )
 
@@ -172,7 +182,7 @@ def test_candles_keep_last_n_and_update_in_place() -> None:
 def test_empty_book_snapshot_and_funding_book_without_model() -> None:
     state = D.new_state(key(channel="book", symbol="tBTCUSD"))
     feed(state, "[3,[]]")
-    assert state.snapshot_frame(1) == b"[1,[]]"
+    assert _late(state, 1) == b"[1,[]]"
     funding = D.new_state(key(channel="book", symbol="fUSD"))
     feed(funding, "[4,[[0.0002,2,1,-100]]]")
     assert funding.snapshot_event() is None

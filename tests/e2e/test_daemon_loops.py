@@ -27,6 +27,7 @@ from wsgate.config import parse_config
 from wsgate.control.api import status
 from wsgate.control.metrics_http import build_registry
 from wsgate.core.states import ConnState
+from wsgate.runtime.uplink import SEND_QUEUE
 from wsgate.sim import Simulator
 
 
@@ -164,3 +165,30 @@ def _failing(times: int, real: Callable[..., Any]) -> tuple[Callable[..., Any], 
         return real(*args, **kwargs)
 
     return f, calls
+
+
+def test_dropped_upstream_sends_are_shown_in_status_and_metrics() -> None:
+    """A full upstream send queue drops the frame and says so (status, /metrics)."""
+
+    async def scenario() -> None:
+        async with Simulator(seed=5) as sim:
+            cfg = parse_config(_config(sim.bitfinex_url, tempfile.mkdtemp(dir="/tmp")))
+            async with Gateway(cfg) as gw:
+                await _until(lambda: _open(gw) == 2, "pool open")
+                d = gw.daemon
+                hub = d.routes["bitfinex"].hub
+                assert hub is not None
+                u = next(iter(hub.ups.values()))
+                ping = '{"event":"ping","cid":1}'
+                for _ in range(SEND_QUEUE - len(u.queue) + 3):  # no await: the writer waits
+                    u.send(ping)
+                assert u.dropped_sends == 3
+                assert status(d)["routes"][0]["dropped_sends"] == 3
+                scraped = generate_latest(build_registry(d)).decode()
+                assert (
+                    'wsgate_messages_dropped_total{reason="upstream_send",route="bitfinex"} 3.0'
+                    in scraped
+                )
+                u.queue.clear()  # not 4096 pings to the simulator
+
+    asyncio.run(scenario())

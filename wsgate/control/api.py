@@ -54,6 +54,8 @@ def status(d: DaemonView) -> dict[str, Any]:
                 "sessions": len(rt.sessions),
                 "connections": {"total": len(conns), "up": rt.open_connections(), "states": states},
                 "health": d.analytics.route_score(rt.name),
+                # frames the upstream send queue could not take (runtime.uplink.SEND_QUEUE)
+                "dropped_sends": rt.hub.statistics().dropped_sends if rt.hub is not None else 0,
             }
         )
     return {

@@ -424,10 +424,6 @@ class ChannelState(Protocol):
 
     def snapshot_event(self) -> ChannelData | None: ...
 
-    def snapshot_frame(
-        self, gateway_chan_id: int, form: FrameForm = FrameForm.PLAIN
-    ) -> bytes | None: ...
-
     def statistics(self) -> StateStatistics: ...
 
 

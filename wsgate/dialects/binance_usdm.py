@@ -273,14 +273,6 @@ class UsdmState:
     def snapshot_event(self) -> ChannelData | None:
         return self._last
 
-    def snapshot_frame(
-        self, gateway_chan_id: int, form: FrameForm = FrameForm.PLAIN
-    ) -> bytes | None:
-        ev = self._last
-        if ev is None:
-            return None
-        return (ev.text if form is FrameForm.COMBINED else ev.text[ev.start : ev.end]).encode()
-
     def statistics(self) -> StateStatistics:
         return StateStatistics(
             self.key, self._frames, 0, self._gaps, int(self._last is not None), bool(self._last)

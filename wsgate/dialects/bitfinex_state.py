@@ -16,7 +16,6 @@ from typing import Any
 from wsgate.dialects.base import (
     ChannelData,
     DataKind,
-    FrameForm,
     Integrity,
     StateStatistics,
     SubKey,
@@ -117,12 +116,6 @@ class _Base:
     def snapshot_event(self) -> ChannelData | None:
         payload = self._snapshot_payload() if self._has_snapshot else None
         return None if payload is None else snapshot_event(payload)
-
-    def snapshot_frame(
-        self, gateway_chan_id: int, form: FrameForm = FrameForm.PLAIN
-    ) -> bytes | None:
-        payload = self._snapshot_payload() if self._has_snapshot else None
-        return None if payload is None else f"[{gateway_chan_id},{payload}]".encode()
 
 
 class LastValueState(_Base):

@@ -111,11 +111,6 @@ class RawState:
     def snapshot_event(self) -> ChannelData | None:
         return None
 
-    def snapshot_frame(
-        self, gateway_chan_id: int, form: FrameForm = FrameForm.PLAIN
-    ) -> bytes | None:
-        return None
-
     def statistics(self) -> StateStatistics:
         return StateStatistics(self.key, 0, 0, 0, 0, False)
 

@@ -27,11 +27,7 @@ from wsgate.core.histogram import Histogram
 from wsgate.core.rebalance import Move, Rebalancer
 from wsgate.core.states import ConnState, Transition
 from wsgate.core.types import ConnectionType, DialectName, StrategyName
-from wsgate.dialects import base as d
-from wsgate.dialects.binance import BinanceDialect
-from wsgate.dialects.binance_usdm import BinanceUsdmDialect
-from wsgate.dialects.bitfinex import BitfinexDialect
-from wsgate.dialects.raw import RawDialect
+from wsgate.dialects.registry import dialect_for
 from wsgate.errors import CapacityError, InvalidPath
 from wsgate.runtime.faults import Faults
 from wsgate.runtime.hub import Hub
@@ -44,19 +40,9 @@ from wsgate.runtime.upstream import (
     make_ssl_context,
 )
 
-__all__ = ["RouteEnv", "RouteRuntime", "make_dialect"]
+__all__ = ["RouteEnv", "RouteRuntime"]
 
 log = logging.getLogger("wsgate.route")
-
-
-def make_dialect(name: DialectName) -> d.Dialect:
-    if name is DialectName.BITFINEX:
-        return BitfinexDialect()
-    if name is DialectName.BINANCE:
-        return BinanceDialect()
-    if name is DialectName.BINANCE_USDM:
-        return BinanceUsdmDialect()
-    return RawDialect()
 
 
 @dataclass
@@ -93,7 +79,7 @@ class RouteRuntime:
     def __init__(self, cfg: RouteConfig, env: RouteEnv) -> None:
         self.cfg = cfg
         self.env = env
-        self.dialect = make_dialect(cfg.dialect)
+        self.dialect = dialect_for(cfg.dialect)
         self.pool: dict[str, UpstreamConnection] = {}
         self.relays: dict[str, UpstreamConnection] = {}
         self.sessions: set[Session] = set()
