@@ -73,7 +73,7 @@ def main() -> None:
 
         print(f"wsgate {__version__}")
         sys.exit(0)
-    code = try_fast(argv)
+    code = None if debug else try_fast(argv)  # --debug: the full path shows the traceback
     if code is not None:
         sys.exit(code)
 

@@ -192,3 +192,8 @@ def test_demo_moves_off_a_busy_default_port_and_says_so(
         chosen = Override("gateway.listen", f"127.0.0.1:{port}", "--listen")
         kept = _free_demo_ports(parse_config(text, environ={}, overrides=[chosen]))
         assert kept.gateway.listen == f"127.0.0.1:{port}"
+
+
+def test_debug_also_on_the_fast_json_path() -> None:
+    r = _wsgate("status", "--json", "--config", "/nope.toml", "--debug")
+    assert r.returncode == 1 and "Traceback" in r.stderr
