@@ -22,8 +22,8 @@ from tests.e2e.harness import WSGATE, DaemonProc, free_port, wait_until
 
 DEMO_ROUTES = """
 [jobs]
-health_check_interval = 0.5
-analytics_interval = 0.5
+health_check_interval = 1  # the config minimum
+analytics_interval = 1
 alert_check_interval = 30
 cleanup_interval = 30
 
