@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 INSTALL_HINT = "not installed; `make compat` installs the third-party clients"
+JSON_STYLE = "compact"  # the simulator's json_style; conftest.py runs each test in several
 
 
 ROUTES = {
@@ -49,7 +50,12 @@ ROUTES = {
 
 @asynccontextmanager
 async def stack(**sim_tuning: Any) -> AsyncIterator[tuple[Gateway, Simulator]]:
-    """wsgate (``Gateway``) with every route pointed at the built-in simulator."""
+    """wsgate (``Gateway``) with every route pointed at the built-in simulator.
+
+    The simulator writes JSON in ``JSON_STYLE`` (set per test by conftest.py) unless
+    ``json_style`` is given.
+    """
+    sim_tuning.setdefault("json_style", JSON_STYLE)
     async with simstack.stack(ROUTES, gateway="linger = 0.5", **sim_tuning) as (gw, sim):
         yield gw, sim
 

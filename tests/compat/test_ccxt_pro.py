@@ -30,6 +30,9 @@ import ccxt.pro as ccxtpro
 
 from wsgate import Gateway
 
+# Issue 16: a spaced Binance-compatible server made ccxt.pro drop every frame through wsgate.
+JSON_STYLES = ("compact", "spaced", "pretty")
+
 
 def _market(market_id: str, base: str, quote: str, **extra: Any) -> dict[str, Any]:
     return {
