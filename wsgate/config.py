@@ -122,6 +122,12 @@ _LIMITS: dict[str, tuple[float | None, float | None, str]] = {
         256 * 1024 * 1024,
         "this much may be queued for every slow session at once",
     ),
+    "max_subscriptions_per_session": (
+        1,
+        100_000,
+        "one session holding this many shared subscriptions fills a route's connections "
+        "for every other bot",
+    ),
     "daemon.shutdown_timeout": (
         0.1,
         300.0,
@@ -400,6 +406,13 @@ def _build_gateway(t: Table | None) -> GatewayConfig:
         origins=t.strings("origins"),
         events_token_env=t.env_name("events_token_env"),
         events_require_token=t.boolean("events_require_token", d.events_require_token),
+        max_subscriptions_per_session=_bounded(
+            t,
+            "max_subscriptions_per_session",
+            t.integer("max_subscriptions_per_session", d.max_subscriptions_per_session),
+            d.max_subscriptions_per_session,
+            "max_subscriptions_per_session",
+        ),
     )
     t.finish()
     return cfg
@@ -597,6 +610,13 @@ def _build_route(name: str, t: Table, daemon_max: int) -> RouteConfig | None:
         max_connections=max_conn,
         max_sessions=_bounded(
             t, "max_sessions", t.integer("max_sessions", None), None, "routes.max_sessions"
+        ),
+        max_subscriptions_per_session=_bounded(
+            t,
+            "max_subscriptions_per_session",
+            t.integer("max_subscriptions_per_session", None),
+            None,
+            "max_subscriptions_per_session",
         ),
         ping_interval=t.number("ping_interval", 20.0),
         ping_timeout=t.number("ping_timeout", 20.0),

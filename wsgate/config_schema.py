@@ -77,6 +77,8 @@ class GatewayConfig:
     events_token_env: str | None = None
     # Without events_token_env the event stream is refused unless the operator opens it.
     events_require_token: bool = True
+    # Subscriptions one bot session may hold on a shared route (routes may set their own).
+    max_subscriptions_per_session: int = 1024
 
     @property
     def host(self) -> str:
@@ -159,6 +161,7 @@ class RouteConfig:
     min_connections: int = 1
     max_connections: int = 10
     max_sessions: int | None = None
+    max_subscriptions_per_session: int | None = None  # unset: the gateway's
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
     app_ping_interval: float = 15.0
@@ -377,6 +380,7 @@ _LIVE_GATEWAY = (
     "origins",
     "events_token_env",
     "events_require_token",
+    "max_subscriptions_per_session",
 )
 _LIVE_DAEMON = (
     "max_connections",

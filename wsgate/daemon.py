@@ -150,6 +150,7 @@ class Daemon:
             max_connections=config.daemon.max_connections,
             gateway_linger=config.gateway.linger,
             client_messages_per_second=config.gateway.client_messages_per_second,
+            max_subscriptions_per_session=config.gateway.max_subscriptions_per_session,
         )
         self.env.total_connections = lambda: sum(len(r.connections()) for r in self.routes.values())
         self.env.on_transition.append(self._on_transition)
@@ -550,6 +551,7 @@ class Daemon:
         self._apply_metrics(new)
         self.env.gateway_linger = new.gateway.linger
         self.env.client_messages_per_second = new.gateway.client_messages_per_second
+        self.env.max_subscriptions_per_session = new.gateway.max_subscriptions_per_session
         if self.alerting is not None and (diff.alerts_changed or diff.channels_changed):
             self._tg.create_task(self.alerting.reconfigure(new, diff.channels_changed))
         self.config = new
@@ -602,6 +604,7 @@ class Daemon:
                 view[f"daemon.{key}"] = None if gid is None else grp.getgrgid(gid).gr_name
         view["gateway.linger"] = self.env.gateway_linger
         view["gateway.client_messages_per_second"] = self.env.client_messages_per_second
+        view["gateway.max_subscriptions_per_session"] = self.env.max_subscriptions_per_session
         view["gateway.listen"] = f"{cfg.gateway.host}:{self.gateway.port}"
         if self.metrics_http is not None:
             view["metrics.listen"] = self.metrics_http.statistics().listen

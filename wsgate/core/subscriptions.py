@@ -55,6 +55,9 @@ class Subscription:
     # here (a frozen-dataclass key re-hashes on every dict lookup). A subscription that
     # leaves the registry is never looked up again, so the cache dies with it.
     attachment: Any = field(default=None, repr=False, compare=False)
+    # Sessions still owed an answer (subscribed or an error), with when they asked. Emptied
+    # by the confirmation; :meth:`SubscriptionRegistry.tick` reports the overdue ones.
+    waiting: dict[int, float] = field(default_factory=dict, repr=False, compare=False)
 
     def silent_for(self, now: float) -> float:
         ref = self.last_data_at if self.last_data_at is not None else self.since
@@ -80,9 +83,13 @@ class TickActions:
     unsubscribe: list[Subscription] = field(default_factory=list)  # linger over: drop upstream
     resubscribe: list[Subscription] = field(default_factory=list)  # channel silent too long
     reconnect: list[str] = field(default_factory=list)  # every channel of the conn is silent
+    # (subscription, sessions) still unplaced after answer_timeout: tell them it failed.
+    unanswered: list[tuple[Subscription, list[int]]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.retry or self.unsubscribe or self.resubscribe or self.reconnect)
+        return bool(
+            self.retry or self.unsubscribe or self.resubscribe or self.reconnect or self.unanswered
+        )
 
 
 @dataclass(frozen=True)
@@ -97,9 +104,16 @@ class RegistryStats:
 
 class SubscriptionRegistry:
     def __init__(
-        self, *, pending_timeout: float = 10.0, linger: float = 30.0, stale_grace: float = 1.0
+        self,
+        *,
+        pending_timeout: float = 10.0,
+        linger: float = 30.0,
+        stale_grace: float = 1.0,
+        answer_timeout: float = 15.0,
     ) -> None:
         self.pending_timeout = pending_timeout
+        # A session's subscribe that no connection could take for this long gets an error.
+        self.answer_timeout = answer_timeout
         self.linger = linger
         self.stale_grace = stale_grace
         self._subs: dict[Hashable, Subscription] = {}
@@ -123,18 +137,28 @@ class SubscriptionRegistry:
             sub = Subscription(key, gw, cadence, since=now)
             self._subs[key] = sub
             sub.sessions.add(session)
+            sub.waiting[session] = now
             return sub, True
         sub.sessions.add(session)
         if sub.state is SubState.LINGER:
             sub.linger_until = None
             sub.state = SubState.CONFIRMED
+        if sub.state is not SubState.CONFIRMED:
+            sub.waiting.setdefault(session, now)
         return sub, False
+
+    def take_waiting(self, sub: Subscription) -> list[int]:
+        """The sessions still owed an answer, now handed to the caller to answer."""
+        sessions = list(sub.waiting)
+        sub.waiting.clear()
+        return sessions
 
     def release(self, key: Hashable, session: int, now: float) -> Subscription | None:
         sub = self._subs.get(key)
         if sub is None:
             return None
         sub.sessions.discard(session)
+        sub.waiting.pop(session, None)
         if not sub.sessions:
             if sub.state is SubState.CONFIRMED:
                 sub.state, sub.linger_until = SubState.LINGER, now + self.linger
@@ -166,6 +190,7 @@ class SubscriptionRegistry:
         sub.upstream_id = upstream_id
         self._by_upstream[(sub.conn_id, upstream_id)] = sub
         sub.state, sub.since, sub.error = SubState.CONFIRMED, now, None
+        sub.waiting.clear()  # the caller acks every session
         sub.last_data_at = None
         if not sub.sessions:
             sub.state, sub.linger_until = SubState.LINGER, now + self.linger
@@ -184,6 +209,7 @@ class SubscriptionRegistry:
         sub.state, sub.since, sub.error, sub.conn_id = SubState.FAILED, now, reason, None
         self._failures += 1
         sessions = set(sub.sessions)
+        sub.waiting.clear()
         self._remove(sub)
         return sessions
 
@@ -233,6 +259,13 @@ class SubscriptionRegistry:
                     sub.since, sub.last_data_at = now, None
                     actions.resubscribe.append(sub)
             elif sub.state is SubState.DESIRED and sub.sessions:
+                overdue = [
+                    s for s, asked in sub.waiting.items() if now - asked >= self.answer_timeout
+                ]
+                if overdue:
+                    for s in overdue:
+                        del sub.waiting[s]
+                    actions.unanswered.append((sub, overdue))
                 actions.retry.append(sub)  # still unplaced (no capacity earlier): try again
         live = set(live_connections)
         for conn_id, flags in per_conn.items():

@@ -97,6 +97,7 @@ __all__ = [
     "Integrity",
     "Intent",
     "Pong",
+    "Refusal",
     "Relay",
     "Reply",
     "Result",
@@ -115,6 +116,7 @@ __all__ = [
     "UpstreamCodec",
     "UpstreamEvent",
     "compact",
+    "refusal",
     "upstream_suffix",
 ]
 
@@ -453,6 +455,29 @@ class ShardedDialect(Protocol):
     """A dialect whose subscriptions live on different upstream paths (see the module doc)."""
 
     def upstream_suffix(self, key: SubKey) -> str: ...
+
+
+class Refusal(StrEnum):
+    """Why the gateway itself answers a subscribe with an error."""
+
+    LIMIT = "limit_error"  # no capacity: the session's or the route's limit is reached
+    UNAVAILABLE = "unavailable_error"  # no upstream connection could take it in time
+
+
+_GENERIC_REFUSALS = {
+    Refusal.LIMIT: (0, "subscription limit reached"),
+    Refusal.UNAVAILABLE: (0, "subscription failed: no upstream connection available"),
+}
+
+
+def refusal(dialect: object, why: Refusal) -> tuple[int, str]:
+    """The venue's own (code, message) for a subscribe the gateway cannot serve.
+
+    A dialect declares them as ``limit_error`` and ``unavailable_error`` attributes (e.g.
+    Bitfinex ``(10305, "subscribe: limit")``); a dialect without them gets code 0.
+    """
+    value = getattr(dialect, why.value, None)
+    return value if isinstance(value, tuple) else _GENERIC_REFUSALS[why]
 
 
 def upstream_suffix(dialect: Dialect, key: SubKey) -> str:

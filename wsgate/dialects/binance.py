@@ -557,6 +557,9 @@ class BinanceDialect:
     name = DialectName.BINANCE
     shared = True
     url_suffix = "/stream"
+    # Binance answers a request it cannot serve with code 2 (invalid request) and its id.
+    limit_error = (2, "Invalid request: too many streams")
+    unavailable_error = (2, "Invalid request: stream unavailable, try again later")
 
     def __init__(self) -> None:
         self._dedup_token: dict[str, str | None] = {}

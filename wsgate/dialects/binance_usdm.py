@@ -299,6 +299,9 @@ class BinanceUsdmDialect:
     name = DialectName.BINANCE_USDM
     shared = True
     url_suffix = PUBLIC  # the connections opened at start; /market opens on first use
+    # As Binance spot: code 2 (invalid request) with the request's id (base.refusal).
+    limit_error = (2, "Invalid request: too many streams")
+    unavailable_error = (2, "Invalid request: stream unavailable, try again later")
 
     def __init__(self) -> None:
         self._dedup_token: dict[str, str | None] = {}

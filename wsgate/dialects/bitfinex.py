@@ -582,6 +582,9 @@ class BitfinexDialect:
     name = DialectName.BITFINEX
     shared = True
     url_suffix = ""  # endpoint URLs already end in /ws/2
+    # The exchange's own answers when the gateway cannot serve a subscribe (base.refusal).
+    limit_error = (10305, "subscribe: limit")
+    unavailable_error = (10300, "subscribe: failed")
 
     def __init__(self, trades_limit: int = 30, candles_limit: int = 120) -> None:
         self.trades_limit = trades_limit

@@ -87,6 +87,7 @@ class Hub:
         *,
         linger: float = 30.0,
         client_rate: Callable[[], float] = lambda: 50.0,
+        subscription_cap: Callable[[], int] = lambda: 1024,
         clock: Callable[[], float] = time.monotonic,
         faults: Faults | None = None,
     ) -> None:
@@ -104,7 +105,19 @@ class Hub:
             route, self.registry, balancer, self.ups, self.fanout, dialect, clock, self._confirmed
         )
         self.intents = SessionIntents(
-            route, dialect, self.registry, self.placement, self.fanout, self.ups, clock, client_rate
+            route,
+            dialect,
+            self.registry,
+            self.placement,
+            self.fanout,
+            self.ups,
+            clock,
+            client_rate,
+            subscription_cap,
+        )
+        # Nothing can take it (every connection full, none may open): say so right away.
+        self.placement.on_no_capacity = lambda sub: self.intents.refuse_waiting(
+            sub, d.Refusal.LIMIT
         )
         self._recent = self.placement.recent  # the hot path tests it for emptiness
         self._deliver = self.fanout.deliver
@@ -162,6 +175,9 @@ class Hub:
         pl = self.placement
         live = [cid for cid, u in self.ups.items() if u.conn.state is ConnState.OPEN]
         acts = self.registry.tick(now, live)
+        for sub, sessions in acts.unanswered:
+            # No connection took it within the bound: the sessions get the venue's error.
+            self.intents.refuse(sub, sessions, d.Refusal.UNAVAILABLE)
         for sub in acts.retry:
             pl.place(sub)
         for sub in acts.unsubscribe:
@@ -359,14 +375,17 @@ class Hub:
         if sub is None:
             return
         if ev.action is d.ErrorAction.PLACE_ELSEWHERE:
+            self.registry.unplace(sub, now)
+            # The exchange's count is the truth: this socket carries what it has now.
+            u.learned_capacity = self.registry.load(u.conn.id)
             log.warning(
-                "route %s: %s full (%d); placing %s elsewhere",
+                "route %s: %s full (%d) at %d subscriptions; placing %s elsewhere",
                 self.route.name,
                 u.conn.id,
                 ev.code,
+                u.learned_capacity,
                 sub.key,
             )
-            self.registry.unplace(sub, now)
             self.placement.place(sub, exclude={u.conn.id})
         elif ev.action is d.ErrorAction.ALREADY_SUBSCRIBED:
             pass  # the confirmation we already have stands

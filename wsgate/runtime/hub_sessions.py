@@ -40,6 +40,7 @@ class SessionIntents:
         ups: dict[str, Uplink],
         clock: Callable[[], float],
         client_rate: Callable[[], float],
+        subscription_cap: Callable[[], int] = lambda: 1024,
     ) -> None:
         self.route = route
         self.dialect = dialect
@@ -49,6 +50,8 @@ class SessionIntents:
         self.ups = ups
         self.clock = clock
         self.client_rate = client_rate  # client messages per second per session (reloadable)
+        self.subscription_cap = subscription_cap  # subscriptions per session (reloadable)
+        self.refused_over_cap = 0
         self.members: dict[int, Member] = {}  # session id -> member
         self.upstream_flags = dialect.upstream_flags_for([])
         self.slow_closed = 0
@@ -63,7 +66,7 @@ class SessionIntents:
         session.on_slow = self._on_slow
         self.members[session.id] = m
         try:
-            for intent in codec.on_open(self.clock()):
+            for intent in self._within_cap(m, codec.on_open(self.clock())):
                 if await self._intent(m, intent):
                     return
             async for msg in ws:
@@ -74,13 +77,40 @@ class SessionIntents:
                     self.session_error((session.id,), "rate_limited")
                     await session.close(1008, "too many messages")
                     return
-                for intent in codec.on_client_message(msg, time.time()):  # pong ts: epoch
+                intents = codec.on_client_message(msg, time.time())  # pong ts: epoch
+                for intent in self._within_cap(m, intents):
                     if await self._intent(m, intent):
                         return
         except ConnectionClosed:
             pass
         finally:
             self._leave(m)
+
+    def _within_cap(self, m: Member, intents: list[d.Intent]) -> list[d.Intent]:
+        """The intents of one message, or its refusal when it would pass the session's cap.
+
+        A request is refused as a whole, in the venue's own error form (Binance: one error
+        with the request's id instead of its ``result``); nothing of it reaches upstream.
+        """
+        asked = {i.key for i in intents if isinstance(i, d.Subscribe) and i.key not in m.subs}
+        cap = self.subscription_cap()
+        if not asked or len(m.subs) + len(asked) <= cap:
+            return intents
+        self.refused_over_cap += 1
+        self.session_error((m.session.id,), "subscription_cap")
+        code, msg = d.refusal(self.dialect, d.Refusal.LIMIT)
+        msg = f"{msg} ({cap} per session)"
+        out: list[d.Intent] = []
+        sent: set[str] = set()
+        for intent in intents:
+            if isinstance(intent, d.Subscribe):
+                frame = m.codec.render_subscribe_error(intent, code, msg)
+                if frame is not None and frame not in sent:  # one per request id
+                    sent.add(frame)
+                    m.session.push_text(frame)
+            elif not isinstance(intent, d.Reply):  # the refused request's own answer goes
+                out.append(intent)
+        return out
 
     def _on_slow(self, session: Session) -> None:
         self.slow_closed += 1
@@ -230,6 +260,31 @@ class SessionIntents:
                 frame = m.codec.render_subscribe_error(req, code, msg)
                 if frame is not None:
                     m.session.push_text(frame)
+
+    def refuse_waiting(self, sub: Subscription, why: d.Refusal) -> None:
+        """Answer every session still waiting for ``sub`` with the venue's error for ``why``."""
+        self.refuse(sub, self.registry.take_waiting(sub), why)
+
+    def refuse(self, sub: Subscription, sessions: Iterable[int], why: d.Refusal) -> None:
+        """Tell ``sessions`` their subscribe failed and release them from ``sub``."""
+        code, msg = d.refusal(self.dialect, why)
+        now = self.clock()
+        told = 0
+        for sid in sessions:
+            m = self.members.get(sid)
+            req = m.subs.pop(sub.key, None) if m is not None else None
+            self.registry.release(sub.key, sid, now)
+            if m is None or req is None:
+                continue
+            frame = m.codec.render_subscribe_error(req, code, msg)
+            if frame is not None:
+                m.session.push_text(frame)
+                told += 1
+        if told:
+            self.session_errors[why.value] = self.session_errors.get(why.value, 0) + told
+            log.info(
+                "route %s: %s refused to %d session(s): %s", self.route.name, sub.key, told, msg
+            )
 
     def broadcast(self, frame: str) -> None:
         for m in self.members.values():

@@ -22,6 +22,7 @@ from wsgate.core.states import ConnState
 from wsgate.core.subscriptions import Subscription, SubscriptionRegistry, SubState
 from wsgate.dialects import base as d
 from wsgate.errors import CapacityError, NoCandidateError
+from wsgate.logthrottle import Throttled
 from wsgate.runtime.fanout import FanOut
 from wsgate.runtime.seams import HubRoute
 from wsgate.runtime.uplink import Uplink
@@ -62,6 +63,9 @@ class Placement:
         self.dialect = dialect
         self.clock = clock
         self.on_confirmed = on_confirmed  # acks the sessions waiting for a subscription
+        # Answers the sessions waiting for a subscription nothing can take (set by the hub).
+        self.on_no_capacity: Callable[[Subscription], None] = lambda sub: None
+        self._grow_failures = Throttled(log, logging.WARNING)
         self.moves: dict[tuple[str, Any], Move] = {}  # (target conn, key) -> move
         self.recent: dict[Any, deque[int]] = {}  # key -> recent dedup ids while moving
         self.moves_done = 0
@@ -96,7 +100,7 @@ class Placement:
                     weight=float(weight),
                     sessions=0,
                     subscriptions=self.registry.load(cid) + self.moving_to(cid),
-                    capacity=cap,
+                    capacity=cap if u.learned_capacity is None else min(cap, u.learned_capacity),
                     message_rate=m.msg_rate(now),
                     latency=m.latency_peak.value,
                     health=route.health_of(conn),
@@ -139,7 +143,8 @@ class Placement:
             # (opened on demand) is not.
             if not coming and (shard is None or mine):
                 self.route.no_candidate(str(exc))
-            self.grow_pool(shard)
+            if not self.grow_pool(shard) and not coming:
+                self.on_no_capacity(sub)  # no connection will come: answer now, not never
             return
         if decision.fail_open:
             self.route.fail_open(decision.reason)
@@ -156,11 +161,16 @@ class Placement:
             if sub.state is SubState.DESIRED and sub.sessions:
                 self.place(sub)
 
-    def grow_pool(self, shard: str | None = None) -> None:
+    def grow_pool(self, shard: str | None = None) -> bool:
+        """Ask for one more connection; False when a limit forbids it."""
         try:
             self.route.grow(suffix=shard)
         except CapacityError as exc:
-            log.warning("route %s: cannot add an upstream connection: %s", self.route.name, exc)
+            self._grow_failures.event(
+                f"route {self.route.name}: cannot add an upstream connection: {exc}"
+            )
+            return False
+        return True
 
     def send_subscribe(self, u: Uplink, key: Any) -> None:
         assert u.codec is not None

@@ -29,6 +29,7 @@ from wsgate.core.states import ConnState, Transition
 from wsgate.core.types import ConnectionType, DialectName, StrategyName
 from wsgate.dialects.registry import dialect_for
 from wsgate.errors import CapacityError, InvalidPath
+from wsgate.logthrottle import Throttled
 from wsgate.runtime.faults import Faults
 from wsgate.runtime.hub import Hub
 from wsgate.runtime.relay import Relay, run_relay
@@ -57,6 +58,7 @@ class RouteEnv:
     max_connections: int = 1000
     gateway_linger: float = 30.0
     client_messages_per_second: float = 50.0
+    max_subscriptions_per_session: int = 1024  # gateway default; a route may set its own
     on_transition: list[Callable[[UpstreamConnection, Transition], None]] = field(
         default_factory=list
     )
@@ -88,6 +90,7 @@ class RouteRuntime:
         # RTT samples of every connection of the route, by kind ("ws", "app").
         self.rtt: dict[str, Histogram] = {"ws": Histogram(), "app": Histogram()}
         self.no_candidate_events = 0
+        self._lb_log = Throttled(log, logging.WARNING)
         self.fail_open_events = 0
         self.last_lb_issue: str | None = None
         self._ids = itertools.count(1)
@@ -112,6 +115,7 @@ class RouteRuntime:
                 self.balancer,
                 linger=env.gateway_linger,
                 client_rate=lambda: env.client_messages_per_second,
+                subscription_cap=self.subscription_cap,
                 clock=env.clock,
                 faults=env.faults,
             )
@@ -309,6 +313,10 @@ class RouteRuntime:
         pass
 
     # ------------------------------------------------------- the hub's view (seams.HubRoute)
+    def subscription_cap(self) -> int:
+        """Shared subscriptions one session may hold here (the route's, else the gateway's)."""
+        return self.cfg.max_subscriptions_per_session or self.env.max_subscriptions_per_session
+
     def health_of(self, conn: UpstreamConnection) -> float:
         return self.health.get(conn.id, 100.0)
 
@@ -322,7 +330,9 @@ class RouteRuntime:
     def no_candidate(self, reason: str) -> None:
         self.no_candidate_events += 1
         self.last_lb_issue = reason
-        log.warning("route %s: no eligible upstream connection: %s", self.name, reason)
+        # Every placement retry (4 a second per waiting subscription) reports it: one line
+        # per interval with a count, not a storm.
+        self._lb_log.event(f"route {self.name}: no eligible upstream connection: {reason}")
 
     def fail_open(self, reason: str) -> None:
         self.fail_open_events += 1

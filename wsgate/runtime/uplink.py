@@ -49,6 +49,10 @@ class Uplink:
     draining: bool = False
     penalty: ErrorPenalty = field(default_factory=ErrorPenalty)
     dropped_sends: int = 0
+    # Channels the exchange said this socket can carry (its "limit" error, e.g. Bitfinex
+    # 10305, at that load); None until it says so. Without it a subscription refused by
+    # two full connections would bounce between them for ever.
+    learned_capacity: int | None = None
 
     @property
     def id(self) -> str:
@@ -62,6 +66,7 @@ class Uplink:
     def opened(self, codec: d.UpstreamCodec) -> None:
         """A fresh connection: nothing from the previous one is still owed."""
         self.codec = codec
+        self.learned_capacity = None  # a new socket: the exchange's count starts over
         self.queue.clear()
         self.req_ids.clear()
         self.pings.clear()
