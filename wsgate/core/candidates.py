@@ -59,8 +59,16 @@ def is_usable(c: Candidate) -> bool:
 
 
 def is_healthy(c: Candidate, unhealthy_below: float) -> bool:
-    """Usable and at or above the health floor."""
-    return is_usable(c) and c.health >= unhealthy_below
+    """Usable and at or above the health floor: the filter every strategy applies.
+
+    Written out rather than calling :func:`is_usable`: it runs per candidate per pick.
+    """
+    return (
+        c.eligible
+        and c.health >= unhealthy_below
+        and c.weight > 0
+        and (c.capacity <= 0 or c.subscriptions < c.capacity)
+    )
 
 
 def effective_weight(
