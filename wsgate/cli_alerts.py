@@ -16,7 +16,10 @@ from wsgate.cli_common import ConfigOpt, JsonOpt, SocketOpt, call, emit_json
 __all__ = ["alerts_app"]
 
 alerts_app = typer.Typer(
-    help="Alerts: active (default), history, ack, silence, silences, unsilence, test, channels."
+    help=(
+        "Alerts: active (default), history, explain, ack, silence, silences, unsilence, "
+        "test, channels."
+    )
 )
 
 
@@ -108,6 +111,51 @@ def alerts_ack(
         emit_json(result)
         return
     print(f"acknowledged {fingerprint} by {result['ack']['by']}")
+
+
+@alerts_app.command("explain")
+def alerts_explain(
+    ctx: typer.Context, fingerprint: str, socket: SocketOpt = None, json_: JsonOpt = False
+) -> None:
+    """Why an alert fired: its rule, its inputs over time, its transitions, and what
+    inhibits it or what it inhibits (any unique fingerprint prefix)."""
+    s, c = _paths(ctx, socket)
+    r = call(s, c, "alerts.explain", fingerprint=fingerprint)
+    if json_:
+        emit_json(r)
+        return
+    where = " ".join(f"{k}={v}" for k, v in r["labels"].items() if k not in ("alertname",))
+    print(f"{r['alertname']} {r['fingerprint']} {r['state']} ({r['severity']})")
+    print(f"  labels   {where}")
+    print(f"  now      {r['value_text']}: {r['summary']}")
+    rule = r["rule"]
+    if rule.get("external"):
+        print("  rule     raised by the daemon itself (not from a rule)")
+    elif rule.get("text"):
+        print(f"  rule     {rule['type']}: {rule['text']}")
+    if r["inputs"]:
+        print("  inputs   (oldest first; * = breaching, ~ = between thresholds)")
+        for i in r["inputs"]:
+            mark = "*" if i["breaching"] else (" " if i["clear"] else "~")
+            print(f"    {_when(i['at'])} {mark} {i['value_text']}")
+    for t in r["transitions"]:
+        print(f"  change   {_when(t['at'])}  {t['from']} -> {t['to']}")
+    for o in r["inhibited_by"]:
+        print(f"  inhibited by {o['alertname']} {o['fingerprint'][:8]} ({o['state']}): {o['why']}")
+    if r.get("held"):
+        h = r["held"]
+        print(
+            f"  held     its causes resolved at {_when(h['causes_resolved_at'])}; muted until "
+            f"{_when(h['held_until'])}, pages only if {h['pages_if']}"
+        )
+    for o in r["inhibits"]:
+        print(f"  inhibits {o['alertname']} {o['fingerprint'][:8]} ({o['state']}): {o['why']}")
+    if r["silenced_by"]:
+        print(f"  silenced by {', '.join(r['silenced_by'])}")
+    if r.get("acknowledged_by"):
+        print(f"  acknowledged by {r['acknowledged_by']}")
+    for ch, at in sorted(r.get("notified", {}).items()):
+        print(f"  notified {ch} at {_when(at)}")
 
 
 @alerts_app.command("silence")

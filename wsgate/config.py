@@ -836,6 +836,7 @@ def _build_alerts(t: Table | None) -> AlertsConfig:
         send_resolved=t.boolean("send_resolved", d.send_resolved),
         flap_threshold=t.integer("flap_threshold", d.flap_threshold, lo=2),
         flap_window=t.number("flap_window", d.flap_window),
+        cause_hold=t.number("cause_hold", d.cause_hold, minimum=0.0),
         channels=tuple(channels),
         rules=tuple(rules[name] for name in ALERT_RULE_TYPES),
     )

@@ -194,6 +194,7 @@ DURATION_KEYS = frozenset(
         "group_interval",
         "repeat_interval",
         "flap_window",
+        "cause_hold",
     }
 )
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -265,6 +265,9 @@ class AlertsConfig:
     send_resolved: bool = True
     flap_threshold: int = 4
     flap_window: float = 600.0
+    # A consequence of a fault that resolved stays muted this long; it pages on its own only
+    # if it persists past it (see wsgate/core/alerts/causes.py).
+    cause_hold: float = 60.0
     channels: tuple[AlertChannelConfig, ...] = ()
     rules: tuple[AlertRuleConfig, ...] = tuple(default_rule(t) for t in ALERT_RULE_TYPES)
 

@@ -8,7 +8,10 @@ the receiver holds firing notifications of one alert type and no other.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
+
+import pytest
 
 from tests.e2e.alert_rig import (
     SECRET,
@@ -47,6 +50,11 @@ window = 1
 [alerts.rules.load_balancer_issue]
 pending_samples = 1
 window = 1
+[alerts.rules.performance_degradation.params]
+warmup = 5
+[alerts.rules.anomaly_detected.params]
+warmup = 5
+min_band_rate = 2
 """
 
 
@@ -192,5 +200,101 @@ def test_history_names_every_alert() -> None:
             assert all(e["alertname"] in ALERT_TYPES for e in moves()), moves()
             assert all(e["value_text"] for e in moves())
             assert "alert ? " not in d.logs()
+        lt.stop(rx)
+        lt.stop(sim)
+
+
+def _firing_pages(unique: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        a for p in list(unique.values()) for a in p.get("alerts", []) if a["status"] == "firing"
+    ]
+
+
+def test_dead_upstream_pages_connection_failure_once_listing_its_consequences() -> None:
+    with LoopThread() as lt:
+        sim = lt.start_sim()
+        rx = lt.run(WebhookReceiver(secret=SECRET).start())
+        body = alert_body(rx.url, rules=FAST_RULES) + bfx_route("bfx", sim.bitfinex_url)
+        with spawn_daemon(new_dir(), body) as d:
+            _up(d)
+            bot = lt.bot(d.port, "bfx", [TICKER])
+            _wait_runs(d, 3)
+            faults = sim.bitfinex.faults
+            lt.call(lambda: faults.reject_handshakes(503, 10_000))  # the only endpoint is gone
+            lt.call(lambda: faults.drop())
+            wait_until(lambda: bool(_paged(rx.unique)), 20, "a page")
+            _wait_runs(d, 15)  # every consequence has had time to fire (and to page)
+            assert _paged(rx.unique) == {"connection_failure"}
+            (page,) = [a for a in _firing_pages(rx.unique)]
+            assert "also affected: " in page["annotations"]["summary"], page
+            active = {a["alertname"]: a for a in _cli_json(d, "alerts")["alerts"]}
+            consequences = [a for name, a in active.items() if name != "connection_failure"]
+            assert consequences, active
+            assert all(a["inhibited"] for a in consequences), consequences
+            # `explain` tells why: the rule, its inputs, transitions, and what it inhibits.
+            fp = active["connection_failure"]["fingerprint"][:6]
+            text = d.cli("alerts", "explain", fp, "--socket", d.socket)
+            assert text.returncode == 0, text.stderr
+            assert "fires at 1s" in text.stdout and "inhibits" in text.stdout, text.stdout
+            lt.close_bot(bot)
+        lt.stop(rx)
+        lt.stop(sim)
+
+
+@pytest.mark.timeout(150)
+def test_stall_pages_once() -> None:
+    with LoopThread() as lt:
+        sim = lt.start_sim()
+        rx = lt.run(WebhookReceiver(secret=SECRET).start())
+        body = alert_body(rx.url, rules=FAST_RULES) + bfx_route("bfx", sim.bitfinex_url)
+        with spawn_daemon(new_dir(), body) as d:
+            _up(d)
+            bot = lt.bot(d.port, "bfx", [TICKER])
+            _wait_runs(d, 20)  # past the rate window and the warm-ups: baselines are trusted
+            assert _paged(rx.unique) == set()  # and nothing paged on a healthy start
+            lt.call(lambda: sim.bitfinex.faults.stall())
+            wait_until(lambda: bool(_paged(rx.unique)), 40, "a page")
+            _wait_runs(d, 15)
+            assert _paged(rx.unique) == {"connection_failure"}
+            (page,) = _firing_pages(rx.unique)
+            assert "stale" in page["annotations"]["summary"]
+            lt.call(lambda: sim.bitfinex.faults.resume())
+            wait_until(
+                lambda: (
+                    not any(
+                        a["alertname"] == "connection_failure"
+                        for a in _cli_json(d, "alerts")["alerts"]
+                    )
+                ),
+                30,
+                "recovery",
+            )
+            _wait_runs(d, 5)
+            assert _paged(rx.unique) == {"connection_failure"}
+            lt.close_bot(bot)
+        lt.stop(rx)
+        lt.stop(sim)
+
+
+def test_interval_only_reload_pages_nobody() -> None:
+    with LoopThread() as lt:
+        sim = lt.start_sim()
+        rx = lt.run(WebhookReceiver(secret=SECRET).start())
+        route = bfx_route("bfx", sim.bitfinex_url)
+        body = alert_body(rx.url, rules=FAST_RULES, check=10.0) + route
+        with spawn_daemon(new_dir(), body) as d:
+            _up(d)
+            _wait_runs(d, 2, timeout=40)
+            time.sleep(5)  # mid-interval: the old schedule's last runs are 5 s old
+            text = d.config.read_text()
+            d.config.write_text(text.replace("= 10.0", "= 1.0"))
+            r = d.cli("reload", "--socket", d.socket)
+            assert r.returncode == 0, r.stderr + r.stdout
+            _wait_runs(d, 8)
+            jobs = {j["name"]: j["interval"] for j in d.status()["jobs"]}
+            assert jobs["health"] == 1.0 and jobs["alerts"] == 1.0
+            assert _paged(rx.unique) == set()
+            states = [a["alertname"] for a in _cli_json(d, "alerts")["alerts"]]
+            assert states == []
         lt.stop(rx)
         lt.stop(sim)

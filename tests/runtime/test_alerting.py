@@ -25,6 +25,8 @@ class FakeJob:
     runs: int = 0
     consecutive_failures: int = 0
     last_run: float | None = None
+    scheduled_since: float | None = None
+    paused: bool = False
 
 
 @dataclass
@@ -101,6 +103,34 @@ def test_missed_runs_from_gap_and_overdue(tmp_path: Path) -> None:
     # The process froze for 8 s: every job is behind.
     missed = b.build(d, 109.0, 9.0).system.missed_job_runs
     assert missed["alerts"] >= 6 and missed["health"] >= 5
+
+
+def test_reload_or_resume_resets_the_missed_run_baseline(tmp_path: Path) -> None:
+    d = FakeDaemon(tmp_path)
+    alerts, health = d.jobs.jobs
+    alerts.interval = health.interval = 30.0
+    health.last_run = 100.0
+    b = InputBuilder()
+    assert b.build(d, 110.0, 0.0).system.missed_job_runs == {"alerts": 0, "health": 0}
+    # A reload shortens both intervals to 1 s at t=115: a new schedule. The old schedule's
+    # last run (t=100) and the evaluation gap are not "16 missed runs".
+    alerts.interval = health.interval = 1.0
+    alerts.scheduled_since = health.scheduled_since = 115.0
+    alerts.runs = 1
+    health.last_run, health.runs = 115.5, 1
+    assert b.build(d, 116.0, 6.0).system.missed_job_runs == {"alerts": 0, "health": 0}
+    # The new schedule is then judged as usual: health stops running for 5 s.
+    alerts.runs = 6
+    missed = b.build(d, 121.0, 11.0).system.missed_job_runs
+    assert missed == {"alerts": 0, "health": 4}
+    # Paused: nothing is due; resumed at t=200: the count starts from the resume.
+    health.paused = True
+    alerts.runs = 85
+    assert "health" not in b.build(d, 200.0, 90.0).system.missed_job_runs
+    health.paused = False
+    health.scheduled_since = 200.0
+    alerts.runs = 86
+    assert b.build(d, 201.0, 91.0).system.missed_job_runs == {"alerts": 0, "health": 0}
 
 
 def test_silence_and_ack_survive_a_new_instance(tmp_path: Path) -> None:

@@ -104,6 +104,12 @@ def build_alert_handlers(d: DaemonView) -> dict[str, Handler]:
             )
         return result
 
+    async def h_explain(params: dict[str, Any], caller: Caller) -> Any:
+        try:
+            return _alerting(d).explain(params["fingerprint"])
+        except AlertError as exc:
+            raise _alert_error(exc, wire.NOT_FOUND) from None
+
     async def h_silences(params: dict[str, Any], caller: Caller) -> Any:
         now = time.time()
         return {"silences": [_silence_dict(s, now) for s in _alerting(d).silences()]}
@@ -169,6 +175,9 @@ def build_alert_handlers(d: DaemonView) -> dict[str, Handler]:
                 duration=duration(1.0, required=True),
                 comment=string(required=True, max_len=1000),
             ),
+        ),
+        "alerts.explain": Handler(
+            h_explain, params=Schema(fingerprint=string(required=True, max_len=16))
         ),
         "alerts.silences": Handler(h_silences, params=NO_PARAMS),
         "alerts.unsilence": Handler(

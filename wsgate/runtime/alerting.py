@@ -91,6 +91,7 @@ def _timers(alerts_cfg: Any) -> dict[str, Any]:
         "send_resolved": alerts_cfg.send_resolved,
         "flap_threshold": alerts_cfg.flap_threshold,
         "flap_window": alerts_cfg.flap_window,
+        "cause_hold": alerts_cfg.cause_hold,
     }
 
 
@@ -187,7 +188,8 @@ class Alerting:
         cfg = daemon.config
         self.engine = build_engine(cfg.alerts, cfg.daemon.node_id)
         self.inputs = InputBuilder(
-            AnomalySettings.from_rule(self.engine.rules.get("anomaly_detected"))
+            AnomalySettings.from_rule(self.engine.rules.get("anomaly_detected")),
+            perf_warmup=self.engine.rules["performance_degradation"].param("warmup"),
         )
         self._alerts_cfg = cfg.alerts
         self._notifiers: dict[str, Notifier] = {}
@@ -437,6 +439,7 @@ class Alerting:
         self.inputs.set_anomaly(
             AnomalySettings.from_rule(self.engine.rules.get("anomaly_detected"))
         )
+        self.inputs.perf_warmup = self.engine.rules["performance_degradation"].param("warmup")
         if not channels_changed:
             return
         old_outbox, old_stop, old_task = self.outbox, self._outbox_stop, self._outbox_task
@@ -459,6 +462,9 @@ class Alerting:
 
     def active(self) -> list[dict[str, Any]]:
         return [alert_dict(v) for v in self.engine.active()]
+
+    def explain(self, fingerprint: str) -> dict[str, Any]:
+        return self.engine.explain(fingerprint, self._clock())
 
     def ack(self, fingerprint: str, by: str, comment: str) -> Ack:
         ack = self.engine.ack(fingerprint, by, comment, self._clock())

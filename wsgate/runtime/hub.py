@@ -290,7 +290,7 @@ class Hub:
         if sub is None:
             self.dropped_unrouted += 1  # an old channel after a move or an unsubscribe race
             return
-        sub.last_data_at = self.clock()
+        u.last_data_at = sub.last_data_at = self.clock()
         if self._recent and sub.key in self._recent and not self.placement.fresh(sub.key, ev):
             return
         ch: Channel = sub.attachment or self.fanout.channel(sub)

@@ -39,6 +39,10 @@ class JobStats:
     last_duration: float | None
     max_duration: float
     last_error: str | None
+    # Unix time the current schedule began: the job was added, its interval changed by a
+    # reload, or it was resumed. Runs "missed" before it were never due (see alert_inputs).
+    scheduled_since: float | None = None
+    paused: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -52,6 +56,8 @@ class _Job:
         self.last_duration: float | None = None
         self.max_duration = 0.0
         self.last_error: str | None = None
+        self.scheduled_since = time.time()
+        self.paused = False
 
 
 class Jobs:
@@ -92,6 +98,7 @@ class Jobs:
                 changed.append(name)
             elif job.interval != interval:
                 job.interval = interval
+                job.scheduled_since = time.time()
                 self._scheduler.reschedule_job(name, trigger=IntervalTrigger(seconds=interval))
                 changed.append(name)
         for name in set(self._jobs) - set(intervals):
@@ -127,6 +134,18 @@ class Jobs:
             if task is not None:
                 self._inflight.discard(task)
 
+    def pause(self, name: str) -> None:
+        """Stop scheduling one job until :meth:`resume` (its runs are not "missed")."""
+        self._jobs[name].paused = True
+        self._scheduler.pause_job(name)
+
+    def resume(self, name: str) -> None:
+        """Schedule a paused job again; its schedule (and the missed-run count) starts now."""
+        job = self._jobs[name]
+        job.paused = False
+        job.scheduled_since = time.time()
+        self._scheduler.resume_job(name)
+
     async def run_now(self, name: str) -> None:
         """Run one job immediately (CLI, tests, startup), measured like a scheduled run."""
         await self._run(name)
@@ -156,6 +175,8 @@ class Jobs:
                     last_duration=job.last_duration,
                     max_duration=job.max_duration,
                     last_error=job.last_error,
+                    scheduled_since=job.scheduled_since,
+                    paused=job.paused,
                 )
             )
         return out

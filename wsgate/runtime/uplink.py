@@ -53,6 +53,9 @@ class Uplink:
     # 10305, at that load); None until it says so. Without it a subscription refused by
     # two full connections would bounce between them for ever.
     learned_capacity: int | None = None
+    # When channel data last arrived on this connection (any socket of it): the alert
+    # inputs judge staleness across reconnects from it.
+    last_data_at: float | None = None
 
     @property
     def id(self) -> str:

@@ -3,6 +3,7 @@ inhibition, grouping and routing. The runtime feeds snapshots and ``now``; it ge
 transitions and notifications to deliver. See ``engine.AlertEngine``.
 """
 
+from wsgate.core.alerts.causes import CAUSES, DEFAULT_INHIBIT_RULES, Cause
 from wsgate.core.alerts.engine import AlertEngine, EngineStatistics, EvalResult
 from wsgate.core.alerts.inputs import AlertInputs, ConnInput, RouteInput, SystemInput
 from wsgate.core.alerts.routing import ChannelRoute, Notification, group_key_for
@@ -15,7 +16,6 @@ from wsgate.core.alerts.rules import (
     rule_spec_from,
 )
 from wsgate.core.alerts.silences import (
-    DEFAULT_INHIBIT_RULES,
     Ack,
     InhibitRule,
     Matcher,
@@ -25,6 +25,7 @@ from wsgate.core.alerts.state import AlertState, AlertView, Transition, fingerpr
 
 __all__ = [
     "ALERT_TYPES",
+    "CAUSES",
     "DEFAULT_INHIBIT_RULES",
     "DEFAULT_RULES",
     "Ack",
@@ -32,6 +33,7 @@ __all__ = [
     "AlertInputs",
     "AlertState",
     "AlertView",
+    "Cause",
     "ChannelRoute",
     "ConnInput",
     "EngineStatistics",

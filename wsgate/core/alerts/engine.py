@@ -7,6 +7,7 @@ Nothing here awaits, sleeps or reads a clock.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import logging
@@ -15,6 +16,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from wsgate.core.alerts.causes import (
+    DEFAULT_INHIBIT_RULES,
+    SOURCE_TYPES,
+    TRAILING_COUNT_TYPES,
+)
+from wsgate.core.alerts.causes import why as causes_why
 from wsgate.core.alerts.inputs import AlertInputs
 from wsgate.core.alerts.routing import (
     ChannelRoute,
@@ -33,7 +40,6 @@ from wsgate.core.alerts.rules import (
     iter_observations,
 )
 from wsgate.core.alerts.silences import (
-    DEFAULT_INHIBIT_RULES,
     Ack,
     InhibitRule,
     Matcher,
@@ -42,6 +48,7 @@ from wsgate.core.alerts.silences import (
     make_silence,
 )
 from wsgate.core.alerts.state import AlertRecord, AlertState, AlertView, Transition, fingerprint
+from wsgate.core.alerts.units import format_value
 from wsgate.core.types import Severity
 from wsgate.errors import AlertError
 
@@ -53,6 +60,20 @@ _STATE_VERSION = 1
 _LIVE = (AlertState.PENDING, AlertState.FIRING)
 _FP_CACHE_MAX = 200_000
 _HEX = re.compile(r"[0-9a-f]{1,16}")
+
+
+def _where(labels: Mapping[str, str]) -> str:
+    """The identifying part of an alert's labels: ``bfx-c1`` or ``route=bfx issue=...``."""
+    if "connection" in labels:
+        return labels["connection"]
+    skip = ("alertname", "severity", "node", "type")
+    return " ".join(f"{k}={v}" for k, v in labels.items() if k not in skip)
+
+
+def _effect(rec: AlertRecord) -> str:
+    """One "also affected" entry: name, where, and the value with its unit."""
+    value = format_value(rec.alertname, rec.labels, rec.value)
+    return f"{rec.alertname} {_where(rec.labels)} ({value})".replace(" ()", "")
 
 
 def _describe(rec: AlertRecord) -> str:
@@ -108,12 +129,16 @@ class AlertEngine:
         inhibit_rules: Sequence[InhibitRule] = DEFAULT_INHIBIT_RULES,
         external_url: str = "",
         node_id: str = "",
+        cause_hold: float = 60.0,
     ) -> None:
         self._records: dict[str, AlertRecord] = {}
         self._groups: dict[str, GroupState] = {}
         self._silences: dict[str, Silence] = {}
         self._fp_cache: dict[tuple[tuple[str, str], ...], str] = {}
         self._buffered: list[Transition] = []  # from tick()/raise_external(), for evaluate()
+        self._suspects: dict[str, Mapping[str, str]] = {}  # not-yet-firing causes, by fp
+        self._effects: dict[str, tuple[str, ...]] = {}  # cause fp -> its consequences
+        self._cause_hold = float(cause_hold)
         self._seq = 0
         self._silence_seq = 0
         self._evaluations = 0
@@ -153,6 +178,7 @@ class AlertEngine:
         send_resolved: bool | None = None,
         flap_threshold: int | None = None,
         flap_window: float | None = None,
+        cause_hold: float | None = None,
     ) -> None:
         """Apply new rules/channels/timers keeping every alert whose fingerprint is unchanged.
 
@@ -172,6 +198,8 @@ class AlertEngine:
             self._flap_threshold = flap_threshold
         if flap_window is not None:
             self._flap_window = float(flap_window)
+        if cause_hold is not None:
+            self._cause_hold = float(cause_hold)
         self._rules = {**DEFAULT_RULES, **rules}
         self._channels = tuple(channels)
         for rec in self._records.values():
@@ -207,6 +235,7 @@ class AlertEngine:
         if len(fp_cache) > _FP_CACHE_MAX:
             fp_cache.clear()
         seen: set[str] = set()
+        suspects: dict[str, Mapping[str, str]] = {}
         count = 0
         for alertname, labels, value, breaching, ok, summary, severity in iter_observations(
             inputs, rules
@@ -218,6 +247,8 @@ class AlertEngine:
             if fp is None:
                 fp = fp_cache[key] = fingerprint(labels)
             rec = records.get(fp)
+            if not ok and not breaching and value is not None and alertname in SOURCE_TYPES:
+                suspects[fp] = labels  # a cause on its way: hold its consequences
             if rec is None:
                 if not breaching:
                     continue  # nothing known and nothing wrong: the common case, kept cheap
@@ -236,6 +267,7 @@ class AlertEngine:
             if rec.state is AlertState.INACTIVE:
                 del records[fp]
         self._observations = count
+        self._suspects = suspects
         for fp, rec in list(records.items()):
             if fp in seen or rec.external_until is not None:
                 continue
@@ -307,17 +339,75 @@ class AlertEngine:
         group.members.add(rec.fingerprint)
 
     def _refresh_flags(self, now: float) -> None:
+        """Silences, and causal inhibition (see :mod:`wsgate.core.alerts.causes`).
+
+        Sources are live alerts (pending or firing) and the last evaluation's suspects. A
+        consequence stays muted while a cause is live; once every cause resolved it stays
+        muted for ``cause_hold`` seconds, and after that only while it does not persist
+        (no breach since the hold ended; for trailing counters, no growth). A consequence
+        whose causes never fired (only pending or suspected) is released at once: no page
+        covered it.
+        """
         active = [s for s in self._silences.values() if s.is_active(now)]
-        firing: list[tuple[str, Mapping[str, str]]] = []
+        sources: list[tuple[str, Mapping[str, str]]] = list(self._suspects.items())
         candidates: list[tuple[str, Mapping[str, str]]] = []
-        for fp, rec in self._records.items():
+        records = self._records
+        for fp, rec in records.items():
             rec.silenced_by = tuple(s.id for s in active if s.matches(rec.labels))
             candidates.append((fp, rec.labels))
-            if rec.state is AlertState.FIRING:
-                firing.append((fp, rec.labels))
-        inhibited = inhibitions(firing, candidates, self._inhibit_rules) if firing else {}
-        for fp, rec in self._records.items():
-            rec.inhibited_by = inhibited.get(fp, ())
+            # A consequence still held after its own cause resolved explains nothing: it is
+            # a leftover (a trailing count, a hysteresis band), not a live cause.
+            if rec.state in _LIVE and rec.cause_cleared_at is None:
+                sources.append((fp, rec.labels))
+        inhibited = inhibitions(sources, candidates, self._inhibit_rules) if sources else {}
+        effects: dict[str, list[str]] = {}
+        for fp, rec in records.items():
+            causes = inhibited.get(fp, ())
+            if rec.state not in _LIVE:
+                rec.inhibited_by, rec.caused_by = (), ()
+                rec.cause_fired, rec.cause_cleared_at = False, None
+                continue
+            if causes:
+                rec.inhibited_by = causes
+                rec.caused_by = tuple(self._cause_name(c) for c in causes)
+                rec.cause_cleared_at = None
+                if any(
+                    (src := records.get(c)) is not None and src.state is AlertState.FIRING
+                    for c in causes
+                ):
+                    rec.cause_fired = True
+                for c in causes:
+                    effects.setdefault(c, []).append(_effect(rec))
+            elif rec.inhibited_by and rec.cause_fired and not self._persists(rec, now):
+                continue  # held: its cause's page covered it, and it has not outlived it
+            else:
+                rec.inhibited_by, rec.caused_by = (), ()
+                rec.cause_fired, rec.cause_cleared_at = False, None
+        self._effects = {fp: tuple(sorted(set(names))) for fp, names in effects.items()}
+
+    def _persists(self, rec: AlertRecord, now: float) -> bool:
+        """A held consequence whose causes resolved: does it stand on its own now?"""
+        if rec.cause_cleared_at is None:
+            rec.cause_cleared_at, rec.value_at_clear = now, rec.value
+        settled = rec.cause_cleared_at + self._cause_hold
+        if now < settled or rec.last_breach_at is None or rec.last_breach_at < settled:
+            return False
+        if rec.alertname in TRAILING_COUNT_TYPES:
+            before = rec.value_at_clear
+            return rec.value is not None and (before is None or rec.value > before)
+        return True
+
+    def _cause_name(self, fp: str) -> str:
+        rec = self._records.get(fp)
+        if rec is None:
+            labels = self._suspects.get(fp, {})
+            return f"{labels.get('alertname', '?')} {_where(labels)} (suspected)".replace("  ", " ")
+        return f"{rec.alertname} {_where(rec.labels)} ({rec.state.value})".replace("  ", " ")
+
+    def _view(self, rec: AlertRecord) -> AlertView:
+        view = rec.view()
+        effects = self._effects.get(rec.fingerprint)
+        return dataclasses.replace(view, also_affected=effects) if effects else view
 
     def _next_id(self, channel: str, group_key: str) -> str:
         self._seq += 1
@@ -329,7 +419,7 @@ class AlertEngine:
             if not rec.flapping or rec.flap_notified:
                 continue
             rec.flap_notified = True
-            view = rec.view()
+            view = self._view(rec)
             if view.suppressed:
                 continue
             key, labels = group_key_for(rec.labels, self._group_by)
@@ -364,7 +454,7 @@ class AlertEngine:
             if not group.members:
                 del self._groups[key]
                 continue
-            views = {fp: records[fp].view() for fp in group.members}
+            views = {fp: self._view(records[fp]) for fp in group.members}
             out.extend(
                 flush_group(
                     group,
@@ -579,7 +669,7 @@ class AlertEngine:
         if rec.state is not AlertState.FIRING:
             self._after_move(rec, rec.move(AlertState.FIRING, now), now, self._buffered)
         self._refresh_flags(now)
-        return rec.view()
+        return self._view(rec)
 
     def resolve_external(self, fingerprint: str, now: float) -> bool:
         rec = self._records.get(fingerprint)
@@ -621,13 +711,93 @@ class AlertEngine:
             external_url=self._external_url,
         )
 
+    # ------------------------------------------------------------------ explain
+
+    def explain(self, prefix: str, now: float) -> dict[str, Any]:
+        """Why an alert is in its state: the rule, its recent inputs, its transitions,
+        what inhibits it and what it inhibits (``wsgate alerts explain FP``)."""
+        fp = self.resolve_fingerprint(prefix)
+        rec = self._records[fp]
+        spec = self._rules.get(rec.alertname)
+        labels = rec.labels
+
+        def fmt(v: float | None) -> str:
+            return format_value(rec.alertname, labels, v)
+
+        rule: dict[str, Any] = {"external": rec.external_until is not None}
+        if spec is not None and rec.external_until is None:
+            worse = "≥" if spec.fire >= spec.clear else "≤"
+            better = "≤" if spec.fire >= spec.clear else "≥"
+            text = (
+                f"fires at {fmt(spec.fire)} ({worse}; {spec.pending_samples} of the last "
+                f"{spec.window} samples), clears at {fmt(spec.clear)} ({better})"
+            )
+            if spec.keep_firing_for:
+                text += f", keeps firing {spec.keep_firing_for:g}s after the last breach"
+            rule.update(spec.to_dict(), text=text)
+
+        def other(o_fp: str, *, as_cause: bool) -> dict[str, Any]:
+            o = self._records.get(o_fp)
+            o_labels = o.labels if o is not None else self._suspects.get(o_fp, {})
+            src, dst = (o_labels, labels) if as_cause else (labels, o_labels)
+            return {
+                "fingerprint": o_fp,
+                "alertname": o_labels.get("alertname", "?"),
+                "state": o.state.value if o is not None else "suspected",
+                "summary": o.summary if o is not None else "",
+                "why": causes_why(src, dst),
+            }
+
+        inhibits = [
+            other(o_fp, as_cause=False)
+            for o_fp, o in self._records.items()
+            if fp in o.inhibited_by and o.state in _LIVE
+        ]
+        held = None
+        if rec.inhibited_by and rec.cause_cleared_at is not None:
+            held = {
+                "causes_resolved_at": rec.cause_cleared_at,
+                "held_until": rec.cause_cleared_at + self._cause_hold,
+                "pages_if": "it still breaches after that"
+                + (" and its count grew" if rec.alertname in TRAILING_COUNT_TYPES else ""),
+            }
+        group = self._groups.get(rec.group_key)
+        return {
+            "fingerprint": fp,
+            "alertname": rec.alertname,
+            "state": rec.state.value,
+            "severity": rec.severity.value,
+            "labels": dict(labels),
+            "summary": rec.summary,
+            "value": rec.value,
+            "value_text": fmt(rec.value),
+            "rule": rule,
+            "inputs": [
+                {"at": t, "value": v, "value_text": fmt(v), "breaching": b, "clear": c}
+                for t, v, b, c in rec.inputs
+            ],
+            "transitions": [{"at": t, "from": o, "to": n} for t, o, n in rec.changes],
+            "inhibited_by": [other(c, as_cause=True) for c in rec.inhibited_by],
+            "held": held,
+            "inhibits": inhibits,
+            "silenced_by": list(rec.silenced_by),
+            "acknowledged_by": rec.ack.by if rec.ack is not None else None,
+            "flapping": rec.flapping,
+            "notified": (
+                {ch: e.sent_at for ch, e in group.nflog.items() if fp in e.firing}
+                if group is not None
+                else {}
+            ),
+            "now": now,
+        }
+
     # ------------------------------------------------------------------ queries
 
     def active(self, *, include_resolved: bool = False) -> list[AlertView]:
         """Pending and firing alerts (and retained resolved ones if asked), worst first."""
         order = {AlertState.FIRING: 0, AlertState.PENDING: 1, AlertState.RESOLVED: 2}
         views = [
-            r.view()
+            self._view(r)
             for r in self._records.values()
             if r.state in _LIVE or (include_resolved and r.state is AlertState.RESOLVED)
         ]
@@ -636,7 +806,7 @@ class AlertEngine:
 
     def get(self, fingerprint: str) -> AlertView | None:
         rec = self._records.get(fingerprint)
-        return rec.view() if rec is not None else None
+        return self._view(rec) if rec is not None else None
 
     def statistics(self) -> EngineStatistics:
         recs = self._records.values()

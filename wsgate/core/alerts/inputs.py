@@ -34,6 +34,13 @@ class ConnInput:
     capacity: int = 0  # max subscriptions on this connection; 0 = unlimited
     anomaly_rate: bool = False
     anomaly_latency: bool = False
+    # Staleness: seconds without channel data while sessions' subscriptions expect some
+    # (None: nothing expected, or unknown); ``stale_for`` is how long past the protocol's
+    # limit (the channels' heartbeat cadence) that silence is, so > 0 means stale;
+    # ``stale_suspect``: silent far longer than its message rate makes likely, not stale yet.
+    silent_for: float | None = None
+    stale_for: float = 0.0
+    stale_suspect: bool = False
 
 
 @dataclass(frozen=True, slots=True)

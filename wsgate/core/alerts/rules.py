@@ -135,7 +135,12 @@ _DEFAULT_PARAMS: dict[str, tuple[tuple[str, float], ...]] = {
         ("missed_runs_clear", 0.0),
     ),
     # Sparse filter: a baseline this quiet says nothing about degradation.
-    "performance_degradation": (("min_baseline_rate", 0.1),),
+    "performance_degradation": (
+        ("min_baseline_rate", 0.1),
+        # Seconds a baseline learns (on a connection open for a whole rate window) before
+        # it is trusted; anomaly_detected has its own warm-up, in samples.
+        ("warmup", 120.0),
+    ),
     # The runtime's anomaly detectors (one per connection and series) read these.
     "anomaly_detected": (
         ("warmup", 30.0),
@@ -301,10 +306,25 @@ def _flag(flag: bool) -> tuple[float, tuple[bool, bool]]:
 
 
 def _connection_failure(inp: AlertInputs, spec: RuleSpec) -> Iterator[_Row]:
+    """Down, or stale: up but silent past its channels' heartbeat cadence while sessions
+    wait for data. The value is how long it has been failing, either way."""
     for c in inp.connections:
-        down = 0.0 if c.state_up else max(c.seconds_down, 0.0)
-        text = f"connection {c.id} on {c.route} down for {format_duration(down)}"
-        yield down, text, _conn_labels(c), None
+        if not c.state_up:
+            down = max(c.seconds_down, 0.0)
+            text = f"connection {c.id} on {c.route} down for {format_duration(down)}"
+            yield down, text, _conn_labels(c), None
+        elif c.stale_for > 0 and c.silent_for is not None:
+            text = (
+                f"connection {c.id} on {c.route} stale: no channel data for "
+                f"{format_duration(c.silent_for)} while sessions wait for it"
+            )
+            yield c.stale_for, text, _conn_labels(c), None
+        elif c.stale_suspect and c.silent_for is not None:
+            # Not failing yet, not clear either: holds its symptoms back (see causes.py).
+            text = f"connection {c.id} on {c.route} silent for {format_duration(c.silent_for)}"
+            yield c.silent_for, text, _conn_labels(c), (False, False)
+        else:
+            yield 0.0, "", _conn_labels(c), None
 
 
 def _high_latency(inp: AlertInputs, spec: RuleSpec) -> Iterator[_Row]:

@@ -15,7 +15,6 @@ from typing import Any
 from wsgate.errors import AlertError
 
 __all__ = [
-    "DEFAULT_INHIBIT_RULES",
     "Ack",
     "InhibitRule",
     "Matcher",
@@ -201,17 +200,6 @@ class InhibitRule:
     source: tuple[Matcher, ...]
     target: tuple[Matcher, ...]
     equal: tuple[str, ...] = ()
-
-
-DEFAULT_INHIBIT_RULES: tuple[InhibitRule, ...] = (
-    # A route whose connection is down will also look slow and anomalous; page for the cause.
-    InhibitRule(
-        "connection_failure_masks_symptoms",
-        source=(Matcher("alertname", "connection_failure"),),
-        target=(Matcher("alertname", "high_latency|anomaly_detected", "=~"),),
-        equal=("route",),
-    ),
-)
 
 
 def inhibitions(

@@ -62,6 +62,8 @@ def fingerprint(labels: Mapping[str, str]) -> str:
 
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's "no end time"
+INPUT_MEMORY = 30  # samples an alert remembers for `wsgate alerts explain`
+CHANGE_MEMORY = 20
 
 
 def iso_time(ts: float | None) -> str:
@@ -92,6 +94,10 @@ class AlertView:
     inhibited_by: tuple[str, ...] = ()
     flapping: bool = False
     group_key: str = ""
+    # Its causes, as "connection_failure bfx-c1 firing" (while inhibited, or held after
+    # they resolved), and the consequences it explains (the "also affected" list).
+    caused_by: tuple[str, ...] = ()
+    also_affected: tuple[str, ...] = ()
 
     @property
     def status(self) -> str:
@@ -120,6 +126,8 @@ class AlertView:
             "inhibited_by": list(self.inhibited_by),
             "flapping": self.flapping,
             "group_key": self.group_key,
+            "caused_by": list(self.caused_by),
+            "also_affected": list(self.also_affected),
         }
 
     @classmethod
@@ -141,11 +149,22 @@ class AlertView:
             inhibited_by=tuple(d.get("inhibited_by", ())),
             flapping=bool(d.get("flapping", False)),
             group_key=str(d.get("group_key", "")),
+            caused_by=tuple(str(x) for x in d.get("caused_by", ())),
+            also_affected=tuple(str(x) for x in d.get("also_affected", ())),
         )
 
     def to_webhook_dict(self) -> dict[str, Any]:
-        """One entry of an Alertmanager v4 webhook ``alerts`` list."""
-        annotations = {"summary": self.summary}
+        """One entry of an Alertmanager v4 webhook ``alerts`` list.
+
+        The summary carries "also affected: …" when this alert is the cause of others, so
+        every channel (all render the summary) shows the consequences inside the page.
+        """
+        summary = self.summary
+        if self.also_affected and self.state is not AlertState.RESOLVED:
+            summary = f"{summary}; also affected: {', '.join(self.also_affected)}"
+        annotations = {"summary": summary}
+        if self.also_affected:
+            annotations["also_affected"] = "; ".join(self.also_affected)
         if self.value is not None:
             annotations["value"] = format_value(self.alertname, self.labels, self.value)
         return {
@@ -164,6 +183,10 @@ class AlertRecord:
     __slots__ = (
         "ack",
         "alertname",
+        "cause_cleared_at",
+        "cause_fired",
+        "caused_by",
+        "changes",
         "external_until",
         "fingerprint",
         "fired_at",
@@ -171,6 +194,7 @@ class AlertRecord:
         "flapping",
         "group_key",
         "inhibited_by",
+        "inputs",
         "labels",
         "last_breach_at",
         "resolved_at",
@@ -182,6 +206,7 @@ class AlertRecord:
         "summary",
         "transitions",
         "value",
+        "value_at_clear",
     )
 
     def __init__(
@@ -207,6 +232,16 @@ class AlertRecord:
         self.inhibited_by: tuple[str, ...] = ()
         self.external_until: float | None = None
         self.group_key = ""
+        # Causal inhibition: the causes' descriptions; whether one of them fired (then a
+        # page covered this alert); when they all resolved, and this alert's value then.
+        self.caused_by: tuple[str, ...] = ()
+        self.cause_fired = False
+        self.cause_cleared_at: float | None = None
+        self.value_at_clear: float | None = None
+        # For `wsgate alerts explain`: recent inputs (time, value, breaching, clear) and
+        # state changes (time, old, new).
+        self.inputs: deque[tuple[float, float | None, bool, bool]] = deque(maxlen=INPUT_MEMORY)
+        self.changes: deque[tuple[float, str, str]] = deque(maxlen=CHANGE_MEMORY)
 
     def resize(self, window: int) -> None:
         if self.samples.maxlen != window:
@@ -216,6 +251,7 @@ class AlertRecord:
         """The one place an alert's state changes."""
         old = self.state
         self.state = new
+        self.changes.append((now, old.value, new.value))
         if new is AlertState.PENDING:
             self.started_at = now
         elif new is AlertState.FIRING:
@@ -244,6 +280,7 @@ class AlertRecord:
     ) -> Transition | None:
         """Feed one sample; returns the transition it caused, if any."""
         self.samples.append(breaching)
+        self.inputs.append((now, self.value, breaching, clear))
         if breaching:
             self.last_breach_at = now
         state = self.state
@@ -284,6 +321,7 @@ class AlertRecord:
             inhibited_by=self.inhibited_by,
             flapping=self.flapping,
             group_key=self.group_key,
+            caused_by=self.caused_by if self.inhibited_by else (),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -306,6 +344,13 @@ class AlertRecord:
             "flap_notified": self.flap_notified,
             "external_until": self.external_until,
             "group_key": self.group_key,
+            "caused_by": list(self.caused_by),
+            "inhibited_by": list(self.inhibited_by),
+            "cause_fired": self.cause_fired,
+            "cause_cleared_at": self.cause_cleared_at,
+            "value_at_clear": self.value_at_clear,
+            "inputs": [list(x) for x in self.inputs],
+            "changes": [list(x) for x in self.changes],
         }
 
     @classmethod
@@ -330,6 +375,13 @@ class AlertRecord:
         rec.flap_notified = bool(d.get("flap_notified", False))
         rec.external_until = d.get("external_until")
         rec.group_key = str(d.get("group_key", ""))
+        rec.caused_by = tuple(str(x) for x in d.get("caused_by", ()))
+        rec.inhibited_by = tuple(str(x) for x in d.get("inhibited_by", ()))
+        rec.cause_fired = bool(d.get("cause_fired", False))
+        rec.cause_cleared_at = d.get("cause_cleared_at")
+        rec.value_at_clear = d.get("value_at_clear")
+        rec.inputs.extend((float(t), v, bool(b), bool(c)) for t, v, b, c in d.get("inputs", ()))
+        rec.changes.extend((float(t), str(o), str(n)) for t, o, n in d.get("changes", ()))
         return rec
 
     def __repr__(self) -> str:
