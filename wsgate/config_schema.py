@@ -343,6 +343,9 @@ def default_max_subscriptions(dialect: DialectName) -> int:
         DialectName.BITFINEX: 25,
         DialectName.BINANCE: 1024,
         DialectName.BINANCE_USDM: 200,
+        # OKX caps the args of one request (64 KB), not channels; its 480 ops/hour are per
+        # connection, so spreading keys also spreads that budget.
+        DialectName.OKX: 100,
     }.get(dialect, 1)
 
 
@@ -358,11 +361,19 @@ def default_connect_budget(host: str) -> BudgetConfig:
         return BudgetConfig(5, 15.0)
     if host.endswith("binance.com") or "binance" in host:
         return BudgetConfig(300, 300.0)
+    if host.endswith("okx.com"):
+        return BudgetConfig(3, 1.0)  # 3 connection requests per second per IP
     return BudgetConfig(20, 60.0)
 
 
+MAX_OKX_OPS = 480
+
+
 def default_message_budget(dialect: DialectName) -> BudgetConfig:
-    """Client->exchange messages per connection; Binance documents 5/s (USD-M 10/s)."""
+    """Client->exchange messages per connection; Binance documents 5/s (USD-M 10/s), OKX
+    480 subscribe/unsubscribe/login messages an hour (pings share this budget here)."""
+    if dialect is DialectName.OKX:
+        return BudgetConfig(MAX_OKX_OPS, 3600.0)
     count = {
         DialectName.BINANCE: 5,
         DialectName.BINANCE_USDM: 10,

@@ -57,6 +57,13 @@ rest_url = "https://fapi.binance.com/fapi/v1"
 [[routes.binance_usdm.endpoints]]
 url = "wss://fstream.binance.com"
 
+[routes.okx]
+dialect = "okx"
+type = "market_data"
+strategy = "adaptive"
+[[routes.okx.endpoints]]
+url = "wss://ws.okx.com:8443"
+
 [alerts.channels.log]
 enabled = true
 min_severity = "info"
@@ -79,12 +86,14 @@ def point_at_simulator(
     *,
     binance_usdm_url: str | None = None,
     binance_usdm_rest_url: str | None = None,
+    okx_url: str | None = None,
 ) -> Config:
     """Rewrite every route of a simulated venue in ``cfg`` to the in-process simulator."""
     ws: dict[str, str | None] = {
         "bitfinex": bitfinex_url,
         "binance": binance_url,
         "binance_usdm": binance_usdm_url,
+        "okx": okx_url,
     }
     rest: dict[str, str | None] = {
         "binance": binance_rest_url,

@@ -167,6 +167,7 @@ async def _run(
                 sim.binance_rest_url,
                 binance_usdm_url=sim.binance_usdm_url,
                 binance_usdm_rest_url=sim.binance_usdm_rest_url,
+                okx_url=sim.okx_url,
             )
             # A reload keeps the ports the demo moved to (listen changes need a restart).
             pointed = dataclasses.replace(
@@ -198,6 +199,7 @@ async def _run(
             "bitfinex": sim.bitfinex_url,
             "binance": sim.binance_url,
             "binance_usdm": sim.binance_usdm_url,
+            "okx": sim.okx_url,
         }
         serving = asyncio.create_task(daemon.serve())
         ready = asyncio.create_task(daemon.ready.wait())

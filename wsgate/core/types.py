@@ -23,6 +23,7 @@ class DialectName(StrEnum):
     BITFINEX = "bitfinex"
     BINANCE = "binance"
     BINANCE_USDM = "binance_usdm"
+    OKX = "okx"
 
 
 class StrategyName(StrEnum):

@@ -72,6 +72,7 @@ with its suffix. ``url_suffix`` is then the suffix of the connections opened at 
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -85,6 +86,7 @@ __all__ = [
     "ChannelData",
     "ChannelState",
     "Close",
+    "Coalescing",
     "Conf",
     "ConfAck",
     "DataKind",
@@ -448,6 +450,15 @@ class Dialect(Protocol):
     def cadence(self, key: SubKey) -> float | None: ...
 
     def dedup_id(self, event: ChannelData) -> int | None: ...
+
+
+@runtime_checkable
+class Coalescing(Protocol):
+    """An upstream codec that merges queued requests into one (a venue that limits requests
+    per connection rather than args). ``coalesce(first, queue)`` pops from the front of
+    ``queue`` every frame it folds into ``first`` and returns the frame to send."""
+
+    def coalesce(self, first: str, queue: deque[str]) -> str: ...
 
 
 @runtime_checkable

@@ -7,6 +7,7 @@ from wsgate.dialects.base import Dialect
 from wsgate.dialects.binance import BinanceDialect
 from wsgate.dialects.binance_usdm import BinanceUsdmDialect
 from wsgate.dialects.bitfinex import BitfinexDialect
+from wsgate.dialects.okx import OkxDialect
 from wsgate.dialects.raw import RawDialect
 
 __all__ = ["dialect_for"]
@@ -21,5 +22,7 @@ def dialect_for(name: DialectName | str) -> Dialect:
             return BinanceDialect()
         case DialectName.BINANCE_USDM:
             return BinanceUsdmDialect()
+        case DialectName.OKX:
+            return OkxDialect()
         case DialectName.RAW:
             return RawDialect()

@@ -106,6 +106,10 @@ class Uplink:
             if self.codec is None:
                 return
             frame = self.queue.popleft()
+            if self.queue and isinstance(self.codec, d.Coalescing):
+                # Venues that count requests, not args (OKX 480 ops/hour, Bybit spot 10
+                # args a request): what waited for the budget leaves as one request.
+                frame = self.codec.coalesce(frame, self.queue)
             try:
                 await conn.send(frame)
             except (UpstreamError, ConnectionError, ConnectionClosed):

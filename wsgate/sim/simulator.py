@@ -11,6 +11,7 @@ from typing import Any
 from wsgate.sim.binance import BinanceSim
 from wsgate.sim.binance_usdm import BinanceUsdmSim
 from wsgate.sim.bitfinex import BitfinexSim
+from wsgate.sim.okx import OkxSim
 from wsgate.sim.server import SimStatistics
 
 __all__ = ["Simulator", "SimulatorStatistics", "run_simulator"]
@@ -23,12 +24,14 @@ class SimulatorStatistics:
     bitfinex: SimStatistics | None
     binance: SimStatistics | None
     binance_usdm: SimStatistics | None = None
+    okx: SimStatistics | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
             "bitfinex": self.bitfinex.as_dict() if self.bitfinex else None,
             "binance": self.binance.as_dict() if self.binance else None,
             "binance_usdm": self.binance_usdm.as_dict() if self.binance_usdm else None,
+            "okx": self.okx.as_dict() if self.okx else None,
         }
 
 
@@ -39,8 +42,9 @@ def _split_tuning(tuning: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "bitfinex": set(inspect.signature(BitfinexSim.__init__).parameters) - {"self"},
         "binance": set(inspect.signature(BinanceSim.__init__).parameters) - {"self"},
         "usdm": set(inspect.signature(BinanceUsdmSim.__init__).parameters) - {"self"},
+        "okx": set(inspect.signature(OkxSim.__init__).parameters) - {"self"},
     }
-    out: dict[str, dict[str, Any]] = {"bitfinex": {}, "binance": {}, "usdm": {}}
+    out: dict[str, dict[str, Any]] = {"bitfinex": {}, "binance": {}, "usdm": {}, "okx": {}}
     for key, value in tuning.items():
         venue, _, rest = key.partition("_")
         if venue in out and rest in accepts[venue]:
@@ -64,10 +68,12 @@ class Simulator:
         bitfinex: bool = True,
         binance: bool = True,
         binance_usdm: bool = True,
+        okx: bool = True,
         host: str = "127.0.0.1",
         bitfinex_port: int = 0,
         binance_port: int = 0,
         binance_usdm_port: int = 0,
+        okx_port: int = 0,
         **tuning: Any,
     ) -> None:
         opts = _split_tuning(tuning)
@@ -83,6 +89,7 @@ class Simulator:
             if binance_usdm
             else None
         )
+        self._okx = OkxSim(seed=seed, host=host, port=okx_port, **opts["okx"]) if okx else None
 
     def __repr__(self) -> str:
         return f"Simulator(bitfinex={self._bitfinex!r}, binance={self._binance!r})"
@@ -113,8 +120,19 @@ class Simulator:
     def binance_usdm_rest_url(self) -> str:
         return self.binance_usdm.rest_url
 
-    def _sims(self) -> list[BitfinexSim | BinanceSim]:
-        return [s for s in (self._bitfinex, self._binance, self._usdm) if s is not None]
+    @property
+    def okx(self) -> OkxSim:
+        if self._okx is None:
+            raise RuntimeError("the OKX simulator is disabled (okx=False)")
+        return self._okx
+
+    @property
+    def okx_url(self) -> str:
+        return self.okx.url
+
+    def _sims(self) -> list[BitfinexSim | BinanceSim | OkxSim]:
+        sims = (self._bitfinex, self._binance, self._usdm, self._okx)
+        return [s for s in sims if s is not None]
 
     @property
     def bitfinex_url(self) -> str:
@@ -129,7 +147,7 @@ class Simulator:
         return self.binance.rest_url
 
     async def start(self) -> None:
-        started: list[BitfinexSim | BinanceSim] = []
+        started: list[BitfinexSim | BinanceSim | OkxSim] = []
         try:
             for sim in self._sims():
                 await sim.start()
@@ -155,6 +173,7 @@ class Simulator:
             bitfinex=self._bitfinex.statistics() if self._bitfinex else None,
             binance=self._binance.statistics() if self._binance else None,
             binance_usdm=self._usdm.statistics() if self._usdm else None,
+            okx=self._okx.statistics() if self._okx else None,
         )
 
 
