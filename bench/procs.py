@@ -32,7 +32,7 @@ from array import array
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["Child", "raise_nofile"]
+__all__ = ["Child", "orders_main", "raise_nofile"]
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -206,9 +206,19 @@ async def _push(conn: multiprocessing.connection.Connection) -> None:
 
     from bench.net import ticker_frame
 
+    orders: list[int] = []  # one-way latency (ns) of "o <stamp>" frames from clients
+
     async def handler(ws: ServerConnection) -> None:
         with contextlib.suppress(ConnectionClosed):
             async for msg in ws:
+                if isinstance(msg, str) and msg.startswith("o "):
+                    orders.append(time.monotonic_ns() - int(msg[2:]))
+                    continue
+                if msg == "orders?":
+                    taken = array("q", orders)
+                    orders.clear()
+                    await ws.send(taken.tobytes())
+                    continue
                 parts = str(msg).split()
                 if len(parts) != 4 or parts[0] != "go":
                     continue
@@ -223,6 +233,35 @@ async def _push(conn: multiprocessing.connection.Connection) -> None:
         conn.send(("ready", {"port": server.sockets[0].getsockname()[1]}))
         while (await _recv(conn))[0] != "stop":
             conn.send(("unknown", None))
+
+
+async def _orders(
+    conn: multiprocessing.connection.Connection, port: int, path: str, rate: float, seconds: float
+) -> None:
+    """A bot placing orders: ``o <monotonic ns>`` text frames at ``rate``/s through ``path``;
+    the push server stamps their arrival, and the latencies come back for the parent."""
+    from websockets.asyncio.client import connect
+
+    async with connect(f"ws://127.0.0.1:{port}{path}", compression=None) as ws:
+        conn.send(("ready", None))
+        await _recv(conn)  # "measure"
+
+        async def one() -> None:
+            await ws.send(f"o {time.monotonic_ns()}")
+
+        n = await _pace(rate, seconds, int(rate * seconds) + 1, one)
+        await ws.send("orders?")
+        while True:
+            reply = await asyncio.wait_for(ws.recv(), 30)
+            if isinstance(reply, bytes):
+                break
+        conn.send(("result", {"sent": n, "samples": reply}))
+
+
+def orders_main(
+    conn: multiprocessing.connection.Connection, port: int, path: str, rate: float, seconds: float
+) -> None:
+    _run(conn, _orders(conn, port, path, rate, seconds), True)
 
 
 def push_main(conn: multiprocessing.connection.Connection, fast: bool) -> None:
