@@ -531,8 +531,8 @@ class ConnectionMetrics:
         self.last_message_at = now
         self._rate_in.add(now, nbytes, count)
 
-    def on_message_out(self, now: float, nbytes: int) -> None:
-        self.messages_out += 1
+    def on_message_out(self, now: float, nbytes: int, count: int = 1) -> None:
+        self.messages_out += count
         self.bytes_out += nbytes
 
     # -- events -----------------------------------------------------------------------

@@ -18,11 +18,12 @@ from wsgate.errors import InvalidPath
 from wsgate.redact import strip_query_params
 from wsgate.runtime.faults import Faults
 from wsgate.runtime.fdbudget import FdBudget
-from wsgate.runtime.httpbody import BodyServerConnection, request_body
+from wsgate.runtime.httpbody import request_body
 from wsgate.runtime.rest_proxy import FORWARDED_HEADERS, RestProxy
 from wsgate.runtime.rest_proxy import allowed as rest_allowed
 from wsgate.runtime.routes import RouteRuntime
 from wsgate.runtime.session import Flusher, Session
+from wsgate.runtime.wsserver import LeanServerConnection
 
 __all__ = ["Gateway", "SystemRoute"]
 
@@ -69,7 +70,8 @@ class Gateway:
             self.cfg.host,
             self.cfg.port,
             process_request=self._process_request,
-            create_connection=BodyServerConnection,  # REST pass-through: PUT/POST bodies
+            # REST bodies (PUT/POST pass-through) and the relays' verbatim order path.
+            create_connection=LeanServerConnection,
             compression=None,  # loopback: deflate costs CPU and would break frame sharing
             max_size=self.cfg.max_message_bytes,
             max_queue=16,

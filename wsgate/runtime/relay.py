@@ -20,6 +20,7 @@ from wsgate.errors import UpstreamError
 from wsgate.runtime.framing import encode_binary
 from wsgate.runtime.session import Session
 from wsgate.runtime.upstream import UpstreamConnection
+from wsgate.runtime.wsserver import ClientFrames, LeanServerConnection
 
 __all__ = ["Relay", "run_relay"]
 
@@ -98,7 +99,11 @@ async def run_relay(
                 lost.cancel()
                 conn.stop()
                 return
-        pump = tg.create_task(_client_to_upstream(ws, conn, relay))
+        if isinstance(ws, LeanServerConnection) and ws.start_relay(_forwarder(conn, relay)):
+            # Orders go upstream inside data_received, verbatim; this task only waits.
+            pump = tg.create_task(ws.wait_closed())
+        else:
+            pump = tg.create_task(_client_to_upstream(ws, conn, relay))
         done, _ = await asyncio.wait({pump, lost}, return_when="FIRST_COMPLETED")
         if lost in done and session.open:
             log.info("session %d: upstream lost (%s); closing 1013", session.id, relay.close_reason)
@@ -106,6 +111,24 @@ async def run_relay(
         pump.cancel()
         lost.cancel()
         conn.stop()
+
+
+def _forwarder(conn: UpstreamConnection, relay: Relay) -> ClientFrames:
+    session = relay.session
+
+    def forward(frames: bytes, count: int) -> bool:
+        session.messages_in += count
+        relay.client_spoke = True
+        if conn.send_frames_nowait(frames, count):
+            return True
+        # Not open, or the exchange stopped reading: end the session (1013) rather than
+        # hold the bot's orders.
+        if not relay.closed.is_set():
+            relay.close_reason = "upstream not writable"
+            relay.closed.set()
+        return False
+
+    return forward
 
 
 async def _client_to_upstream(ws: ServerConnection, conn: UpstreamConnection, relay: Relay) -> None:

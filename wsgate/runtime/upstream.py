@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
+from websockets.protocol import State
 
 from wsgate.core.backoff import Backoff, CloseKind, TokenBucket, classify_status
 from wsgate.core.metrics import ConnectionMetrics
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("wsgate.upstream")
+SEND_BUFFER_LIMIT = 4 * 1024 * 1024  # bytes queued towards an exchange that stopped reading
 
 
 class UpstreamSink(Protocol):
@@ -300,6 +302,23 @@ class UpstreamConnection:
             raise UpstreamError(f"{self.id} is not open")
         await ws.send(data)
         self.metrics.on_message_out(self._clock(), len(data))
+
+    def send_frames_nowait(self, frames: bytes, count: int) -> bool:
+        """Write ``count`` whole client frames (masked, e.g. a relayed bot's) as they are.
+
+        False when the connection is not open or its send buffer is over
+        :data:`SEND_BUFFER_LIMIT` (the exchange is not reading): the caller ends the
+        session rather than queue orders without bound.
+        """
+        ws = self.ws
+        if ws is None or ws.protocol.state is not State.OPEN:
+            return False
+        transport = ws.transport
+        if transport.is_closing() or transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
+            return False
+        transport.write(frames)
+        self.metrics.on_message_out(self._clock(), len(frames), count)
+        return True
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> None:
