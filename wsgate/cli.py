@@ -278,6 +278,8 @@ def reload(
     print(head if changed else head.split(":")[0] + ": no changes")
     for c in changed:
         line = f"  {c['key']}: {render_value(c['old'])} -> {render_value(c['new'])}"
+        if c.get("note"):
+            line += f"  ({c['note']})"
         print(
             line + ("  (restart required: keeps its running value)" if c["key"] in restart else "")
         )

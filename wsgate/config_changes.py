@@ -52,6 +52,18 @@ def needs_restart(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in RESTART_KEYS)
 
 
+# Route keys an open upstream connection only takes at its next (re)connect: they shape
+# the WebSocket handshake or its keepalive. New connections use them at once.
+_AT_RECONNECT = ("ping_interval", "ping_timeout", "app_ping_interval", "use_proxy", "tls")
+
+
+def note_for(key: str) -> str:
+    parts = key.split(".")
+    if len(parts) >= 3 and parts[0] == "routes" and parts[2] in _AT_RECONNECT:
+        return "open connections take it at their next reconnect"
+    return ""
+
+
 @dataclass(frozen=True)
 class KeyChange:
     key: str
@@ -60,11 +72,16 @@ class KeyChange:
     restart_required: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "old": self.old, "new": self.new}
+        out = {"key": self.key, "old": self.old, "new": self.new}
+        note = note_for(self.key)
+        if note:
+            out["note"] = note
+        return out
 
     def render(self) -> str:
         text = f"{self.key}: {render_value(self.old)} -> {render_value(self.new)}"
-        return text + (" (restart required)" if self.restart_required else "")
+        note = "restart required" if self.restart_required else note_for(self.key)
+        return text + (f" ({note})" if note else "")
 
 
 def render_value(value: Any) -> str:

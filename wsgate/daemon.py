@@ -536,7 +536,16 @@ class Daemon:
             for s in list(rt.sessions):
                 s.close_nowait(1001, "route removed by reload")
         for name in diff.routes_changed:
-            self.routes[name].reconfigure(new.route(name))
+            old_r, new_r = self.config.route(name), new.route(name)
+            if (old_r.dialect, old_r.type) == (new_r.dialect, new_r.type):
+                self.routes[name].reconfigure(new_r)
+                continue
+            # Another protocol or connection type is another route: build it anew.
+            rt = self.routes.pop(name)
+            rt.stop()
+            for s in list(rt.sessions):
+                s.close_nowait(1012, "route re-created by reload (dialect or type changed)")
+            self._add_route(new_r, self._tg)
         for name in diff.routes_added:
             self._add_route(new.route(name), self._tg)
         if diff.jobs_changed:
@@ -616,6 +625,21 @@ class Daemon:
                     view["metrics.history_points"] = conn.metrics.history_points
                 if conn.settings.per_message_metrics != self.env.per_message_metrics:
                     view["metrics.per_message"] = conn.settings.per_message_metrics
+        for rt in self.routes.values():
+            for conn in rt.connections():
+                s = conn.settings
+                for key, value in (
+                    ("stale_after", s.stale_after),
+                    ("ping_interval", s.ping_interval),
+                    ("ping_timeout", s.ping_timeout),
+                    ("backoff_initial", conn.backoff.initial),
+                    ("backoff_max", conn.backoff.maximum),
+                    ("min_uptime", conn.backoff.min_uptime),
+                    ("max_lifetime", s.max_lifetime or 0),
+                    ("use_proxy", s.use_proxy),
+                ):
+                    if view.get(f"routes.{rt.name}.{key}") != value:
+                        view[f"routes.{rt.name}.{key}"] = value  # a connection lags the route
         intervals = {j.name: j.interval for j in self.jobs.statistics()}
         for job, key in (
             ("health", "health_check_interval"),

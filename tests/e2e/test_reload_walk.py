@@ -48,8 +48,9 @@ def _base_doc(tmp: Path) -> dict[str, Any]:
     )
     doc["gateway"]["listen"] = f"127.0.0.1:{free_port()}"
     doc["metrics"]["listen"] = f"127.0.0.1:{free_port()}"
-    for route in doc["routes"].values():
-        route["min_connections"] = 0  # nothing dials out unless a key asks for it
+    for name, route in doc["routes"].items():
+        # One route keeps a connection (dialing a closed port) whose settings must follow.
+        route["min_connections"] = 1 if name == "bitfinex" else 0
         for i, ep in enumerate(route["endpoints"]):
             ep["url"] = f"ws://127.0.0.1:9/{i}"
     for ch in doc["alerts"]["channels"].values():

@@ -9,6 +9,7 @@ pool then holds a warm probe connection that keeps the endpoint measured.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import random
@@ -543,6 +544,12 @@ class RouteRuntime:
         self._targets[base] = max(self._targets.get(base, 0), cfg.min_connections)
         self._configure_budgets()
         gone = old_endpoints - {e.name for e in cfg.endpoints}
+        for conn in self.connections():
+            if conn.settings.endpoint not in gone:
+                settings = self._settings(conn.settings.endpoint, conn.settings.url)
+                conn.update_settings(
+                    dataclasses.replace(settings, reconnect=conn.settings.reconnect)
+                )
         for conn in list(self.pool.values()):
             if conn.settings.endpoint in gone:
                 if self.hub is not None:

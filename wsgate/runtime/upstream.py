@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import ssl
@@ -245,6 +246,17 @@ class UpstreamConnection:
         self._stopping = True
         self._wake.set()
         self._abort("stopped")
+
+    def update_settings(self, new: UpstreamSettings) -> None:
+        """A reload's route settings for this open connection: the stale limit, lifetime and
+        backoff apply at once; ping timing, TLS and proxy at the next (re)connect (its URL
+        and endpoint stay: moving those is a rotation)."""
+        self.settings = dataclasses.replace(
+            new, route=self.settings.route, endpoint=self.settings.endpoint, url=self.settings.url
+        )
+        self.backoff.initial = new.backoff_initial
+        self.backoff.maximum = new.backoff_max
+        self.backoff.min_uptime = new.min_uptime
 
     def request_reconnect(self, reason: str, *, operator: bool = False) -> None:
         """Close and reopen. ``operator``: an operator asked, so the reopen is immediate and
