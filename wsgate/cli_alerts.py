@@ -184,7 +184,7 @@ def alerts_silence(
         s,
         c,
         "alerts.silence",
-        matchers=match or [],
+        matchers=match or None,
         fingerprint=fingerprint,
         duration=for_,
         comment=comment,

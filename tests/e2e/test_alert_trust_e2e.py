@@ -240,6 +240,42 @@ def test_dead_upstream_pages_connection_failure_once_listing_its_consequences() 
             text = d.cli("alerts", "explain", fp, "--socket", d.socket)
             assert text.returncode == 0, text.stderr
             assert "fires at 1s" in text.stdout and "inhibits" in text.stdout, text.stdout
+            # amtool-grade handling through the CLI: prefixes, checked silences.
+            other = consequences[0]["fingerprint"][:8]
+            r = d.cli("alerts", "ack", other, "--comment", "mine", "--socket", d.socket)
+            assert r.returncode == 0 and "acknowledged" in r.stdout, r.stderr
+            r = d.cli(
+                "alerts",
+                "silence",
+                "--match",
+                "rout=bfx",
+                "--for",
+                "1h",
+                "--comment",
+                "typo",
+                "--socket",
+                d.socket,
+            )
+            assert r.returncode != 0 and "did you mean 'route'" in r.stderr, r.stderr
+            r = d.cli(
+                "alerts", "silence", fp, "--for", "1h", "--comment", "known", "--socket", d.socket
+            )
+            assert r.returncode == 0 and "matches" in r.stdout, r.stdout + r.stderr
+            r = d.cli(
+                "alerts",
+                "silence",
+                "--match",
+                "route=nowhere",
+                "--for",
+                "1h",
+                "--comment",
+                "x",
+                "--socket",
+                d.socket,
+            )
+            assert r.returncode == 0 and "matches no pending or firing alert" in r.stderr
+            table = d.cli("alerts", "--socket", d.socket).stdout
+            assert "connection_failure" in table and "down for" in table, table
             lt.close_bot(bot)
         lt.stop(rx)
         lt.stop(sim)
