@@ -174,6 +174,7 @@ def test_required_families_are_there(metrics_text: str) -> None:
         "wsgate_upstream_bytes_sent_total",
         "wsgate_upstream_rtt_seconds_bucket",
         "wsgate_sessions_open",
+        "wsgate_sessions_by_client",
         "wsgate_handshakes_rejected_total",
         "wsgate_messages_dropped_total",
         "wsgate_session_subscriptions",
@@ -231,3 +232,22 @@ def test_operations_alerting_rules_pass_promtool(tmp_path: Path) -> None:
         [tool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_sessions_by_client_names_the_bots(metrics_text: str) -> None:
+    from wsgate.control.metrics_bots import client_name
+
+    assert client_name("ccxt/4.3.1 (+https://github.com/ccxt/ccxt)") == "ccxt"
+    assert client_name("Python/3.11 websockets/17.4") == "python"
+    assert client_name(None) == "unknown" and client_name("  /x") == "unknown"
+    assert client_name("a" * 100) == "a" * 32
+    rows = re.findall(
+        r'wsgate_sessions_by_client\{client="([^"]+)",route="(\w+)"\} (\S+)', metrics_text
+    )
+    rows += [
+        (c, r, v)
+        for r, c, v in re.findall(
+            r'wsgate_sessions_by_client\{route="(\w+)",client="([^"]+)"\} (\S+)', metrics_text
+        )
+    ]
+    assert rows and all(float(v) >= 1 for _, _, v in rows), rows

@@ -11,6 +11,10 @@
                                                     before-break overlap), upstream_send
                                                     (a bot's frame the upstream send queue
                                                     could not take)
+``wsgate_sessions_by_client``                       open bot sessions {route, client}: the
+                                                    product name of the bot's User-Agent
+                                                    (``ccxt``, ``python-binance``, ...), at
+                                                    most 20 names, the rest ``other``
 ``wsgate_sessions_slow_closed_total``               sessions closed as slow consumers {route}
 ``wsgate_session_subscriptions``                    subscriptions held by the route's
                                                     sessions {route, stat=sum|max}
@@ -22,6 +26,7 @@ removed by a reload takes its series with it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from http import HTTPStatus
 from typing import Protocol
@@ -42,6 +47,18 @@ _REASONS = {
     HTTPStatus.BAD_REQUEST: "bad_request",
     HTTPStatus.TOO_MANY_REQUESTS: "rate_limited",
 }
+
+
+MAX_CLIENTS = 20  # distinct client names exported; more are counted as "other"
+_CLIENT = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,31}")
+
+
+def client_name(user_agent: str | None) -> str:
+    """``"ccxt/4.3.1 (+https://...)"`` -> ``"ccxt"``: the first product token, bounded."""
+    if not user_agent:
+        return "unknown"
+    m = _CLIENT.match(user_agent.strip())
+    return m.group(0).lower() if m else "unknown"
 
 
 def rejection_reason(status: int) -> str:
@@ -85,6 +102,24 @@ class BotSideCollector(Collector):
             "Subscriptions held by the route's sessions: stat=sum over them, stat=max of one.",
             labels=["route", "stat"],
         )
+        by_client = GaugeMetricFamily(
+            "wsgate_sessions_by_client",
+            "Open bot sessions by client (the User-Agent's product name).",
+            labels=["route", "client"],
+        )
+        per_client: dict[tuple[str, str], int] = {}
+        names: set[str] = set()
+        for session in list(self.d.gateway.sessions):
+            request = getattr(session.ws, "request", None)
+            agent = request.headers.get("User-Agent") if request is not None else None
+            name = client_name(agent)
+            if name not in names and len(names) >= MAX_CLIENTS:
+                name = "other"
+            names.add(name)
+            key = (session.route, name)
+            per_client[key] = per_client.get(key, 0) + 1
+        for (route, name), n in sorted(per_client.items()):
+            by_client.add_metric([route, name], n)
         by_reason: dict[str, int] = {}
         for status, n in self.d.gateway.rejected.items():
             reason = rejection_reason(status)
@@ -104,4 +139,4 @@ class BotSideCollector(Collector):
             counts = [len(m.subs) for m in hub.intents.members.values()]
             subs.add_metric([rt.name, "sum"], sum(counts))
             subs.add_metric([rt.name, "max"], max(counts, default=0))
-        yield from (sessions, rejected, dropped, slow, subs)
+        yield from (sessions, by_client, rejected, dropped, slow, subs)
