@@ -231,6 +231,26 @@ def test_min_connections_above_max() -> None:
     assert "must be <= max_connections (2)" in p.message
 
 
+def test_relay_routes_keep_no_pool() -> None:
+    """A raw route relays each session on its own upstream: min_connections defaults to 0
+    and an explicit one is refused with the fix (the Binance private routes alike)."""
+    raw = MINIMAL.replace('"bitfinex"', '"raw"')
+    assert parse_config(raw).routes[0].min_connections == 0
+    p = only_error(
+        raw.replace('type = "market_data"\n', 'type = "market_data"\nmin_connections = 1\n')
+    )
+    assert p.path == "routes.bfx.min_connections" and p.line == 4
+    assert "min_connections does not apply" in p.message and "raw route" in p.message
+    assert p.hint is not None and "max_connections caps the concurrent sessions" in p.hint
+    user = MINIMAL.replace('"bitfinex"', '"binance"').replace("market_data", "user_data")
+    p = only_error(
+        user.replace('type = "user_data"\n', 'type = "user_data"\nmin_connections = 2\n')
+    )
+    assert p.path == "routes.bfx.min_connections" and "binance user_data route" in p.message
+    # Shared routes keep their warm pool.
+    assert parse_config(MINIMAL).routes[0].min_connections == 1
+
+
 def test_missing_endpoints_points_at_the_route_header() -> None:
     p = only_error('[daemon]\nnode_id = "n"\n\n[routes.x]\ndialect = "raw"\ntype = "system"\n')
     assert p.path == "routes.x.endpoints" and p.line == 4

@@ -573,10 +573,25 @@ def _build_route(name: str, t: Table, daemon_max: int) -> RouteConfig | None:
     endpoints = _build_endpoints(t)
     d_for_defaults = dialect or DialectName.RAW
     first_host = (urlsplit(endpoints[0].url).hostname or "") if endpoints else ""
-    # Binance user data and order entry are per-session relays (/ws/<listenKey>, /ws-api/v3):
-    # a pooled probe would hold a connection no session uses (and ws-api has no /stream).
-    private_binance = dialect is DialectName.BINANCE and ctype is not None and ctype.authenticated
-    min_conn = t.integer("min_connections", 0 if private_binance else 1, lo=0)
+    # Raw routes, Binance user data and order entry are per-session relays (1:1): every
+    # session opens its own upstream, at the session's own path (/ws/<listenKey>, /ws-api/v3,
+    # a raw route's path and query), so a connection opened before a session arrives can
+    # serve nobody; a pooled probe would only be one more connection the exchange counts.
+    private_binance = (
+        dialect in (DialectName.BINANCE, DialectName.BINANCE_USDM)
+        and ctype is not None
+        and ctype.authenticated
+    )
+    relay_only = dialect is DialectName.RAW or private_binance
+    min_conn = t.integer("min_connections", 0 if relay_only else 1, lo=0)
+    if relay_only and min_conn:
+        t.problem(
+            "min_connections",
+            f"a {'raw' if dialect is DialectName.RAW else f'{dialect} {ctype}'} route "
+            "relays each session on an upstream connection of its own, opened when the "
+            f"session arrives; min_connections does not apply (got {min_conn})",
+            "remove min_connections (or set 0); max_connections caps the concurrent sessions",
+        )
     max_conn = t.integer("max_connections", 10, lo=1)
     if min_conn > max_conn:
         t.problem(

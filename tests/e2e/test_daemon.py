@@ -30,7 +30,6 @@ def _raw_route(url: str, name: str = "echo") -> str:
 [routes.{name}]
 dialect = "raw"
 type = "market_data"
-min_connections = 1
 stale_after = 30
 [[routes.{name}.endpoints]]
 url = "{url}"
@@ -40,20 +39,23 @@ url = "{url}"
 def test_relay_status_connections_and_sigterm() -> None:
     with ThreadServer(_echo) as up, run_daemon(_raw_route(up.url)) as d:
 
-        async def client() -> str:
+        async def client() -> tuple[str, list[dict[str, object]]]:
             async with connect(f"ws://127.0.0.1:{d.port}/echo") as ws:
                 await ws.send("ping-1")
-                return str(await asyncio.wait_for(ws.recv(), 10))
+                echoed = str(await asyncio.wait_for(ws.recv(), 10))
+                # A raw route keeps no pool: the open upstream is this session's own relay.
+                r = await asyncio.to_thread(d.cli, "connections", "--json", "--socket", d.socket)
+                return echoed, json.loads(r.stdout)
 
-        assert asyncio.run(client()) == "ping-1"
+        echoed, rows = asyncio.run(client())
+        assert echoed == "ping-1"
+        assert [(row["state"], row["route"]) for row in rows] == [("open", "echo")]
         st = d.status()
         assert st["routes"][0]["name"] == "echo"
         assert st["config_path"] == str(d.config)
         assert {j["name"] for j in st["jobs"]} == {"health", "analytics", "alerts", "cleanup"}
-        wait_until(lambda: d.status()["routes"][0]["connections"]["up"] >= 1, 10, "pool open")
-        r = d.cli("connections", "--json", "--socket", d.socket)
-        rows = json.loads(r.stdout)
-        assert any(row["state"] == "open" and row["route"] == "echo" for row in rows)
+        # The session is gone, and so is its upstream: nothing idle stays open.
+        wait_until(lambda: d.status()["routes"][0]["connections"]["up"] == 0, 10, "relay closed")
         d.signal(signal.SIGTERM)
         assert d.proc.wait(10) == 0
         assert not os.path.exists(d.socket)

@@ -301,10 +301,11 @@ def test_shutdown_honours_its_bound_with_a_webhook_that_never_answers() -> None:
     with LoopThread() as lt:
         hook = lt.run(SilentReceiver().start())
         try:
-            # A required route whose endpoint refuses: connection_failure fires within seconds.
-            body = raw_route("ws://127.0.0.1:9/down", extra="min_connections = 1") + alert_body(
-                hook.url
-            ).replace("timeout = 3", "timeout = 60")
+            # A required route whose endpoint refuses: connection_failure fires within seconds
+            # (a shared route: its warm pool connection is what fails; raw routes keep none).
+            body = raw_route("ws://127.0.0.1:9/down").replace(
+                'dialect = "raw"', 'dialect = "bitfinex"'
+            ) + alert_body(hook.url).replace("timeout = 3", "timeout = 60")
             with run_daemon(body, extra_env={SECRET_ENV: SECRET}) as d:
                 lt.run(hook.wait_for_requests(1, within=30), timeout=40)
                 started = time.monotonic()

@@ -2,8 +2,8 @@
 
 Shared dialects (Bitfinex, Binance) hand sessions to a :class:`~wsgate.runtime.hub.Hub`
 that multiplexes subscriptions over the pool. The raw dialect and authenticated
-sessions get a dedicated upstream each (:mod:`wsgate.runtime.relay`); the raw route's
-pool then holds a warm probe connection that keeps the endpoint measured.
+sessions get a dedicated upstream each (:mod:`wsgate.runtime.relay`), opened when the
+session arrives: a raw route keeps no pool (see ``_floor``).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class RouteRuntime:
         # Pool size wanted per upstream URL suffix. A sharded venue (Binance USD-M /public and
         # /market, Bybit spot and linear) starts with the dialect's default suffix only; the
         # other shards open on demand, when a subscription needs one.
-        self._targets: dict[str, int] = {self.dialect.url_suffix: cfg.min_connections}
+        self._targets: dict[str, int] = {self.dialect.url_suffix: self._floor(cfg)}
         self.suffix_of: dict[str, str] = {}  # pooled connection id -> its URL suffix
         self._stopped = asyncio.Event()
         self._changed = asyncio.Event()
@@ -127,6 +127,13 @@ class RouteRuntime:
         self.strategy_override: Any = None  # set by `wsgate routes strategy`, kept over reloads
         self.drained: set[str] = set()  # connection ids drained by an operator
         self._configure_budgets()
+
+    def _floor(self, cfg: RouteConfig) -> int:
+        """Pooled connections kept open. A raw route relays each session 1:1 on a connection
+        opened at the session's own path and query, so a warm one could serve nobody: it
+        would be an idle connection the exchange counts (config check refuses
+        min_connections there; this holds for configs built in code too)."""
+        return cfg.min_connections if self.dialect.shared else 0
 
     @property
     def name(self) -> str:
@@ -223,8 +230,6 @@ class RouteRuntime:
             hub = self.hub
             conn.expects_data = lambda: bool(hub.registry.keys_on(conn.id))
             conn.on_lifetime = lambda: hub.rotate(conn.id, "max_lifetime reached")
-        elif not dedicated:
-            conn.expects_data = lambda: False  # an idle probe: pings keep it honest
         return conn
 
     # ---------------------------------------------------------------- pool
@@ -293,7 +298,7 @@ class RouteRuntime:
         """Close a drained or rotated-out connection for good."""
         if conn.id in self.pool:
             suffix = self.suffix_of.get(conn.id, self.dialect.url_suffix)
-            floor = self.cfg.min_connections if suffix == self.dialect.url_suffix else 0
+            floor = self._floor(self.cfg) if suffix == self.dialect.url_suffix else 0
             self._targets[suffix] = max(floor, self._targets.get(suffix, 0) - 1)
             conn.stop()
 
@@ -303,7 +308,7 @@ class RouteRuntime:
         for conn in list(self.relays.values()):
             conn.stop()
 
-    # UpstreamSink of a raw route's probe connection: nothing to route.
+    # UpstreamSink of a pooled connection without a hub (none: a raw route keeps no pool).
     def on_upstream_open(self, conn: UpstreamConnection) -> None:
         pass
 
@@ -541,7 +546,7 @@ class RouteRuntime:
         }
         self.balancer.slow_start = cfg.slow_start
         base = self.dialect.url_suffix
-        self._targets[base] = max(self._targets.get(base, 0), cfg.min_connections)
+        self._targets[base] = max(self._targets.get(base, 0), self._floor(cfg))
         self._configure_budgets()
         gone = old_endpoints - {e.name for e in cfg.endpoints}
         for conn in self.connections():
