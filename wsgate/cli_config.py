@@ -49,6 +49,8 @@ def config_check(
         if json_:
             problems = [p.as_dict() for p in exc.problems]
             emit_json({"path": path, "ok": False, "errors": problems, "routes": []})
+        elif len(exc.problems) == 1:
+            print(f"wsgate: {exc.problems[0].render(exc.filename)}", file=sys.stderr)
         else:
             for p in exc.problems:
                 print(p.render(exc.filename), file=sys.stderr)

@@ -67,6 +67,8 @@ def describe(exc: BaseException) -> tuple[list[str], int]:
     if isinstance(exc, KeyboardInterrupt):
         return ["wsgate: interrupted"], EXIT_INTERRUPTED
     if isinstance(exc, ConfigError):
+        if len(exc.problems) == 1:  # e.g. a missing file: one line says it all
+            return [f"wsgate: {exc.problems[0].render(exc.filename)}"], EXIT_FAILED
         lines = [p.render(exc.filename) for p in exc.problems]
         where = f"{exc.filename}: " if exc.filename else ""
         lines.append(f"wsgate: {where}{len(exc.problems)} config error(s)")

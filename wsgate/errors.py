@@ -61,7 +61,12 @@ class ConfigProblem:
     def render(self, filename: str | None = None) -> str:
         where = f"{filename}:" if filename else ""
         where += f"{self.line}: " if self.line is not None else (" " if filename else "")
-        text = f"{where}{self.path}: {self.message}"
+        # A problem with the file itself has no key path to show.
+        text = (
+            f"{where}{self.message}"
+            if self.path == "<file>"
+            else f"{where}{self.path}: {self.message}"
+        )
         if self.hint:
             text += f" (hint: {self.hint})"
         return text
