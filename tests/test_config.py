@@ -615,3 +615,28 @@ type = "market_data"
 [[routes.r.endpoints]]
 url = "ws://127.0.0.1:1"
 """
+
+
+def test_environment_overrides_reach_routes_channels_and_rules() -> None:
+    env = {
+        "WSGATE_ROUTES_BITFINEX_AUTH_STRATEGY": "round_robin",  # a name with an underscore
+        "WSGATE_ROUTES_BINANCE_TLS_VERIFY": "false",
+        "WSGATE_ROUTES_BINANCE_CONNECT_BUDGET_COUNT": "7",
+        "WSGATE_ROUTES_BINANCE_STALE_AFTER": "45s",
+        "WSGATE_ALERTS_CHANNELS_LOG_ENABLED": "false",
+        "WSGATE_ALERTS_RULES_HIGH_LATENCY_FIRE": "0.9",
+    }
+    cfg = load_config(SAMPLE, environ=env)
+    assert cfg.route("bitfinex_auth").strategy is StrategyName.ROUND_ROBIN
+    assert cfg.route("bitfinex").strategy is StrategyName.LEAST_LATENCY
+    binance = cfg.route("binance")
+    assert binance.tls.verify is False and binance.connect_budget.count == 7
+    assert binance.stale_after == 45.0
+    assert cfg.alerts.channel("log").enabled is False
+    assert cfg.alerts.rule("high_latency").fire == 0.9
+    assert dict(cfg.overrides)["routes.bitfinex_auth.strategy"] == (
+        "$WSGATE_ROUTES_BITFINEX_AUTH_STRATEGY"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(SAMPLE, environ={"WSGATE_ROUTES_NOPE_STRATEGY": "round_robin"})
+    assert "$WSGATE_ROUTES_NOPE_STRATEGY" in str(err.value)  # never creates a route

@@ -231,7 +231,7 @@ def _parse(
         # tomli refuses inline arrays/tables nested past its limit with a RecursionError.
         raise ConfigError([_nesting_problem(text)], filename) from None
     env = os.environ if environ is None else environ
-    applied = [*env_overrides(env, _secret_env_names(doc)), *overrides]
+    applied = [*env_overrides(env, _secret_env_names(doc), doc), *overrides]
     override_problems = apply_overrides(doc, applied)
     problems = Problems(SourceLocator(text))
     cfg = _build(Table(problems, (), doc), filename, digest)
