@@ -159,8 +159,10 @@ def rebalance(
         emit_json(result)
         return
     moves = result["moves"]
-    verb = "would move" if dry_run else "moving"
     if not moves:
         print("balanced: nothing to move")
-    for m in moves:
-        print(f"{m['route']}: {verb} {m['subscription']} {m['source']} -> {m['target']}")
+        return
+    from wsgate.cli_render import render_rows
+
+    title = "would move (dry run)" if dry_run else "moving (make-before-break)"
+    render_rows(moves, ("route", "subscription", "source", "target"), title=title)
