@@ -484,16 +484,19 @@ class OkxDialect:
     def dedup_id(self, event: ChannelData) -> int | None:
         """``tradeId`` of trades, ``seqId`` of books: monotonic per channel."""
         channel = str(event.channel).partition(":")[0]
-        token = {"trades": '"tradeId":"', "books": '"seqId":'}.get(channel)
-        if token is None:
+        name = {"trades": '"tradeId"', "books": '"seqId"'}.get(channel)
+        if name is None:
             return None
         text = event.text
-        i = text.rfind(token) if channel == "trades" else text.find(token)
+        i = text.rfind(name) if channel == "trades" else text.find(name)
         if i < 0:
             return None
-        i += len(token)
+        i += len(name)
+        n = len(text)
+        while i < n and text[i] in ' \t\r\n:"':  # any valid spacing, quoted or not
+            i += 1
         j = i
-        while j < len(text) and "0" <= text[j] <= "9":
+        while j < n and "0" <= text[j] <= "9":
             j += 1
         return int(text[i:j]) if j > i else None
 
