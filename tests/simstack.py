@@ -34,6 +34,8 @@ KINDS: dict[str, tuple[str, str, str, str | None]] = {
     "binance_trade": ("binance", "trading", "binance_url", None),
     "binance_usdm": ("binance_usdm", "market_data", "binance_usdm_url", "binance_usdm_rest_url"),
     "binance_usdm_user": ("binance_usdm", "user_data", "binance_usdm_url", None),
+    "okx": ("okx", "market_data", "okx_url", None),
+    "okx_private": ("okx", "trading", "okx_url", None),
 }
 
 

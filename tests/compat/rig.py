@@ -32,6 +32,7 @@ __all__ = [
     "until",
     "upstream_binance_streams",
     "upstream_bitfinex_channels",
+    "upstream_okx_channels",
     "upstream_usdm_streams",
 ]
 
@@ -45,6 +46,7 @@ ROUTES = {
     "binance_user": Route("binance_user"),
     "binance_trade": Route("binance_trade"),
     "binance_usdm": Route("binance_usdm", backoff_initial=0.05, backoff_max=0.5, min_uptime=0),
+    "okx": Route("okx", backoff_initial=0.05, backoff_max=0.5, min_uptime=0),
 }
 
 
@@ -73,6 +75,10 @@ async def until(cond: Callable[[], bool], limit: float = 15.0, what: str = "") -
                 await asyncio.sleep(0.02)
     except TimeoutError:
         raise AssertionError(f"timed out after {limit}s waiting for {what or cond}") from None
+
+
+def upstream_okx_channels(sim: Simulator) -> int:
+    return sum(c.channels for c in sim.okx.statistics().connections)
 
 
 def upstream_bitfinex_channels(sim: Simulator) -> int:

@@ -1,0 +1,115 @@
+"""OKX v5 clients pointed at wsgate: ccxt.pro ``okx``.
+
+Only ``urls['api']['ws']`` is overridden (ccxt appends ``/public``). ccxt checks every book
+update's ``prevSeqId`` against the ``seqId`` it holds (a broken chain raises ``InvalidNonce``
+in ``watch_order_book``) and takes an ``action: snapshot`` frame as a reset. Across an
+upstream drop of every connection and a ``notice`` 64008 service upgrade, ccxt sees no error
+and keeps receiving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tests.compat.rig import INSTALL_HINT, stack, upstream_okx_channels
+
+pytest.importorskip("ccxt.pro", reason=f"ccxt {INSTALL_HINT}")
+
+import ccxt.pro as ccxtpro
+
+from wsgate import Gateway
+
+
+def _spot(market_id: str, base: str) -> dict[str, Any]:
+    return {
+        "id": market_id,
+        "symbol": f"{base}/USDT",
+        "base": base,
+        "quote": "USDT",
+        "baseId": base,
+        "quoteId": "USDT",
+        "type": "spot",
+        "spot": True,
+        "margin": False,
+        "swap": False,
+        "future": False,
+        "option": False,
+        "contract": False,
+        "linear": None,
+        "inverse": None,
+        "active": True,
+        "precision": {"amount": 0.00000001, "price": 0.01},
+        "limits": {"amount": {"min": None, "max": None}, "price": {"min": None, "max": None}},
+        "info": {"instType": "SPOT", "instId": market_id},
+    }
+
+
+def okx_for(gw: Gateway) -> Any:
+    ex = ccxtpro.okx({"newUpdates": False})
+    ex.urls["api"]["ws"] = gw.url("okx") + "/ws/v5"
+    ex.set_markets([_spot("BTC-USDT", "BTC"), _spot("ETH-USDT", "ETH")])
+    return ex
+
+
+async def repeat(n: int, watch: Callable[[], Awaitable[Any]]) -> list[Any]:
+    return [await asyncio.wait_for(watch(), 15) for _ in range(n)]
+
+
+def test_ccxt_okx_ticker_trades_and_seq_checked_book_shared() -> None:
+    async def scenario() -> None:
+        async with stack() as (gw, sim):
+            a, b = okx_for(gw), okx_for(gw)
+            try:
+                tickers, trades, books = await asyncio.gather(
+                    repeat(2, lambda: a.watch_ticker("BTC/USDT")),
+                    repeat(3, lambda: a.watch_trades("BTC/USDT")),
+                    repeat(30, lambda: a.watch_order_book("BTC/USDT")),
+                )
+                # b joins late: its first book is the gateway's snapshot at the last seqId
+                other_books, other_trades = await asyncio.gather(
+                    repeat(20, lambda: b.watch_order_book("BTC/USDT")),
+                    repeat(2, lambda: b.watch_trades("BTC/USDT")),
+                )
+                shared = upstream_okx_channels(sim)
+            finally:
+                await a.close()
+                await b.close()
+        assert shared == 3  # tickers, trades, books: once upstream for both bots
+        assert tickers[-1]["symbol"] == "BTC/USDT" and tickers[-1]["last"] > 0
+        assert all(x["price"] > 0 for x in trades[-1] + other_trades[-1])
+        for book in (books[-1], other_books[-1]):
+            assert book["nonce"] and book["bids"] and book["asks"]
+            assert book["bids"][0][0] < book["asks"][0][0]
+
+    asyncio.run(scenario())
+
+
+def test_ccxt_okx_keeps_receiving_across_a_drop_and_a_service_upgrade_notice() -> None:
+    async def scenario() -> None:
+        async with stack(okx_notice_grace=0.5) as (gw, sim):
+            ex = okx_for(gw)
+            try:
+                await repeat(10, lambda: ex.watch_order_book("BTC/USDT"))
+                seen: set[str] = set()
+                for fault in (
+                    lambda: sim.okx.faults.drop(),
+                    lambda: sim.okx.fault_info(20051),  # notice 64008, close 0.5 s later
+                    lambda: sim.okx.faults.drop(),
+                ):
+                    fault()
+                    books = await repeat(20, lambda: ex.watch_order_book("BTC/USDT"))
+                    trades = await repeat(2, lambda: ex.watch_trades("BTC/USDT"))
+                    assert books[-1]["bids"][0][0] < books[-1]["asks"][0][0]
+                    # ccxt's cache holds every trade it was sent: none twice, in id order
+                    ids = [int(t["id"]) for t in trades[-1]]
+                    assert len(set(ids)) == len(ids) and ids == sorted(ids)
+                    seen.update(map(str, ids))
+                assert sim.okx.statistics().connections_total >= 4
+            finally:
+                await ex.close()
+
+    asyncio.run(scenario())
