@@ -11,7 +11,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.e2e.test_sharing import _config, recv_json, recv_until, run, stack
+from tests.e2e.test_sharing import recv_json, recv_until, run, stack
+from tests.simstack import stack_config
 from wsgate import Gateway
 from wsgate.config import parse_config
 from wsgate.sim import Simulator
@@ -51,7 +52,7 @@ def test_tokens_max_sessions_and_auth_relay(
     async def scenario() -> None:
         async with Simulator(seed=21) as sim:
             tmp = tempfile.mkdtemp(dir="/tmp")
-            text = _config(sim, tmp, AUTH_ROUTE.format(url=sim.bitfinex_url))
+            text = stack_config(sim, tmp, extra=AUTH_ROUTE.format(url=sim.bitfinex_url))
             async with Gateway(parse_config(text), seed=3) as gw:
                 url = gw.url("trade")
                 assert await _status_of(url) == 401
