@@ -33,6 +33,9 @@ class MemoryServer:
         self.subjects: dict[str, Handler] = {}
         self.is_up = True
         self.links: list[MemoryEngine] = []
+        # Set = serving; cleared = stalled (a frozen server: links stay, nothing moves).
+        self.running = asyncio.Event()
+        self.running.set()
 
     def down(self) -> None:
         self.is_up = False
@@ -42,6 +45,12 @@ class MemoryServer:
 
     def up(self) -> None:
         self.is_up = True
+
+    def stall(self) -> None:
+        self.running.clear()
+
+    def resume(self) -> None:
+        self.running.set()
 
 
 class MemoryBucket:
@@ -53,7 +62,8 @@ class MemoryBucket:
         self.engine.check()
         return self.engine.server.buckets[self.name]
 
-    def _write(self, key: str, value: bytes, deleted: bool = False) -> int:
+    async def _write(self, key: str, value: bytes, deleted: bool = False) -> int:
+        await self.engine.server.running.wait()
         b = self._b()
         b.seq += 1
         entry = KvEntry(key, value, b.seq, deleted)
@@ -70,19 +80,19 @@ class MemoryBucket:
         e = self._b().last.get(key)
         if e is not None and not e.deleted:
             raise KeyConflict(f"{self.name}/{key} exists")
-        return self._write(key, value)
+        return await self._write(key, value)
 
     async def update(self, key: str, value: bytes, last: int) -> int:
         e = self._b().last.get(key)
         if e is None or e.revision != last:
             raise KeyConflict(f"{self.name}/{key} is not at {last}")
-        return self._write(key, value)
+        return await self._write(key, value)
 
     async def put(self, key: str, value: bytes) -> int:
-        return self._write(key, value)
+        return await self._write(key, value)
 
     async def delete(self, key: str) -> None:
-        self._write(key, b"", deleted=True)
+        await self._write(key, b"", deleted=True)
 
     async def follow(self, on_entry: WatchCallback) -> NoReturn:
         b = self._b()
@@ -93,7 +103,9 @@ class MemoryBucket:
         b.watchers.append(q)
         try:
             while True:
-                on_entry(await q.get())
+                entry = await q.get()
+                await self.engine.server.running.wait()
+                on_entry(entry)
         finally:
             b.watchers.remove(q)
 

@@ -225,3 +225,21 @@ async def test_metrics_read_live_state() -> None:
         server.down()
         await until(lambda: not a.link_up)
         assert "wsgate_cluster_engine_connected 0.0" in scrape(a)
+
+
+@aio
+async def test_a_stalled_server_is_not_a_dead_cluster() -> None:
+    """The link stays up but nothing moves (a frozen or partitioned server): our own
+    heartbeat goes unacknowledged, so we stop judging peers before they could look down."""
+    server = MemoryServer()
+    a, b = make(server, "a"), make(server, "b")
+    async with running(a, b):
+        await until(lambda: seen(a, "b") == "up" and seen(b, "a") == "up")
+        server.stall()
+        await until(lambda: not a.alert_fields(0.0)["cluster_link_up"])
+        await asyncio.sleep(CFG.node_down_after * 3)
+        assert seen(a, "b") == "up" and seen(b, "a") == "up"
+        server.resume()
+        await until(lambda: a.alert_fields(0.0)["cluster_link_up"], 5)
+        await asyncio.sleep(CFG.node_down_after * 2)
+        assert seen(a, "b") == "up" and seen(b, "a") == "up"

@@ -98,6 +98,12 @@ class ClusterNode:
         self._alerting: Any = None
         self._started_mono = time.monotonic()
         self._link_lost_at: float | None = self._started_mono
+        # Our own heartbeat's last acknowledgement. A link that is up but cannot write (a
+        # stalled or partitioned server) tells us nothing about peers either: past this
+        # age we stop judging them, before node_down_after could make them look down.
+        self._last_ack: float | None = None
+        self._ack_limit = max(cfg.node_down_after / 2, 1.5 * hb)
+        self._suspect = False
         self._claim_cache: dict[str, bool] = {}
         self.heartbeats_sent = 0
         self.heartbeat_failures = 0
@@ -187,6 +193,7 @@ class ClusterNode:
                 finally:
                     self.membership.set_link(False, time.monotonic())
                     self._link_lost_at = time.monotonic()
+                    self._suspect = False
                     self._nodes = self._claims = None
                     self.shared.detach_buckets()
                     if not self._stop.is_set():
@@ -273,6 +280,7 @@ class ClusterNode:
             except KeyConflict:
                 continue  # it moved under us: look again
             self.identity = "held"
+            self._last_ack = time.monotonic()
             return
         raise ClusterError(f"could not claim node id {self.node_id!r}: it keeps changing")
 
@@ -304,6 +312,7 @@ class ClusterNode:
                 2 * self.cfg.heartbeat_interval,
             )
             self.heartbeats_sent += 1
+            self._acknowledged()
         except KeyConflict:
             entry = await nodes.get(self.node_id)
             holder = _parse(entry.value) if entry is not None else {}
@@ -314,6 +323,25 @@ class ClusterNode:
         except TimeoutError:
             self.heartbeat_failures += 1
             log.warning("cluster: heartbeat not acknowledged within %.1fs", self._hb_timeout())
+
+    def _acknowledged(self) -> None:
+        now = time.monotonic()
+        self._last_ack = now
+        if self._suspect and self.engine.connected:
+            self._suspect = False
+            self.membership.set_link(True, now)  # a fresh grace for every peer
+            log.info("cluster: heartbeats acknowledged again; judging peers")
+
+    def _check_own_heartbeat(self, now: float) -> None:
+        ack = self._last_ack
+        if self._suspect or not self.membership.link_up or ack is None:
+            return
+        if now - ack > self._ack_limit:
+            self._suspect = True
+            self.membership.set_link(False, now)
+            log.warning(
+                "cluster: own heartbeat not acknowledged for %.1fs; not judging peers", now - ack
+            )
 
     def _hb_timeout(self) -> float:
         return 2 * self.cfg.heartbeat_interval
@@ -337,6 +365,7 @@ class ClusterNode:
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
+            self._check_own_heartbeat(now)
             for change in self.membership.tick(now):
                 log.warning(
                     "cluster: node %s is down (no heartbeat for %.1fs)",
