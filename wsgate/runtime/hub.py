@@ -252,6 +252,8 @@ class Hub:
         if u is None:
             return
         u.closed()
+        if conn.draining:  # closed while draining: it is done (upstream.drain); no reconnect
+            self.route.retire(conn)
         if not conn.operator_cycle:  # an operator's reconnect is no mark against it
             u.penalty.add(self.clock(), 2.0)
         self.placement.connection_lost(conn.id)

@@ -262,9 +262,8 @@ class Placement:
     def rotate(self, conn_id: str, reason: str) -> None:
         """Replace a connection make-before-break (20051, serverShutdown, max lifetime)."""
         u = self.ups.get(conn_id)
-        if u is None or u.draining:
-            return
-        u.draining = True
+        if u is None or u.draining or not u.conn.drain(reason):
+            return  # gone, already on its way out, or not up (nothing to move)
         self.route.grow(force=True, suffix=u.suffix if self.sharded else None)
         self._migrate(u, reason)
 
@@ -272,7 +271,9 @@ class Placement:
         u = self.ups.get(conn_id)
         if u is None:
             return 0
-        u.draining = True
+        if not u.draining and not u.conn.drain(reason):
+            self.route.retire(u.conn)  # not up: nothing to move, it just goes
+            return 0
         return self._migrate(u, reason)
 
     def _migrate(self, u: Uplink, reason: str) -> int:

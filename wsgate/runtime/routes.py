@@ -295,8 +295,8 @@ class RouteRuntime:
         self._changed.set()
 
     def retire(self, conn: UpstreamConnection) -> None:
-        """Close a drained or rotated-out connection for good."""
-        if conn.id in self.pool:
+        """Close a drained or rotated-out connection for good (once: a second call is a no-op)."""
+        if conn.id in self.pool and not conn.stopping:
             suffix = self.suffix_of.get(conn.id, self.dialect.url_suffix)
             floor = self._floor(self.cfg) if suffix == self.dialect.url_suffix else 0
             self._targets[suffix] = max(floor, self._targets.get(suffix, 0) - 1)

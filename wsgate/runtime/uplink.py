@@ -46,7 +46,6 @@ class Uplink:
     req_ids: dict[int, Any] = field(default_factory=dict)  # req id -> SubKey (Binance)
     pings: dict[int, float] = field(default_factory=dict)  # cid -> sent at
     confs: deque[int] = field(default_factory=deque)  # conf flags sent, awaiting the reply
-    draining: bool = False
     penalty: ErrorPenalty = field(default_factory=ErrorPenalty)
     dropped_sends: int = 0
     # Channels the exchange said this socket can carry (its "limit" error, e.g. Bitfinex
@@ -60,6 +59,11 @@ class Uplink:
     @property
     def id(self) -> str:
         return self.conn.id
+
+    @property
+    def draining(self) -> bool:
+        """The connection is DRAINING (rotation, operator drain): no new placements."""
+        return self.conn.draining
 
     @property
     def ready(self) -> bool:

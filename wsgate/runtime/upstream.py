@@ -281,7 +281,30 @@ class UpstreamConnection:
             self._wake.set()
 
     def set_degraded(self, degraded: bool, reason: str) -> None:
-        self._move(ConnState.DEGRADED if degraded else ConnState.OPEN, reason)
+        if self.state in (ConnState.OPEN, ConnState.DEGRADED):  # never un-drains
+            self._move(ConnState.DEGRADED if degraded else ConnState.OPEN, reason)
+
+    def drain(self, reason: str) -> bool:
+        """DRAINING: no new work; the owner moves what is here away, then retires it.
+
+        Only an up connection drains (False otherwise: nothing to move). A draining
+        connection whose socket closes is done: it never reconnects (its work has a new
+        home or is re-homed by the owner), and its owner sees it still DRAINING in
+        ``on_upstream_closed``.
+        """
+        if self.state not in (ConnState.OPEN, ConnState.DEGRADED):
+            return False
+        self._move(ConnState.DRAINING, reason)
+        return True
+
+    @property
+    def draining(self) -> bool:
+        return self.sm.state is ConnState.DRAINING
+
+    @property
+    def stopping(self) -> bool:
+        """:meth:`stop` was called: the connection closes for good."""
+        return self._stopping
 
     def _abort(self, reason: str) -> None:
         """Close the open socket (if any); the socket's own TaskGroup does the closing."""
@@ -345,7 +368,7 @@ class UpstreamConnection:
                 if self._stopping or self._disabled():
                     continue
                 uptime, kind, retry_after = await self._attempt()
-                if self._stopping or not self.settings.reconnect:
+                if self._stopping or not self.settings.reconnect or self.draining:
                     break
                 if self._disabled():
                     continue
@@ -444,7 +467,7 @@ class UpstreamConnection:
             self.ws = None
             self._tg = None
             uptime = self._clock() - now
-            if self.state is not ConnState.DISABLED:
+            if self.state not in (ConnState.DISABLED, ConnState.DRAINING):
                 self._move(ConnState.CLOSING, self._close_reason)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2.0)
