@@ -99,11 +99,7 @@ async def run_relay(
                 lost.cancel()
                 conn.stop()
                 return
-        if isinstance(ws, LeanServerConnection) and ws.start_relay(_forwarder(conn, relay)):
-            # Orders go upstream inside data_received, verbatim; this task only waits.
-            pump = tg.create_task(ws.wait_closed())
-        else:
-            pump = tg.create_task(_client_to_upstream(ws, conn, relay))
+        pump = tg.create_task(_client_to_upstream(ws, conn, relay))
         done, _ = await asyncio.wait({pump, lost}, return_when="FIRST_COMPLETED")
         if lost in done and session.open:
             log.info("session %d: upstream lost (%s); closing 1013", session.id, relay.close_reason)
@@ -132,8 +128,20 @@ def _forwarder(conn: UpstreamConnection, relay: Relay) -> ClientFrames:
 
 
 async def _client_to_upstream(ws: ServerConnection, conn: UpstreamConnection, relay: Relay) -> None:
+    """The bot's frames to the exchange, in order.
+
+    Verbatim inside ``data_received`` (:class:`LeanServerConnection`) as soon as
+    websockets holds nothing; until then -- orders sent while the upstream was still
+    connecting -- the queued messages go one by one through ``recv()``, first.
+    """
+    lean = ws if isinstance(ws, LeanServerConnection) else None
+    forward = _forwarder(conn, relay)
     with contextlib.suppress(ConnectionClosed):
-        async for msg in ws:
+        while True:
+            if lean is not None and lean.start_relay(forward):
+                await lean.wait_closed()  # orders now leave inside data_received
+                return
+            msg = await ws.recv()
             relay.session.messages_in += 1
             relay.client_spoke = True
             try:
