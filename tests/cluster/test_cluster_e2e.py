@@ -282,15 +282,16 @@ def test_clock_skew_between_nodes_does_not_matter(
             assert states(a)["fast"] == "up" and pages(rx, "fast") == 0
         finally:
             stop_slow["all"] = True
+            stop_slow["_future"].result(10)  # the fake peers' client is closed
 
 
-def _skewed_peers(lt: LoopThread, url: str) -> dict[str, bool]:
+def _skewed_peers(lt: LoopThread, url: str) -> dict[str, Any]:
     """Two fake peers written straight into the nodes bucket by a real NATS client."""
     import asyncio
 
     import nats
 
-    flags: dict[str, bool] = {}
+    flags: dict[str, Any] = {}
 
     async def run() -> None:
         nc = await nats.connect(url)
@@ -309,5 +310,6 @@ def _skewed_peers(lt: LoopThread, url: str) -> dict[str, bool]:
             await asyncio.sleep(0.5)
         await nc.close()
 
-    asyncio.run_coroutine_threadsafe(run(), lt.loop)
+    done = asyncio.run_coroutine_threadsafe(run(), lt.loop)
+    flags["_future"] = done
     return flags
