@@ -662,6 +662,7 @@ _OPERATOR_KINDS = frozenset(
         "silence_expired",
         "channel_disabled",
         "notification_dropped",
+        "notification_sent_elsewhere",
         "operator_action",
     }
 )
