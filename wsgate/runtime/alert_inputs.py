@@ -341,7 +341,9 @@ class InputBuilder:
         self, daemon: AlertSource, rt: RouteRuntime, conns: list[UpstreamConnection]
     ) -> RouteInput:
         no_cand, fail_open = int(rt.no_candidate_events), int(rt.fail_open_events)
-        prev = self._route_counters.get(rt.name, (no_cand, fail_open))
+        # A route's counters start at 0 with the route, so events before the first
+        # evaluation count too (a single refused placement is answered at once, not retried).
+        prev = self._route_counters.get(rt.name, (0, 0))
         self._route_counters[rt.name] = (no_cand, fail_open)
         hub = getattr(rt, "hub", None)
         ratio = 1.0

@@ -1,10 +1,11 @@
 """The causal model of the ten alert types: which alert is a consequence of which.
 
-One fault should page once, for its root cause. A connection that is down or stale leaves
-its route without an eligible connection, which eats capacity, which drags the node's
-health down; the error rate, latency, throughput and anomaly of a connection that is down
-or reconnecting are consequences too. Each :class:`Cause` says "while ``source`` is live
-(pending or firing) on the same ``equal`` label, ``target`` is a consequence": the engine
+One fault should page once, for its root cause. A connection that is down or stale, or
+connections that are full, leave their route without an eligible connection, and all of
+it drags the node's health down; the error rate, latency, throughput and anomaly of a
+connection that is down or reconnecting are consequences too. Each :class:`Cause` says
+"while ``source`` is live (pending or firing) on the same ``equal`` label, ``target`` is
+a consequence": the engine
 mutes the target (it is listed as "also affected" in the cause's notification instead)
 and pages it on its own only if it persists after the cause resolved
 (see ``AlertEngine``, ``cause_hold``). The table in docs/OPERATIONS.md is this tuple.
@@ -66,6 +67,8 @@ _HEALTH = (("check", "health_score"),)
 _LAG = (("check", "loop_lag"),)
 _BUDGET = (("resource", "connect_budget"),)
 _JOB = (("check", "job"),)
+_NOCAND = (("issue", "no_candidate"),)
+_CONNS = (("resource", "connections"),)
 
 CAUSES: tuple[Cause, ...] = (
     # -- one connection: down or stale is the root of everything measured on it
@@ -88,8 +91,12 @@ CAUSES: tuple[Cause, ...] = (
     Cause("frequent_reconnects", "load_balancer_issue", "route", "nothing eligible meanwhile"),
     Cause("connection_failure", "capacity_warning", "route", "retries spend it", (), _BUDGET),
     Cause("frequent_reconnects", "capacity_warning", "route", "reconnects spend it", (), _BUDGET),
-    # -- capacity: a route that cannot place grows its pool and fills the node's limits
-    Cause("load_balancer_issue", "capacity_warning", "route", "the pool grows to place"),
+    # -- capacity: full connections (or a node at its connection limit) leave a route with
+    # no eligible connection; the limit is the cause to fix, "no candidate" the symptom
+    Cause(
+        "capacity_warning", "load_balancer_issue", "route", "full: nothing eligible", (), _NOCAND
+    ),
+    Cause("capacity_warning", "load_balancer_issue", "node", "no room to grow", _CONNS, _NOCAND),
     # -- the node's health score aggregates every connection: it is never the first cause
     Cause("connection_failure", "system_health", "node", "a down connection scores 0", (), _HEALTH),
     Cause("frequent_reconnects", "system_health", "node", "reconnects cost score", (), _HEALTH),
