@@ -145,3 +145,38 @@ def test_config_check_defaults_to_wsgate_config_then_etc(
     if not Path("/etc/wsgate/wsgate.toml").exists():
         assert out.returncode == 1 and "/etc/wsgate/wsgate.toml" in out.stderr
         assert "Traceback" not in out.stderr
+
+
+def _on_a_terminal(env: dict[str, str], *args: str) -> str:
+    """Run the CLI with stdout on a pseudo-terminal 60 columns wide; return what it drew."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [*WSGATE, *args],
+            stdout=slave,
+            stderr=subprocess.PIPE,
+            env={**env, "COLUMNS": "60", "TERM": "xterm"},
+        )
+        os.close(slave)
+        chunks: list[bytes] = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(30) == 0
+    finally:
+        os.close(master)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_wide_never_truncates_on_a_narrow_terminal(demo: dict[str, str]) -> None:
+    narrow = _on_a_terminal(demo, "routes")
+    assert "…" in narrow  # a 60-column terminal cuts the URLs...
+    wide = _on_a_terminal(demo, "routes", "--wide")
+    assert "…" not in wide and "bitfinex_auth" in wide  # ...--wide shows them whole
