@@ -36,6 +36,8 @@ KINDS: dict[str, tuple[str, str, str, str | None]] = {
     "binance_usdm_user": ("binance_usdm", "user_data", "binance_usdm_url", None),
     "okx": ("okx", "market_data", "okx_url", None),
     "okx_private": ("okx", "trading", "okx_url", None),
+    "bybit": ("bybit", "market_data", "bybit_url", None),
+    "bybit_private": ("bybit", "trading", "bybit_url", None),
 }
 
 

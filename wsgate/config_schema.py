@@ -346,6 +346,8 @@ def default_max_subscriptions(dialect: DialectName) -> int:
         # OKX caps the args of one request (64 KB), not channels; its 480 ops/hour are per
         # connection, so spreading keys also spreads that budget.
         DialectName.OKX: 100,
+        # Bybit: the args of one public connection may total 21,000 characters.
+        DialectName.BYBIT: 200,
     }.get(dialect, 1)
 
 
@@ -363,6 +365,8 @@ def default_connect_budget(host: str) -> BudgetConfig:
         return BudgetConfig(300, 300.0)
     if host.endswith("okx.com"):
         return BudgetConfig(3, 1.0)  # 3 connection requests per second per IP
+    if "bybit" in host:
+        return BudgetConfig(500, 300.0)  # 500 connections per 5 minutes per domain
     return BudgetConfig(20, 60.0)
 
 

@@ -64,6 +64,13 @@ strategy = "adaptive"
 [[routes.okx.endpoints]]
 url = "wss://ws.okx.com:8443"
 
+[routes.bybit]
+dialect = "bybit"
+type = "market_data"
+strategy = "adaptive"
+[[routes.bybit.endpoints]]
+url = "wss://stream.bybit.com"
+
 [alerts.channels.log]
 enabled = true
 min_severity = "info"
@@ -87,6 +94,7 @@ def point_at_simulator(
     binance_usdm_url: str | None = None,
     binance_usdm_rest_url: str | None = None,
     okx_url: str | None = None,
+    bybit_url: str | None = None,
 ) -> Config:
     """Rewrite every route of a simulated venue in ``cfg`` to the in-process simulator."""
     ws: dict[str, str | None] = {
@@ -94,6 +102,7 @@ def point_at_simulator(
         "binance": binance_url,
         "binance_usdm": binance_usdm_url,
         "okx": okx_url,
+        "bybit": bybit_url,
     }
     rest: dict[str, str | None] = {
         "binance": binance_rest_url,

@@ -168,6 +168,7 @@ async def _run(
                 binance_usdm_url=sim.binance_usdm_url,
                 binance_usdm_rest_url=sim.binance_usdm_rest_url,
                 okx_url=sim.okx_url,
+                bybit_url=sim.bybit_url,
             )
             # A reload keeps the ports the demo moved to (listen changes need a restart).
             pointed = dataclasses.replace(
@@ -200,6 +201,7 @@ async def _run(
             "binance": sim.binance_url,
             "binance_usdm": sim.binance_usdm_url,
             "okx": sim.okx_url,
+            "bybit": sim.bybit_url,
         }
         serving = asyncio.create_task(daemon.serve())
         ready = asyncio.create_task(daemon.ready.wait())

@@ -24,6 +24,7 @@ class DialectName(StrEnum):
     BINANCE = "binance"
     BINANCE_USDM = "binance_usdm"
     OKX = "okx"
+    BYBIT = "bybit"
 
 
 class StrategyName(StrEnum):

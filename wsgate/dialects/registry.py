@@ -7,6 +7,7 @@ from wsgate.dialects.base import Dialect
 from wsgate.dialects.binance import BinanceDialect
 from wsgate.dialects.binance_usdm import BinanceUsdmDialect
 from wsgate.dialects.bitfinex import BitfinexDialect
+from wsgate.dialects.bybit import BybitDialect
 from wsgate.dialects.okx import OkxDialect
 from wsgate.dialects.raw import RawDialect
 
@@ -24,5 +25,7 @@ def dialect_for(name: DialectName | str) -> Dialect:
             return BinanceUsdmDialect()
         case DialectName.OKX:
             return OkxDialect()
+        case DialectName.BYBIT:
+            return BybitDialect()
         case DialectName.RAW:
             return RawDialect()

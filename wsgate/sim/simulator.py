@@ -11,6 +11,7 @@ from typing import Any
 from wsgate.sim.binance import BinanceSim
 from wsgate.sim.binance_usdm import BinanceUsdmSim
 from wsgate.sim.bitfinex import BitfinexSim
+from wsgate.sim.bybit import BybitSim
 from wsgate.sim.okx import OkxSim
 from wsgate.sim.server import SimStatistics
 
@@ -25,6 +26,7 @@ class SimulatorStatistics:
     binance: SimStatistics | None
     binance_usdm: SimStatistics | None = None
     okx: SimStatistics | None = None
+    bybit: SimStatistics | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -32,6 +34,7 @@ class SimulatorStatistics:
             "binance": self.binance.as_dict() if self.binance else None,
             "binance_usdm": self.binance_usdm.as_dict() if self.binance_usdm else None,
             "okx": self.okx.as_dict() if self.okx else None,
+            "bybit": self.bybit.as_dict() if self.bybit else None,
         }
 
 
@@ -43,8 +46,9 @@ def _split_tuning(tuning: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "binance": set(inspect.signature(BinanceSim.__init__).parameters) - {"self"},
         "usdm": set(inspect.signature(BinanceUsdmSim.__init__).parameters) - {"self"},
         "okx": set(inspect.signature(OkxSim.__init__).parameters) - {"self"},
+        "bybit": set(inspect.signature(BybitSim.__init__).parameters) - {"self"},
     }
-    out: dict[str, dict[str, Any]] = {"bitfinex": {}, "binance": {}, "usdm": {}, "okx": {}}
+    out: dict[str, dict[str, Any]] = {v: {} for v in accepts}
     for key, value in tuning.items():
         venue, _, rest = key.partition("_")
         if venue in out and rest in accepts[venue]:
@@ -69,11 +73,13 @@ class Simulator:
         binance: bool = True,
         binance_usdm: bool = True,
         okx: bool = True,
+        bybit: bool = True,
         host: str = "127.0.0.1",
         bitfinex_port: int = 0,
         binance_port: int = 0,
         binance_usdm_port: int = 0,
         okx_port: int = 0,
+        bybit_port: int = 0,
         **tuning: Any,
     ) -> None:
         opts = _split_tuning(tuning)
@@ -90,6 +96,9 @@ class Simulator:
             else None
         )
         self._okx = OkxSim(seed=seed, host=host, port=okx_port, **opts["okx"]) if okx else None
+        self._bybit = (
+            BybitSim(seed=seed, host=host, port=bybit_port, **opts["bybit"]) if bybit else None
+        )
 
     def __repr__(self) -> str:
         return f"Simulator(bitfinex={self._bitfinex!r}, binance={self._binance!r})"
@@ -130,8 +139,18 @@ class Simulator:
     def okx_url(self) -> str:
         return self.okx.url
 
-    def _sims(self) -> list[BitfinexSim | BinanceSim | OkxSim]:
-        sims = (self._bitfinex, self._binance, self._usdm, self._okx)
+    @property
+    def bybit(self) -> BybitSim:
+        if self._bybit is None:
+            raise RuntimeError("the Bybit simulator is disabled (bybit=False)")
+        return self._bybit
+
+    @property
+    def bybit_url(self) -> str:
+        return self.bybit.url
+
+    def _sims(self) -> list[BitfinexSim | BinanceSim | OkxSim | BybitSim]:
+        sims = (self._bitfinex, self._binance, self._usdm, self._okx, self._bybit)
         return [s for s in sims if s is not None]
 
     @property
@@ -147,7 +166,7 @@ class Simulator:
         return self.binance.rest_url
 
     async def start(self) -> None:
-        started: list[BitfinexSim | BinanceSim | OkxSim] = []
+        started: list[BitfinexSim | BinanceSim | OkxSim | BybitSim] = []
         try:
             for sim in self._sims():
                 await sim.start()
@@ -174,6 +193,7 @@ class Simulator:
             binance=self._binance.statistics() if self._binance else None,
             binance_usdm=self._usdm.statistics() if self._usdm else None,
             okx=self._okx.statistics() if self._okx else None,
+            bybit=self._bybit.statistics() if self._bybit else None,
         )
 
 
