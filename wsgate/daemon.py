@@ -29,7 +29,7 @@ from wsgate.control.server import ControlServer, ensure_socket_dir
 from wsgate.core.adaptive import AdaptiveSwitch
 from wsgate.core.states import Transition
 from wsgate.errors import BindError, ConfigError, ControlError, WsgateError
-from wsgate.logsetup import current_format, set_log_format
+from wsgate.logsetup import set_log_format
 from wsgate.logthrottle import throttled_accept_errors
 from wsgate.runtime import sdnotify
 from wsgate.runtime.alerting import Alerting
@@ -582,74 +582,10 @@ class Daemon:
                 )
 
     def live_settings(self) -> dict[str, Any]:
-        """Key -> the value the running components use, read from them, not from the file.
+        """Key -> the value the running components use (wsgate/running_settings.py)."""
+        from wsgate.running_settings import running_settings
 
-        Keys the daemon reads from ``self.config`` at each use (shutdown_timeout,
-        history_retention, ...) come from there. The reload walk test compares this view
-        with what each reload claimed.
-        """
-        from wsgate.config_changes import flatten
-        from wsgate.config_dump import config_to_dict
-
-        cfg = dataclasses.replace(
-            self.config,
-            gateway=self.gateway.cfg,
-            routes=tuple(rt.cfg for rt in self.routes.values()),
-        )
-        if self.alerting is not None:
-            cfg = dataclasses.replace(cfg, alerts=self.alerting.alerts_config)
-        view: dict[str, Any] = {}
-        flatten(config_to_dict(cfg, mask_secrets=False), "", view)
-        root_level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-        view["daemon.log_level"] = str(root_level).lower()
-        view["daemon.max_connections"] = self.env.max_connections
-        view["daemon.log_format"] = current_format()
-        view["daemon.node_id"] = getattr(self.connection_store, "node", cfg.daemon.node_id)
-        view["daemon.state_dir"] = os.path.dirname(self.store.path)
-        if self.control is not None:
-            view["daemon.control_socket"] = self.control.path
-            for key, attr in (("control_group", "_read_gid"), ("admin_group", "_admin_gid")):
-                gid = getattr(self.control, attr, None)
-                view[f"daemon.{key}"] = None if gid is None else grp.getgrgid(gid).gr_name
-        view["gateway.linger"] = self.env.gateway_linger
-        view["gateway.client_messages_per_second"] = self.env.client_messages_per_second
-        view["gateway.max_subscriptions_per_session"] = self.env.max_subscriptions_per_session
-        view["gateway.listen"] = f"{cfg.gateway.host}:{self.gateway.port}"
-        if self.metrics_http is not None:
-            view["metrics.listen"] = self.metrics_http.statistics().listen
-        view["metrics.history_points"] = self.env.history_points
-        view["metrics.per_message"] = self.env.per_message_metrics
-        for rt in self.routes.values():
-            for conn in rt.connections():
-                if conn.metrics.history_points != self.env.history_points:
-                    view["metrics.history_points"] = conn.metrics.history_points
-                if conn.settings.per_message_metrics != self.env.per_message_metrics:
-                    view["metrics.per_message"] = conn.settings.per_message_metrics
-        for rt in self.routes.values():
-            for conn in rt.connections():
-                s = conn.settings
-                for key, value in (
-                    ("stale_after", s.stale_after),
-                    ("ping_interval", s.ping_interval),
-                    ("ping_timeout", s.ping_timeout),
-                    ("backoff_initial", conn.backoff.initial),
-                    ("backoff_max", conn.backoff.maximum),
-                    ("min_uptime", conn.backoff.min_uptime),
-                    ("max_lifetime", s.max_lifetime or 0),
-                    ("use_proxy", s.use_proxy),
-                ):
-                    if view.get(f"routes.{rt.name}.{key}") != value:
-                        view[f"routes.{rt.name}.{key}"] = value  # a connection lags the route
-        intervals = {j.name: j.interval for j in self.jobs.statistics()}
-        for job, key in (
-            ("health", "health_check_interval"),
-            ("analytics", "analytics_interval"),
-            ("alerts", "alert_check_interval"),
-            ("cleanup", "cleanup_interval"),
-        ):
-            if job in intervals:
-                view[f"jobs.{key}"] = intervals[job]
-        return view
+        return running_settings(self)
 
     # ---------------------------------------------------------------- jobs
     async def _job_health(self) -> None:

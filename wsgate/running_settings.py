@@ -1,0 +1,95 @@
+"""What the running daemon's components use, key by key, read from them (not from the file).
+
+The reload walk (tests/e2e/test_reload_walk.py) compares this view with what each reload
+claimed: a key reported as applied must show its new value here, a restart-required key
+its running one. Keys the daemon reads from its config at each use (shutdown_timeout,
+history_retention, ...) come from there; everything a component caches is read back from
+the component: the log handler, the gateway, the control socket's groups, every route's
+runtime config and each open connection's settings, the job intervals, the metrics rings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import grp
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from wsgate.config_changes import flatten
+from wsgate.config_dump import config_to_dict
+from wsgate.logsetup import current_format
+
+if TYPE_CHECKING:
+    from wsgate.daemon import Daemon
+
+__all__ = ["running_settings"]
+
+
+def running_settings(d: Daemon) -> dict[str, Any]:
+    """Key -> the value the running components use, read from them, not from the file.
+
+    Keys the daemon reads from ``d.config`` at each use (shutdown_timeout,
+    history_retention, ...) come from there. The reload walk test compares this view
+    with what each reload claimed.
+    """
+
+    cfg = dataclasses.replace(
+        d.config,
+        gateway=d.gateway.cfg,
+        routes=tuple(rt.cfg for rt in d.routes.values()),
+    )
+    if d.alerting is not None:
+        cfg = dataclasses.replace(cfg, alerts=d.alerting.alerts_config)
+    view: dict[str, Any] = {}
+    flatten(config_to_dict(cfg, mask_secrets=False), "", view)
+    root_level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    view["daemon.log_level"] = str(root_level).lower()
+    view["daemon.max_connections"] = d.env.max_connections
+    view["daemon.log_format"] = current_format()
+    view["daemon.node_id"] = getattr(d.connection_store, "node", cfg.daemon.node_id)
+    view["daemon.state_dir"] = os.path.dirname(d.store.path)
+    if d.control is not None:
+        view["daemon.control_socket"] = d.control.path
+        for key, attr in (("control_group", "_read_gid"), ("admin_group", "_admin_gid")):
+            gid = getattr(d.control, attr, None)
+            view[f"daemon.{key}"] = None if gid is None else grp.getgrgid(gid).gr_name
+    view["gateway.linger"] = d.env.gateway_linger
+    view["gateway.client_messages_per_second"] = d.env.client_messages_per_second
+    view["gateway.max_subscriptions_per_session"] = d.env.max_subscriptions_per_session
+    view["gateway.listen"] = f"{cfg.gateway.host}:{d.gateway.port}"
+    if d.metrics_http is not None:
+        view["metrics.listen"] = d.metrics_http.statistics().listen
+    view["metrics.history_points"] = d.env.history_points
+    view["metrics.per_message"] = d.env.per_message_metrics
+    for rt in d.routes.values():
+        for conn in rt.connections():
+            if conn.metrics.history_points != d.env.history_points:
+                view["metrics.history_points"] = conn.metrics.history_points
+            if conn.settings.per_message_metrics != d.env.per_message_metrics:
+                view["metrics.per_message"] = conn.settings.per_message_metrics
+    for rt in d.routes.values():
+        for conn in rt.connections():
+            s = conn.settings
+            for key, value in (
+                ("stale_after", s.stale_after),
+                ("ping_interval", s.ping_interval),
+                ("ping_timeout", s.ping_timeout),
+                ("backoff_initial", conn.backoff.initial),
+                ("backoff_max", conn.backoff.maximum),
+                ("min_uptime", conn.backoff.min_uptime),
+                ("max_lifetime", s.max_lifetime or 0),
+                ("use_proxy", s.use_proxy),
+            ):
+                if view.get(f"routes.{rt.name}.{key}") != value:
+                    view[f"routes.{rt.name}.{key}"] = value  # a connection lags the route
+    intervals = {j.name: j.interval for j in d.jobs.statistics()}
+    for job, key in (
+        ("health", "health_check_interval"),
+        ("analytics", "analytics_interval"),
+        ("alerts", "alert_check_interval"),
+        ("cleanup", "cleanup_interval"),
+    ):
+        if job in intervals:
+            view[f"jobs.{key}"] = intervals[job]
+    return view
