@@ -640,3 +640,27 @@ def test_environment_overrides_reach_routes_channels_and_rules() -> None:
     with pytest.raises(ConfigError) as err:
         load_config(SAMPLE, environ={"WSGATE_ROUTES_NOPE_STRATEGY": "round_robin"})
     assert "$WSGATE_ROUTES_NOPE_STRATEGY" in str(err.value)  # never creates a route
+
+
+def test_an_unset_key_takes_the_schema_default_everywhere() -> None:
+    """Defaults are written once (config_schema's dataclasses); the parser derives them."""
+    import dataclasses as dc
+
+    from wsgate.config import DaemonConfig, GatewayConfig, JobsConfig, MetricsConfig, RouteConfig
+
+    cfg = parse_config(
+        '[routes.r]\ndialect = "bitfinex"\ntype = "market_data"\n'
+        '[[routes.r.endpoints]]\nurl = "wss://api-pub.bitfinex.com/ws/2"\n'
+    )
+    sections = [
+        (cfg.daemon, DaemonConfig),
+        (cfg.gateway, GatewayConfig),
+        (cfg.jobs, JobsConfig),
+        (cfg.metrics, MetricsConfig),
+        (cfg.routes[0], RouteConfig),
+    ]
+    for built, cls in sections:
+        for f in dc.fields(cls):
+            if f.default is dc.MISSING:
+                continue
+            assert getattr(built, f.name) == f.default, f"{cls.__name__}.{f.name}"

@@ -459,6 +459,13 @@ def _build_metrics(t: Table | None) -> MetricsConfig:
 
 # --- routes ----------------------------------------------------------------------------------
 
+# Route defaults come from RouteConfig's own field defaults: written once, in config_schema.
+_RD: dict[str, Any] = {
+    f.name: f.default
+    for f in dataclasses.fields(RouteConfig)
+    if f.default is not dataclasses.MISSING
+}
+
 
 def endpoint_default_name(url: str) -> str:
     parts = urlsplit(url)
@@ -583,7 +590,7 @@ def _build_route(name: str, t: Table, daemon_max: int) -> RouteConfig | None:
         and ctype.authenticated
     )
     relay_only = dialect is DialectName.RAW or private_binance
-    min_conn = t.integer("min_connections", 0 if relay_only else 1, lo=0)
+    min_conn = t.integer("min_connections", 0 if relay_only else _RD["min_connections"], lo=0)
     if relay_only and min_conn:
         t.problem(
             "min_connections",
@@ -592,7 +599,7 @@ def _build_route(name: str, t: Table, daemon_max: int) -> RouteConfig | None:
             f"session arrives; min_connections does not apply (got {min_conn})",
             "remove min_connections (or set 0); max_connections caps the concurrent sessions",
         )
-    max_conn = t.integer("max_connections", 10, lo=1)
+    max_conn = t.integer("max_connections", _RD["max_connections"], lo=1)
     if min_conn > max_conn:
         t.problem(
             "min_connections",
@@ -603,8 +610,8 @@ def _build_route(name: str, t: Table, daemon_max: int) -> RouteConfig | None:
             "max_connections",
             f"must be <= daemon.max_connections ({daemon_max}), got {max_conn}",
         )
-    backoff_initial = t.number("backoff_initial", 0.5)
-    backoff_max = t.number("backoff_max", 30.0)
+    backoff_initial = t.number("backoff_initial", _RD["backoff_initial"])
+    backoff_max = t.number("backoff_max", _RD["backoff_max"])
     if backoff_max < backoff_initial:
         t.problem("backoff_max", f"must be >= backoff_initial ({backoff_initial:g})")
     lifetime = t.number("max_lifetime", default_max_lifetime(d_for_defaults), minimum=0.0)
@@ -620,7 +627,7 @@ def _build_route(name: str, t: Table, daemon_max: int) -> RouteConfig | None:
         max_subscriptions_per_connection=t.integer(
             "max_subscriptions_per_connection", default_max_subscriptions(d_for_defaults), lo=1
         ),
-        stale_after=t.number("stale_after", 20.0),
+        stale_after=t.number("stale_after", _RD["stale_after"]),
         min_connections=min_conn,
         max_connections=max_conn,
         max_sessions=_bounded(
@@ -633,23 +640,23 @@ def _build_route(name: str, t: Table, daemon_max: int) -> RouteConfig | None:
             None,
             "max_subscriptions_per_session",
         ),
-        ping_interval=t.number("ping_interval", 20.0),
-        ping_timeout=t.number("ping_timeout", 20.0),
-        app_ping_interval=t.number("app_ping_interval", 15.0),
+        ping_interval=t.number("ping_interval", _RD["ping_interval"]),
+        ping_timeout=t.number("ping_timeout", _RD["ping_timeout"]),
+        app_ping_interval=t.number("app_ping_interval", _RD["app_ping_interval"]),
         # 0 switches rotation off, which TOML cannot say with a null.
         max_lifetime=lifetime or None,
         connect_budget=_budget(t, "connect_budget", default_connect_budget(first_host)),
         message_budget=_budget(t, "message_budget", default_message_budget(d_for_defaults)),
         backoff_initial=backoff_initial,
         backoff_max=backoff_max,
-        min_uptime=t.number("min_uptime", 5.0, minimum=0.0),
+        min_uptime=t.number("min_uptime", _RD["min_uptime"], minimum=0.0),
         rest_url=rest_url,
         token_env=t.env_name("token_env"),
         tls=_build_tls(t.table("tls")),
-        use_proxy=t.boolean("use_proxy", False),
-        slow_start=t.number("slow_start", 30.0, minimum=0.0),
+        use_proxy=t.boolean("use_proxy", _RD["use_proxy"]),
+        slow_start=t.number("slow_start", _RD["slow_start"], minimum=0.0),
         linger=t.number("linger", None, minimum=0.0),
-        required=t.boolean("required", True),
+        required=t.boolean("required", _RD["required"]),
         channel_cadence=_cadence(t),
     )
     t.finish()

@@ -123,15 +123,6 @@ def test_raise_external_fires_notifies_and_expires() -> None:
     ]
 
 
-def test_test_notification() -> None:
-    engine = AlertEngine(RULES, CHANNELS)
-    note = engine.test_notification("ops", 10.0, Severity.CRITICAL)
-    assert note.kind == "test" and note.channel == "ops"
-    assert note.to_dict()["alerts"][0]["labels"]["severity"] == "critical"
-    with pytest.raises(AlertError):
-        engine.test_notification("nope", 10.0)
-
-
 def test_statistics_and_repr() -> None:
     engine = AlertEngine(RULES, CHANNELS)
     evaluate(engine, 0, conn("c1", 0.9), conn("c2", 0.1))

@@ -28,11 +28,11 @@ def test_new_database_is_migrated_and_in_wal_mode(tmp_path: Path) -> None:
 def test_reopen_keeps_data_and_does_not_migrate_twice(tmp_path: Path) -> None:
     path = tmp_path / "wsgate.db"
     store = Store(path)
-    store.put_alert_state("fp1", {"state": "firing", "since": 1.5})
+    store.save_engine_state({"records": [{"state": "firing", "since": 1.5}]})
     store.close()
     again = Store(path)
     assert again.schema_version == SCHEMA_VERSION
-    assert again.load_alert_states() == {"fp1": {"state": "firing", "since": 1.5}}
+    assert again.load_engine_state() == {"records": [{"state": "firing", "since": 1.5}]}
     again.close()
 
 
@@ -47,11 +47,6 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 def test_alert_engine_ack_silence_round_trips(tmp_path: Path) -> None:
     store = Store(tmp_path / "db")
-    store.put_alert_state("fp1", {"state": "pending"})
-    store.put_alert_state("fp1", {"state": "firing"})
-    store.put_alert_state("fp2", {"state": "resolved", "labels": {"route": "é"}})
-    store.delete_alert_state("fp2")
-    assert store.load_alert_states() == {"fp1": {"state": "firing"}}
     assert store.load_engine_state() is None
     store.save_engine_state({"groups": {"g": [1, 2]}, "rev": 3})
     assert store.load_engine_state() == {"groups": {"g": [1, 2]}, "rev": 3}
@@ -63,7 +58,6 @@ def test_alert_engine_ack_silence_round_trips(tmp_path: Path) -> None:
     assert store.load_silences()["s1"]["ends_at"] == 10.0
     store.delete_silence("s1")
     assert store.load_silences() == {}
-    assert store.statistics().alerts == 1
     store.close()
 
 

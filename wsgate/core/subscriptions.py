@@ -198,11 +198,6 @@ class SubscriptionRegistry:
     def lookup(self, conn_id: str, upstream_id: object) -> Subscription | None:
         return self._by_upstream.get((conn_id, upstream_id))
 
-    def pending_on(self, conn_id: str) -> list[Subscription]:
-        return [
-            s for s in self._subs.values() if s.conn_id == conn_id and s.state is SubState.PENDING
-        ]
-
     def fail(self, sub: Subscription, reason: str, now: float) -> set[int]:
         """The exchange refused ``sub`` for good: returns the sessions to tell."""
         self._unbind(sub)

@@ -94,6 +94,7 @@ class _Store(Protocol):
         connection: str | None = None,
     ) -> int: ...
     def prune_events(self, older_than: float) -> int: ...
+    def prune_deliveries(self, older_than: float) -> int: ...
 
 
 # ---------------------------------------------------------------- results
@@ -377,7 +378,11 @@ class Analytics:
             del self._bands[key]
         pruned = 0
         if self.store is not None:
-            pruned = self.store.prune_events(self._wall() - self._retention())
+            cutoff = self._wall() - self._retention()
+            pruned = self.store.prune_events(cutoff)
+            # The delivery log (which channel got which notification, for de-duplication
+            # after a restart) keeps the same retention, or it would grow for ever.
+            pruned += self.store.prune_deliveries(cutoff)
             self.rows_pruned += pruned
         expired = 0
         alerting = self._alerting()

@@ -25,6 +25,8 @@ __all__ = ["SCHEMA_VERSION", "ChannelDeliveries", "Event", "OutboxRow", "Store",
 log = logging.getLogger("wsgate.store")
 
 # Each entry migrates from version i to i+1; never edit a released entry, append one.
+# Migration 1's `alerts` table is unused: alert state lives in the engine snapshot
+# (kv "engine"). Migrations are never edited, so databases of every age stay the same.
 _MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE alerts (
@@ -117,7 +119,6 @@ class ChannelDeliveries:
 class StoreStatistics:
     path: str
     schema_version: int
-    alerts: int
     events: int
     outbox: int
     deliveries: int
@@ -183,7 +184,6 @@ class Store:
         return StoreStatistics(
             path=self.path,
             schema_version=self.schema_version,
-            alerts=count("alerts"),
             events=count("events"),
             outbox=count("outbox"),
             deliveries=count("deliveries"),
@@ -193,20 +193,6 @@ class Store:
         return f"<Store {self.path!r} v{SCHEMA_VERSION}>"
 
     # -- alert engine state ---------------------------------------------------------------------
-
-    def put_alert_state(self, fingerprint: str, state: dict[str, Any]) -> None:
-        self._db.execute(
-            "INSERT INTO alerts (fingerprint, state) VALUES (?, ?) "
-            "ON CONFLICT (fingerprint) DO UPDATE SET state = excluded.state",
-            (fingerprint, _dumps(state)),
-        )
-
-    def delete_alert_state(self, fingerprint: str) -> None:
-        self._db.execute("DELETE FROM alerts WHERE fingerprint = ?", (fingerprint,))
-
-    def load_alert_states(self) -> dict[str, dict[str, Any]]:
-        rows = self._db.execute("SELECT fingerprint, state FROM alerts")
-        return {fp: json.loads(state) for fp, state in rows}
 
     def save_engine_state(self, state: dict[str, Any]) -> None:
         self._kv_put("engine", state)

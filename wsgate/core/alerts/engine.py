@@ -559,13 +559,6 @@ class AlertEngine:
         del now  # the answer depends on the alerts only; kept for a uniform call shape
         return [v for v in self.active() if all(m.matches(v.labels) for m in matchers)]
 
-    def unack(self, fingerprint: str) -> bool:
-        rec = self._records.get(fingerprint)
-        if rec is None or rec.ack is None:
-            return False
-        rec.ack = None
-        return True
-
     def acks(self) -> list[Ack]:
         return [r.ack for r in self._records.values() if r.ack is not None]
 
@@ -670,48 +663,6 @@ class AlertEngine:
             self._after_move(rec, rec.move(AlertState.FIRING, now), now, self._buffered)
         self._refresh_flags(now)
         return self._view(rec)
-
-    def resolve_external(self, fingerprint: str, now: float) -> bool:
-        rec = self._records.get(fingerprint)
-        if rec is None or rec.external_until is None or rec.state is not AlertState.FIRING:
-            return False
-        self._after_move(rec, rec.move(AlertState.RESOLVED, now), now, self._buffered)
-        return True
-
-    def test_notification(
-        self, channel: str, now: float, severity: Severity = Severity.WARNING
-    ) -> Notification:
-        """A synthetic notification for ``wsgate alerts test-send`` (routing is bypassed)."""
-        if channel not in {c.name for c in self._channels}:
-            raise AlertError(f"unknown channel {channel!r}")
-        labels = {"alertname": "wsgate_test", "severity": severity.value, "node": self._node_id}
-        view = AlertView(
-            fingerprint=fingerprint(labels),
-            alertname="wsgate_test",
-            state=AlertState.FIRING,
-            severity=severity,
-            labels=labels,
-            summary=f"test notification for channel {channel}",
-            value=None,
-            started_at=now,
-            fired_at=now,
-            resolved_at=None,
-        )
-        key, group_labels = group_key_for(labels, self._group_by)
-        return Notification(
-            id=self._next_id(channel, key),
-            channel=channel,
-            group_key=key,
-            status="firing",
-            alerts=(view,),
-            kind="test",
-            group_labels=tuple(sorted(group_labels.items())),
-            reason="test",
-            created_at=now,
-            external_url=self._external_url,
-        )
-
-    # ------------------------------------------------------------------ explain
 
     def explain(self, prefix: str, now: float) -> dict[str, Any]:
         """Why an alert is in its state: the rule, its recent inputs, its transitions,
