@@ -19,6 +19,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from wsgate import redact
 from wsgate.cluster import build_cluster
@@ -74,7 +75,9 @@ def secret_values(cfg: Config) -> list[str]:
     for ch in cfg.alerts.channels:
         envs += [ch.url_env, ch.secret_env, ch.password_env]
         files += [ch.url_file, ch.secret_file, ch.password_file]
+    files.append(cfg.cluster.credentials_file)
     out = [os.environ.get(name, "") for name in envs if name]
+    out += [urlsplit(u).password or "" for u in cfg.cluster.servers]  # nats://user:pw@host
     for path in filter(None, files):
         with contextlib.suppress(OSError, UnicodeDecodeError), open(path, encoding="utf-8") as f:
             out.append(f.read(65536).strip())

@@ -84,3 +84,14 @@ def test_reload_needs_restart_and_dump_masks_credentials() -> None:
     assert "cluster" in diff_config(a, b).restart_required
     assert config_to_dict(b)["cluster"]["servers"] == ["nats://***@h:4222"]
     assert config_to_dict(b, mask_secrets=False)["cluster"]["servers"] == ["nats://u:pw@h:4222"]
+
+
+def test_nats_password_is_scrubbed_from_logs_and_reprs() -> None:
+    from wsgate.cluster.nats_engine import NatsEngine
+    from wsgate.daemon import secret_values
+
+    cfg = parse_config(
+        BASE + '[cluster]\nengine = "nats"\nservers = ["nats://u:s3cret-pw@h:4222"]\n'
+    )
+    assert "s3cret-pw" in secret_values(cfg)  # the log filter's list
+    assert "s3cret-pw" not in repr(NatsEngine(cfg.cluster, "x"))

@@ -28,6 +28,7 @@ from nats.js.kv import KeyValue
 from wsgate.cluster.engine import EngineStatistics, Handler, KvEntry, WatchCallback
 from wsgate.config_schema import ClusterConfig
 from wsgate.errors import ClusterError, KeyConflict
+from wsgate.redact import mask_url
 
 __all__ = ["NatsEngine"]
 
@@ -124,7 +125,8 @@ class NatsEngine:
         self._api_timeout = 5.0
 
     def __repr__(self) -> str:
-        return f"<NatsEngine {','.join(self.cfg.servers)} connected={self.connected}>"
+        servers = ",".join(mask_url(u) for u in self.cfg.servers)
+        return f"<NatsEngine {servers} connected={self.connected}>"
 
     @property
     def connected(self) -> bool:

@@ -40,6 +40,7 @@ from wsgate.core.backoff import Backoff
 from wsgate.core.cluster import ClaimVerdict, Membership, NodeState, decide_claim
 from wsgate.core.types import Severity
 from wsgate.errors import ClusterError, KeyConflict, NodeIdTaken
+from wsgate.redact import mask_url
 
 __all__ = ["ClusterNode"]
 
@@ -130,7 +131,7 @@ class ClusterNode:
                 "cluster %s: NATS unreachable at %s (%s); serving alone, cluster degraded, "
                 "retrying in the background",
                 self.cfg.name,
-                ", ".join(self.cfg.servers),
+                ", ".join(mask_url(u) for u in self.cfg.servers),  # userinfo is a password
                 self.engine.statistics().last_error,
             )
             return
