@@ -47,6 +47,7 @@ ROUTES = {
     "binance_trade": Route("binance_trade"),
     "binance_usdm": Route("binance_usdm", backoff_initial=0.05, backoff_max=0.5, min_uptime=0),
     "okx": Route("okx", backoff_initial=0.05, backoff_max=0.5, min_uptime=0),
+    "bybit": Route("bybit", backoff_initial=0.05, backoff_max=0.5, min_uptime=0),
 }
 
 

@@ -175,10 +175,23 @@ class BybitSim(SimServer):
             if changed:
                 self._tickers(category, sym, m)
 
-    def _ticker_data(self, sym: str, m: SymbolMarket) -> dict[str, str]:
+    def _ticker_data(self, category: str, sym: str, m: SymbolMarket) -> dict[str, str]:
         st = m.stats()
         bid, ask = m.best_bid() or 0, m.best_ask() or 0
+        linear: dict[str, str] = {}
+        if category == "linear":  # what tells clients' parsers a perpetual from a spot pair
+            linear = {
+                "markPrice": m.price_str(m.mid_t),
+                "indexPrice": m.price_str(m.mid_t),
+                "fundingRate": "0.0001",
+                "nextFundingTime": str(_ms() // 28_800_000 * 28_800_000 + 28_800_000),
+                "openInterest": "1000",
+                "openInterestValue": f"{1000 * m.mid_t / m.price_scale:.2f}",
+            }
+        else:
+            linear = {"usdIndexPrice": m.price_str(m.mid_t)}
         return {
+            **linear,
             "symbol": sym,
             "lastPrice": m.price_str(st.last_t),
             "highPrice24h": m.price_str(st.high_t),
@@ -197,7 +210,7 @@ class BybitSim(SimServer):
         topic = f"tickers.{sym}"
         if not self.subscribers.get((category, topic)):
             return
-        data = self._ticker_data(sym, m)
+        data = self._ticker_data(category, sym, m)
         self._seq += 1
         if category == "spot":
             frame = {"topic": topic, "ts": _ms(), "type": "snapshot", "cs": self._seq, "data": data}
@@ -348,7 +361,7 @@ class BybitSim(SimServer):
             conn.send(dumps(self._book_frame(conn.category, topic, m, "snapshot")).encode())
         elif parts[0] == "tickers" and conn.category == "linear":
             m = self.markets[(conn.category, parts[1])]
-            data = self._ticker_data(parts[1], m)
+            data = self._ticker_data(conn.category, parts[1], m)
             frame = {"topic": topic, "type": "snapshot", "data": data, "cs": 1, "ts": _ms()}
             conn.send(dumps(frame).encode())
 
