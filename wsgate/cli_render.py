@@ -105,6 +105,14 @@ def render_status(r: dict[str, Any]) -> None:
     if sims:
         shown = "  ".join(f"{name} {url}" for name, url in sorted(sims.items()))
         _console.print(f"simulators {shown}  (wsgate sim fault KIND / sim stats find them)")
+    cl = r.get("cluster") or {}
+    if cl.get("engine") not in (None, "none"):
+        link = "[green]linked[/]" if cl.get("link_up") else "[red]not linked[/]"
+        n = cl.get("nodes", {})
+        _console.print(
+            f"cluster {cl.get('name')} ({cl['engine']}): {link}, nodes up {n.get('up')} "
+            f"down {n.get('down')} left {n.get('left')}  (wsgate cluster nodes)"
+        )
     lr = r.get("last_reload")
     if lr:
         outcome = "[green]ok[/]" if lr.get("ok") else "[red]rejected[/]"

@@ -87,6 +87,10 @@ def test_join_status_and_graceful_leave(receiver: tuple[LoopThread, WebhookRecei
         } <= set(row)
         assert row["sessions"] == 0 and row["version"] and abs(time.time() - row["last_seen"]) < 5
         assert head(a)["link_up"] is True and head(a)["identity"] == "held"
+        brief = a.status()["cluster"]
+        assert brief["engine"] == "nats" and brief["link_up"] and brief["nodes"]["up"] == 2
+        r = a.cli("status", "--socket", a.socket)
+        assert r.returncode == 0 and "cluster t (nats): linked, nodes up 2" in r.stdout
         # status --cluster: both nodes side by side, asked through NATS.
         r = a.cli("status", "--cluster", "--json", "--socket", a.socket)
         assert r.returncode == 0, r.stderr

@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from wsgate.cluster.base import CLUSTER_SCOPED, ClusterStatistics, LocalCluster
+from wsgate.cluster.base import CLUSTER_SCOPED, Cluster, ClusterStatistics, LocalCluster
 from wsgate.cluster.engine import Engine, KvBucket, KvEntry
 
 __all__ = [
@@ -23,11 +23,10 @@ __all__ = [
     "KvBucket",
     "KvEntry",
     "LocalCluster",
+    "brief",
     "build_cluster",
     "node_summary",
 ]
-
-Cluster = Any  # LocalCluster | ClusterNode: the same duck-typed surface
 
 
 def node_summary(daemon: Any) -> dict[str, Any]:
@@ -51,6 +50,18 @@ def node_summary(daemon: Any) -> dict[str, Any]:
         "upstreams": upstreams,
         "alerts": alerting.engine.statistics().firing if alerting is not None else 0,
         "routes": sorted(daemon.routes),
+    }
+
+
+def brief(cluster: Cluster, cfg: Any) -> dict[str, Any]:
+    """The cluster part of ``wsgate status``: engine, link, nodes by state."""
+    s = cluster.statistics()
+    return {
+        "engine": s.engine,
+        "name": cfg.name if cluster.enabled else None,
+        "link_up": s.link_up,
+        "identity": s.identity,
+        "nodes": {"up": s.nodes_up, "down": s.nodes_down, "left": s.nodes_left},
     }
 
 

@@ -4,15 +4,18 @@ single-node implementation (``[cluster] engine = "none"``): no peers, every clai
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from wsgate.cluster.engine import EngineStatistics
+from wsgate.cluster.shared import SharedAlertState
 
 __all__ = [
     "CLUSTER_SCOPED",
+    "Cluster",
     "ClusterStatistics",
     "LocalCluster",
     "StatusFn",
@@ -44,13 +47,37 @@ class ClusterStatistics:
     engine_stats: EngineStatistics | None = None
 
 
+class Cluster(Protocol):
+    """What the daemon, the alerting, the alert inputs and the control plane use."""
+
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def link_up(self) -> bool: ...
+    @property
+    def identity(self) -> str: ...
+    @property
+    def shared(self) -> SharedAlertState | None: ...
+
+    async def join(self) -> None: ...
+    def attach(self, alerting: Any) -> None: ...
+    def start(self, tg: asyncio.TaskGroup) -> None: ...
+    async def close(self) -> None: ...
+    def alert_fields(self, now: float) -> dict[str, Any]: ...
+    def nodes(self) -> list[dict[str, Any]]: ...
+    async def status_all(self, timeout: float) -> list[dict[str, Any]]: ...  # noqa: ASYNC109
+    def scoped(self, view: Any) -> bool: ...
+    async def claim(self, view: Any) -> bool: ...
+    def statistics(self) -> ClusterStatistics: ...
+
+
 class LocalCluster:
     """One node, nothing external: the default."""
 
     enabled = False
     link_up = True  # no link to lose
     identity = "held"
-    shared = None
+    shared: SharedAlertState | None = None
 
     def __init__(self, node_id: str, *, summary: SummaryFn, status: StatusFn) -> None:
         self.node_id = node_id
@@ -66,7 +93,7 @@ class LocalCluster:
     def attach(self, alerting: Any) -> None:
         return None
 
-    def start(self, tg: Any) -> None:
+    def start(self, tg: asyncio.TaskGroup) -> None:
         return None
 
     async def close(self) -> None:

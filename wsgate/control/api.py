@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from wsgate.cluster import brief as cluster_brief
 from wsgate.config import config_view
 from wsgate.control.api_alerts import build_alert_handlers
 from wsgate.control.api_analytics import build_analytics_handlers, conn_health_fields
@@ -80,6 +81,7 @@ def status(d: DaemonView) -> dict[str, Any]:
         "routes": routes,
         "jobs": [j.as_dict() for j in d.jobs.statistics()],
         "budgets": d.budgets.snapshot(),
+        "cluster": cluster_brief(d.cluster, d.config.cluster),
     }
 
 
