@@ -32,7 +32,9 @@ def aio(fn: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
     return run
 
 
-def make(server: MemoryServer, node_id: str) -> ClusterNode:
+def make(
+    server: MemoryServer, node_id: str, events: list[dict[str, Any]] | None = None
+) -> ClusterNode:
     return ClusterNode(
         CFG,
         node_id,
@@ -40,6 +42,7 @@ def make(server: MemoryServer, node_id: str) -> ClusterNode:
         summary=lambda: {"sessions": 1, "version": "t", "started_at": 1.0, "gateway": "g:1"},
         status=lambda: {"node_id": node_id},
         rng=random.Random(1),
+        on_change=None if events is None else events.append,
     )
 
 
@@ -75,7 +78,8 @@ def seen(n: ClusterNode, peer: str) -> str | None:
 @aio
 async def test_join_see_each_other_and_leave() -> None:
     server = MemoryServer()
-    a, b = make(server, "a"), make(server, "b")
+    events: list[dict[str, Any]] = []
+    a, b = make(server, "a", events), make(server, "b")
     async with running(a, b):
         await until(lambda: seen(a, "b") == "up" and seen(b, "a") == "up")
         rows = {r["node_id"]: r for r in a.nodes()}
@@ -85,6 +89,8 @@ async def test_join_see_each_other_and_leave() -> None:
         await b.close()
         await until(lambda: seen(a, "b") == "left")
         assert a.alert_fields(0.0)["peers"][0][1] == "left"
+        moves = [(e["node_id"], e["from"], e["to"]) for e in events]
+        assert moves == [("b", "new", "up"), ("b", "up", "left")]
 
 
 @aio

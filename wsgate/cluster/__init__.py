@@ -80,6 +80,18 @@ def build_cluster(daemon: Any, status: Callable[[], dict[str, Any]]) -> Cluster:
 
     engine = NatsEngine(cfg.cluster, f"wsgate {cfg.daemon.node_id}")
     rng = random.Random(daemon.rng.random())
+    events = getattr(daemon, "events", None)
+
+    def on_change(data: dict[str, Any]) -> None:
+        if events is not None:
+            events.publish("cluster", data)
+
     return ClusterNode(
-        cfg.cluster, cfg.daemon.node_id, engine, summary=summary, status=status, rng=rng
+        cfg.cluster,
+        cfg.daemon.node_id,
+        engine,
+        summary=summary,
+        status=status,
+        rng=rng,
+        on_change=on_change,
     )

@@ -24,6 +24,7 @@ import random
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,12 +75,15 @@ class ClusterNode:
         summary: SummaryFn,
         status: StatusFn,
         rng: random.Random,
+        on_change: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.node_id = node_id
         self.engine = engine
         self.instance = uuid.uuid4().hex[:16]
         self._summary_fn = summary
+        # Node state changes for the event bus (/_wsgate/events, events.follow, wsgate top).
+        self._on_change = on_change
         self._status_fn = status
         hb = cfg.heartbeat_interval
         self.membership = Membership(
@@ -360,6 +364,7 @@ class ClusterNode:
         if change is not None:
             old = change.old.value if change.old is not None else "new"
             log.info("cluster: node %s %s -> %s", change.node_id, old, change.new.value)
+            self._publish(change.node_id, old, change.new.value)
 
     async def _judge_loop(self) -> None:
         period = max(0.1, min(1.0, self.cfg.heartbeat_interval / 2))
@@ -373,7 +378,16 @@ class ClusterNode:
                     change.node_id,
                     self.cfg.node_down_after,
                 )
+                self._publish(change.node_id, "up", "down")
             self._degraded_alert(now)
+
+    def _publish(self, node_id: str, old: str, new: str) -> None:
+        if self._on_change is not None:
+            data = {"node_id": node_id, "from": old, "to": new, "observer": self.node_id}
+            try:
+                self._on_change(data)
+            except Exception:  # a dashboard's trouble must not stop the membership
+                log.exception("cluster event not published")
 
     def _degraded_alert(self, now: float) -> None:
         """A system alert while this node is out of the cluster for longer than a blip."""
