@@ -108,8 +108,9 @@ connect_budget = {{ count = 1000, per = 1 }}
 [[routes.echo.endpoints]]
 url = "ws://wsgate:{UPSTREAM_PASSWORD}@{upstream}"
 
+# A shared-subscription route keeps a warm connection (raw routes open one per session).
 [routes.down]
-dialect = "raw"
+dialect = "bitfinex"
 type = "market_data"
 min_connections = 1
 backoff_initial = 0.2
