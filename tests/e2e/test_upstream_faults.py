@@ -353,7 +353,7 @@ def test_cli_sim_fault_and_connections_show_states_and_counters() -> None:
         )
 
     try:
-        wait_sync(lambda: cli("sim", "stats", "--port", str(bfx)).returncode == 0, 15, "sim up")
+        wait_sync(lambda: cli("sim", "stats", "--port", str(bfx)).returncode == 0, 40, "sim up")
         body = route_toml("bitfinex", f"ws://127.0.0.1:{bfx}/ws/2", **FAST)
         with run_daemon(body) as d:
 
