@@ -111,7 +111,7 @@ def render(res: dict[str, Any]) -> str:
         ]
         for row in vn["rows"]:
             out.append(
-                f"| {row['dialect']} | {_f(vn['direct']['saturation']['rate'], '{:,.0f}')} | "
+                f"| {row['dialect']} | {_f(row['direct']['saturation']['rate'], '{:,.0f}')} | "
                 f"{_f(row['wsgate']['saturation']['rate'], '{:,.0f}')} | "
                 f"{_f(row['rate_vs_direct'])}x | {_f(row['cpu_us_per_delivery'])} | "
                 f"{_f(row['ratio_vs_binance'])} | {_f(row['cpu_vs_binance'])} | "

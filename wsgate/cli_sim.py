@@ -45,6 +45,8 @@ HostOpt = Annotated[str, typer.Option(help="Address to bind (loopback by default
 BfxPortOpt = Annotated[int, typer.Option(help="Bitfinex v2 simulator port.")]
 BncPortOpt = Annotated[int, typer.Option(help="Binance spot simulator port.")]
 UsdmPortOpt = Annotated[int, typer.Option(help="Binance USD-M futures simulator port.")]
+OkxPortOpt = Annotated[int, typer.Option(help="OKX v5 simulator port.")]
+BybitPortOpt = Annotated[int, typer.Option(help="Bybit v5 simulator port.")]
 SeedOpt = Annotated[int, typer.Option(help="Market random-walk seed.")]
 JsonStyleOpt = Annotated[
     str,
@@ -66,7 +68,8 @@ PortOpt = Annotated[
 ExchangeOpt = Annotated[
     str,
     typer.Option(
-        "--exchange", help="Which of the demo's simulators: bitfinex, binance, binance_usdm."
+        "--exchange",
+        help="Which of the demo's simulators: bitfinex, binance, binance_usdm, okx, bybit.",
     ),
 ]
 UrlOpt = Annotated[
@@ -82,6 +85,8 @@ def _serve(
     seed: int,
     usdm_port: int,
     json_style: str,
+    okx_port: int = 8804,
+    bybit_port: int = 8805,
 ) -> None:
     from wsgate.main import sim_main
     from wsgate.sim.jsonstyle import STYLES
@@ -90,7 +95,11 @@ def _serve(
         raise typer.BadParameter(
             f"expected one of {', '.join(STYLES)}, got {json_style!r}", param_hint="--json-style"
         )
-    raise typer.Exit(sim_main(host, bitfinex_port, binance_port, seed, usdm_port, json_style))
+    raise typer.Exit(
+        sim_main(
+            host, bitfinex_port, binance_port, seed, usdm_port, json_style, okx_port, bybit_port
+        )
+    )
 
 
 @sim_app.callback()
@@ -102,10 +111,21 @@ def sim_default(
     seed: SeedOpt = 1,
     binance_usdm_port: UsdmPortOpt = 8803,
     json_style: JsonStyleOpt = "compact",
+    okx_port: OkxPortOpt = 8804,
+    bybit_port: BybitPortOpt = 8805,
 ) -> None:
     """Run the exchange simulator alone (the default), or a subcommand below."""
     if ctx.invoked_subcommand is None:
-        _serve(host, bitfinex_port, binance_port, seed, binance_usdm_port, json_style)
+        _serve(
+            host,
+            bitfinex_port,
+            binance_port,
+            seed,
+            binance_usdm_port,
+            json_style,
+            okx_port,
+            bybit_port,
+        )
 
 
 @sim_app.command("run")
@@ -116,9 +136,13 @@ def sim_run(
     seed: SeedOpt = 1,
     binance_usdm_port: UsdmPortOpt = 8803,
     json_style: JsonStyleOpt = "compact",
+    okx_port: OkxPortOpt = 8804,
+    bybit_port: BybitPortOpt = 8805,
 ) -> None:
     """Run every simulator in the foreground until SIGINT/SIGTERM."""
-    _serve(host, bitfinex_port, binance_port, seed, binance_usdm_port, json_style)
+    _serve(
+        host, bitfinex_port, binance_port, seed, binance_usdm_port, json_style, okx_port, bybit_port
+    )
 
 
 def _base(port: int, url: str | None) -> str:

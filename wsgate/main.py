@@ -229,6 +229,8 @@ def sim_main(
     seed: int,
     binance_usdm_port: int = 8803,
     json_style: str = "compact",
+    okx_port: int = 8804,
+    bybit_port: int = 8805,
 ) -> int:
     from wsgate.sim import run_simulator
 
@@ -242,7 +244,15 @@ def sim_main(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await run_simulator(
-            host, bitfinex_port, binance_port, seed, stop, binance_usdm_port, json_style=json_style
+            host,
+            bitfinex_port,
+            binance_port,
+            seed,
+            stop,
+            binance_usdm_port,
+            json_style=json_style,
+            okx_port=okx_port,
+            bybit_port=bybit_port,
         )
 
     asyncio.run(_go())

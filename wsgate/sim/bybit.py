@@ -324,6 +324,10 @@ class BybitSim(SimServer):
             if not self._valid(conn.category, topic):
                 self._ack(conn, op, req_id, False, f"error:handler not found,topic:{topic}")
                 return True
+        limit = self.faults.max_channels
+        if op == "subscribe" and limit is not None and len({*conn.topics, *args}) > limit:
+            self._ack(conn, op, req_id, False, f"error:topics over the limit of {limit}")
+            return True
         ok_msg = "subscribe" if conn.category == "spot" else ""
         self._ack(conn, op, req_id, True, ok_msg if op == "subscribe" else "")
         for topic in args:

@@ -287,11 +287,12 @@ class OkxSim(SimServer):
             conn.push(self._error(conn, req_id, "60018", msg))
             return
         name = f"{channel}:{inst}"
+        limit = self.faults.max_channels
+        if op == "subscribe" and limit is not None and len(conn.channels) >= limit:
+            conn.push(self._error(conn, req_id, "60012", f"Invalid request: over {limit} channels"))
+            return
         conn.push(self._event(conn, req_id, {"event": op, "arg": arg}))
         if op == "subscribe":
-            limit = self.faults.max_channels
-            if limit is not None and len(conn.channels) >= limit:
-                return
             conn.channels[name] = None
             self.subscribers.setdefault(name, {})[conn.id] = conn
             if channel == "books":

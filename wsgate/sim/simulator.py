@@ -206,6 +206,8 @@ async def run_simulator(
     binance_usdm_port: int = 0,
     *,
     json_style: str = "compact",
+    okx_port: int = 0,
+    bybit_port: int = 0,
 ) -> None:
     """Serve every simulator until ``stop`` is set (the ``wsgate sim`` command)."""
     async with Simulator(
@@ -214,15 +216,19 @@ async def run_simulator(
         bitfinex_port=bitfinex_port,
         binance_port=binance_port,
         binance_usdm_port=binance_usdm_port,
+        okx_port=okx_port,
+        bybit_port=bybit_port,
         json_style=json_style,
     ) as sim:
         logger.info(
-            "simulator ready: bitfinex %s, binance %s (REST %s), binance_usdm %s (REST %s); "
-            "faults at /_sim/fault",
+            "simulator ready: bitfinex %s, binance %s (REST %s), binance_usdm %s (REST %s), "
+            "okx %s, bybit %s; faults at /_sim/fault",
             sim.bitfinex_url,
             sim.binance_url,
             sim.binance_rest_url,
             sim.binance_usdm_url,
             sim.binance_usdm_rest_url,
+            sim.okx_url,
+            sim.bybit_url,
         )
         await stop.wait()
