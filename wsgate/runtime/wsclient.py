@@ -11,10 +11,12 @@ frames per second, so that machinery dominated the daemon's CPU.
 the per-frame data path: proxies, TLS, redirects, the opening handshake and its
 errors (``InvalidStatus`` for a 429), sending (client frames are masked, RFC 6455
 §5.3), pings and their RTT, the close handshake and the resulting ``ConnectionClosed``.
-Once the server answered ``101``, :meth:`LeanClientConnection.data_received` parses
-server frames itself (unmasked; 7/16/64-bit lengths; fragmentation; UTF-8 validation
-of text via ``bytes.decode``; ``max_size``) and calls the handler synchronously — no
-queue, no future, no task switch per message. Control frames are handed to websockets'
+Once the server answered ``101``, :meth:`LeanClientConnection.data_received` hands the
+bytes to the pure :class:`~wsgate.runtime.framing.FrameReader` (unmasked frames; 7/16/64-bit
+lengths; fragmentation; UTF-8 validation; ``max_size``) and calls the handler synchronously
+with the messages it returns — no queue, no future, no task switch per message. This
+module only moves bytes and events; docs/ARCHITECTURE.md lists the websockets internals
+it still touches. Control frames are handed to websockets'
 own protocol byte for byte, so pings are answered with masked pongs, pongs resolve
 ``ping()`` waiters and a close frame runs the normal close handshake. A protocol
 violation fails the connection the way websockets would (same close codes).
@@ -29,15 +31,25 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import PayloadTooBig
 from websockets.exceptions import ProtocolError as WsProtocolError
-from websockets.frames import CloseCode
 from websockets.protocol import State
+
+from wsgate.runtime.framing import (
+    Control,
+    Event,
+    Failure,
+    FrameReader,
+    RawFrame,
+    decode_frame,
+    whole_data_frames,
+)
 
 __all__ = [
     "SLICE_SECONDS",
@@ -94,12 +106,12 @@ class LeanClientConnection(ClientConnection):
         super().__init__(*args, **kwargs)
         self._mode = _HANDSHAKE
         self._head = bytearray()
-        self._parts: list[bytes] = []
-        self._have = 0  # bytes in _parts
-        self._need = 0  # bytes _parts must hold before parsing can progress
-        self._frag: list[bytes] | None = None  # payloads of a fragmented message
-        self._frag_text = False
-        self._frag_size = 0
+        # The frames themselves are read by the pure framing.FrameReader; this class moves
+        # bytes in and events out (handler, websockets' protocol for control frames).
+        self._reader = FrameReader(self.protocol.max_message_size)
+        self._backlog: deque[Event] = deque()  # parsed, not yet delivered (a slice ended)
+        self._unclaimed: list[bytes] = []  # bytes read before set_handler
+        self._unclaimed_size = 0
         self._handler: MessageHandler | None = None
         self._frame_handler: FrameHandler | None = None
         self._batch: BatchHooks | None = None
@@ -139,12 +151,14 @@ class LeanClientConnection(ClientConnection):
         """
         self._handler = handler
         self._frame_handler = frames
+        self._reader.raw = frames is not None
         self._batch = batch
         if self._paused_unclaimed:
             self._paused_unclaimed = False
             self.transport.resume_reading()
-        if self._mode == _LEAN and self._parts and not self._yielding:
-            self._drain()
+        unclaimed, self._unclaimed, self._unclaimed_size = self._unclaimed, [], 0
+        if self._mode == _LEAN and unclaimed:
+            self._reader_data(b"".join(unclaimed))
 
     def statistics(self) -> LeanReaderStats:
         return LeanReaderStats(
@@ -153,7 +167,7 @@ class LeanClientConnection(ClientConnection):
             control_frames=self.control_frames,
             yields=self.yields,
             handler_errors=self.handler_errors,
-            buffered=self._have,
+            buffered=self._reader.buffered + self._unclaimed_size,
         )
 
     # ---------------------------------------------------------------- asyncio.Protocol
@@ -162,16 +176,13 @@ class LeanClientConnection(ClientConnection):
         if mode == _LEAN:
             if (
                 self._frame_handler is not None
-                and not self._parts
-                and self._frag is None
+                and not self._backlog
+                and self._reader.idle
                 and not self._yielding
                 and self._whole(data)
             ):
                 return
-            self._parts.append(data)
-            self._have += len(data)
-            if self._have >= self._need and not self._yielding:
-                self._drain()
+            self._reader_data(data)
             return
         if mode == _PASSTHROUGH:
             super().data_received(data)
@@ -217,31 +228,20 @@ class LeanClientConnection(ClientConnection):
         super().data_received(head)
 
     # ---------------------------------------------------------------- frames
-    def _drain(self) -> None:
-        parts = self._parts
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        parts.clear()
-        self._have = 0
-        if self._handler is None:
-            parts.append(data)
-            self._have = len(data)
-            if self._have > UNCLAIMED_LIMIT and not self._paused_unclaimed:
+    def _reader_data(self, data: bytes) -> None:
+        """Bytes for the reader; events are delivered unless a slice is in progress."""
+        if self._handler is None:  # nobody to deliver to yet: keep the bytes, bounded
+            self._unclaimed.append(data)
+            self._unclaimed_size += len(data)
+            if self._unclaimed_size > UNCLAIMED_LIMIT and not self._paused_unclaimed:
                 self._paused_unclaimed = True
                 self.transport.pause_reading()
             return
-        batch = self._batch
-        if batch is None:
-            pos = self._parse(data)
-        else:
-            batch.begin()
-            try:
-                pos = self._parse(data)
-            finally:
-                batch.end()
-        if pos < len(data) and self._mode == _LEAN:
-            rest = data[pos:] if pos else data
-            parts.append(rest)
-            self._have = len(rest)
+        events = self._reader.feed(data)
+        if events:
+            self._backlog.extend(events)
+            if not self._yielding:
+                self._deliver()
 
     def _whole(self, data: bytes) -> bool:
         """Offer a read made only of whole unfragmented data frames to the frame handler.
@@ -249,38 +249,10 @@ class LeanClientConnection(ClientConnection):
         The relay's hot path: nothing is decoded or copied, the handler writes ``data``
         as it is. Anything else in the read -- a control frame, a fragment, a partial
         frame, a masked frame, a reserved bit, an oversized frame -- returns False and
-        the read takes the parser, which handles (or fails) it exactly as before.
+        the read takes the reader, which handles (or fails) it exactly as before.
         """
-        n = len(data)
-        pos = 0
-        count = 0
-        limit = self.protocol.max_message_size
-        while pos < n:
-            if n - pos < 2:
-                return False
-            b0 = data[pos]
-            if b0 != 0x81 and b0 != 0x82:  # FIN + text/binary, no reserved bits
-                return False
-            length = data[pos + 1]  # a mask bit makes it > 127: refused below
-            if length < 126:
-                pos += 2
-            elif length == 126:
-                if n - pos < 4:
-                    return False
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                pos += 4
-            elif length == 127:
-                if n - pos < 10:
-                    return False
-                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                pos += 10
-            else:
-                return False
-            if limit is not None and length > limit:
-                return False
-            pos += length
-            count += 1
-        if pos != n or self._frame_handler is None:
+        count = whole_data_frames(data, self.protocol.max_message_size)
+        if not count or self._frame_handler is None:
             return False
         try:
             taken = self._frame_handler(data, count)
@@ -292,117 +264,69 @@ class LeanClientConnection(ClientConnection):
             self.messages += count
         return taken
 
-    def _parse(self, data: bytes) -> int:
-        """Parse and deliver whole frames from ``data``; return where parsing stopped."""
-        n = len(data)
-        pos = 0
+    def _deliver(self) -> None:
+        """Hand the backlog's events on, in order, for at most one time slice."""
         handler = self._handler
         assert handler is not None
-        frames = self._frame_handler
+        backlog = self._backlog
+        batch = self._batch
+        if batch is not None:
+            batch.begin()
+        try:
+            self._deliver_slice(handler, backlog)
+        finally:
+            if batch is not None:
+                batch.end()
+
+    def _deliver_slice(self, handler: MessageHandler, backlog: deque[Event]) -> None:
         clock = time.monotonic
         deadline = clock() + self.slice_seconds
-        max_message = self.protocol.max_message_size
-        self._need = 0
-        while n - pos >= 2:
-            b0 = data[pos]
-            b1 = data[pos + 1]
-            length = b1 & 0x7F
-            if length < 126:
-                start = pos + 2
-            elif length == 126:
-                if n - pos < 4:
-                    break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                start = pos + 4
-            else:
-                if n - pos < 10:
-                    break
-                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                start = pos + 10
-            if b1 & 0x80:
-                self._fail(CloseCode.PROTOCOL_ERROR, "incorrect masking")
-                return n
-            opcode = b0 & 0x0F
-            if opcode < 8 and max_message is not None and length > max_message - self._frag_size:
-                self._too_big(length, max_message)
-                return n
-            end = start + length
-            if end > n:
-                self._need = end - pos
-                break
-            if b0 & 0x70:
-                self._fail(CloseCode.PROTOCOL_ERROR, "reserved bits must be 0")
-                return n
-            if opcode >= 8:
-                # websockets answers pings (masked pong), times our pings, runs the close
-                # handshake; a whole frame keeps its parser at a frame boundary.
-                self.control_frames += 1
-                ClientConnection.data_received(self, data[pos:end])
-                pos = end
-                if self.protocol.state is not State.OPEN:
-                    self._mode = _PASSTHROUGH  # close received or failed: websockets discards
-                    if pos < n:
-                        ClientConnection.data_received(self, data[pos:])
-                    return n
-                continue
-            frame_at, pos = pos, end
-            if opcode == 1 or opcode == 2:
-                if self._frag is not None:
-                    self._fail(CloseCode.PROTOCOL_ERROR, "expected a continuation frame")
-                    return n
-                if b0 & 0x80 and frames is not None:
+        frames = self._frame_handler
+        pop = backlog.popleft
+        while backlog:
+            ev = pop()
+            kind = type(ev)
+            if kind is str or kind is bytes:
+                msg = cast("str | bytes", ev)
+            elif kind is RawFrame:
+                frame = cast(RawFrame, ev).frame
+                taken = False
+                if frames is not None:
                     try:
-                        taken = frames(
-                            data if frame_at == 0 and end == n else data[frame_at:end], 1
-                        )
+                        taken = frames(frame, 1)
                     except Exception:
                         self.handler_errors += 1
                         log.exception("upstream frame handler failed")
                         taken = True
-                    if taken:
-                        self.messages += 1
-                        if self._mode != _LEAN:
-                            return n
-                        if pos < n and clock() >= deadline:
-                            self._yield()
-                            break
-                        continue
-                if b0 & 0x80:
-                    if opcode == 1:
-                        try:
-                            msg: str | bytes = data[start:end].decode()
-                        except UnicodeDecodeError as exc:
-                            self._fail(CloseCode.INVALID_DATA, _utf8_reason(exc), exc)
-                            return n
-                    else:
-                        msg = data[start:end]
-                else:
-                    self._frag = [data[start:end]]
-                    self._frag_text = opcode == 1
-                    self._frag_size = length
+                if taken:
+                    self.messages += 1
+                    if self._mode != _LEAN:
+                        return
+                    if backlog and clock() >= deadline:
+                        self._yield()
+                        return
                     continue
-            elif opcode == 0:
-                frag = self._frag
-                if frag is None:
-                    self._fail(CloseCode.PROTOCOL_ERROR, "unexpected continuation frame")
-                    return n
-                frag.append(data[start:end])
-                self._frag_size += length
-                if not b0 & 0x80:
-                    continue
-                payload = b"".join(frag)
-                self._frag, self._frag_size = None, 0
-                if self._frag_text:
-                    try:
-                        msg = payload.decode()
-                    except UnicodeDecodeError as exc:
-                        self._fail(CloseCode.INVALID_DATA, _utf8_reason(exc), exc)
-                        return n
-                else:
-                    msg = payload
+                decoded = decode_frame(frame)
+                if isinstance(decoded, Failure):
+                    self._failed(decoded)
+                    return
+                msg = decoded
+            elif kind is Control:
+                # websockets answers pings (masked pong), times our pings, runs the close
+                # handshake; a whole frame keeps its parser at a frame boundary.
+                self.control_frames += 1
+                ClientConnection.data_received(self, cast(Control, ev).frame)
+                if self.protocol.state is not State.OPEN:
+                    self._mode = _PASSTHROUGH  # close received or failed: websockets discards
+                    backlog.clear()
+                    rest = self._reader.rest()
+                    if rest:
+                        ClientConnection.data_received(self, rest)
+                    return
+                continue
             else:
-                self._fail(CloseCode.PROTOCOL_ERROR, f"invalid opcode: {opcode}")
-                return n
+                self._failed(cast(Failure, ev))
+                return
             self.messages += 1
             try:
                 handler(msg)
@@ -410,11 +334,10 @@ class LeanClientConnection(ClientConnection):
                 self.handler_errors += 1
                 log.exception("upstream message handler failed")
             if self._mode != _LEAN:  # the handler closed or failed us
-                return n
-            if pos < n and clock() >= deadline:
+                return
+            if backlog and clock() >= deadline:
                 self._yield()
-                break
-        return pos
+                return
 
     def _yield(self) -> None:
         self.yields += 1
@@ -426,22 +349,28 @@ class LeanClientConnection(ClientConnection):
         self._yielding = False
         if self._mode != _LEAN:
             return
-        if self._have >= self._need and self._parts:
-            self._drain()
+        if self._backlog:
+            self._deliver()
         if not self._yielding and not self.transport.is_closing():
             self.transport.resume_reading()
 
-    def _too_big(self, length: int, limit: int) -> None:
-        exc = PayloadTooBig(length, limit)
-        exc.set_current_size(self._frag_size or None)
-        self._fail(CloseCode.MESSAGE_TOO_BIG, str(exc), exc)
+    def _failed(self, f: Failure) -> None:
+        exc: Exception | None = f.exc
+        if f.too_big is not None:
+            length, limit, current = f.too_big
+            big = PayloadTooBig(length, limit)
+            big.set_current_size(current or None)
+            exc = big
+            self._fail(f.code, str(big), exc)
+            return
+        self._fail(f.code, f.reason, exc)
 
     def _fail(self, code: int, reason: str, exc: Exception | None = None) -> None:
         """Fail the connection as websockets' parser would (RFC 6455 §7.1.7)."""
         log.warning("upstream protocol error, failing with %d: %s", code, reason)
         self._mode = _PASSTHROUGH
-        self._parts.clear()
-        self._have = 0
+        self._backlog.clear()
+        self._reader.rest()
         self.protocol.fail(code, reason)
         self.protocol.parser_exc = exc if exc is not None else WsProtocolError(reason)
         try:
@@ -460,9 +389,5 @@ class LeanClientConnection(ClientConnection):
     def __repr__(self) -> str:
         return (
             f"<LeanClientConnection {_MODE_NAMES[self._mode]} messages={self.messages} "
-            f"buffered={self._have}>"
+            f"buffered={self._reader.buffered}>"
         )
-
-
-def _utf8_reason(exc: UnicodeDecodeError) -> str:
-    return f"{exc.reason} at position {exc.start}"
