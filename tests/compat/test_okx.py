@@ -10,12 +10,14 @@ and keeps receiving.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from tests.compat.rig import INSTALL_HINT, stack, upstream_okx_channels
+from tests.compat.rig import INSTALL_HINT, stack, until, upstream_okx_channels
 
 pytest.importorskip("ccxt.pro", reason=f"ccxt {INSTALL_HINT}")
 
@@ -113,3 +115,47 @@ def test_ccxt_okx_keeps_receiving_across_a_drop_and_a_service_upgrade_notice() -
                 await ex.close()
 
     asyncio.run(scenario())
+
+
+def test_python_okx_public_client_through_a_tls_front(monkeypatch: pytest.MonkeyPatch) -> None:
+    """python-okx's ``WsPublicAsync`` (TLS only) through a TLS front: acks with its ``id``,
+    books and trades, and across an upstream drop no error frame and no end of its stream."""
+    okx_ws = pytest.importorskip("okx.websocket.WsPublicAsync", reason=f"python-okx {INSTALL_HINT}")
+    from tests.compat.tlsfront import tls_front
+
+    async def scenario() -> None:
+        async with (
+            stack() as (gw, sim),
+            tls_front(gw.daemon.gateway.port) as (port, ca),
+        ):
+            monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+            got: list[dict[str, Any]] = []
+            client = okx_ws.WsPublicAsync(url=f"wss://127.0.0.1:{port}/okx/ws/v5/public")
+            consumer = await client.start()
+            try:
+                args = [
+                    {"channel": "books", "instId": "BTC-USDT"},
+                    {"channel": "trades", "instId": "BTC-USDT"},
+                ]
+                await client.subscribe(args, lambda m: got.append(json.loads(m)), id="py1")
+                await until(lambda: len(books(got)) >= 10, what="books")
+                acks = [m for m in got if m.get("event") == "subscribe"]
+                assert len(acks) == 2 and all(a["id"] == "py1" for a in acks)
+                seen = len(books(got))
+                sim.okx.faults.drop()
+                await until(lambda: len(books(got)) >= seen + 20, what="books after the drop")
+                assert not consumer.done()  # the client's own connection never ended
+                assert not [m for m in got if m.get("event") == "error"]
+            finally:
+                await client.stop()
+                consumer.cancel()
+        chain = books(got)
+        for prev, cur in itertools.pairwise(chain):
+            push = cur["data"][0]
+            assert cur.get("action") == "snapshot" or push["prevSeqId"] == prev["data"][0]["seqId"]
+
+    asyncio.run(scenario())
+
+
+def books(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in msgs if "data" in m and m["arg"]["channel"] == "books"]
