@@ -32,10 +32,16 @@ ROUTES = {
 
 
 @asynccontextmanager
-async def stack() -> AsyncIterator[tuple[Gateway, Simulator]]:
-    async with simstack.stack(
-        ROUTES, seed=7, gateway_seed=2, gateway="linger = 0.5", bitfinex=False, binance=False
-    ) as (gw, sim):
+async def stack(**usdm: Any) -> AsyncIterator[tuple[Gateway, Simulator]]:
+    routes = ROUTES
+    if usdm:
+        base = ROUTES["usdm"]
+        routes = {**ROUTES, "usdm": Route("binance_usdm", **{**base.options, **usdm})}
+    only = {"bitfinex": False, "binance": False, "okx": False, "bybit": False}
+    async with simstack.stack(routes, seed=7, gateway_seed=2, gateway="linger = 0.5", **only) as (
+        gw,
+        sim,
+    ):
         yield gw, sim
 
 
@@ -170,5 +176,33 @@ def test_private_session_is_a_dedicated_relay_with_its_listen_key_path() -> None
                 await connect(public)
             assert refused.value.response.status_code == 403
             assert b"user_data or trading route" in refused.value.response.body
+
+    asyncio.run(scenario())
+
+
+def test_lifetime_rotation_is_make_before_break_on_both_paths() -> None:
+    """max_lifetime (fstream closes every connection at 24 h) rotates each connection to a
+    successor on the same path before it goes: depth keeps its pu chain, aggTrade ids never
+    repeat and never stop."""
+
+    async def scenario() -> None:
+        async with stack(max_lifetime=1.5) as (gw, sim):
+            url = gw.url("usdm") + "/stream?streams=btcusdt@depth@100ms/btcusdt@aggTrade"
+            async with connect(url) as ws:
+                depth: list[dict[str, Any]] = []
+                aggs: list[int] = []
+                async with asyncio.timeout(30):
+                    while len(depth) < 50 or len(aggs) < 25:
+                        msg = await recv_json(ws)
+                        if msg["stream"].endswith("@depth@100ms"):
+                            depth.append(msg["data"])
+                        else:
+                            aggs.append(msg["data"]["a"])
+                _assert_chained(depth)
+                assert aggs == sorted(aggs) and len(set(aggs)) == len(aggs)
+                hub = gw.daemon.routes["usdm"].hub
+                assert hub is not None and hub.placement.moves_done >= 2  # both paths moved
+                paths = {c.path.split("?")[0] for c in sim.binance_usdm.statistics().connections}
+                assert paths == {"/public/stream", "/market/stream"}
 
     asyncio.run(scenario())
