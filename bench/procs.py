@@ -14,6 +14,8 @@ Kinds of child:
   until it drains to 64 KiB). Mode ``bitfinex`` speaks enough Bitfinex v2 for wsgate's
   upstream side (info on connect, conf, ping, subscribe/unsubscribe, heartbeats); every
   subscribed channel is a target and a push is an awaited ``send`` per frame.
+* ``broadcaster``: the fan-out baseline (separate process, same feed and buffer policy as
+  wsgate): see :func:`broadcaster_main`.
 * ``push``: the relay upstream. Each connection waits for ``go <rate> <seconds> <max>``
   from its client and then pushes stamped frames (``rate`` 0 = as fast as possible).
 * ``recv``: opens N raw instrument clients and counts what they receive.
@@ -32,7 +34,7 @@ from array import array
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["Child", "orders_main", "raise_nofile"]
+__all__ = ["Child", "broadcaster_main", "orders_main", "raise_nofile"]
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -197,6 +199,76 @@ async def _feed(conn: multiprocessing.connection.Connection, mode: str) -> None:
 
 def feed_main(conn: multiprocessing.connection.Connection, mode: str, fast: bool) -> None:
     _run(conn, _feed(conn, mode), fast)
+
+
+# ---------------------------------------------------------------- baseline broadcaster
+async def _broadcaster(
+    conn: multiprocessing.connection.Connection, feed_port: int, send_buffer_bytes: int
+) -> None:
+    """The fan-out baseline: a separate process, fed like wsgate, with wsgate's buffer policy.
+
+    It subscribes once to the same Bitfinex-speaking feed as wsgate (one upstream
+    channel), encodes each upstream frame once and writes it to every client's transport;
+    a client whose transport buffer is over ``send_buffer_bytes`` is aborted (wsgate's
+    slow-consumer rule), nobody waits for anybody. No channel-id rewrite, no state: the
+    least a broadcaster can do, so wsgate's ratio against it is the cost of wsgate itself.
+    """
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import ServerConnection, serve
+    from websockets.frames import Frame, Opcode
+
+    clients: set[ServerConnection] = set()
+    dropped = 0
+
+    async def handler(ws: ServerConnection) -> None:
+        clients.add(ws)
+        try:
+            await ws.wait_closed()
+        finally:
+            clients.discard(ws)
+
+    async def pump() -> None:
+        nonlocal dropped
+        async with connect(f"ws://127.0.0.1:{feed_port}", compression=None) as up:
+            await up.send('{"event":"subscribe","channel":"ticker","symbol":"tBTCUSD"}')
+            async for msg in up:
+                if not clients:
+                    continue
+                data = msg.encode() if isinstance(msg, str) else msg
+                frame = Frame(Opcode.TEXT, data).serialize(mask=False, extensions=[])
+                for ws in list(clients):
+                    t = ws.transport
+                    if t.get_write_buffer_size() > send_buffer_bytes:
+                        dropped += 1
+                        t.abort()
+                        clients.discard(ws)
+                        continue
+                    t.write(frame)
+
+    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        task = asyncio.create_task(pump())
+        conn.send(("ready", {"port": port}))
+        while True:
+            cmd = await _recv(conn)
+            if cmd[0] == "stop":
+                break
+            if cmd[0] == "targets":
+                conn.send(("targets", len(clients)))
+            elif cmd[0] == "dropped":
+                conn.send(("dropped", dropped))
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+def broadcaster_main(
+    conn: multiprocessing.connection.Connection,
+    feed_port: int,
+    send_buffer_bytes: int,
+    fast: bool,
+) -> None:
+    _run(conn, _broadcaster(conn, feed_port, send_buffer_bytes), fast)
 
 
 # ---------------------------------------------------------------- relay upstream
