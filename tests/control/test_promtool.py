@@ -179,6 +179,8 @@ def test_required_families_are_there(metrics_text: str) -> None:
         "wsgate_messages_dropped_total",
         "wsgate_session_subscriptions",
         "wsgate_sessions_slow_closed_total",
+        "wsgate_trade_resumes_total",
+        "wsgate_trades_bridged_total",
         "process_open_fds",
         "process_max_fds",
     ):

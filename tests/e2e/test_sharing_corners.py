@@ -390,7 +390,10 @@ def test_per_session_conf_flags_through_the_hub() -> None:
     run(scenario)
 
 
-def test_bitfinex_rehoming_on_upstream_loss_fresh_snapshot_same_chan_id() -> None:
+def test_bitfinex_rehoming_on_upstream_loss_book_snapshot_trades_bridged_same_chan_id() -> None:
+    """The book gets the fresh snapshot; the trades channel is bridged (issue 16: the new
+    subscription's snapshot would repeat trades the bots have), on the same chanId."""
+
     async def scenario() -> None:
         async with stack() as (gw, sim):
             hub = gw.daemon.routes["bitfinex"].hub
@@ -416,21 +419,18 @@ def test_bitfinex_rehoming_on_upstream_loss_fresh_snapshot_same_chan_id() -> Non
                     if t > dropped_at and isinstance(f[1], list) and isinstance(f[1][0], list)
                 ]
 
-            await until(
-                lambda: all(snapshots_after(b, c) for b in bots for c in (book, trades)), 15
-            )
-            first = min(
-                t for b in bots for c in (book, trades) for t, _f in b.frames[c] if t > dropped_at
-            )
+            await until(lambda: all(snapshots_after(b, book) for b in bots), 15)
+            await until(lambda: hub.statistics().trade_resumes["bridged"] == 1, 15)
+            first = min(t for b in bots for t, _f in b.frames[book] if t > dropped_at)
             _report("drop -> first post-re-home Bitfinex frame (snapshot)", first - dropped_at)
             assert first - dropped_at < 10.0  # within the connect budget
             for bot in bots:
                 assert not [e for e in bot.events if e.get("event") == "subscribed"]
-                for c in (book, trades):
-                    assert len(snapshots_after(bot, c)) == 1  # exactly one fresh snapshot
-                    # the first frame after the drop is that snapshot
-                    after = [f for t, f in bot.frames[c] if t > dropped_at]
-                    assert isinstance(after[0][1][0], list)
+                assert len(snapshots_after(bot, book)) == 1  # exactly one fresh snapshot
+                # the first frame after the drop is that snapshot
+                after = [f for t, f in bot.frames[book] if t > dropped_at]
+                assert isinstance(after[0][1][0], list)
+                assert snapshots_after(bot, trades) == []  # bridged: no repeated trades
                 assert bot.errors == []
             assert hub.statistics().subscriptions == {"confirmed": 2}
             assert sum(c.channels for c in sim.bitfinex.statistics().connections) == 2

@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.runtime.drill import TradeCounter, rig, route_toml, run, wait_for
 from wsgate.core.states import ConnState
 from wsgate.core.subscriptions import SubState
+from wsgate.runtime.hub import Hub
 from wsgate.sim import Simulator
 
 CADENCE = 1.0
@@ -47,13 +48,18 @@ def _sim(**tuning: Any) -> Simulator:
     return Simulator(seed=3, binance=False, **tuning)
 
 
+def _resumes(hub: Hub) -> int:
+    """Trades channels resumed on a new upstream subscription (bridged or announced)."""
+    return sum(hub.statistics().trade_resumes.values())
+
+
 def test_dropped_connection_reconnects_with_backoff_and_replays() -> None:
     async def go() -> None:
         async with _sim() as sim, rig(_bfx(sim)) as r, TradeCounter(r.url("bfx")) as bot:
             hub = r.routes["bfx"].hub
             assert hub is not None
             for round_ in range(3):
-                snaps = bot.snapshots
+                resumed = _resumes(hub)
                 t0 = time.monotonic()
                 assert sim.bitfinex.faults.drop() == 1
                 detect = await wait_for(
@@ -61,7 +67,8 @@ def test_dropped_connection_reconnects_with_backoff_and_replays() -> None:
                     5.0,
                     "drop noticed",
                 )
-                await wait_for(lambda: bot.snapshots > snaps, 10.0, "fresh snapshot")  # noqa: B023
+                # The new subscription's snapshot was bridged (or announced a gap).
+                await wait_for(lambda: _resumes(hub) > resumed, 10.0, "resumed")  # noqa: B023
                 await bot.wait_new_trades(3)
                 _report("drop", detect=detect, recover=time.monotonic() - t0)
                 sub = hub.registry.subscriptions()[0]
@@ -84,8 +91,10 @@ def test_stalled_but_pinging_server_is_caught() -> None:
         async with _sim() as sim, rig(_bfx(sim)) as r, TradeCounter(r.url("bfx")) as bot:
             conn = r.conns("bfx")[0]
             await wait_for(lambda: conn.statistics().latency is not None, 5.0, "ws rtt")
+            hub = r.routes["bfx"].hub
+            assert hub is not None
             for round_ in range(2):
-                snaps = bot.snapshots
+                resumed = _resumes(hub)
                 t0 = time.monotonic()
                 sim.bitfinex.faults.stall()
                 closing = r.count(ConnState.CLOSING)
@@ -100,7 +109,7 @@ def test_stalled_but_pinging_server_is_caught() -> None:
                 )
                 assert "silent" in reason or "stale" in reason
                 sim.bitfinex.faults.resume()
-                await wait_for(lambda: bot.snapshots > snaps, 10.0, "recovery")  # noqa: B023
+                await wait_for(lambda: _resumes(hub) > resumed, 10.0, "recovery")  # noqa: B023
                 await bot.wait_new_trades(3)
                 _report("stall", detect=detect, recover=time.monotonic() - t0)
             # Pongs kept arriving during the stall: liveness at the ping level was not enough.
@@ -183,9 +192,11 @@ def test_maintenance_is_degraded_not_a_reconnect_loop() -> None:
                 await wait_for(lambda: time.monotonic() >= quiet_until, 5.0, "maintenance window")
                 assert conn.state is ConnState.DEGRADED
                 assert sim.bitfinex.handshakes_accepted == accepted  # no reconnect loop
-                snaps, t0 = bot.snapshots, time.monotonic()
+                hub = r.routes["bfx"].hub
+                assert hub is not None
+                resumed, t0 = _resumes(hub), time.monotonic()
                 sim.bitfinex.faults.info(20061)
-                await wait_for(lambda: bot.snapshots > snaps, 5.0, "resubscribed after 20061")
+                await wait_for(lambda: _resumes(hub) > resumed, 5.0, "resubscribed after 20061")
                 await bot.wait_new_trades(3)
                 assert conn.statistics().state == "open"
                 _report("maintenance end", flowing=time.monotonic() - t0)

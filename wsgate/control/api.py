@@ -44,6 +44,7 @@ def status(d: DaemonView) -> dict[str, Any]:
         states: dict[str, int] = {}
         for c in conns:
             states[c.state.label] = states.get(c.state.label, 0) + 1
+        hub_stats = rt.hub.statistics() if rt.hub is not None else None
         routes.append(
             {
                 "name": rt.name,
@@ -56,7 +57,14 @@ def status(d: DaemonView) -> dict[str, Any]:
                 "connections": {"total": len(conns), "up": rt.open_connections(), "states": states},
                 "health": d.analytics.route_score(rt.name),
                 # frames the upstream send queue could not take (runtime.uplink.SEND_QUEUE)
-                "dropped_sends": rt.hub.statistics().dropped_sends if rt.hub is not None else 0,
+                "dropped_sends": hub_stats.dropped_sends if hub_stats is not None else 0,
+                # trade channels resumed after an upstream change: bridged (the missed
+                # trades sent once as updates) or announced (a gap, sent as a snapshot)
+                "trade_resumes": (
+                    {**hub_stats.trade_resumes, "trades_bridged": hub_stats.trades_bridged}
+                    if hub_stats is not None
+                    else None
+                ),
             }
         )
     return {

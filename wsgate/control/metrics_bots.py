@@ -7,8 +7,9 @@
                                                     capacity, bad_request, ...)
 ``wsgate_messages_dropped_total``                   frames not delivered {route, reason}:
                                                     unrouted (an old channel after a move
-                                                    or unsubscribe race), duplicate (make-
-                                                    before-break overlap), upstream_send
+                                                    or unsubscribe race), duplicate (a
+                                                    trade or frame the sessions already
+                                                    have: a move's overlap), upstream_send
                                                     (a bot's frame the upstream send queue
                                                     could not take)
 ``wsgate_sessions_by_client``                       open bot sessions {route, client}: the
@@ -18,6 +19,11 @@
 ``wsgate_sessions_slow_closed_total``               sessions closed as slow consumers {route}
 ``wsgate_session_subscriptions``                    subscriptions held by the route's
                                                     sessions {route, stat=sum|max}
+``wsgate_trade_resumes_total``                      trade channels resumed after an upstream
+                                                    change {route, outcome}: bridged (the
+                                                    missed trades sent once as updates) or
+                                                    announced (a gap, sent as a snapshot)
+``wsgate_trades_bridged_total``                     trades sent by bridged resumes {route}
 ==================================================  =====================================
 
 The counters come from the route hubs and the gateway, which only count up; a route
@@ -102,6 +108,17 @@ class BotSideCollector(Collector):
             "Subscriptions held by the route's sessions: stat=sum over them, stat=max of one.",
             labels=["route", "stat"],
         )
+        resumes = CounterMetricFamily(
+            "wsgate_trade_resumes",
+            "Trade channels resumed after an upstream change, by outcome: bridged (missed "
+            "trades sent once as updates) or announced (a gap, sent as a snapshot).",
+            labels=["route", "outcome"],
+        )
+        bridged = CounterMetricFamily(
+            "wsgate_trades_bridged",
+            "Trades the sessions had missed, sent as updates by bridged resumes.",
+            labels=["route"],
+        )
         by_client = GaugeMetricFamily(
             "wsgate_sessions_by_client",
             "Open bot sessions by client (the User-Agent's product name).",
@@ -136,7 +153,10 @@ class BotSideCollector(Collector):
             dropped.add_metric([rt.name, "duplicate"], st.duplicates_dropped)
             dropped.add_metric([rt.name, "upstream_send"], st.dropped_sends)
             slow.add_metric([rt.name], st.slow_consumers_closed)
+            for outcome, n in sorted(st.trade_resumes.items()):
+                resumes.add_metric([rt.name, outcome], n)
+            bridged.add_metric([rt.name], st.trades_bridged)
             counts = [len(m.subs) for m in hub.intents.members.values()]
             subs.add_metric([rt.name, "sum"], sum(counts))
             subs.add_metric([rt.name, "max"], max(counts, default=0))
-        yield from (sessions, by_client, rejected, dropped, slow, subs)
+        yield from (sessions, by_client, rejected, dropped, slow, subs, resumes, bridged)

@@ -54,6 +54,12 @@ Upstream events (exchange -> hub), beside ``ChannelData``:
 * ``Pong(cid, ts)`` answers ``UpstreamCodec.ping_frame(cid)`` (``None``: use WebSocket pings).
 * ``Integrity.MISMATCH`` (book checksum) -> resubscribe that channel and ``state.reset()``;
   ``Integrity.GAP`` (Binance depth ``U`` != previous ``u`` + 1) -> downstream books must resync.
+* Trade channels (:class:`TradeTape`): ``reset()`` keeps what the sessions received, so the
+  snapshot of the next upstream subscription (connection lost, 20051, maintenance, a move)
+  is compared with it: ``DUPLICATE`` -> drop the frame; ``BRIDGED`` -> deliver
+  ``state.take_bridge()`` (the missed trades as live updates, maybe none) instead of it;
+  ``ANNOUNCED`` -> deliver it: the snapshot does not reach back, the sessions may have missed
+  trades, and it holds only trades they do not have.
 
 Liveness and rotation: ``Dialect.cadence(key)`` is the nominal seconds between frames of one
 channel (Bitfinex heartbeat 15 s; Binance update speed; ``None`` for event-driven streams where
@@ -83,6 +89,7 @@ from wsgate.core.types import DialectName
 __all__ = [
     "Auth",
     "AuthReply",
+    "Bridge",
     "ChannelData",
     "ChannelState",
     "Close",
@@ -112,6 +119,8 @@ __all__ = [
     "Subscribe",
     "SubscribeFailed",
     "Subscribed",
+    "TapeStatistics",
+    "TradeTape",
     "Unrecognized",
     "Unsubscribe",
     "Unsubscribed",
@@ -192,6 +201,12 @@ class Integrity(StrEnum):
     OK = "ok"
     MISMATCH = "mismatch"  # checksum differs: resubscribe this channel (fresh snapshot)
     GAP = "gap"  # update ids not contiguous: downstream books must resync
+    # Trade tapes (the sessions never get the same trade twice):
+    DUPLICATE = "duplicate"  # the sessions already have this frame's trade: drop it
+    BRIDGED = "bridged"  # a resumed channel's snapshot reached back to what the sessions have:
+    #                      deliver TradeTape.take_bridge() (the trades they missed) instead
+    ANNOUNCED = "announced"  # it did not: deliver it as the announcement of a gap (it holds
+    #                          only trades the sessions do not have)
 
 
 # --------------------------------------------------------------------------- intents
@@ -362,6 +377,23 @@ class StateStatistics:
     has_snapshot: bool
 
 
+class Bridge(NamedTuple):
+    """The missed trades of a bridged resume, as live updates in delivery order."""
+
+    frames: list[ChannelData]
+    trades: int  # trades among them (a Bitfinex trade is a te and a tu frame)
+
+
+@dataclass(frozen=True, slots=True)
+class TapeStatistics:
+    """How a trade channel's resumes went (counters only go up)."""
+
+    bridged: int = 0  # resumes whose snapshot reached back: missed trades sent as updates
+    announced: int = 0  # resumes whose snapshot did not: a gap, announced with the snapshot
+    trades_bridged: int = 0  # trades delivered by bridges
+    duplicates: int = 0  # frames dropped because the sessions already had their trade
+
+
 @dataclass(frozen=True, slots=True)
 class SessionStatistics:
     messages: int  # client frames seen
@@ -429,6 +461,17 @@ class ChannelState(Protocol):
     def snapshot_event(self) -> ChannelData | None: ...
 
     def statistics(self) -> StateStatistics: ...
+
+
+@runtime_checkable
+class TradeTape(Protocol):
+    """A channel state that bridges resumes (see ``Integrity.BRIDGED``)."""
+
+    def take_bridge(self) -> Bridge:
+        """What to deliver instead of the snapshot that returned ``BRIDGED``."""
+        ...
+
+    def tape_statistics(self) -> TapeStatistics: ...
 
 
 @runtime_checkable

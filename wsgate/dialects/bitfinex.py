@@ -49,8 +49,8 @@ from wsgate.dialects.bitfinex_state import (
     CandlesState,
     LastValueState,
     PassState,
-    TradesState,
 )
+from wsgate.dialects.bitfinex_trades import TradesState
 from wsgate.dialects.jsonspan import WHITESPACE, elements, strip_span
 from wsgate.errors import InvalidPath
 

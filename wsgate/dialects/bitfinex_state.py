@@ -1,5 +1,5 @@
 """Late-joiner state of shared Bitfinex channels: book (P0-P4, R0) with CRC32 checksum,
-trades, candles, ticker and status.
+candles, ticker and status (trades: :mod:`wsgate.dialects.bitfinex_trades`).
 
 Numbers are kept as the exchange's own tokens (``Num``, a ``str`` subclass) so snapshots and
 checksums use exactly the text Bitfinex wrote: ``29999`` never becomes ``29999.0``.
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import zlib
-from collections import OrderedDict
 from typing import Any
 
 from wsgate.dialects.base import (
@@ -27,7 +26,6 @@ __all__ = [
     "LastValueState",
     "Num",
     "PassState",
-    "TradesState",
     "book_checksum",
     "dump_raw",
     "load_raw",
@@ -153,52 +151,6 @@ class PassState(_Base):
 
     def reset(self) -> None:
         return None
-
-
-class TradesState(_Base):
-    """The last ``limit`` trades by id; the snapshot is newest first like Bitfinex's own."""
-
-    def __init__(self, key: SubKey, limit: int = 30) -> None:
-        super().__init__(key)
-        self._limit = limit
-        self._trades: OrderedDict[str, list[Any]] = OrderedDict()  # oldest first
-
-    def _depth(self) -> int:
-        return len(self._trades)
-
-    def _put(self, entry: list[Any]) -> None:
-        if not entry:
-            return
-        tid = str.__str__(entry[0])
-        self._trades[tid] = entry  # "tu" after "te" replaces in place
-        while len(self._trades) > self._limit:
-            self._trades.popitem(last=False)
-
-    def apply(self, event: ChannelData) -> Integrity:
-        if event.kind is not DataKind.DATA:
-            return Integrity.OK
-        self._frames += 1
-        try:
-            msg = load_raw("[" + _payload(event) + "]")
-        except ValueError:
-            log.warning("%s: unparsable trades frame %.80r", self.key, event.text)
-            return Integrity.OK
-        if len(msg) == 2 and isinstance(msg[0], str) and isinstance(msg[1], list):
-            self._put(msg[1])  # ["te", [ID, MTS, AMOUNT, PRICE]]
-        elif msg and isinstance(msg[0], list):
-            self._trades.clear()
-            for entry in reversed(msg[0]):
-                if isinstance(entry, list):
-                    self._put(entry)
-            self._has_snapshot = True
-        return Integrity.OK
-
-    def reset(self) -> None:
-        self._trades.clear()
-        self._has_snapshot = False
-
-    def _snapshot_payload(self) -> str | None:
-        return dump_raw(list(reversed(self._trades.values())))
 
 
 class CandlesState(_Base):

@@ -76,6 +76,10 @@ class HubStats:
     # Errors sessions caused, by kind (unknown symbol, bad request, rate limit): counted
     # against the sessions, never against an upstream connection's health or error rate.
     session_errors: dict[str, int] = field(default_factory=dict)
+    # Trade channels resumed after an upstream change (connection lost, 20051, maintenance,
+    # a move): "bridged" sent the missed trades as updates, "announced" a gap as a snapshot.
+    trade_resumes: dict[str, int] = field(default_factory=dict)
+    trades_bridged: int = 0
 
 
 class Hub:
@@ -128,6 +132,11 @@ class Hub:
         self.frames_in = 0
         self.dropped_unrouted = 0
         self.mismatches = 0
+        # Resumed trade channels (dialects.base.TradeTape): bridged or announced as a gap.
+        self.resumes_bridged = 0
+        self.resumes_announced = 0
+        self.trades_bridged = 0
+        self.tape_duplicates = 0
         self.depth = self._depth_sync()  # Binance depth continuity across re-homing
 
     def _depth_sync(self) -> DepthSync | None:
@@ -297,10 +306,8 @@ class Hub:
             return
         ch: Channel = sub.attachment or self.fanout.channel(sub)
         verdict = ch.state.apply(ev)
-        if verdict is not d.Integrity.OK:
-            self._integrity_failure(u, sub, verdict)
-            if verdict is d.Integrity.MISMATCH:
-                return
+        if verdict is not d.Integrity.OK and not self._verdict(u, sub, ch.state, verdict):
+            return
         if self.depth is not None:
             synced = self.depth.on_data(sub, ev)
             if synced is None:
@@ -423,6 +430,34 @@ class Hub:
             return
         self.intents.broadcast(d.compact({"event": "info", "code": ev.code, "msg": ev.msg}))
 
+    def _verdict(
+        self, u: Uplink, sub: Subscription, state: d.ChannelState, verdict: d.Integrity
+    ) -> bool:
+        """Act on a state's verdict other than OK; True: deliver the frame as it is."""
+        if verdict is d.Integrity.DUPLICATE:
+            self.tape_duplicates += 1  # the sessions already have this trade
+            return False
+        if verdict is d.Integrity.BRIDGED:
+            # A resumed trades channel: the trades the sessions missed, once, as updates.
+            bridge = state.take_bridge() if isinstance(state, d.TradeTape) else None
+            self.resumes_bridged += 1
+            if bridge is not None:
+                self.trades_bridged += bridge.trades
+                for frame in bridge.frames:
+                    self._deliver(sub, frame)
+            return False
+        if verdict is d.Integrity.ANNOUNCED:
+            self.resumes_announced += 1
+            log.warning(
+                "route %s: %s resumed after a gap longer than the exchange's snapshot; "
+                "the sessions get it as a new snapshot",
+                self.route.name,
+                sub.key,
+            )
+            return True
+        self._integrity_failure(u, sub, verdict)
+        return verdict is not d.Integrity.MISMATCH
+
     def _integrity_failure(self, u: Uplink, sub: Subscription, verdict: d.Integrity) -> None:
         self.mismatches += 1
         log.warning(
@@ -482,9 +517,11 @@ class Hub:
             moves=self.placement.moves_done,
             checksum_mismatches=self.mismatches,
             slow_consumers_closed=self.intents.slow_closed,
-            duplicates_dropped=self.placement.duplicates,
+            duplicates_dropped=self.placement.duplicates + self.tape_duplicates,
             dropped_sends=sum(u.dropped_sends for u in self.ups.values()),
             session_errors=dict(self.intents.session_errors),
+            trade_resumes={"bridged": self.resumes_bridged, "announced": self.resumes_announced},
+            trades_bridged=self.trades_bridged,
         )
 
     def __repr__(self) -> str:
