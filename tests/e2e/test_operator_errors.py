@@ -5,6 +5,7 @@ Each case runs the real `wsgate` in a subprocess, as an operator would.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -116,6 +117,10 @@ def test_listen_flags_beat_environment_beat_file(tmp_path: Path) -> None:
         with socket.create_connection(("127.0.0.1", metrics), timeout=5) as s:
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert s.recv(100).startswith(b"HTTP/1.1 200")
+        # A reload re-reads the file with the same flags and environment: nothing moves.
+        reloaded = d.cli("reload", "--json", "--socket", d.socket)
+        assert reloaded.returncode == 0, reloaded.stderr
+        assert json.loads(reloaded.stdout)["changed"] == []
     with run_daemon(
         body,
         extra_env={"WSGATE_GATEWAY_LISTEN": f"127.0.0.1:{env_port}"},
