@@ -117,6 +117,10 @@ def render_status(r: dict[str, Any]) -> None:
     if lr:
         outcome = "[green]ok[/]" if lr.get("ok") else "[red]rejected[/]"
         _console.print(f"last reload: {outcome} {fmt_age(time.time() - lr['at'])} ago")
+        pending = lr.get("restart_required") or []
+        if pending:
+            keys = ", ".join(str(k) for k in pending)
+            _console.print(f"[yellow]restart pending[/]: {keys} keep their running value")
     t = Table(title="routes", title_justify="left")
     cols = ("route", "dialect", "type", "strategy", "health", "sessions", "upstreams", "states")
     for col in cols:

@@ -52,6 +52,8 @@ def test_reload_diff_dry_run_and_json() -> None:
         st = d.status()
         assert st["routes"][0]["strategy"] == "least_connections"
         assert st["node_id"] == "node-1"  # kept until a restart, everywhere
+        human = d.cli("status", "--socket", d.socket).stdout
+        assert "restart pending: daemon.node_id" in human
 
         again = json.loads(d.cli("reload", "--json", "--socket", d.socket).stdout)
         assert again["changed"] == [
