@@ -187,3 +187,44 @@ url = "wss://ws-api.binance.com:443"
 """
     )
     assert [r.min_connections for r in cfg.routes] == [0, 0]  # per-session relays only
+
+
+def test_an_upstream_drop_ends_private_sessions_and_nothing_is_replayed() -> None:
+    async def scenario() -> None:
+        tmp = tempfile.mkdtemp(dir="/tmp")
+        async with Simulator(seed=11, bitfinex=False) as sim:
+            cfg = parse_config(stack_config(sim, tmp, ROUTES))
+            async with Gateway(cfg, seed=3) as gw:
+                base = "http" + gw.url("binance_user")[2:] + "/api/v3/userDataStream"
+                async with httpx.AsyncClient(timeout=10) as http:
+                    key = (await http.post(base, headers={"X-MBX-APIKEY": API_KEY})).json()[
+                        "listenKey"
+                    ]
+                async with (
+                    connect(gw.url("binance_user") + "/ws/" + key) as user,
+                    connect(gw.url("binance_trade") + "/ws-api/v3") as api,
+                ):
+                    await api.send(
+                        signed(
+                            "order.place",
+                            "o",
+                            symbol="BTCUSDT",
+                            side="BUY",
+                            type="MARKET",
+                            quantity="0.5",
+                        )
+                    )
+                    assert (await recv_json(api))["status"] == 200
+                    await events_until(user, {"executionReport", "outboundAccountPosition"})
+                    assert sim.binance.faults.drop() >= 2
+                    for ws in (user, api):
+                        await asyncio.wait_for(ws.wait_closed(), 10)
+                        assert ws.close_code == 1013  # reconnect and re-authenticate
+                rt_user = gw.daemon.routes["binance_user"]
+                rt_trade = gw.daemon.routes["binance_trade"]
+                await _until(lambda: not rt_user.relays and not rt_trade.relays)
+                # Nothing reconnected on the sessions' behalf, no order sent twice.
+                assert not [c for c in sim.binance.connections.values() if c.path != "/stream"]
+                assert sim.binance.accounts.orders_placed == 1
+
+    asyncio.run(scenario())
