@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from wsgate.core.alerts.silences import InhibitRule, Matcher
+from wsgate.core.alerts.state import AlertRecord
 
 __all__ = [
     "CAUSES",
@@ -31,6 +32,7 @@ __all__ = [
     "TRAILING_COUNT_TYPES",
     "Cause",
     "inhibit_rules",
+    "persists",
     "why",
 ]
 
@@ -146,3 +148,20 @@ def why(source: Mapping[str, str], target: Mapping[str, str]) -> str:
         ):
             return f"{c.describe()}: {c.why}"
     return ""
+
+
+def persists(rec: AlertRecord, now: float, hold: float) -> bool:
+    """A consequence held after its causes resolved: does it stand on its own now?
+
+    Only after ``hold`` seconds, and only if it breached since then; a trailing count
+    (:data:`TRAILING_COUNT_TYPES`) must also have grown since the causes resolved.
+    """
+    if rec.cause_cleared_at is None:
+        rec.cause_cleared_at, rec.value_at_clear = now, rec.value
+    settled = rec.cause_cleared_at + hold
+    if now < settled or rec.last_breach_at is None or rec.last_breach_at < settled:
+        return False
+    if rec.alertname in TRAILING_COUNT_TYPES:
+        before = rec.value_at_clear
+        return rec.value is not None and (before is None or rec.value > before)
+    return True

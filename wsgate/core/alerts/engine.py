@@ -8,21 +8,21 @@ Nothing here awaits, sleeps or reads a clock.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from wsgate.core.alerts.causes import (
-    DEFAULT_INHIBIT_RULES,
-    SOURCE_TYPES,
-    TRAILING_COUNT_TYPES,
-)
-from wsgate.core.alerts.causes import why as causes_why
+from wsgate.core.alerts.causes import DEFAULT_INHIBIT_RULES, SOURCE_TYPES, persists
 from wsgate.core.alerts.inputs import AlertInputs
+from wsgate.core.alerts.operator import (
+    cause_name,
+    check_matchers,
+    effect,
+    explain_record,
+    resolve_prefix,
+)
 from wsgate.core.alerts.routing import (
     ChannelRoute,
     GroupState,
@@ -33,9 +33,7 @@ from wsgate.core.alerts.routing import (
     group_key_for,
 )
 from wsgate.core.alerts.rules import (
-    ALERT_TYPES,
     DEFAULT_RULES,
-    LABEL_NAMES,
     RuleSpec,
     iter_observations,
 )
@@ -48,7 +46,6 @@ from wsgate.core.alerts.silences import (
     make_silence,
 )
 from wsgate.core.alerts.state import AlertRecord, AlertState, AlertView, Transition, fingerprint
-from wsgate.core.alerts.units import format_value
 from wsgate.core.types import Severity
 from wsgate.errors import AlertError
 
@@ -59,28 +56,6 @@ log = logging.getLogger("wsgate.alerts")
 _STATE_VERSION = 1
 _LIVE = (AlertState.PENDING, AlertState.FIRING)
 _FP_CACHE_MAX = 200_000
-_HEX = re.compile(r"[0-9a-f]{1,16}")
-
-
-def _where(labels: Mapping[str, str]) -> str:
-    """The identifying part of an alert's labels: ``bfx-c1`` or ``route=bfx issue=...``."""
-    if "connection" in labels:
-        return labels["connection"]
-    skip = ("alertname", "severity", "node", "type")
-    return " ".join(f"{k}={v}" for k, v in labels.items() if k not in skip)
-
-
-def _effect(rec: AlertRecord) -> str:
-    """One "also affected" entry: name, where, and the value with its unit."""
-    value = format_value(rec.alertname, rec.labels, rec.value)
-    return f"{rec.alertname} {_where(rec.labels)} ({value})".replace(" ()", "")
-
-
-def _describe(rec: AlertRecord) -> str:
-    where = " ".join(
-        f"{k}={v}" for k, v in rec.labels.items() if k not in ("alertname", "severity", "node")
-    )
-    return f"{rec.fingerprint} {rec.alertname} {rec.state.value}{' ' + where if where else ''}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +344,7 @@ class AlertEngine:
                 continue
             if causes:
                 rec.inhibited_by = causes
-                rec.caused_by = tuple(self._cause_name(c) for c in causes)
+                rec.caused_by = tuple(cause_name(c, records, self._suspects) for c in causes)
                 rec.cause_cleared_at = None
                 if any(
                     (src := records.get(c)) is not None and src.state is AlertState.FIRING
@@ -377,32 +352,13 @@ class AlertEngine:
                 ):
                     rec.cause_fired = True
                 for c in causes:
-                    effects.setdefault(c, []).append(_effect(rec))
-            elif rec.inhibited_by and rec.cause_fired and not self._persists(rec, now):
+                    effects.setdefault(c, []).append(effect(rec))
+            elif rec.inhibited_by and rec.cause_fired and not persists(rec, now, self._cause_hold):
                 continue  # held: its cause's page covered it, and it has not outlived it
             else:
                 rec.inhibited_by, rec.caused_by = (), ()
                 rec.cause_fired, rec.cause_cleared_at = False, None
         self._effects = {fp: tuple(sorted(set(names))) for fp, names in effects.items()}
-
-    def _persists(self, rec: AlertRecord, now: float) -> bool:
-        """A held consequence whose causes resolved: does it stand on its own now?"""
-        if rec.cause_cleared_at is None:
-            rec.cause_cleared_at, rec.value_at_clear = now, rec.value
-        settled = rec.cause_cleared_at + self._cause_hold
-        if now < settled or rec.last_breach_at is None or rec.last_breach_at < settled:
-            return False
-        if rec.alertname in TRAILING_COUNT_TYPES:
-            before = rec.value_at_clear
-            return rec.value is not None and (before is None or rec.value > before)
-        return True
-
-    def _cause_name(self, fp: str) -> str:
-        rec = self._records.get(fp)
-        if rec is None:
-            labels = self._suspects.get(fp, {})
-            return f"{labels.get('alertname', '?')} {_where(labels)} (suspected)".replace("  ", " ")
-        return f"{rec.alertname} {_where(rec.labels)} ({rec.state.value})".replace("  ", " ")
 
     def _view(self, rec: AlertRecord) -> AlertView:
         view = rec.view()
@@ -490,26 +446,7 @@ class AlertEngine:
         Raises :class:`AlertError` when nothing matches, or when several alerts do: then the
         error lists them (``candidates``) so the operator can pick more digits.
         """
-        p = prefix.strip().lower()
-        if not _HEX.fullmatch(p):
-            raise AlertError(f"a fingerprint is 1 to 16 hex digits, got {prefix!r}")
-        hits = [
-            rec
-            for fp, rec in self._records.items()
-            if fp.startswith(p) and (not live_only or rec.state in _LIVE)
-        ]
-        if len(hits) == 1:
-            return hits[0].fingerprint
-        what = "pending or firing alert" if live_only else "alert"
-        if not hits:
-            raise AlertError(f"no {what} with fingerprint {prefix!r}; see `wsgate alerts`")
-        hits.sort(key=lambda r: r.fingerprint)
-        candidates = tuple(_describe(r) for r in hits)
-        raise AlertError(
-            f"fingerprint prefix {prefix!r} matches {len(hits)} alerts; give more digits: "
-            + "; ".join(candidates),
-            candidates=candidates,
-        )
+        return resolve_prefix(self._records, prefix, _LIVE if live_only else None)
 
     def ack(self, fingerprint: str, by: str, comment: str, now: float) -> Ack:
         """Acknowledge a pending or firing alert (any unique fingerprint prefix): repeats stop
@@ -522,37 +459,16 @@ class AlertEngine:
         log.info("alert %s %s acknowledged by %s", rec.alertname, fp, by)
         return rec.ack
 
-    def label_names(self) -> frozenset[str]:
-        """Every label name an alert can carry: the rules', configured ones, current ones."""
-        names = set(LABEL_NAMES)
-        for spec in self._rules.values():
-            names.update(k for k, _ in spec.labels)
-        for rec in self._records.values():
-            names.update(rec.labels)
-        return frozenset(names)
-
     def check_matchers(self, matchers: Sequence[Matcher | str]) -> tuple[Matcher, ...]:
         """Parse matchers and refuse label names no alert carries (a typo silences nothing)."""
-        parsed = tuple(m if isinstance(m, Matcher) else Matcher.parse(m) for m in matchers)
-        known = self.label_names()
-        for m in parsed:
-            if m.name not in known:
-                close = difflib.get_close_matches(m.name, sorted(known), n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise AlertError(
-                    f"no alert carries a label {m.name!r}; {hint}"
-                    f"label names: {', '.join(sorted(known))}"
-                )
-            if m.name == "alertname" and m.op == "=" and m.value not in self._known_names():
-                close = difflib.get_close_matches(m.value, sorted(self._known_names()), n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise AlertError(
-                    f"no alert type {m.value!r}; {hint}types: {', '.join(ALERT_TYPES)}"
-                )
-        return parsed
+        return check_matchers(matchers, self._rules, self._records)
 
-    def _known_names(self) -> set[str]:
-        return {*ALERT_TYPES, *(r.alertname for r in self._records.values())}
+    def unack(self, fingerprint: str) -> bool:
+        rec = self._records.get(fingerprint)
+        if rec is None or rec.ack is None:
+            return False
+        rec.ack = None
+        return True
 
     def matching(self, matchers: Sequence[Matcher], now: float) -> list[AlertView]:
         """The pending and firing alerts every matcher matches right now."""
@@ -667,80 +583,16 @@ class AlertEngine:
     def explain(self, prefix: str, now: float) -> dict[str, Any]:
         """Why an alert is in its state: the rule, its recent inputs, its transitions,
         what inhibits it and what it inhibits (``wsgate alerts explain FP``)."""
-        fp = self.resolve_fingerprint(prefix)
-        rec = self._records[fp]
-        spec = self._rules.get(rec.alertname)
-        labels = rec.labels
-
-        def fmt(v: float | None) -> str:
-            return format_value(rec.alertname, labels, v)
-
-        rule: dict[str, Any] = {"external": rec.external_until is not None}
-        if spec is not None and rec.external_until is None:
-            worse = "≥" if spec.fire >= spec.clear else "≤"
-            better = "≤" if spec.fire >= spec.clear else "≥"
-            text = (
-                f"fires at {fmt(spec.fire)} ({worse}; {spec.pending_samples} of the last "
-                f"{spec.window} samples), clears at {fmt(spec.clear)} ({better})"
-            )
-            if spec.keep_firing_for:
-                text += f", keeps firing {spec.keep_firing_for:g}s after the last breach"
-            rule.update(spec.to_dict(), text=text)
-
-        def other(o_fp: str, *, as_cause: bool) -> dict[str, Any]:
-            o = self._records.get(o_fp)
-            o_labels = o.labels if o is not None else self._suspects.get(o_fp, {})
-            src, dst = (o_labels, labels) if as_cause else (labels, o_labels)
-            return {
-                "fingerprint": o_fp,
-                "alertname": o_labels.get("alertname", "?"),
-                "state": o.state.value if o is not None else "suspected",
-                "summary": o.summary if o is not None else "",
-                "why": causes_why(src, dst),
-            }
-
-        inhibits = [
-            other(o_fp, as_cause=False)
-            for o_fp, o in self._records.items()
-            if fp in o.inhibited_by and o.state in _LIVE
-        ]
-        held = None
-        if rec.inhibited_by and rec.cause_cleared_at is not None:
-            held = {
-                "causes_resolved_at": rec.cause_cleared_at,
-                "held_until": rec.cause_cleared_at + self._cause_hold,
-                "pages_if": "it still breaches after that"
-                + (" and its count grew" if rec.alertname in TRAILING_COUNT_TYPES else ""),
-            }
-        group = self._groups.get(rec.group_key)
-        return {
-            "fingerprint": fp,
-            "alertname": rec.alertname,
-            "state": rec.state.value,
-            "severity": rec.severity.value,
-            "labels": dict(labels),
-            "summary": rec.summary,
-            "value": rec.value,
-            "value_text": fmt(rec.value),
-            "rule": rule,
-            "inputs": [
-                {"at": t, "value": v, "value_text": fmt(v), "breaching": b, "clear": c}
-                for t, v, b, c in rec.inputs
-            ],
-            "transitions": [{"at": t, "from": o, "to": n} for t, o, n in rec.changes],
-            "inhibited_by": [other(c, as_cause=True) for c in rec.inhibited_by],
-            "held": held,
-            "inhibits": inhibits,
-            "silenced_by": list(rec.silenced_by),
-            "acknowledged_by": rec.ack.by if rec.ack is not None else None,
-            "flapping": rec.flapping,
-            "notified": (
-                {ch: e.sent_at for ch, e in group.nflog.items() if fp in e.firing}
-                if group is not None
-                else {}
-            ),
-            "now": now,
-        }
+        rec = self._records[self.resolve_fingerprint(prefix)]
+        return explain_record(
+            rec,
+            self._rules.get(rec.alertname),
+            self._records,
+            self._suspects,
+            self._groups.get(rec.group_key),
+            self._cause_hold,
+            now,
+        )
 
     # ------------------------------------------------------------------ queries
 
