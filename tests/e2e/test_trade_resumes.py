@@ -156,3 +156,100 @@ def gw_status(gw: Gateway) -> dict[str, Any]:
     from wsgate.control.api import status
 
     return status(gw.daemon)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ Binance trade / aggTrade
+
+
+@dataclass
+class BinanceBot:
+    name: str
+    path: str
+    ids: list[int] = field(default_factory=list)
+
+    async def run(self, ws: ClientConnection) -> None:
+        async for raw in ws:
+            msg = json.loads(raw)
+            data = msg.get("data", msg)
+            if data.get("e") == "trade":
+                self.ids.append(data["t"])
+            elif data.get("e") == "aggTrade":
+                self.ids.append(data["a"])
+
+    def jumps(self) -> int:
+        return sum(1 for a, b in zip(self.ids, self.ids[1:], strict=False) if b != a + 1)
+
+
+BINANCE_ROUTES = {
+    name: Route("binance", rest=rest, backoff_initial=0.05, backoff_max=0.2, min_uptime=0)
+    for name, rest in (("binance", True), ("plain", False))
+}
+
+
+def test_binance_trade_streams_never_repeat_and_bridge_gaps_from_rest() -> None:
+    """Short outage: the missed trades come once from REST (``/trades``, ``/aggTrades``);
+    an outage longer than what REST still has (the simulator keeps 30 trades), or a route
+    without ``rest_url``: the gap is announced. Never an id twice, never out of order."""
+
+    async def scenario() -> None:
+        async with stack(BINANCE_ROUTES, binance_trades_rate=40.0, bitfinex=False) as (gw, sim):
+            bnc = sim.binance
+            market = bnc.markets["btcusdt"]
+            bots = [
+                BinanceBot(f"{route}{path}", f"{gw.url(route)}{path}")
+                for route in ("binance", "plain")
+                for path in ("/ws/btcusdt@trade", "/stream?streams=btcusdt@aggTrade")
+            ]
+            async with asyncio.TaskGroup() as tg:
+                sockets = [await connect(b.path) for b in bots]
+                tasks = [tg.create_task(b.run(ws)) for b, ws in zip(bots, sockets, strict=True)]
+
+                def caught_up() -> bool:
+                    return all(b.ids and len(b.ids) >= 5 for b in bots) and all(
+                        b.ids[-1] >= _newest(b, market, bnc) - 1 for b in bots
+                    )
+
+                async def outage(trades_missed: int) -> None:
+                    start = market.trade_id
+                    bnc.faults.reject_handshakes(503, count=10_000)
+                    bnc.faults.drop()
+                    await until(lambda: market.trade_id >= start + trades_missed, "trades")
+                    bnc.faults.reject_handshakes(503, count=0)
+                    await until(caught_up, "the sessions after the outage")
+
+                await until(caught_up, "trades to flow")
+                await outage(8)
+                await outage(45)
+                end = market.trade_id + 5
+                await until(lambda: all(_seen_trade(b, end, market, bnc) for b in bots), "end")
+                for ws in sockets:
+                    await ws.close()
+                for t in tasks:
+                    t.cancel()
+            with_rest = gw.daemon.routes["binance"].hub
+            without = gw.daemon.routes["plain"].hub
+            assert with_rest is not None and without is not None
+            for b in bots:
+                assert len(b.ids) == len(set(b.ids)), f"{b.name}: a trade arrived twice"
+                assert b.ids == sorted(b.ids), f"{b.name}: out of order"
+                # With REST only the long outage leaves a gap; without, both do.
+                assert b.jumps() == (1 if b.name.startswith("binance") else 2), (b.name, b.ids)
+            rs = with_rest.statistics()
+            assert rs.trade_resumes == {"bridged": 2, "announced": 2}, rs.trade_resumes
+            assert rs.trades_bridged >= 2 * 8
+            ps = without.statistics()
+            assert ps.trade_resumes == {"bridged": 0, "announced": 4}, ps.trade_resumes
+
+    asyncio.run(asyncio.wait_for(scenario(), 90))
+
+
+def _newest(b: BinanceBot, market: Any, bnc: Any) -> int:
+    """The newest id the exchange printed, in the bot's numbering (trade or aggTrade)."""
+    if "aggTrade" in b.path:
+        return int(bnc._agg_id["btcusdt"])
+    return int(market.trade_id)
+
+
+def _seen_trade(b: BinanceBot, trade: int, market: Any, bnc: Any) -> bool:
+    offset = _newest(b, market, bnc) - market.trade_id
+    return bool(b.ids) and b.ids[-1] >= trade + offset

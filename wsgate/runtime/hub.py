@@ -44,6 +44,7 @@ from wsgate.runtime.hub_sessions import SessionIntents
 from wsgate.runtime.placement import Placement
 from wsgate.runtime.seams import HubRoute
 from wsgate.runtime.session import Session
+from wsgate.runtime.trade_sync import TRADE_DIALECTS, TradeSync
 from wsgate.runtime.uplink import Uplink
 from wsgate.runtime.upstream import UpstreamConnection
 
@@ -138,6 +139,17 @@ class Hub:
         self.trades_bridged = 0
         self.tape_duplicates = 0
         self.depth = self._depth_sync()  # Binance depth continuity across re-homing
+        self.trades = (  # Binance trade/aggTrade continuity: no trade twice, gaps bridged
+            TradeSync(
+                route.name,
+                route.cfg.rest_url,
+                self.registry,
+                faults=self.faults,
+                deliver=self.fanout.deliver,
+            )
+            if dialect.name in TRADE_DIALECTS
+            else None
+        )
 
     def _depth_sync(self) -> DepthSync | None:
         rest_url = self.route.cfg.rest_url
@@ -164,6 +176,8 @@ class Hub:
                 )
                 if self.depth is not None:
                     tg.create_task(self.depth.run(), name=f"hub-{name}-depth")
+                if self.trades is not None:
+                    tg.create_task(self.trades.run(), name=f"hub-{name}-trades")
                 if self.route.cfg.app_ping_interval > 0:
                     tg.create_task(
                         every(self._ping_interval, self._app_pings, self.faults, "hub.ping", name),
@@ -313,6 +327,11 @@ class Hub:
             if synced is None:
                 return
             ev = synced
+        if self.trades is not None:
+            onward = self.trades.on_data(sub, ev)
+            if onward is None:
+                return
+            ev = onward
         self._deliver(sub, ev)
 
     # ---------------------------------------------------------------- control events
@@ -506,6 +525,7 @@ class Hub:
 
     def statistics(self) -> HubStats:
         reg = self.registry.statistics()
+        ts = self.trades.statistics() if self.trades is not None else None
         return HubStats(
             sessions=len(self.intents.members),
             connections=len(self.ups),
@@ -517,11 +537,16 @@ class Hub:
             moves=self.placement.moves_done,
             checksum_mismatches=self.mismatches,
             slow_consumers_closed=self.intents.slow_closed,
-            duplicates_dropped=self.placement.duplicates + self.tape_duplicates,
+            duplicates_dropped=self.placement.duplicates
+            + self.tape_duplicates
+            + (ts.duplicates if ts else 0),
             dropped_sends=sum(u.dropped_sends for u in self.ups.values()),
             session_errors=dict(self.intents.session_errors),
-            trade_resumes={"bridged": self.resumes_bridged, "announced": self.resumes_announced},
-            trades_bridged=self.trades_bridged,
+            trade_resumes={
+                "bridged": self.resumes_bridged + (ts.bridged if ts else 0),
+                "announced": self.resumes_announced + (ts.announced if ts else 0),
+            },
+            trades_bridged=self.trades_bridged + (ts.trades_bridged if ts else 0),
         )
 
     def __repr__(self) -> str:

@@ -534,6 +534,8 @@ class BinanceSim(SimServer):
     # -- REST -------------------------------------------------------------------------------------
 
     def _http(self, ws: ServerConnection, path: str, query: Mapping[str, str]) -> Response | None:
+        if path in ("/api/v3/trades", "/api/v3/aggTrades"):
+            return self._trades_rest(ws, path, query)
         if path != "/api/v3/depth":
             return None
         style = self.json_style
@@ -558,6 +560,57 @@ class BinanceSim(SimServer):
             },
             style,
         )
+
+    def _trades_rest(self, ws: ServerConnection, path: str, query: Mapping[str, str]) -> Response:
+        """``/trades`` (the most recent, ascending) and ``/aggTrades?fromId=`` from the tape
+        (the simulator keeps its last 30 trades: older ones are gone, as a gap test needs)."""
+        style = self.json_style
+        sym = query.get("symbol", "").lower()
+        market = self.markets.get(sym)
+        if market is None:
+            return json_response(ws, 400, {"code": -1121, "msg": "Invalid symbol."}, style)
+        try:
+            limit = int(query.get("limit", "500"))
+            from_id = int(query["fromId"]) if "fromId" in query else None
+        except ValueError:
+            limit, from_id = -1, None
+        if not 1 <= limit <= 1000:
+            return json_response(ws, 400, {"code": -1100, "msg": "Illegal limit."}, style)
+        tape = list(market.tape)
+        offset = self._agg_id[sym] - market.trade_id  # one aggregate per simulated trade
+        rows: list[dict[str, object]] = []
+        if path.endswith("/aggTrades"):
+            for t in tape:
+                agg = t.id + offset
+                if from_id is None or agg >= from_id:
+                    rows.append(
+                        {
+                            "a": agg,
+                            "p": market.price_str(t.price_t),
+                            "q": market.amount_str(t.amount_t),
+                            "f": t.id,
+                            "l": t.id,
+                            "T": t.mts,
+                            "m": t.amount_t < 0,
+                            "M": True,
+                        }
+                    )
+            rows = rows[:limit] if from_id is not None else rows[-limit:]
+        else:
+            for t in tape[-limit:]:
+                price, qty = market.price_str(t.price_t), market.amount_str(t.amount_t)
+                rows.append(
+                    {
+                        "id": t.id,
+                        "price": price,
+                        "qty": qty,
+                        "quoteQty": f"{float(price) * float(qty):.8f}",
+                        "time": t.mts,
+                        "isBuyerMaker": t.amount_t < 0,
+                        "isBestMatch": True,
+                    }
+                )
+        return json_response(ws, 200, rows, style)
 
     # -- faults -----------------------------------------------------------------------------------
 
