@@ -50,6 +50,7 @@ VIEWS: dict[str, tuple[tuple[str, str, bool], ...]] = {
         ("bytes_out", "bytes out", True),
         ("frames_out", "frames out", True),
         ("messages_in", "msgs in", True),
+        ("errors", "errors", True),  # the ones this bot caused (unknown symbol, bad request)
         ("buffered", "buffered", True),
         ("age", "age", True),
         ("id", "id", False),

@@ -202,6 +202,27 @@ class InhibitRule:
     equal: tuple[str, ...] = ()
 
 
+def _by_name(
+    alerts: Sequence[tuple[str, Mapping[str, str]]],
+) -> dict[str, list[tuple[str, Mapping[str, str]]]]:
+    out: dict[str, list[tuple[str, Mapping[str, str]]]] = {}
+    for fp, labels in alerts:
+        out.setdefault(labels.get("alertname", ""), []).append((fp, labels))
+    return out
+
+
+def _narrow(
+    matchers: Sequence[Matcher],
+    everything: Sequence[tuple[str, Mapping[str, str]]],
+    by_name: Mapping[str, list[tuple[str, Mapping[str, str]]]],
+) -> Sequence[tuple[str, Mapping[str, str]]]:
+    """Only the alerts a rule side can match, when it names one alertname exactly."""
+    for m in matchers:
+        if m.name == "alertname" and m.op == "=":
+            return by_name.get(m.value, ())
+    return everything
+
+
 def inhibitions(
     firing: Sequence[tuple[str, Mapping[str, str]]],
     candidates: Sequence[tuple[str, Mapping[str, str]]],
@@ -209,20 +230,22 @@ def inhibitions(
 ) -> dict[str, tuple[str, ...]]:
     """Map each inhibited candidate fingerprint to the fingerprints inhibiting it.
 
-    ``firing`` are the possible sources (only firing alerts inhibit), ``candidates`` every
-    alert to check. Linear in the number of alerts per rule: sources are indexed by their
-    ``equal`` label values.
+    ``firing`` are the possible sources (live alerts), ``candidates`` every alert to check.
+    Linear in the number of alerts per rule: sources are indexed by their ``equal`` label
+    values, and a side that names one alertname only looks at alerts of that name.
     """
     result: dict[str, list[str]] = {}
+    sources_by_name = _by_name(firing)
+    targets_by_name = _by_name(candidates)
     for rule in rules:
         index: dict[tuple[str, ...], list[tuple[str, Mapping[str, str]]]] = {}
-        for fp, labels in firing:
+        for fp, labels in _narrow(rule.source, firing, sources_by_name):
             if _all_match(rule.source, labels):
                 key = tuple(labels.get(name, "") for name in rule.equal)
                 index.setdefault(key, []).append((fp, labels))
         if not index:
             continue
-        for fp, labels in candidates:
+        for fp, labels in _narrow(rule.target, candidates, targets_by_name):
             if not _all_match(rule.target, labels):
                 continue
             sources = index.get(tuple(labels.get(name, "") for name in rule.equal), ())
