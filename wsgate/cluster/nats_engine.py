@@ -93,7 +93,8 @@ class NatsBucket:
                 on_entry(KvEntry(e.key, e.value or b"", int(e.revision or 0), deleted))
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(watcher.stop(), 1.0)  # type: ignore[no-untyped-call]
+                async with asyncio.timeout(1.0):
+                    await watcher.stop()  # type: ignore[no-untyped-call]
         raise ClusterError(f"watch of {self.name} ended")
 
 
@@ -147,8 +148,8 @@ class NatsEngine:
 
         ping = max(1, round(self.cfg.node_down_after / 2))
         try:
-            nc = await asyncio.wait_for(
-                nats.connect(
+            async with asyncio.timeout(timeout):
+                nc = await nats.connect(
                     servers=list(self.cfg.servers),
                     name=self.client_name,
                     allow_reconnect=False,
@@ -160,9 +161,7 @@ class NatsEngine:
                     error_cb=on_error,
                     disconnected_cb=on_closed,
                     closed_cb=on_closed,
-                ),
-                timeout,
-            )
+                )
         except (TimeoutError, OSError, nats.errors.Error, ssl.SSLError) as exc:
             self._failures += 1
             self._last_error = str(exc) or type(exc).__name__
@@ -229,7 +228,8 @@ class NatsEngine:
         self._closed.set()  # first: our own close is not a lost link
         if nc is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.close(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await nc.close()
 
     def statistics(self) -> EngineStatistics:
         url = self._nc.connected_url if self._nc is not None and self.connected else None

@@ -162,24 +162,31 @@ class ClusterNode:
     async def close(self) -> None:
         """Say goodbye (peers record ``left``, no page), then drop the link."""
         self._stop.set()
-        if self.engine.connected and self._nodes is not None and self.identity == "held":
-            try:
-                await asyncio.wait_for(
-                    self._nodes.update(self.node_id, self._doc("left"), last=self._rev), 1.5
-                )
-                log.info("cluster %s: left", self.cfg.name)
-            except Exception as exc:
-                log.warning("cluster: could not announce the leave (%s)", exc)
-        await self.engine.close()
+        nodes = self._nodes
+        # Heartbeats stop first, so the goodbye cannot lose a compare-and-set race to one.
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # gather: their ends are collected, while a cancellation of close() itself is not
+        # swallowed (a suppress around each await would swallow it).
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.engine.connected and nodes is not None and self.identity == "held":
+            try:
+                async with asyncio.timeout(2.0):
+                    entry = await nodes.get(self.node_id)
+                    mine = (
+                        entry is not None and _parse(entry.value).get("instance") == self.instance
+                    )
+                    last = entry.revision if mine and entry is not None else self._rev
+                    await nodes.update(self.node_id, self._doc("left"), last)
+                log.info("cluster %s: left", self.cfg.name)
+            except Exception as exc:
+                log.warning("cluster: could not announce the leave (%r)", exc)
+        await self.engine.close()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
 
     async def _run(self) -> None:
         while not self._stop.is_set():
@@ -312,10 +319,10 @@ class ClusterNode:
         nodes = self._nodes
         assert nodes is not None
         try:
-            self._rev = await asyncio.wait_for(
-                nodes.update(self.node_id, self._doc("up"), last=self._rev),
-                2 * self.cfg.heartbeat_interval,
-            )
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that races with completion, and a TaskGroup would then wait forever.
+            async with asyncio.timeout(2 * self.cfg.heartbeat_interval):
+                self._rev = await nodes.update(self.node_id, self._doc("up"), last=self._rev)
             self.heartbeats_sent += 1
             self._acknowledged()
         except KeyConflict:
@@ -468,9 +475,8 @@ class ClusterNode:
             self.claim_failures += 1
             return False  # without the link we page nothing about peers
         try:
-            won = await asyncio.wait_for(
-                self._claim(claims, view.fingerprint, proposal, episode), 3 * CLAIM_TIMEOUT
-            )
+            async with asyncio.timeout(3 * CLAIM_TIMEOUT):
+                won = await self._claim(claims, view.fingerprint, proposal, episode)
         except Exception as exc:
             self.claim_failures += 1
             log.warning("cluster: claim of %s failed (%r); not sending", cache_key, exc)

@@ -100,10 +100,11 @@ class SharedAlertState:
                 if kv is None:
                     return
                 try:
-                    if value is None:
-                        await asyncio.wait_for(kv.delete(key), 2.0)
-                    else:
-                        await asyncio.wait_for(kv.put(key, value), 2.0)
+                    async with asyncio.timeout(2.0):
+                        if value is None:
+                            await kv.delete(key)
+                        else:
+                            await kv.put(key, value)
                 except Exception as exc:
                     self.push_failures += 1
                     log.warning("cluster: %s/%s not shared yet (%s); will retry", bucket, key, exc)
