@@ -317,3 +317,25 @@ def _skewed_peers(lt: LoopThread, url: str) -> dict[str, Any]:
     done = asyncio.run_coroutine_threadsafe(run(), lt.loop)
     flags["_future"] = done
     return flags
+
+
+def test_single_node_answers_the_cluster_commands_alone() -> None:
+    body = """
+[routes.r]
+dialect = "raw"
+type = "market_data"
+min_connections = 0
+[[routes.r.endpoints]]
+url = "ws://127.0.0.1:9"
+"""
+    with Nodes() as nodes:
+        d = nodes.start("solo", body)
+        doc = head(d)
+        assert doc["engine"] == "none" and doc["link_up"] is True
+        assert [(n["node_id"], n["state"], n["self"]) for n in doc["nodes"]] == [
+            ("solo", "up", True)
+        ]
+        r = d.cli("status", "--cluster", "--json", "--socket", d.socket)
+        rows = json.loads(r.stdout)["nodes"]
+        assert len(rows) == 1 and rows[0]["answered"] and rows[0]["status"]["node_id"] == "solo"
+        assert d.status()["cluster"]["engine"] == "none"
