@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -158,10 +159,14 @@ def test_pu_chain_survives_every_upstream_drop_and_a_lifetime_close() -> None:
     asyncio.run(scenario())
 
 
-def test_private_session_is_a_dedicated_relay_with_its_listen_key_path() -> None:
+def test_private_session_is_a_dedicated_relay_with_its_listen_key_path(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="wsgate")
+    key = "A" * 32
+
     async def scenario() -> None:
         async with stack() as (gw, sim):
-            key = "A" * 32
             url = gw.url("usdm_user") + f"/private/ws?listenKey={key}&events=ORDER_TRADE_UPDATE"
             async with connect(url):
                 await until(
@@ -178,6 +183,7 @@ def test_private_session_is_a_dedicated_relay_with_its_listen_key_path() -> None
             assert b"user_data or trading route" in refused.value.response.body
 
     asyncio.run(scenario())
+    assert caplog.records and key not in caplog.text  # the listen key is never logged
 
 
 def test_lifetime_rotation_is_make_before_break_on_both_paths() -> None:
