@@ -333,7 +333,7 @@ class OkxUpstream:
         if event == "notice":
             if str(msg.get("code")) == NOTICE_UPGRADE:
                 # Not forwarded (code None): the bots' sessions do not move.
-                return Info(InfoAction.RECONNECT, None, str(msg.get("msg", "")))
+                return Info(InfoAction.RECONNECT, None, f"notice 64008: {msg.get('msg', '')}")
             return Info(InfoAction.OTHER, None, str(msg.get("msg", "")))
         if event == "login":
             return AuthReply(text, str(msg.get("code")) == "0")

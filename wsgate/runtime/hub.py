@@ -423,9 +423,11 @@ class Hub:
     def _on_info(self, u: Uplink, ev: d.Info) -> None:
         conn = u.conn
         if ev.action is d.InfoAction.RECONNECT:
-            log.warning("route %s: %s asked to reconnect (20051)", self.route.name, conn.id)
+            # Bitfinex 20051; other venues' notices (OKX 64008) carry their own text.
+            why = f"exchange asked to reconnect ({ev.code or ev.msg or 'notice'})"
+            log.warning("route %s: %s %s", self.route.name, conn.id, why)
             self._broadcast_info(ev)
-            self.rotate(conn.id, "exchange asked to reconnect (20051)")
+            self.rotate(conn.id, why)
         elif ev.action is d.InfoAction.MAINTENANCE_START:
             conn.set_degraded(True, "maintenance started (20060)")
             self._broadcast_info(ev)
