@@ -519,6 +519,8 @@ class BybitDialect:
 class _PrivateSession(BybitSession):
     """``/v5/private``: a dedicated 1:1 relay from the first byte (auth is per connection)."""
 
+    private = True  # refused at the handshake on a market_data route
+
     def __init__(self, path: str) -> None:
         super().__init__("linear")
         self.path = path

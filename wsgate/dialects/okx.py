@@ -505,6 +505,8 @@ class _PrivateSession(OkxSession):
     """``/ws/v5/private`` (and ``/business``): a dedicated 1:1 relay from the first byte, so
     the login and every order stay on the bot's own upstream connection."""
 
+    private = True  # refused at the handshake on a market_data route
+
     def __init__(self, path: str) -> None:
         super().__init__()
         self.path = path
