@@ -27,6 +27,7 @@ from wsgate.dialects.bitfinex import (
     BitfinexDialect,
     BitfinexSession,
     BitfinexUpstream,
+    is_info_event,
 )
 from wsgate.dialects.bitfinex_state import BookState, Num, load_raw
 from wsgate.dialects.jsonspan import (
@@ -439,3 +440,15 @@ def test_members_and_spans_match_the_parse(obj: dict[str, Any], data: st.DataObj
 def test_elements_match_the_parse(items: list[Any], data: st.DataObject) -> None:
     text = data.draw(formatted(items))
     assert [load_raw(text[a:b]) for a, b in elements(text)] == items
+
+
+def test_the_relay_recognises_a_greeting_in_any_formatting() -> None:
+    for text in (
+        '{"event":"info","version":2}',
+        '{ "event": "info", "version": 2 }',
+        '{\n  "version": 2,\n  "event": "info"\n}\n',
+        '{"event":"\\u0069nfo"}',
+    ):
+        assert is_info_event(text), text
+    for text in ('[0,"hb"]', '{"event":"auth","status":"OK"}', '{"msg":"info"}', "info"):
+        assert not is_info_event(text), text

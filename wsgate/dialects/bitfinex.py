@@ -63,6 +63,7 @@ __all__ = [
     "BitfinexSession",
     "BitfinexUpstream",
     "InvalidKey",
+    "is_info_event",
     "parse_key",
 ]
 
@@ -570,6 +571,17 @@ def _canonical_tag(element: str) -> str | None:
     except ValueError:
         return None
     return f'"{value}"' if value in _TAGS else None
+
+
+def is_info_event(text: str) -> bool:
+    """Is this upstream frame an ``{"event":"info",...}`` (in any valid JSON formatting)?"""
+    if text.startswith('{"event":"info"'):
+        return True
+    try:  # only a relay's first frame is asked: the parse costs nothing that matters
+        msg = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(msg, dict) and msg.get("event") == "info"
 
 
 # --------------------------------------------------------------------------- dialect

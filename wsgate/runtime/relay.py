@@ -16,6 +16,7 @@ from collections.abc import Callable
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from wsgate.dialects.bitfinex import is_info_event
 from wsgate.errors import UpstreamError
 from wsgate.runtime.framing import encode_binary
 from wsgate.runtime.session import Session
@@ -47,7 +48,7 @@ class Relay:
     def on_upstream_frame(self, conn: UpstreamConnection, data: str | bytes) -> None:
         if self.skip_greeting:
             self.skip_greeting = False
-            if isinstance(data, str) and data.startswith('{"event":"info"'):
+            if isinstance(data, str) and is_info_event(data):  # any JSON formatting
                 return
         if isinstance(data, str):
             self.session.push_text(data)
