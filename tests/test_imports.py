@@ -1,4 +1,4 @@
-"""Dependencies point one way: no import cycle among wsgate modules.
+"""Structure of the package: imports point one way, and modules stay small.
 
 Every import counts — module level, inside functions, and under ``TYPE_CHECKING`` — because
 a cycle that only the type checker sees is still two modules that cannot be understood,
@@ -125,3 +125,11 @@ def test_core_and_dialects_import_no_runtime() -> None:
         if m.startswith(("wsgate.core", "wsgate.dialects"))
     }
     assert not {m: d for m, d in bad.items() if d}
+
+
+def test_no_module_over_700_lines() -> None:
+    """Small modules with one job each: a module past 700 lines is split, not grown."""
+    sizes = {
+        str(p.relative_to(ROOT.parent)): len(p.read_text().splitlines()) for p in ROOT.rglob("*.py")
+    }
+    assert not {m: n for m, n in sizes.items() if n > 700}

@@ -20,6 +20,9 @@ from enum import Enum
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import tomli
+
+from wsgate.config_schema import BudgetConfig
 from wsgate.durations import parse_duration
 from wsgate.errors import ConfigProblem
 
@@ -479,3 +482,48 @@ class Table:
         given = [k for k, v in zip(keys, values, strict=True) if v is not None]
         if len(given) > 1:
             self.problem(given[1], f"set only one of {', '.join(keys)} (got {', '.join(given)})")
+
+
+def read_budget(t: Table, key: str, default: BudgetConfig) -> BudgetConfig:
+    """A ``{count, per}`` budget table under ``key`` (connect/message/notification budgets)."""
+    sub = t.table(key)
+    if sub is None:
+        return default
+    budget = BudgetConfig(
+        count=sub.integer("count", default.count, lo=1),
+        per=sub.number("per", default.per),
+    )
+    sub.finish()
+    return budget
+
+
+def nesting_problem(text: str) -> ConfigProblem:
+    lines = text.splitlines() or [""]
+    deepest = max(range(len(lines)), key=lambda i: lines[i].count("[") + lines[i].count("{"))
+    return ConfigProblem(
+        "<toml>",
+        "invalid TOML: inline arrays/tables are nested too deeply",
+        deepest + 1,
+        "no wsgate setting needs more than a few levels of nesting",
+    )
+
+
+def syntax_problem(exc: tomli.TOMLDecodeError) -> ConfigProblem:
+    line: int | None = getattr(exc, "lineno", None)
+    col: int | None = getattr(exc, "colno", None)
+    msg: str = getattr(exc, "msg", str(exc))
+    match = re.fullmatch(r"Cannot declare \((.*)\) twice", msg)
+    if match:
+        keys = re.findall(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"", match.group(1))
+        path = ".".join(a or b for a, b in keys)
+        return ConfigProblem(
+            path or "<toml>",
+            f"table [{path}] is declared twice",
+            line,
+            "merge the two tables into one; each route, channel and rule is declared once",
+        )
+    if msg == "Cannot overwrite a value":
+        return ConfigProblem(
+            "<toml>", "a key is set twice", line, "remove one of the two assignments"
+        )
+    return ConfigProblem("<toml>", f"invalid TOML: {msg}", line, f"column {col}" if col else None)

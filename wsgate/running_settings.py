@@ -14,19 +14,50 @@ import dataclasses
 import grp
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from wsgate.config import Config
 from wsgate.config_changes import flatten
 from wsgate.config_dump import config_to_dict
+from wsgate.control.metrics_http import MetricsServer
+from wsgate.control.server import ControlServer
 from wsgate.logsetup import current_format
+from wsgate.runtime.alerting import Alerting
+from wsgate.runtime.gateway import Gateway
+from wsgate.runtime.routes import RouteEnv, RouteRuntime
+from wsgate.runtime.scheduler import Jobs
+from wsgate.runtime.store import Store
+from wsgate.runtime.store_connections import ConnectionStore
 
-if TYPE_CHECKING:
-    from wsgate.daemon import Daemon
-
-__all__ = ["running_settings"]
+__all__ = ["RunningParts", "running_settings"]
 
 
-def running_settings(d: Daemon) -> dict[str, Any]:
+class RunningParts(Protocol):
+    """The daemon's components this view reads (the daemon provides them; no import of it)."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def env(self) -> RouteEnv: ...
+    @property
+    def routes(self) -> dict[str, RouteRuntime]: ...
+    @property
+    def gateway(self) -> Gateway: ...
+    @property
+    def jobs(self) -> Jobs: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def connection_store(self) -> ConnectionStore: ...
+    @property
+    def control(self) -> ControlServer | None: ...
+    @property
+    def metrics_http(self) -> MetricsServer | None: ...
+    @property
+    def alerting(self) -> Alerting | None: ...
+
+
+def running_settings(d: RunningParts) -> dict[str, Any]:
     """Key -> the value the running components use, read from them, not from the file.
 
     Keys the daemon reads from ``d.config`` at each use (shutdown_timeout,
