@@ -123,14 +123,15 @@ def test_bad_symbols_count_against_the_bot_not_the_connection() -> None:
 
 
 def _no_fault_penalty(d: DaemonProc, cid: str) -> None:
-    """The connection scores 100 but for latency jitter: no state, reconnect or error
-    penalty. (On a loaded loopback box a few ms of ping jitter against a 1 ms baseline can
-    cost a fraction of a point; that is the latency factor, not the operator's action.)"""
+    """The connection scores 100 but for latency: no state, reconnect, error, staleness or
+    rate penalty. (On this shared loopback box, ping jitter of a few ms against a 1 ms
+    baseline, under the 5 ms floor, is a real latency penalty when other work loads the
+    machine; it has nothing to do with the operator's action, so it is not asserted.)"""
     detail = _cli_json(d, "connections", "show", cid)["health_detail"]
     p = detail["penalties"]
-    assert (p["state_factor"], p["reconnects"], p["errors"], p["staleness"]) == (1, 0, 0, 0)
+    faults = (p["state_factor"], p["reconnects"], p["errors"], p["staleness"], p["rate"])
+    assert faults == (1, 0, 0, 0, 0), detail
     assert detail["score"] == 100.0 or detail["worst"] == "latency", detail
-    assert detail["score"] >= 95.0, detail
 
 
 def test_operator_reconnect_is_no_fault_and_health_returns_to_100() -> None:
