@@ -25,7 +25,6 @@ from wsgate.dialects.binance_trades import (
     TradeAction,
     TradeContinuity,
     rest_path,
-    trade_id,
 )
 from wsgate.runtime.faults import Faults
 from wsgate.runtime.rest_proxy import RestProxy
@@ -75,7 +74,8 @@ class TradeSync:
         self.faults = faults
         self.deliver = deliver
         self.rest = RestProxy()
-        self.tracks: dict[d.SubKey, _Track] = {}
+        # By subscription (identity: cheaper than hashing its key on every frame).
+        self.tracks: dict[Subscription, _Track] = {}
         self._tg: asyncio.TaskGroup | None = None
         self.fetch_failures = 0
         # Counters of tracks that are gone (their subscription was dropped) stay counted.
@@ -110,13 +110,15 @@ class TradeSync:
     # ---------------------------------------------------------------- hot path
     def on_data(self, sub: Subscription, ev: d.ChannelData) -> d.ChannelData | None:
         """The event to fan out, or None (a duplicate, or held behind a fetch)."""
-        key = cast(d.SubKey, sub.key)
-        if key.channel not in CHANNELS or ev.kind is not d.DataKind.DATA:
-            return ev
-        tr = self.tracks.get(key)
-        if tr is None or tr.sub is not sub:
+        tr = self.tracks.get(sub)
+        if tr is None:
+            key = cast(d.SubKey, sub.key)
+            if key.channel not in CHANNELS:
+                return ev
             tr = self._track(sub, key)
-        tid = trade_id(key, ev)
+        if ev.kind is not d.DataKind.DATA:
+            return ev
+        tid = tr.cont.id_of(ev)
         if tid is None:
             return ev
         act = tr.cont.observe(tid, ev)
@@ -129,14 +131,14 @@ class TradeSync:
         return None
 
     def _track(self, sub: Subscription, key: d.SubKey) -> _Track:
-        for k, t in list(self.tracks.items()):
-            if self.registry.get(k) is not t.sub:  # a dropped subscription
-                self._forget(k)
-        tr = self.tracks[key] = _Track(sub, key, TradeContinuity(key))
+        for s, t in list(self.tracks.items()):
+            if self.registry.get(t.key) is not s:  # a dropped subscription
+                self._forget(s)
+        tr = self.tracks[sub] = _Track(sub, key, TradeContinuity(key))
         return tr
 
-    def _forget(self, key: d.SubKey) -> None:
-        t = self.tracks.pop(key)
+    def _forget(self, sub: Subscription) -> None:
+        t = self.tracks.pop(sub)
         g, c = self._gone, t.cont
         self._gone = TradeSyncStats(
             0,
@@ -176,7 +178,7 @@ class TradeSync:
             reason = f"{url} failed: {exc!r}"
         finally:
             tr.task = None
-        if self.tracks.get(tr.key) is not tr or not tr.cont.fetching:
+        if self.tracks.get(tr.sub) is not tr or not tr.cont.fetching:
             return  # the subscription went away, or the held frames went out meanwhile
         if body is None:
             self.fetch_failures += 1
