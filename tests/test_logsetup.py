@@ -62,6 +62,22 @@ def test_repeated_warnings_are_collapsed_with_a_count() -> None:
         "route bitfinex: no eligible upstream connection (and 35 more like it in the last 61s)"
     )
     assert collapse.collapsed == 35
+    # A warning that stops repeating still reports its count once its window is over.
+    for _ in range(3):
+        now[0] += 1.0
+        collapse.filter(_record(logging.WARNING, msg, "bitfinex"))
+    assert collapse.flush() == []  # the window is still open
+    now[0] += 60.0
+    flushed = collapse.flush()
+    assert flushed == [
+        (
+            "wsgate.route",
+            logging.WARNING,
+            "route bitfinex: no eligible upstream connection (and 3 more like it in the last 63s)",
+        )
+    ]
+    assert collapse.flush() == []
+    assert collapse.filter(_record(logging.WARNING, msg, "bitfinex"))  # printed at once again
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])

@@ -30,7 +30,7 @@ from wsgate.control.server import ControlServer, ensure_socket_dir
 from wsgate.core.adaptive import AdaptiveSwitch
 from wsgate.core.states import Transition
 from wsgate.errors import BindError, ConfigError, ControlError, WsgateError
-from wsgate.logsetup import set_log_format
+from wsgate.logsetup import flush_repeats, set_log_format
 from wsgate.logthrottle import throttled_accept_errors
 from wsgate.runtime import sdnotify
 from wsgate.runtime.alerting import Alerting
@@ -593,6 +593,7 @@ class Daemon:
     # ---------------------------------------------------------------- jobs
     async def _job_health(self) -> None:
         self.analytics.run_health()
+        flush_repeats()  # a collapsed warning that stopped repeating still reports its count
         now = time.monotonic()
         for rt in list(self.routes.values()):
             rt.observe_balance(now)  # fresh scores in: `adaptive` reconsiders even when idle

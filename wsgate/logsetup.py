@@ -8,7 +8,8 @@
   the journal adds its own timestamps.
 * A warning or error identical to one logged less than :data:`REPEAT_WINDOW` seconds
   ago is counted instead of printed; the next one after the window says how many were
-  collapsed ("... (and 35 more like it in the last 60s)").
+  collapsed ("... (and 35 more like it in the last 60s)"); the health job reports the
+  count of a warning that stopped repeating (:func:`flush_repeats`).
 
 Every line still goes through :class:`wsgate.redact.RedactingFormatter`'s masking.
 """
@@ -34,6 +35,7 @@ __all__ = [
     "TextFormatter",
     "configure_logging",
     "current_format",
+    "flush_repeats",
     "set_log_format",
 ]
 
@@ -136,6 +138,38 @@ class RepeatCollapser(logging.Filter):
         while len(self._seen) > _MAX_TRACKED:
             self._seen.popitem(last=False)
         return True
+
+    def flush(self) -> list[tuple[str, int, str]]:
+        """Counts of collapsed repeats whose window is over, as (logger, level, line) to log;
+        without it a warning that stopped repeating would never report its count."""
+        now = self.clock()
+        out: list[tuple[str, int, str]] = []
+        for key, seen in list(self._seen.items()):
+            if now - seen[0] >= self.window:
+                if seen[1]:
+                    name, level, text = key
+                    span = now - seen[0]
+                    out.append(
+                        (
+                            name,
+                            level,
+                            f"{text} (and {int(seen[1])} more like it in the last {span:.0f}s)",
+                        )
+                    )
+                del self._seen[key]
+        return out
+
+
+def flush_repeats() -> int:
+    """Log the counts of collapsed warnings whose window is over; returns how many lines."""
+    lines: list[tuple[str, int, str]] = []
+    for h in logging.getLogger().handlers:
+        for f in h.filters:
+            if isinstance(f, RepeatCollapser):
+                lines += f.flush()
+    for name, level, text in lines:
+        logging.getLogger(name).log(level, "%s", text)
+    return len(lines)
 
 
 def _formatter(log_format: str) -> logging.Formatter:
