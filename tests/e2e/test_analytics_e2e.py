@@ -132,8 +132,18 @@ def test_health_in_status_connections_and_metrics() -> None:
         }
         assert ("system", "overall") in scores
         assert {("route", "bitfinex"), ("route", "binance")} <= set(scores)
-        runs = {s.labels["job_name"]: s.value for s in fams["wsgate_job_runs"].samples}
-        assert runs["health"] >= 1 and runs["analytics"] >= 1
+
+        def job_runs() -> dict[str, float]:
+            text = _get(mport, "/metrics")[1]
+            fams = {f.name: f for f in text_string_to_metric_families(text)}
+            return {s.labels["job_name"]: s.value for s in fams["wsgate_job_runs"].samples}
+
+        # Both jobs run every second (the config's minimum); the first runs may lag a scrape.
+        wait_until(
+            lambda: job_runs()["health"] >= 1 and job_runs()["analytics"] >= 1,
+            20,
+            "health and analytics job runs",
+        )
 
         # The history behind the sparkline: real roll-ups, NaN latencies shown as gaps.
         conn = next(r["id"] for r in rows if r["route"] == "bitfinex")
