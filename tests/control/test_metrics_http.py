@@ -191,7 +191,10 @@ url = "{sim.binance_url}"
             if s.labels["kind"] == "app" and s.labels["route"] == "bitfinex"
         ]
         assert len(app) == 1
-        assert abs(app[0].value - 0.100) / 0.100 < 0.10, app[0].value
+        # The simulator holds each pong 100 ms: the sample cannot be shorter, and on a busy
+        # machine it is longer by the scheduling delay (no upper timing bound in a unit test
+        # beyond "it is this pong's delay, not a timeout").
+        assert 0.100 <= app[0].value < 1.0, app[0].value
         msgs = {
             s.labels["route"]: s
             for s in fams["wsgate_upstream_messages_received"]
