@@ -191,7 +191,7 @@ url = "{sim.binance_url}"
             if s.labels["kind"] == "app" and s.labels["route"] == "bitfinex"
         ]
         assert len(app) == 1
-        # The simulator holds each pong 100 ms: the sample cannot be shorter, and on a busy
+        # The simulator sends every frame 100 ms late: the sample cannot be shorter; on a busy
         # machine it is longer by the scheduling delay (no upper timing bound in a unit test
         # beyond "it is this pong's delay, not a timeout").
         assert 0.100 <= app[0].value < 1.0, app[0].value
