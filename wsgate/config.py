@@ -271,11 +271,31 @@ def _build(root: Table, filename: str | None, digest: str) -> Config | None:
     alerts = build_alerts(root.table("alerts"))
     cluster = build_cluster(root.table("cluster"))
     check_node_id(root, daemon.node_id, cluster)
+    _check_share(root, routes or (), cluster.enabled)
     _check_listeners(root, gateway, metrics)
     root.finish()
     if routes is None:
         return None
     return Config(daemon, gateway, jobs, metrics, routes, alerts, filename, digest, cluster)
+
+
+def _check_share(root: Table, routes: tuple[RouteConfig, ...], clustered: bool) -> None:
+    for r in routes:
+        if r.share != "cluster":
+            continue
+        if not clustered:
+            root.problems.add(
+                ("routes", r.name, "share"),
+                f'routes.{r.name}.share = "cluster" needs a cluster to share with',
+                'set [cluster] engine = "nats" (and servers), or share = "node"',
+            )
+        elif r.dialect is DialectName.RAW:
+            root.problems.add(
+                ("routes", r.name, "share"),
+                f'routes.{r.name}.share = "cluster" on a raw route: raw sessions are '
+                "dedicated relays, nothing is shared",
+                'remove share, or use share = "node"',
+            )
 
 
 def _check_listeners(root: Table, gateway: GatewayConfig, metrics: MetricsConfig) -> None:
@@ -431,6 +451,9 @@ def _build_metrics(t: Table | None) -> MetricsConfig:
 # --- routes ----------------------------------------------------------------------------------
 
 # Route defaults come from RouteConfig's own field defaults: written once, in config_schema.
+# How far a route's shared subscriptions are shared: this node's bots, or the cluster's.
+SHARE_MODES = ("node", "cluster")
+
 _RD: dict[str, Any] = {
     f.name: f.default
     for f in dataclasses.fields(RouteConfig)
@@ -616,6 +639,7 @@ def _build_route(name: str, t: Table, daemon_max: int) -> RouteConfig | None:
         slow_start=t.number("slow_start", _RD["slow_start"], minimum=0.0),
         linger=t.number("linger", None, minimum=0.0),
         required=t.boolean("required", _RD["required"]),
+        share=t.string("share", _RD["share"], choices=SHARE_MODES),
         channel_cadence=_cadence(t),
     )
     t.finish()

@@ -175,6 +175,10 @@ class RouteConfig:
     slow_start: float = 30.0
     linger: float | None = None
     required: bool = True
+    # "node": each node subscribes upstream for its own bots (one node's behaviour).
+    # "cluster": with [cluster] engine = "nats", one owner node per subscription key keeps
+    # the upstream subscription and the other nodes follow it (wsgate.cluster.data_plane).
+    share: str = "node"
     channel_cadence: tuple[tuple[str, float], ...] = ()  # sorted by channel name
 
     def cadence(self, channel: str) -> float | None:

@@ -297,6 +297,14 @@ class Daemon:
     def _add_route(self, route_cfg: Any, tg: asyncio.TaskGroup) -> None:
         rt = RouteRuntime(route_cfg, self.env)
         self.routes[rt.name] = rt
+        engine = getattr(self.cluster, "engine", None)
+        if rt.hub is not None and engine is not None:
+            # The data plane of every shared route: it acts only while share = "cluster".
+            from wsgate.cluster.data_plane import RouteShare
+
+            rt.hub.attach_share(
+                RouteShare(self.config.cluster, self.config.daemon.node_id, rt.name, engine, rt.hub)
+            )
         task = tg.create_task(rt.run(), name=f"route-{rt.name}")
         self._route_tasks.add(task)
         task.add_done_callback(self._route_tasks.discard)

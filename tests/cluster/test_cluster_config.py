@@ -95,3 +95,35 @@ def test_nats_password_is_scrubbed_from_logs_and_reprs() -> None:
     )
     assert "s3cret-pw" in secret_values(cfg)  # the log filter's list
     assert "s3cret-pw" not in repr(NatsEngine(cfg.cluster, "x"))
+
+
+BFX = """
+[daemon]
+node_id = "n1"
+[routes.bfx]
+dialect = "bitfinex"
+type = "market_data"
+share = "cluster"
+[[routes.bfx.endpoints]]
+url = "wss://api-pub.bitfinex.com/ws/2"
+"""
+
+
+def test_route_share_defaults_to_node_and_cluster_needs_a_cluster() -> None:
+    assert parse_config(BASE).routes[0].share == "node"
+    c = parse_config(BFX + '[cluster]\nengine = "nats"\n')
+    assert c.routes[0].share == "cluster"
+    with pytest.raises(ConfigError) as err:
+        parse_config(BFX, "s.toml")
+    (p,) = err.value.problems
+    assert p.path == "routes.bfx.share" and p.line == 7 and 'engine = "nats"' in (p.hint or "")
+    with pytest.raises(ConfigError) as err:
+        parse_config(BFX.replace('"cluster"', '"clustr"') + '[cluster]\nengine = "nats"\n')
+    (p,) = err.value.problems
+    assert p.path == "routes.bfx.share" and "cluster" in (p.hint or "")
+    raw = BASE + 'share = "cluster"\n[cluster]\nengine = "nats"\n'
+    with pytest.raises(ConfigError) as err:
+        parse_config(
+            raw.replace('type = "market_data"\n', 'type = "market_data"\nshare = "cluster"\n')
+        )
+    assert any("raw" in p.message for p in err.value.problems)

@@ -19,6 +19,7 @@ from wsgate.core.backoff import TokenBucket
 from wsgate.core.subscriptions import Subscription
 from wsgate.dialects import base as d
 from wsgate.runtime.framing import encode_text
+from wsgate.runtime.seams import Deliver
 from wsgate.runtime.session import Session
 
 __all__ = ["Channel", "FanOut", "Member"]
@@ -55,6 +56,9 @@ class FanOut:
     def __init__(self, dialect: d.Dialect) -> None:
         self.dialect = dialect
         self.deliveries = 0
+        # The cluster data plane's tap (share = "cluster"): what an owner's sessions get,
+        # its followers get too. It sees the event even when no session here wants it.
+        self.tap: Deliver | None = None
 
     def channel(self, sub: Subscription) -> Channel:
         """The subscription's channel, created on first use."""
@@ -73,6 +77,9 @@ class FanOut:
 
     def deliver(self, sub: Subscription, ev: d.ChannelData) -> None:
         """Push ``ev`` to every acked session of ``sub`` (the :data:`seams.Deliver` seam)."""
+        tap = self.tap
+        if tap is not None:
+            tap(sub, ev)
         members = (sub.attachment or self.channel(sub)).members
         if not members:
             return

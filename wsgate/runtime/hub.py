@@ -42,7 +42,7 @@ from wsgate.runtime.fanout import Channel, FanOut, Member
 from wsgate.runtime.faults import Faults, every
 from wsgate.runtime.hub_sessions import SessionIntents
 from wsgate.runtime.placement import Placement
-from wsgate.runtime.seams import HubRoute
+from wsgate.runtime.seams import FOLLOW_CONN, ClusterShare, HubRoute
 from wsgate.runtime.session import Session
 from wsgate.runtime.trade_sync import TRADE_DIALECTS, TradeSync
 from wsgate.runtime.uplink import Uplink
@@ -125,6 +125,7 @@ class Hub:
             sub, d.Refusal.LIMIT
         )
         self._recent = self.placement.recent  # the hot path tests it for emptiness
+        self.share: ClusterShare | None = None
         self._deliver = self.fanout.deliver
         self._cid = itertools.count(1)
         self._last_info: dict[int, float] = {}  # info code -> when last forwarded
@@ -151,6 +152,54 @@ class Hub:
             else None
         )
 
+    # ================================================================ cluster data plane
+    def attach_share(self, share: ClusterShare) -> None:
+        """``share = "cluster"``: placements ask the cluster first; deliveries feed it."""
+        self.share = share
+        self.placement.share = share
+        self.fanout.tap = share.tap
+
+    def cluster_go_local(self, key: object) -> None:
+        """Subscribe ``key`` upstream here (we own it, or the cluster link is gone)."""
+        sub = self.registry.get(key)
+        if sub is None:
+            return
+        if sub.conn_id == FOLLOW_CONN:
+            # Fed by another node until now: the fresh upstream snapshot announces the
+            # gap, as re-homing on one node does (a trade tape bridges it instead).
+            self.registry.unplace(sub, self.clock())
+            self.placement.reset_state(sub)
+        self.placement.place(sub)
+
+    def cluster_follow(self, key: object, owner: str, snapshot: d.ChannelData | None) -> None:
+        """Feed ``key`` from ``owner``: its state first, then its frames (on_cluster_frame)."""
+        sub = self.registry.get(key)
+        if sub is None:
+            return
+        now = self.clock()
+        u = self.ups.get(sub.conn_id or "")
+        if u is not None:  # subscribed here until now (the link was down): let it go
+            self.placement.send_unsubscribe(u, key, sub.upstream_id)
+        self.registry.assign(sub, FOLLOW_CONN, now)
+        self.registry.confirm(sub, ("follow", owner), now)
+        self.placement.reset_state(sub)
+        if snapshot is not None:
+            self.on_cluster_frame(key, snapshot)  # sessions already acked: one snapshot
+        self._confirmed(sub)  # sessions waiting: ack, then the state's snapshot
+
+    def on_cluster_frame(self, key: object, ev: d.ChannelData) -> None:
+        """A followed frame takes the upstream frame's path (state, verdict, fan-out)."""
+        sub = self.registry.get(key)
+        if sub is None or sub.conn_id != FOLLOW_CONN:
+            return
+        self.frames_in += 1
+        sub.last_data_at = self.clock()
+        ch: Channel = sub.attachment or self.fanout.channel(sub)
+        verdict = ch.state.apply(ev)
+        if verdict is not d.Integrity.OK and not self._verdict(None, sub, ch.state, verdict):
+            return
+        self._deliver(sub, ev)
+
     def _depth_sync(self) -> DepthSync | None:
         rest_url = self.route.cfg.rest_url
         if self.dialect.name not in DEPTH_DIALECTS or not rest_url:
@@ -176,6 +225,8 @@ class Hub:
                 )
                 if self.depth is not None:
                     tg.create_task(self.depth.run(), name=f"hub-{name}-depth")
+                if self.share is not None:
+                    tg.create_task(self.share.run(), name=f"hub-{name}-share")
                 if self.trades is not None:
                     tg.create_task(self.trades.run(), name=f"hub-{name}-trades")
                 if self.route.cfg.app_ping_interval > 0:
@@ -452,7 +503,7 @@ class Hub:
         self.intents.broadcast(d.compact({"event": "info", "code": ev.code, "msg": ev.msg}))
 
     def _verdict(
-        self, u: Uplink, sub: Subscription, state: d.ChannelState, verdict: d.Integrity
+        self, u: Uplink | None, sub: Subscription, state: d.ChannelState, verdict: d.Integrity
     ) -> bool:
         """Act on a state's verdict other than OK; True: deliver the frame as it is."""
         if verdict is d.Integrity.DUPLICATE:
@@ -476,6 +527,12 @@ class Hub:
                 sub.key,
             )
             return True
+        if u is None:  # a followed channel: the owner's state again, announced as a gap
+            self.mismatches += 1
+            log.warning("route %s: %s %s on a followed channel", self.route.name, sub.key, verdict)
+            if self.share is not None:
+                self.share.resync(sub.key)
+            return False
         self._integrity_failure(u, sub, verdict)
         return verdict is not d.Integrity.MISMATCH
 

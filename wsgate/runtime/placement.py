@@ -24,7 +24,7 @@ from wsgate.dialects import base as d
 from wsgate.errors import CapacityError, NoCandidateError
 from wsgate.logthrottle import Throttled
 from wsgate.runtime.fanout import FanOut
-from wsgate.runtime.seams import HubRoute
+from wsgate.runtime.seams import ClusterShare, HubRoute
 from wsgate.runtime.uplink import Uplink
 
 __all__ = ["Move", "Placement"]
@@ -72,6 +72,7 @@ class Placement:
         self.duplicates = 0
         self._req = itertools.count(1)
         self.sharded = isinstance(dialect, d.ShardedDialect)
+        self.share: ClusterShare | None = None  # share = "cluster": the data plane
 
     def shard_of(self, key: Any) -> str | None:
         """The upstream suffix ``key`` must live on; None when every connection can carry it."""
@@ -127,6 +128,8 @@ class Placement:
     def place(self, sub: Subscription, exclude: set[str] | None = None) -> None:
         if sub.state is not SubState.DESIRED or not sub.sessions:
             return
+        if self.share is not None and self.share.gate(sub):
+            return  # another node may own it: the cluster decides, then calls back
         shard = self.shard_of(sub.key)
         try:
             decision = self.balancer.pick(self.candidates(exclude or set(), shard), self.clock())
@@ -201,6 +204,8 @@ class Placement:
         if u is not None:
             self.send_unsubscribe(u, sub.key, sub.upstream_id)
         self.registry.dropped(sub)
+        if self.share is not None:
+            self.share.dropped(sub)
 
     def connection_lost(self, conn_id: str) -> None:
         """Forget moves towards a lost connection."""

@@ -26,7 +26,10 @@ if TYPE_CHECKING:
     from wsgate.runtime.session import Session
     from wsgate.runtime.upstream import UpstreamConnection
 
-__all__ = ["CloseSessions", "Deliver", "HubRoute"]
+__all__ = ["FOLLOW_CONN", "CloseSessions", "ClusterShare", "Deliver", "HubRoute"]
+
+FOLLOW_CONN = "cluster"
+"""The registry's connection id of a subscription fed by another node (``share = "cluster"``)."""
 
 Deliver = Callable[[Subscription, d.ChannelData], None]
 """Fan one event out to the sessions of a shared subscription."""
@@ -78,3 +81,26 @@ class HubRoute(Protocol):
     ) -> None:
         """Serve an authenticated session on a dedicated upstream until it ends."""
         ...
+
+
+class ClusterShare(Protocol):
+    """The cluster data plane of a route (:class:`wsgate.cluster.data_plane.RouteShare`)
+    as the hub sees it: all three calls return at once, nothing waits on the cluster."""
+
+    def gate(self, sub: Subscription) -> bool:
+        """True: the cluster decides where ``sub`` comes from; placement waits."""
+        ...
+
+    def tap(self, sub: Subscription, ev: d.ChannelData) -> None:
+        """An event the fan-out delivers (an owner publishes it to its followers)."""
+        ...
+
+    def dropped(self, sub: Subscription) -> None:
+        """``sub`` is gone after its linger (release the lease, stop following)."""
+        ...
+
+    def resync(self, key: Any) -> None:
+        """A followed channel lost its integrity: fetch the owner's state again."""
+        ...
+
+    async def run(self) -> None: ...

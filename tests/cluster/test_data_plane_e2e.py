@@ -1,0 +1,162 @@
+"""The cluster data plane against a real NATS server, real daemons (subprocesses) and the
+simulator: one upstream subscription per channel for the whole cluster, and failover.
+
+The simulator runs in this process (a loop thread), so the test counts the subscribe
+requests it receives for the channel; bots are real WebSocket clients on each node that
+record every trade id their session gets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import websockets
+
+from tests.cluster.rig import NatsServer, Nodes
+from tests.e2e.alert_rig import LoopThread
+from tests.e2e.harness import wait_until
+from wsgate.sim import Simulator
+
+LEASE_TTL = 3.0
+
+
+def body(node_id: str, nats_url: str, sim: Simulator) -> str:
+    return f"""
+[cluster]
+engine = "nats"
+servers = ["{nats_url}"]
+name = "dp"
+heartbeat_interval = 0.5
+node_down_after = 2.0
+lease_ttl = {LEASE_TTL}
+[routes.bfx]
+dialect = "bitfinex"
+type = "market_data"
+min_connections = 0
+share = "cluster"
+linger = 1
+[[routes.bfx.endpoints]]
+url = "{sim.bitfinex_url}"
+"""
+
+
+@dataclass
+class Bot:
+    """One bot session on one node: trades by id, snapshots and updates counted."""
+
+    port: int
+    ids: list[int] = field(default_factory=list)
+    snapshots: int = 0
+    closed: bool = False
+    task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        try:
+            async with websockets.connect(f"ws://127.0.0.1:{self.port}/bfx") as ws:
+                await ws.send(
+                    json.dumps({"event": "subscribe", "channel": "trades", "symbol": "tBTCUSD"})
+                )
+                async for raw in ws:
+                    msg = json.loads(raw)
+                    if not isinstance(msg, list) or len(msg) < 2:
+                        continue
+                    if isinstance(
+                        msg[1], list
+                    ):  # snapshot: [chan, [[id, mts, amount, price], ...]]
+                        self.snapshots += 1
+                        self.ids.extend(int(t[0]) for t in msg[1])
+                    elif msg[1] in ("te",):
+                        self.ids.append(int(msg[2][0]))
+        finally:
+            self.closed = True
+
+    def repeats(self) -> list[int]:
+        seen: set[int] = set()
+        out = []
+        for i in self.ids:
+            if i in seen:
+                out.append(i)
+            seen.add(i)
+        return out
+
+
+def subscribes(lt: LoopThread, sim: Simulator) -> int:
+    return int(lt.call(lambda: getattr(sim.bitfinex, "subscribe_requests", 0)))
+
+
+def live_subscriptions(lt: LoopThread, sim: Simulator) -> int:
+    def count() -> int:
+        return sum(len(f.subs) for k, f in sim.bitfinex.feeds.items() if "trades" in repr(k))
+
+    return int(lt.call(count))
+
+
+def test_one_upstream_subscription_for_the_cluster_and_failover_after_kill() -> None:
+    with LoopThread() as lt, NatsServer() as nats, Nodes() as nodes:
+        sim = lt.start_sim(bitfinex_trades_rate=20.0)
+        original = sim.bitfinex._subscribe
+        sim.bitfinex.subscribe_requests = 0  # type: ignore[attr-defined]
+
+        def counting(conn: Any, msg: dict[str, Any]) -> None:
+            if msg.get("channel") == "trades":
+                sim.bitfinex.subscribe_requests += 1  # type: ignore[attr-defined]
+            original(conn, msg)
+
+        sim.bitfinex._subscribe = counting  # type: ignore[method-assign]
+        a = nodes.start("a", body("a", nats.url, sim))
+        b = nodes.start("b", body("b", nats.url, sim))
+        c = nodes.start("c", body("c", nats.url, sim))
+        bots = {n: Bot(d.port) for n, d in (("a", a), ("b", b), ("c", c))}
+
+        async def start(bot: Bot) -> None:
+            bot.task = asyncio.get_running_loop().create_task(bot.run())
+
+        lt.run(start(bots["a"]))
+        wait_until(lambda: len(bots["a"].ids) > 5, 15, "trades on the owner")
+        lt.run(start(bots["b"]))
+        lt.run(start(bots["c"]))
+        wait_until(
+            lambda: len(bots["b"].ids) > 10 and len(bots["c"].ids) > 10, 15, "trades on followers"
+        )
+        assert subscribes(lt, sim) == 1, "one subscription for the whole cluster"
+        assert live_subscriptions(lt, sim) == 1
+        for name in ("b", "c"):
+            assert bots[name].snapshots == 1, name
+            assert bots[name].repeats() == []
+
+        before = {n: len(bots[n].ids) for n in ("b", "c")}
+        killed_at = time.monotonic()
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait(5)
+        wait_until(lambda: subscribes(lt, sim) == 2, LEASE_TTL + 6, "a new owner subscribes")
+        took = time.monotonic() - killed_at
+        wait_until(
+            lambda: all(len(bots[n].ids) > before[n] + 20 for n in ("b", "c")),
+            15,
+            "trades after the failover",
+        )
+        assert subscribes(lt, sim) == 2, "exactly one new subscription"
+        for name in ("b", "c"):
+            bot = bots[name]
+            assert not bot.closed, f"{name}'s session survived"
+            assert bot.repeats() == [], f"{name} got a trade twice"
+            assert bot.snapshots <= 2, f"{name}: at most one announced gap"
+        assert took <= LEASE_TTL + 1.0 + 1.0, f"failover took {took:.2f}s"
+        print(
+            f"failover {took:.2f}s; snapshots b={bots['b'].snapshots} c={bots['c'].snapshots}; "
+            f"trades b={len(bots['b'].ids)} c={len(bots['c'].ids)}"
+        )
+
+        async def finish() -> None:
+            for bot in bots.values():
+                if bot.task is not None:
+                    bot.task.cancel()
+            await asyncio.gather(*(t.task for t in bots.values() if t.task), return_exceptions=True)
+            await sim.close()
+
+        lt.run(finish())
