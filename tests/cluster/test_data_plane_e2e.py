@@ -96,26 +96,43 @@ def live_subscriptions(lt: LoopThread, sim: Simulator) -> int:
     return int(lt.call(count))
 
 
+def counted_sim(lt: LoopThread) -> Simulator:
+    """The simulator, counting the trades subscribe requests it receives."""
+    sim = lt.start_sim(bitfinex_trades_rate=20.0)
+    original = sim.bitfinex._subscribe
+    sim.bitfinex.subscribe_requests = 0  # type: ignore[attr-defined]
+
+    def counting(conn: Any, msg: dict[str, Any]) -> None:
+        if msg.get("channel") == "trades":
+            sim.bitfinex.subscribe_requests += 1  # type: ignore[attr-defined]
+        original(conn, msg)
+
+    sim.bitfinex._subscribe = counting  # type: ignore[method-assign]
+    return sim
+
+
+async def start(bot: Bot) -> None:
+    bot.task = asyncio.get_running_loop().create_task(bot.run())
+
+
+def finish(lt: LoopThread, sim: Simulator, bots: list[Bot]) -> None:
+    async def end() -> None:
+        for bot in bots:
+            if bot.task is not None:
+                bot.task.cancel()
+        await asyncio.gather(*(b.task for b in bots if b.task), return_exceptions=True)
+        await sim.close()
+
+    lt.run(end())
+
+
 def test_one_upstream_subscription_for_the_cluster_and_failover_after_kill() -> None:
     with LoopThread() as lt, NatsServer() as nats, Nodes() as nodes:
-        sim = lt.start_sim(bitfinex_trades_rate=20.0)
-        original = sim.bitfinex._subscribe
-        sim.bitfinex.subscribe_requests = 0  # type: ignore[attr-defined]
-
-        def counting(conn: Any, msg: dict[str, Any]) -> None:
-            if msg.get("channel") == "trades":
-                sim.bitfinex.subscribe_requests += 1  # type: ignore[attr-defined]
-            original(conn, msg)
-
-        sim.bitfinex._subscribe = counting  # type: ignore[method-assign]
+        sim = counted_sim(lt)
         a = nodes.start("a", body("a", nats.url, sim))
         b = nodes.start("b", body("b", nats.url, sim))
         c = nodes.start("c", body("c", nats.url, sim))
         bots = {n: Bot(d.port) for n, d in (("a", a), ("b", b), ("c", c))}
-
-        async def start(bot: Bot) -> None:
-            bot.task = asyncio.get_running_loop().create_task(bot.run())
-
         lt.run(start(bots["a"]))
         wait_until(lambda: len(bots["a"].ids) > 5, 15, "trades on the owner")
         lt.run(start(bots["b"]))
@@ -151,12 +168,33 @@ def test_one_upstream_subscription_for_the_cluster_and_failover_after_kill() -> 
             f"failover {took:.2f}s; snapshots b={bots['b'].snapshots} c={bots['c'].snapshots}; "
             f"trades b={len(bots['b'].ids)} c={len(bots['c'].ids)}"
         )
+        finish(lt, sim, list(bots.values()))
 
-        async def finish() -> None:
-            for bot in bots.values():
-                if bot.task is not None:
-                    bot.task.cancel()
-            await asyncio.gather(*(t.task for t in bots.values() if t.task), return_exceptions=True)
-            await sim.close()
 
-        lt.run(finish())
+def test_nats_lost_nodes_subscribe_themselves_and_share_again_when_it_is_back() -> None:
+    with LoopThread() as lt, NatsServer() as nats, Nodes() as nodes:
+        sim = counted_sim(lt)
+        a = nodes.start("a", body("a", nats.url, sim))
+        b = nodes.start("b", body("b", nats.url, sim))
+        ba, bb = Bot(a.port), Bot(b.port)
+        lt.run(start(ba))
+        wait_until(lambda: len(ba.ids) > 5, 15, "trades on the owner")
+        lt.run(start(bb))
+        wait_until(lambda: len(bb.ids) > 5, 15, "trades on the follower")
+        assert live_subscriptions(lt, sim) == 1
+        lost_at = time.monotonic()
+        nats.stop()
+        wait_until(lambda: live_subscriptions(lt, sim) == 2, LEASE_TTL + 5, "the follower alone")
+        took = time.monotonic() - lost_at
+        n = len(bb.ids)
+        wait_until(lambda: len(bb.ids) > n + 10, 10, "trades without NATS")
+        nats.start()
+        wait_until(lambda: live_subscriptions(lt, sim) == 1, 30, "sharing again")
+        n = len(bb.ids), len(ba.ids)
+        wait_until(lambda: len(bb.ids) > n[0] + 10 and len(ba.ids) > n[1] + 10, 10, "trades")
+        for bot in (ba, bb):
+            assert not bot.closed and bot.repeats() == []
+            assert bot.snapshots <= 3  # the first, at most one gap each way
+        assert took <= LEASE_TTL + 2.0, f"fallback took {took:.2f}s"
+        print(f"fallback {took:.2f}s; snapshots a={ba.snapshots} b={bb.snapshots}")
+        finish(lt, sim, [ba, bb])
