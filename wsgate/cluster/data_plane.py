@@ -357,6 +357,7 @@ class RouteShare:
             return
         was_following = self.followed.pop(key, None)
         own = self.owned[key] = _Owned(revision, time.monotonic())
+
         async def answer(_payload: bytes, k: Any = key) -> bytes | None:
             return await self._answer_state(k)
 
