@@ -88,3 +88,29 @@ def test_raw_route_opens_one_upstream_per_session_and_none_idle() -> None:
                     assert await asyncio.wait_for(d.recv(), 10) == "hello"
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_an_endpoint_query_survives_the_session_path_and_query() -> None:
+    async def scenario() -> None:
+        accepted: list[str] = []
+
+        async def echo(ws: ServerConnection) -> None:
+            accepted.append(ws.request.path if ws.request else "")
+            async for msg in ws:
+                await ws.send(msg)
+
+        async with serve(echo, "127.0.0.1", 0) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            tmp = tempfile.mkdtemp(dir="/tmp")
+            cfg = parse_config(_config(f"ws://127.0.0.1:{port}/ws?foo=1", tmp, 2))
+            async with Gateway(cfg, seed=1) as gw:
+                async with connect(gw.url("echo") + "/a?x=1") as a:
+                    await a.send("ping")
+                    assert await asyncio.wait_for(a.recv(), 10) == "ping"
+                async with connect(gw.url("echo")) as b:
+                    await b.send("pong")
+                    assert await asyncio.wait_for(b.recv(), 10) == "pong"
+                # Endpoint path + session sub-path; endpoint query + session query.
+                assert accepted == ["/ws/a?foo=1&x=1", "/ws?foo=1"]
+
+    asyncio.run(scenario())

@@ -24,6 +24,8 @@ import httpx
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
+from wsgate.urls import join_url
+
 __all__ = ["FORWARDED_HEADERS", "LISTEN_KEY_PATH", "RestProxy", "allowed"]
 
 log = logging.getLogger("wsgate.rest")
@@ -63,8 +65,7 @@ class RestProxy:
         prefix = base.path.rstrip("/")
         if not rest_path.startswith(prefix + "/") or ".." in rest_path:
             return None
-        url = rest_url.rstrip("/") + rest_path[len(prefix) :]
-        return url + (f"?{query}" if query else "")
+        return join_url(rest_url, rest_path[len(prefix) :] + (f"?{query}" if query else ""))
 
     async def fetch(
         self,

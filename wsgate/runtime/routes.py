@@ -41,6 +41,7 @@ from wsgate.runtime.upstream import (
     UpstreamSettings,
     make_ssl_context,
 )
+from wsgate.urls import join_url
 
 __all__ = ["RouteEnv", "RouteRuntime"]
 
@@ -216,7 +217,7 @@ class RouteRuntime:
         conn_id = f"{self.name}-{'s' if dedicated else 'c'}{n}"
         conn = UpstreamConnection(
             conn_id,
-            self._settings(endpoint, url + url_suffix, reconnect=not dedicated),
+            self._settings(endpoint, join_url(url, url_suffix), reconnect=not dedicated),
             sink,
             self.env.budgets,
             self.env.rng,

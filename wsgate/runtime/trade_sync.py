@@ -29,6 +29,7 @@ from wsgate.dialects.binance_trades import (
 from wsgate.runtime.faults import Faults
 from wsgate.runtime.rest_proxy import RestProxy
 from wsgate.runtime.seams import Deliver
+from wsgate.urls import join_url
 
 __all__ = ["TRADE_DIALECTS", "TradeSync", "TradeSyncStats"]
 
@@ -161,7 +162,7 @@ class TradeSync:
 
     async def _fetch(self, tr: _Track) -> None:
         assert self.rest_url is not None
-        url = self.rest_url + rest_path(tr.key, tr.cont.missed_after())
+        url = join_url(self.rest_url, rest_path(tr.key, tr.cont.missed_after()))
         body: bytes | None = None
         reason = ""
         try:
