@@ -77,6 +77,7 @@ from wsgate.integration_views import (
     PerformanceMetrics,
     _ms,
 )
+from wsgate.redact import mask_text, mask_url
 
 __all__ = [
     "ActiveAlert",
@@ -194,11 +195,19 @@ class ConnectionConfig:
     connect_timeout: float = 10.0
     max_subscriptions: int | None = None  # per upstream connection; None = the exchange's
 
+    def __repr__(self) -> str:
+        # The embedding application may log the config: its URL's credentials stay masked.
+        fields = ", ".join(
+            f"{f.name}={mask_url(self.url) if f.name == 'url' else getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+        )
+        return f"ConnectionConfig({fields})"
+
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise WsgateError(
-                f"ConnectionConfig.url: expected a ws:// or wss:// URL, got {self.url!r}"
+                f"ConnectionConfig.url: expected a ws:// or wss:// URL, got {mask_url(self.url)!r}"
             )
         object.__setattr__(self, "connection_type", ConnectionType(self.connection_type))
         if self.strategy is not None:
@@ -280,10 +289,10 @@ class WebSocketConnection(WebSocketConnectionInterface):
         try:
             self._ws = await connect(url, max_size=self._max_size, open_timeout=self._open_timeout)
         except (OSError, TimeoutError, WsgateError) as exc:
-            log.warning("connection to %s failed: %s", url, exc)
+            log.warning("connection to %s failed: %s", mask_url(url), mask_text(str(exc)))
             return False
         except Exception as exc:  # InvalidHandshake and friends: a refusal, reported as False
-            log.warning("connection to %s refused: %s", url, exc)
+            log.warning("connection to %s refused: %s", mask_url(url), mask_text(str(exc)))
             return False
         self.url = url
         return True
@@ -430,7 +439,7 @@ class WebSocketIntegrationManager:
         if up is None:
             log.warning(
                 "register_connection: %s did not open within %gs; endpoint removed",
-                cc.url,
+                mask_url(cc.url),
                 cc.connect_timeout,
             )
             self._remove_endpoint(route, endpoint)
@@ -445,7 +454,7 @@ class WebSocketIntegrationManager:
         if isinstance(connection, WebSocketConnection):
             connection.route, connection.endpoint = route, endpoint
         self._registrations.append(_Registration(connection, cc, route, endpoint))
-        log.info("registered %s on route %s as endpoint %s", cc.url, route, endpoint)
+        log.info("registered %s on route %s as endpoint %s", mask_url(cc.url), route, endpoint)
         return True
 
     def _add_endpoint(self, cc: ConnectionConfig) -> tuple[str, str]:

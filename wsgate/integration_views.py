@@ -14,6 +14,7 @@ from typing import Any
 from wsgate.core.alerts.state import AlertView
 from wsgate.core.types import ConnectionType, Severity
 from wsgate.embed import Gateway
+from wsgate.redact import mask_url
 
 __all__ = ["ActiveAlert", "AlertManager", "ConnectionAnalytics", "PerformanceMetrics"]
 
@@ -76,7 +77,7 @@ class ConnectionAnalytics:
                         connection_type=ctype,
                         route=rt.name,
                         endpoint=s.endpoint,
-                        url=s.url,
+                        url=mask_url(s.url),  # the embedding app may log it
                         state=conn.state.label,
                         avg_latency_ms=_ms(conn.metrics.effective_latency()),
                         peak_latency_ms=_ms(m.latency_peak),

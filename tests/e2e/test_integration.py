@@ -159,3 +159,39 @@ def test_bad_input_gets_a_clear_error() -> None:
     assert ConnectionConfig(url="wss://example.com/feed").dialect.value == "raw"
     assert len(LoadBalancingStrategy) == 7
     assert [t.name for t in ConnectionType] == ["MARKET_DATA", "USER_DATA", "TRADING", "SYSTEM"]
+
+
+def test_registration_urls_reach_the_embedding_apps_logs_masked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    password, token = "pw-0123456789abcdef", "tk-0123456789abcdef"
+
+    def secret_url(url: str) -> str:
+        return url.replace("ws://", f"ws://bot:{password}@", 1) + f"?token={token}"
+
+    async def scenario() -> list[str]:
+        shown: list[str] = []
+        async with Simulator(seed=5) as sim:
+            cfg = IntegrationConfig(enable_alerts=False, seed=7)
+            async with WebSocketIntegrationManager(cfg) as manager:
+                assert manager.analytics is not None
+                cc = ConnectionConfig(url=secret_url(sim.bitfinex_url), name="primary")
+                shown.append(repr(cc))
+                assert await manager.register_connection(WebSocketConnection(), cc)
+                dead = ConnectionConfig(url=secret_url(_dead_url()), connect_timeout=0.5)
+                assert not await manager.register_connection(WebSocketConnection(), dead)
+                assert not await WebSocketConnection(open_timeout=0.5).connect(
+                    secret_url(_dead_url())
+                )
+                views = manager.analytics.get_performance_metrics(ConnectionType.MARKET_DATA)
+                shown.extend(m.url for m in views)
+        return shown
+
+    with caplog.at_level("DEBUG", logger="wsgate"):
+        shown = asyncio.run(scenario())
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("registered ws://***@127.0.0.1" in m and "token=***" in m for m in messages)
+    assert any("did not open" in m for m in messages), messages
+    assert any("connection to ws://***@127.0.0.1" in m for m in messages), messages
+    for text in [*messages, *shown]:
+        assert password not in text and token not in text, text
