@@ -19,7 +19,7 @@ import websockets
 
 from tests.cluster.rig import NatsServer, Nodes
 from tests.e2e.alert_rig import LoopThread
-from tests.e2e.harness import wait_until
+from tests.e2e.harness import DaemonProc, wait_until
 from wsgate.sim import Simulator
 
 LEASE_TTL = 3.0
@@ -85,6 +85,15 @@ class Bot:
         return out
 
 
+def share_of(d: DaemonProc) -> dict[str, Any]:
+    """The route's ``cluster_share`` part of ``wsgate status --json``."""
+    r = d.cli("status", "--json", "--socket", d.socket)
+    assert r.returncode == 0, r.stderr
+    (route,) = json.loads(r.stdout)["routes"]
+    assert route["share"] == "cluster"
+    return dict(route["cluster_share"])
+
+
 def subscribes(lt: LoopThread, sim: Simulator) -> int:
     return int(lt.call(lambda: getattr(sim.bitfinex, "subscribe_requests", 0)))
 
@@ -145,6 +154,8 @@ def test_one_upstream_subscription_for_the_cluster_and_failover_after_kill() -> 
         for name in ("b", "c"):
             assert bots[name].snapshots == 1, name
             assert bots[name].repeats() == []
+        assert share_of(a)["owned"] == 1 and share_of(a)["published"] > 0
+        assert share_of(b)["followed"] == 1 and share_of(b)["received"] > 0
 
         before = {n: len(bots[n].ids) for n in ("b", "c")}
         killed_at = time.monotonic()

@@ -37,6 +37,13 @@ def _conn_dict(conn: Any) -> dict[str, Any]:
     return dataclasses.asdict(conn.statistics())
 
 
+def _share_doc(rt: Any) -> dict[str, Any] | None:
+    share = rt.hub.share if rt.hub is not None else None
+    if share is None or rt.cfg.share != "cluster":
+        return None
+    return dataclasses.asdict(share.statistics())
+
+
 def status(d: DaemonView) -> dict[str, Any]:
     routes = []
     for rt in d.routes.values():
@@ -65,6 +72,10 @@ def status(d: DaemonView) -> dict[str, Any]:
                     if hub_stats is not None
                     else None
                 ),
+                # share = "cluster": keys owned, followed, subscribed here for lack of a
+                # link; frames published and received, gaps, takeovers, fallbacks
+                "share": rt.cfg.share,
+                "cluster_share": _share_doc(rt),
             }
         )
     return {
