@@ -272,8 +272,9 @@ class ControlServer:
             if pending:
                 log.warning("%d control connection(s) did not finish on close", len(pending))
         if self._server is not None and grace > 0:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), grace)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._server.wait_closed()
         self._unlink_own_socket()
 
     async def __aenter__(self) -> ControlServer:
@@ -426,7 +427,8 @@ class ControlServer:
     ) -> None:
         while True:
             try:
-                line = await asyncio.wait_for(reader.readline(), self._idle_timeout)
+                async with asyncio.timeout(self._idle_timeout):
+                    line = await reader.readline()
             except TimeoutError:
                 # An idle connection holds a descriptor for nothing; the CLI reconnects.
                 self._idle_closed += 1

@@ -126,6 +126,24 @@ def alert_dict(v: AlertView) -> dict[str, Any]:
     }
 
 
+async def _join(task: asyncio.Task[Any], limit: float) -> None:
+    """Wait up to ``limit`` for ``task`` to end (cancelled when it does not).
+
+    ``asyncio.timeout``, not 3.11's ``wait_for`` (which can swallow a cancellation that
+    races with the task's end); ``task``'s own cancellation is not ours and is absorbed,
+    the caller's is re-raised so a shutdown never hangs here.
+    """
+    try:
+        async with asyncio.timeout(limit):
+            await task
+    except TimeoutError:
+        pass
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+
+
 def caller_name(uid: int, pid: int) -> str:
     try:
         name = pwd.getpwuid(uid).pw_name
@@ -284,8 +302,7 @@ class Alerting:
         self._outbox_stop.set()
         delivered = await self.outbox.flush(max(0.0, deadline - loop.time()))
         if self._outbox_task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._outbox_task, max(0.0, deadline - loop.time()))
+            await _join(self._outbox_task, max(0.0, deadline - loop.time()))
         with contextlib.suppress(TimeoutError):
             # Closing HTTP clients is quick, but it must not stretch the bound either.
             async with asyncio.timeout(max(0.1, deadline - loop.time())):
@@ -445,8 +462,7 @@ class Alerting:
         old_outbox, old_stop, old_task = self.outbox, self._outbox_stop, self._outbox_task
         old_stop.set()
         if old_task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(old_task, 5.0)
+            await _join(old_task, 5.0)
         await old_outbox.aclose()
         for name in channels_changed:
             self._disabled.pop(name, None)

@@ -369,7 +369,8 @@ class Outbox:
             try:
                 # The notifier has its own timeout; this bound catches one that hangs anyway.
                 timeout = float(getattr(ch.notifier.config, "timeout", 30.0)) * 2 + 1
-                result = await asyncio.wait_for(ch.notifier.send(row.payload), timeout)
+                async with asyncio.timeout(timeout):
+                    result = await ch.notifier.send(row.payload)
             except ChannelGone as exc:
                 self._failed(ch, str(exc))
                 self._store.outbox_retry(row.id, name, attempts, row.next_attempt_at, str(exc))

@@ -392,7 +392,10 @@ class UpstreamConnection:
         self._retry_at = self._clock() + delay
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+            # asyncio.timeout, not wait_for: 3.11's wait_for returns when the wake-up races
+            # with stop()'s cancellation, and the loop would reconnect instead of ending.
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
         self._retry_at = None
 
     async def _wait_for_budget(self) -> None:
@@ -470,7 +473,8 @@ class UpstreamConnection:
             if self.state not in (ConnState.DISABLED, ConnState.DRAINING):
                 self._move(ConnState.CLOSING, self._close_reason)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await ws.close()
             try:
                 self.sink.on_upstream_closed(self, self._close_reason)
             except Exception as exc:
@@ -550,7 +554,8 @@ class UpstreamConnection:
             delay = s.ping_interval
             try:
                 waiter = await ws.ping()
-                rtt = await asyncio.wait_for(waiter, s.ping_timeout)
+                async with asyncio.timeout(s.ping_timeout):
+                    rtt = await waiter
             except TimeoutError:
                 self.metrics.on_error(self._clock(), "ping_timeout")
                 self._close_reason = f"no pong within {s.ping_timeout:g}s"
