@@ -76,6 +76,7 @@ CHANNELS = frozenset({"tickers", "trades", "books", "books5", "bbo-tbt"})
 MAX_OPS_PER_HOUR = 480  # subscribe/unsubscribe/login messages per connection
 MAX_ARGS_BYTES = 60_000  # OKX: the args of one request may total 64 KB
 BOOK_DEPTH = 400  # levels per side of ``books``
+QUIET_CADENCE = 600.0  # seconds of silence before a channel is resubscribed
 NOTICE_UPGRADE = "64008"
 _LAST_VALUE = frozenset({"tickers", "books5", "bbo-tbt"})
 _PREFIX = '{"arg":{"channel":"'
@@ -479,7 +480,10 @@ class OkxDialect:
         return event.text.encode()
 
     def cadence(self, key: SubKey) -> float | None:
-        return None  # OKX pushes on change only: silence on a quiet instrument proves nothing
+        # OKX pushes on change only, so silence on a quiet instrument proves little, and each
+        # resubscribe spends 2 of the connection's 480 ops an hour: a channel counts as stale
+        # after 10 minutes of silence (routes.<name>.channel_cadence overrides per channel).
+        return QUIET_CADENCE
 
     def dedup_id(self, event: ChannelData) -> int | None:
         """``tradeId`` of trades, ``seqId`` of books: monotonic per channel."""
