@@ -348,6 +348,14 @@ class Daemon:
         def left(cap: float = float("inf")) -> float:
             return max(0.0, min(cap, deadline - loop.time()))
 
+        shares = [rt.hub.share for rt in self.routes.values() if rt.hub and rt.hub.share]
+        if shares:  # share = "cluster": successors subscribe before this owner goes
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left(self.config.cluster.lease_ttl)):
+                    await asyncio.gather(
+                        *(s.hand_over(self.config.cluster.lease_ttl) for s in shares),
+                        return_exceptions=True,
+                    )
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(left(2.0)):
                 await self.cluster.close()  # peers record a graceful leave: no page

@@ -209,3 +209,28 @@ def test_nats_lost_nodes_subscribe_themselves_and_share_again_when_it_is_back() 
         assert took <= LEASE_TTL + 2.0, f"fallback took {took:.2f}s"
         print(f"fallback {took:.2f}s; snapshots a={ba.snapshots} b={bb.snapshots}")
         finish(lt, sim, [ba, bb])
+
+
+def test_graceful_stop_hands_ownership_over_before_the_lease_would_expire() -> None:
+    with LoopThread() as lt, NatsServer() as nats, Nodes() as nodes:
+        sim = counted_sim(lt)
+        a = nodes.start("a", body("a", nats.url, sim))
+        b = nodes.start("b", body("b", nats.url, sim))
+        ba, bb = Bot(a.port), Bot(b.port)
+        lt.run(start(ba))
+        wait_until(lambda: len(ba.ids) > 5, 15, "trades on the owner")
+        lt.run(start(bb))
+        wait_until(lambda: len(bb.ids) > 5, 15, "trades on the follower")
+        assert subscribes(lt, sim) == 1
+        stopped_at = time.monotonic()
+        a.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: subscribes(lt, sim) == 2, LEASE_TTL + 5, "the successor subscribes")
+        took = time.monotonic() - stopped_at
+        assert a.proc.wait(15) == 0
+        n = len(bb.ids)
+        wait_until(lambda: len(bb.ids) > n + 10, 10, "trades from the successor")
+        assert not bb.closed and bb.repeats() == [] and bb.snapshots <= 2
+        assert share_of(b)["owned"] == 1
+        assert took < LEASE_TTL, f"hand-over took {took:.2f}s (the lease TTL is {LEASE_TTL}s)"
+        print(f"hand-over {took:.2f}s; snapshots b={bb.snapshots}")
+        finish(lt, sim, [ba, bb])

@@ -73,6 +73,7 @@ class _Owned:
     renewed_at: float
     seq: int = 0
     served: Served | None = None
+    asked: int = 0  # state requests answered: followers exist
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class RouteShare:
         self._queue: deque[tuple[str, bytes]] = deque()
         self._wake = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
+        self._closing = False
         self.published = 0
         self.publish_dropped = 0
         self.received = 0
@@ -144,7 +146,7 @@ class RouteShare:
 
     def gate(self, sub: Subscription) -> bool:
         """True: the share decides where ``sub`` comes from (placement waits for it)."""
-        if not self.enabled or sub.key in self.local:
+        if not self.enabled or sub.key in self.local or self._closing:
             return False
         if sub.key not in self._deciding and self._tg is not None:
             self._deciding.add(sub.key)
@@ -215,7 +217,7 @@ class RouteShare:
         poll = max(0.1, min(self.ttl / 6, 0.5))
         while True:
             await asyncio.sleep(poll)
-            if not self.enabled:
+            if not self.enabled or self._closing:
                 continue
             bucket = await self._link()
             if bucket is None:
@@ -268,8 +270,41 @@ class RouteShare:
                 continue
             self._redecide(key)
 
+    async def hand_over(self, timeout: float) -> int:  # noqa: ASYNC109 - a bound
+        """Graceful stop: release every lease we hold, keep publishing until a successor
+        holds each one (or ``timeout``), so followers need not wait for the TTL."""
+        self._closing = True
+        bucket = self._bucket
+        if bucket is None or not self.owned or not self.engine.connected:
+            return 0
+        keys = list(self.owned)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                for key in keys:
+                    entry = await bucket.get(self._lease_key(key))
+                    if entry is not None and _parse(entry.value).get("epoch") == self.epoch:
+                        await bucket.delete(self._lease_key(key))
+                waiting = set(keys)
+                while waiting:
+                    for key in list(waiting):
+                        entry = await bucket.get(self._lease_key(key))
+                        doc = _parse(entry.value) if entry is not None else {}
+                        if doc.get("epoch") not in (None, self.epoch):
+                            waiting.discard(key)  # a successor subscribed
+                        elif not self._has_followers(key):
+                            waiting.discard(key)
+                    if waiting:
+                        await asyncio.sleep(0.1)
+        log.info("route %s: handed over %d key(s)", self.route, len(keys))
+        return len(keys)
+
+    def _has_followers(self, key: Any) -> bool:
+        """Whether anyone asked for this key's state since we own it (a follower)."""
+        own = self.owned.get(key)
+        return own is not None and own.asked > 0
+
     def _redecide(self, key: Any) -> None:
-        if key in self._deciding or self._tg is None:
+        if key in self._deciding or self._tg is None or self._closing:
             return
         self._deciding.add(key)
         self._tg.create_task(self._decide(key), name=f"share-{self.route}-decide")
@@ -382,6 +417,7 @@ class RouteShare:
         sub = self.hub.registry.get(key)
         if own is None or sub is None:
             return None
+        own.asked += 1
         snap = None
         ch = sub.attachment
         if ch is not None and sub.state in (SubState.CONFIRMED, SubState.LINGER):
