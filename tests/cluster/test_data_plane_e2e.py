@@ -19,7 +19,7 @@ import websockets
 
 from tests.cluster.rig import NatsServer, Nodes
 from tests.e2e.alert_rig import LoopThread
-from tests.e2e.harness import DaemonProc, wait_until
+from tests.e2e.harness import DaemonProc, until, wait_until
 from wsgate.sim import Simulator
 
 LEASE_TTL = 3.0
@@ -234,3 +234,40 @@ def test_graceful_stop_hands_ownership_over_before_the_lease_would_expire() -> N
         assert took < LEASE_TTL, f"hand-over took {took:.2f}s (the lease TTL is {LEASE_TTL}s)"
         print(f"hand-over {took:.2f}s; snapshots b={bb.snapshots}")
         finish(lt, sim, [ba, bb])
+
+
+def test_a_follower_renders_books_per_session_with_valid_checksums() -> None:
+    from tests.e2e.test_sharing_corners import _bots
+
+    with LoopThread() as lt, NatsServer() as nats, Nodes() as nodes:
+        sim = counted_sim(lt)
+        a = nodes.start("a", body("a", nats.url, sim))
+        b = nodes.start("b", body("b", nats.url, sim))
+
+        async def scenario() -> None:
+            (owner,) = await _bots(f"ws://127.0.0.1:{a.port}/bfx", 1)
+            och = await owner.subscribe("book")
+            tasks = [asyncio.create_task(owner.follow())]
+            await until(lambda: len(owner.frames[och]) >= 10, 15)
+            # On the follower, mid-stream: a checksum session and a seq+timestamp session.
+            checks, flagged = await _bots(f"ws://127.0.0.1:{b.port}/bfx", 2)
+            await checks.conf(131072)
+            await flagged.conf(65536 + 32768)
+            cch = await checks.subscribe("book")
+            fch = await flagged.subscribe("book")
+            tasks += [asyncio.create_task(x.follow()) for x in (checks, flagged)]
+            await until(lambda: checks.books[cch].cs_ok >= 5 and len(flagged.frames[fch]) >= 40, 15)
+            book = checks.books[cch]
+            assert book.snapshots == 1 and book.cs_bad == 0  # the late joiner's snapshot
+            frames = [f for _t, f in flagged.frames[fch]]
+            assert isinstance(frames[0][1], list) and isinstance(frames[0][1][0], list)
+            assert [int(f[-2]) for f in frames] == list(range(1, len(frames) + 1))
+            assert checks.errors == flagged.errors == []
+            assert sum(len(f.subs) for k, f in sim.bitfinex.feeds.items() if "book" in repr(k)) == 1
+            for t in tasks:
+                t.cancel()
+            for x in (owner, checks, flagged):
+                await x.ws.close()
+
+        lt.run(scenario(), timeout=40)
+        finish(lt, sim, [])
