@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import re
+import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,6 +53,7 @@ from wsgate.config_schema import (
     default_max_subscriptions,
     default_message_budget,
     diff_config,
+    split_listen,
 )
 from wsgate.core.types import ConnectionType, DialectName, StrategyName
 from wsgate.errors import ConfigError, ConfigProblem
@@ -404,9 +406,55 @@ def _build_gateway(t: Table | None) -> GatewayConfig:
             d.max_subscriptions_per_session,
             "max_subscriptions_per_session",
         ),
+        **_gateway_tls(t, listen),
     )
     t.finish()
     return cfg
+
+
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+def _gateway_tls(t: Table, listen: str) -> dict[str, Any]:
+    cert: str | None = t.string("tls_cert_file", None)
+    key: str | None = t.string("tls_key_file", None)
+    plain: bool = t.boolean("allow_plaintext", False)
+    wanted = cert is not None or key is not None  # a TLS problem is reported, not this one
+    if (cert is None) != (key is None):
+        missing = "tls_key_file" if key is None else "tls_cert_file"
+        t.problem(
+            missing,
+            f"{missing} is required with {'tls_cert_file' if key is None else 'tls_key_file'}",
+        )
+        cert = key = None
+    elif cert is not None and key is not None:
+        try:
+            load_server_tls(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            t.problem(
+                "tls_cert_file",
+                f"cannot load the certificate {cert!r} with key {key!r}: {exc}",
+                "give a PEM certificate chain and its private key, readable by wsgate",
+            )
+            cert = key = None
+    loopback = split_listen(listen)[0].startswith(_LOOPBACK)
+    if not loopback and not wanted and not plain:
+        t.problem(
+            "listen",
+            f"gateway.listen {listen!r} is not a loopback address and the gateway has no TLS",
+            "set tls_cert_file and tls_key_file (bots then use wss://), or allow_plaintext = "
+            "true when a TLS front or a private network protects it",
+        )
+    return {"tls_cert_file": cert, "tls_key_file": key, "allow_plaintext": plain}
+
+
+def load_server_tls(cert: str, key: str, ctx: ssl.SSLContext | None = None) -> ssl.SSLContext:
+    """A server TLS context with ``cert``/``key`` (or ``ctx`` with them re-read)."""
+    if ctx is None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
 
 
 def _build_jobs(t: Table | None) -> JobsConfig:

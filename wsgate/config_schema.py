@@ -79,6 +79,15 @@ class GatewayConfig:
     events_require_token: bool = True
     # Subscriptions one bot session may hold on a shared route (routes may set their own).
     max_subscriptions_per_session: int = 1024
+    # wss for bots: a PEM certificate chain and its key (re-read on every reload). A
+    # non-loopback listen address needs them unless allow_plaintext says otherwise.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    allow_plaintext: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
 
     @property
     def host(self) -> str:
@@ -403,6 +412,9 @@ _LIVE_GATEWAY = (
     "events_token_env",
     "events_require_token",
     "max_subscriptions_per_session",
+    "tls_cert_file",
+    "tls_key_file",
+    "allow_plaintext",
 )
 _LIVE_DAEMON = (
     "max_connections",

@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import signal
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -539,6 +540,13 @@ class Daemon:
                 "gateway.events_token_env / events_require_token / origins: new event "
                 f"streams need the new access; {closed} open stream(s) closed to re-connect"
             )
+        # Every reload re-reads the certificate (renewed in place by an ACME client).
+        try:
+            tls_note = self.gateway.reload_tls(g_new.tls_cert_file, g_new.tls_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            tls_note = f"gateway.tls_cert_file not re-read ({exc}); the running one stays"
+        if tls_note is not None and (g_new.tls != g_old.tls or self.gateway.tls is not None):
+            notes.append(tls_note)
         if g_old.max_message_bytes != g_new.max_message_bytes:
             n = self.gateway.set_max_message_bytes(g_new.max_message_bytes)
             notes.append(

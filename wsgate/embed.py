@@ -98,7 +98,8 @@ class Gateway:
 
     def url(self, route: str) -> str:
         d = self.daemon
-        return f"ws://{d.config.gateway.host}:{d.gateway.port}/{route}"
+        scheme = "wss" if d.gateway.tls is not None else "ws"
+        return f"{scheme}://{d.config.gateway.host}:{d.gateway.port}/{route}"
 
     # ---------------------------------------------------------------- connections
     def register_connection(

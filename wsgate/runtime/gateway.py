@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import logging
 import os
+import ssl
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
@@ -13,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from wsgate.config import GatewayConfig
+from wsgate.config import GatewayConfig, load_server_tls
 from wsgate.errors import InvalidPath
 from wsgate.redact import strip_query_params
 from wsgate.runtime.faults import Faults
@@ -55,6 +56,7 @@ class Gateway:
         self.system_routes: dict[str, SystemRoute] = {}
         self.sessions: set[Session] = set()
         self.server: Server | None = None
+        self.tls: ssl.SSLContext | None = None  # wss for bots (gateway.tls_cert_file)
         self.rejected: dict[int, int] = {}
         self.rest = RestProxy()
         self.fds = FdBudget()
@@ -65,6 +67,15 @@ class Gateway:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
+        cfg = self.cfg
+        if cfg.tls_cert_file is not None and cfg.tls_key_file is not None:
+            self.tls = load_server_tls(cfg.tls_cert_file, cfg.tls_key_file)
+        elif cfg.allow_plaintext and not cfg.host.startswith(("127.", "::1", "localhost")):
+            log.warning(
+                "gateway: listening on %s without TLS (allow_plaintext = true): bots' tokens "
+                "and traffic cross the network in clear text",
+                cfg.listen,
+            )
         self.server = await serve(
             self._handle,
             self.cfg.host,
@@ -80,8 +91,24 @@ class Gateway:
             ping_timeout=20,
             close_timeout=2,
             server_header="wsgate",
+            ssl=self.tls,
         )
-        log.info("gateway listening on ws://%s:%d/<route>", self.cfg.host, self.port)
+        scheme = "wss" if self.tls is not None else "ws"
+        log.info("gateway listening on %s://%s:%d/<route>", scheme, self.cfg.host, self.port)
+
+    def reload_tls(self, cert: str | None, key: str | None) -> str | None:
+        """Re-read the certificate and key into the running context (new handshakes use
+        them); a note for the reload, or None without TLS."""
+        if self.tls is None:
+            return (
+                "gateway.tls_cert_file: the gateway started without TLS; restart to turn it on"
+                if cert is not None
+                else None
+            )
+        if cert is None or key is None:
+            return "gateway.tls_cert_file removed: the gateway keeps TLS until a restart"
+        load_server_tls(cert, key, self.tls)
+        return f"gateway.tls_cert_file {cert!r} re-read: new bot connections get it"
 
     async def close(self, code: int = 1001, reason: str = "wsgate shutting down") -> None:
         if self.server is None:
