@@ -47,3 +47,31 @@ def test_pending_sessions_are_not_timed_out_while_the_exchange_is_asked() -> Non
     sub, _ = reg.acquire(KEY, 1, 0.0, 10.0)
     reg.assign(sub, "c1", 0.0)
     assert reg.tick(30.0).unanswered == [] and sub.waiting == {1: 0.0}
+
+
+def test_a_queued_subscribe_is_not_overdue_its_clock_starts_when_written() -> None:
+    reg = SubscriptionRegistry(pending_timeout=10.0)
+    sub, _ = reg.acquire(KEY, 1, 0.0, 10.0)
+    reg.assign(sub, "c1", 0.0, written=False)
+    assert not reg.tick(60.0)  # still behind the connection's message budget
+    reg.written(sub, "c1", sub.attempts - 1, 61.0)  # an older attempt's frame: ignored
+    assert not sub.written
+    reg.written(sub, "c1", sub.attempts, 61.0)
+    assert not reg.tick(70.9).retry
+    assert reg.tick(71.0).retry == [sub]
+
+
+def test_the_waiting_sessions_are_answered_when_the_resend_times_out_too() -> None:
+    reg = SubscriptionRegistry(pending_timeout=10.0, answer_timeout=15.0)
+    sub, _ = reg.acquire(KEY, 1, 0.0, 10.0)
+    reg.assign(sub, "c1", 0.0)
+    acts = reg.tick(10.0)
+    assert acts.retry == [sub] and acts.unanswered == []  # first timeout: resend
+    reg.assign(sub, "c1", 10.0)
+    acts = reg.tick(20.0)
+    assert acts.unanswered == [(sub, [1])] and sub.waiting == {}
+    # A confirmation starts the count over.
+    reg.acquire(KEY, 2, 20.0, 10.0)
+    reg.assign(sub, "c1", 20.0)
+    reg.confirm(sub, 5, 21.0)
+    assert sub.timeouts == 0

@@ -73,6 +73,8 @@ class FakeBitfinex:
         self.maintenance = False
         self.published: list[int] = []  # every trade id of the tape
         self.subscribe_requests = 0
+        self.subscribes: list[tuple[str, str]] = []  # (channel, symbol) of every request
+        self.swallowed: set[tuple[str, str]] = set()  # subscribes never answered at all
         self.pongs = 0
         self._trade_id = 5_000_000
         self._server: Server | None = None
@@ -195,6 +197,9 @@ class FakeBitfinex:
     def _subscribe(self, conn: _Conn, msg: dict[str, Any]) -> None:
         self.subscribe_requests += 1
         channel, symbol = str(msg.get("channel")), str(msg.get("symbol"))
+        self.subscribes.append((channel, symbol))
+        if (channel, symbol) in self.swallowed:
+            return
         echo = {k: msg[k] for k in ("channel", "symbol", "subId") if k in msg}
         if symbol not in SYMBOLS:
             err = {"event": "error", "msg": "symbol: invalid", "code": 10300}

@@ -162,3 +162,58 @@ def test_binance_request_past_the_cap_gets_one_error_with_its_id_and_no_result()
                 }
 
     run(go())
+
+
+def test_subscribes_waiting_for_the_message_budget_are_not_resent() -> None:
+    async def go() -> None:
+        # Two messages a second: the sixth subscribe leaves ~3 s after the first, long
+        # after the (shortened) confirmation timeout would have expired had it started
+        # when the subscribe was queued.
+        budget = {"count": 2, "per": 1.0}
+        async with FakeBitfinex() as ex, rig(_route(ex.url, message_budget=budget)) as r:
+            hub = r.routes["bfx"].hub
+            assert hub is not None
+            hub.registry.pending_timeout = 1.0
+            bot = Bot(await connect(r.url("bfx")))
+            await bot.subscribe(KEYS)
+            await wait_for(lambda: len(bot.answers) == 6, 20.0, "six answers")
+            assert len(bot.confirmed()) == 6, bot.answers
+            # Whatever the hub still had queued has left too.
+            await wait_for(
+                lambda: not any(u.queue for u in hub.ups.values()), 20.0, "the queues drained"
+            )
+            assert sorted(ex.subscribes) == sorted(KEYS)  # each exactly once: no resend
+            await bot.close()
+
+    run(go())
+
+
+def test_a_subscribe_the_exchange_never_confirms_gets_10300_after_one_resend() -> None:
+    async def go() -> None:
+        async with FakeBitfinex() as ex, rig(_route(ex.url)) as r:
+            hub = r.routes["bfx"].hub
+            assert hub is not None
+            hub.registry.pending_timeout = 0.5
+            lost = KEYS[0]
+            ex.swallowed.add(lost)
+            bot = Bot(await connect(r.url("bfx")))
+            await bot.subscribe(KEYS[:2])
+            await wait_for(lambda: len(bot.answers) == 2, 10.0, "both answers")
+            assert [a["channel"] for a in bot.confirmed()] == [KEYS[1][0]]
+            assert bot.errors() == [
+                {
+                    "event": "error",
+                    "msg": "subscribe: failed",
+                    "code": 10300,
+                    "channel": lost[0],
+                    "symbol": lost[1],
+                    "pair": lost[1][1:],
+                    "subId": "s0",
+                }
+            ]
+            assert ex.subscribes.count(lost) == 2  # the subscribe and one resend
+            # The refused sessions were released: only the confirmed channel is left.
+            assert len(hub.registry.subscriptions()) == 1
+            await bot.close()
+
+    run(go())

@@ -49,6 +49,10 @@ class Subscription:
     last_data_at: float | None = None
     linger_until: float | None = None
     attempts: int = 0
+    # PENDING: whether the subscribe has left for the exchange. One still queued behind the
+    # connection's message budget is not overdue: ``since`` restarts when it is written.
+    written: bool = True
+    timeouts: int = 0  # PENDING timeouts since the last confirmation
     resubscribes: int = 0
     error: str | None = None
     # Opaque to the registry: the runtime caches its per-subscription hot-path context
@@ -83,7 +87,8 @@ class TickActions:
     unsubscribe: list[Subscription] = field(default_factory=list)  # linger over: drop upstream
     resubscribe: list[Subscription] = field(default_factory=list)  # channel silent too long
     reconnect: list[str] = field(default_factory=list)  # every channel of the conn is silent
-    # (subscription, sessions) still unplaced after answer_timeout: tell them it failed.
+    # (subscription, sessions) still unplaced after answer_timeout, or unconfirmed after a
+    # resend: tell them it failed.
     unanswered: list[tuple[Subscription, list[int]]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -178,11 +183,23 @@ class SubscriptionRegistry:
         return [k for k, s in self._subs.items() if session in s.sessions]
 
     # ---------------------------------------------------------------- upstream
-    def assign(self, sub: Subscription, conn_id: str, now: float) -> None:
-        """The hub sent a subscribe for ``sub`` on ``conn_id``."""
+    def assign(self, sub: Subscription, conn_id: str, now: float, *, written: bool = True) -> None:
+        """The hub sent a subscribe for ``sub`` on ``conn_id`` (``written=False``: queued
+        behind the connection's budget; :meth:`written` starts its clock)."""
         self._unbind(sub)
         sub.conn_id, sub.state, sub.since = conn_id, SubState.PENDING, now
+        sub.written = written
         sub.attempts += 1
+
+    def written(self, sub: Subscription, conn_id: str, attempt: int, now: float) -> None:
+        """The subscribe of ``attempt`` on ``conn_id`` left for the exchange at ``now``."""
+        if (
+            sub.state is SubState.PENDING
+            and sub.conn_id == conn_id
+            and sub.attempts == attempt
+            and not sub.written
+        ):
+            sub.written, sub.since = True, now
 
     def confirm(self, sub: Subscription, upstream_id: object, now: float) -> None:
         assert sub.conn_id is not None
@@ -190,6 +207,7 @@ class SubscriptionRegistry:
         sub.upstream_id = upstream_id
         self._by_upstream[(sub.conn_id, upstream_id)] = sub
         sub.state, sub.since, sub.error = SubState.CONFIRMED, now, None
+        sub.written, sub.timeouts = True, 0
         sub.waiting.clear()  # the caller acks every session
         sub.last_data_at = None
         if not sub.sessions:
@@ -239,7 +257,17 @@ class SubscriptionRegistry:
         actions = TickActions()
         per_conn: dict[str, list[bool]] = {}
         for sub in list(self._subs.values()):
-            if sub.state is SubState.PENDING and now - sub.since >= self.pending_timeout:
+            if (
+                sub.state is SubState.PENDING
+                and sub.written
+                and now - sub.since >= self.pending_timeout
+            ):
+                sub.timeouts += 1
+                if sub.timeouts >= 2 and sub.waiting:
+                    # The resend went unconfirmed too: the sessions get the venue's error
+                    # (and are released); anyone already acked keeps the retries.
+                    actions.unanswered.append((sub, list(sub.waiting)))
+                    sub.waiting.clear()
                 self.unplace(sub, now)
                 actions.retry.append(sub)
             elif sub.state is SubState.LINGER and sub.linger_until is not None:

@@ -250,7 +250,8 @@ class Hub:
         live = [cid for cid, u in self.ups.items() if u.conn.state is ConnState.OPEN]
         acts = self.registry.tick(now, live)
         for sub, sessions in acts.unanswered:
-            # No connection took it within the bound: the sessions get the venue's error.
+            # No connection took it, or the exchange confirmed neither the subscribe nor its
+            # resend, within the bound: the sessions get the venue's error.
             self.intents.refuse(sub, sessions, d.Refusal.UNAVAILABLE)
         for sub in acts.retry:
             pl.place(sub)

@@ -152,9 +152,9 @@ class Placement:
         if decision.fail_open:
             self.route.fail_open(decision.reason)
         u = self.ups[decision.candidate_id]
-        self.registry.assign(sub, u.conn.id, self.clock())
+        self.registry.assign(sub, u.conn.id, self.clock(), written=False)
         self.fanout.channel(sub)
-        self.send_subscribe(u, sub.key)
+        self.send_subscribe(u, sub.key, sub)
         if self.registry.load(u.conn.id) >= self.route.cfg.max_subscriptions_per_connection:
             self.grow_pool(shard)  # open the next connection before anyone needs it
 
@@ -175,11 +175,21 @@ class Placement:
             return False
         return True
 
-    def send_subscribe(self, u: Uplink, key: Any) -> None:
+    def send_subscribe(self, u: Uplink, key: Any, sub: Subscription | None = None) -> None:
+        """Queue the subscribe; ``sub`` (assigned ``written=False``) starts its confirmation
+        clock when the frame leaves, not while it waits for the connection's budget."""
         assert u.codec is not None
         req = next(self._req)
         u.req_ids[req] = key
-        u.send(u.codec.subscribe_frame(key, req))
+        note = None
+        if sub is not None:
+            registry, conn_id, attempt = self.registry, u.conn.id, sub.attempts
+
+            def note(now: float) -> None:
+                registry.written(sub, conn_id, attempt, now)
+
+        if not u.send(u.codec.subscribe_frame(key, req), note) and note is not None:
+            note(self.clock())  # dropped: its clock runs now, the timeout resends it
 
     def send_unsubscribe(self, u: Uplink, key: Any, channel: object) -> None:
         if u.codec is None or channel is None:
@@ -190,9 +200,9 @@ class Placement:
     def resubscribe(self, u: Uplink, sub: Subscription) -> None:
         old = sub.upstream_id
         self.send_unsubscribe(u, sub.key, old)
-        self.registry.assign(sub, u.conn.id, self.clock())
+        self.registry.assign(sub, u.conn.id, self.clock(), written=False)
         self.reset_state(sub)
-        self.send_subscribe(u, sub.key)
+        self.send_subscribe(u, sub.key, sub)
 
     def reset_state(self, sub: Subscription) -> None:
         ch = sub.attachment

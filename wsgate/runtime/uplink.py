@@ -5,6 +5,10 @@ through :meth:`Uplink.send` into a bounded queue; :meth:`Uplink.run_writer` drai
 within the exchange's per-connection message budget (a :class:`TokenBucket`). A full
 queue drops the frame, counts it (``dropped_sends``, shown in status and metrics) and
 logs it: the exchange would have disconnected us for the burst anyway.
+
+A frame may carry an ``on_written`` note, called with the time it actually left: a
+subscribe still waiting for the budget (a large Binance batch at 5 messages a second) is
+not overdue, its confirmation clock starts when it is written.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ class Uplink:
     suffix: str = ""  # the URL suffix it was opened with (its shard on a sharded venue)
     codec: d.UpstreamCodec | None = None  # None while the connection is not open
     queue: deque[str] = field(default_factory=deque)
+    # Beside ``queue``, one entry per frame: called with the time the frame was written.
+    notes: deque[Callable[[float], None] | None] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     req_ids: dict[int, Any] = field(default_factory=dict)  # req id -> SubKey (Binance)
     pings: dict[int, float] = field(default_factory=dict)  # cid -> sent at
@@ -75,6 +81,7 @@ class Uplink:
         self.codec = codec
         self.learned_capacity = None  # a new socket: the exchange's count starts over
         self.queue.clear()
+        self.notes.clear()
         self.req_ids.clear()
         self.pings.clear()
         self.confs.clear()
@@ -83,13 +90,16 @@ class Uplink:
         self.codec = None
         self.wake.set()  # ends the writer
 
-    def send(self, frame: str) -> None:
+    def send(self, frame: str, on_written: Callable[[float], None] | None = None) -> bool:
+        """Queue ``frame``; False when the queue is full and it was dropped."""
         if len(self.queue) >= SEND_QUEUE:
             self.dropped_sends += 1
             log.error("%s: send queue full; frame dropped", self.conn.id)
-            return
+            return False
         self.queue.append(frame)
+        self.notes.append(on_written)
         self.wake.set()
+        return True
 
     def ping_sent(self, cid: int, now: float) -> None:
         self.pings[cid] = now
@@ -110,16 +120,23 @@ class Uplink:
             if self.codec is None:
                 return
             frame = self.queue.popleft()
+            notes = [self.notes.popleft()]
             if self.queue and isinstance(self.codec, d.Coalescing):
                 # Venues that count requests, not args (OKX 480 ops/hour, Bybit spot 10
                 # args a request): what waited for the budget leaves as one request.
+                left = len(self.queue)
                 frame = self.codec.coalesce(frame, self.queue)
+                notes += [self.notes.popleft() for _ in range(left - len(self.queue))]
             try:
                 await conn.send(frame)
             except (UpstreamError, ConnectionError, ConnectionClosed):
-                return
+                return  # the connection is lost: its subscriptions are re-homed
             except Exception as exc:  # this frame is lost; the next ones still go
                 faults.record("hub.writer", exc, f"{conn.id}: {frame[:80]}")
+            now = clock()
+            for note in notes:  # a lost frame too: its confirmation will not come either
+                if note is not None:
+                    note(now)
 
     def __repr__(self) -> str:
         return (
