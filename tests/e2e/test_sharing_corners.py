@@ -440,3 +440,44 @@ def test_bitfinex_rehoming_on_upstream_loss_book_snapshot_trades_bridged_same_ch
                 await bot.ws.close()
 
     run(scenario)
+
+
+def test_binance_subscribe_never_confirmed_gets_code_2_with_the_request_id() -> None:
+    """The simulator swallows one stream's SUBSCRIBE: after one resend the bot gets an error."""
+
+    async def scenario() -> None:
+        async with stack() as (gw, sim):
+            hub = gw.daemon.routes["binance"].hub
+            assert hub is not None and sim.binance is not None
+            hub.registry.pending_timeout = 0.5
+            venue = sim.binance
+            answer = venue._on_message
+            swallowed: list[str] = []
+
+            def on_message(conn: Any, message: str | bytes) -> bool:
+                if "ethusdt@trade" in str(message):
+                    swallowed.append(str(message))
+                    return True  # no reply at all
+                return answer(conn, message)
+
+            venue._on_message = on_message  # type: ignore[method-assign]
+            async with connect(gw.url("binance") + "/ws") as ws:
+                sub = {"method": "SUBSCRIBE", "params": ["ethusdt@trade"], "id": 41}
+                await ws.send(json.dumps(sub))
+                # Binance answers the request at once (the gateway's own reply); the stream's
+                # failure follows in the exchange's error form, with the request's id.
+                assert await recv_until(ws, lambda m: "id" in m) == {"result": None, "id": 41}
+                reply = await recv_until(ws, lambda m: "error" in m)
+                assert reply == {
+                    "error": {
+                        "code": 2,
+                        "msg": "Invalid request: stream unavailable, try again later",
+                    },
+                    "id": 41,
+                }
+                assert len(swallowed) == 2  # the subscribe and one resend
+                ok = {"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 42}
+                await ws.send(json.dumps(ok))
+                assert await recv_until(ws, lambda m: "id" in m) == {"result": None, "id": 42}
+
+    run(scenario)
