@@ -12,15 +12,14 @@ import dataclasses
 import hashlib
 import logging
 import os
-import re
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import tomli
 
 from wsgate.config_alerts import build_alerts
+from wsgate.config_bounds import SUN_PATH_MAX, bounded
 from wsgate.config_cluster import build_cluster, check_node_id
 from wsgate.config_dump import config_to_dict, config_view
 from wsgate.config_env import Override, apply_overrides, env_overrides
@@ -29,11 +28,10 @@ from wsgate.config_locate import (
     SourceLocator,
     Table,
     nesting_problem,
-    read_budget,
     short,
     syntax_problem,
-    toml_type,
 )
+from wsgate.config_routes import build_routes, name_endpoints
 from wsgate.config_schema import (
     AlertChannelConfig,
     AlertRuleConfig,
@@ -48,14 +46,10 @@ from wsgate.config_schema import (
     MetricsConfig,
     RouteConfig,
     TlsConfig,
-    default_connect_budget,
-    default_max_lifetime,
-    default_max_subscriptions,
-    default_message_budget,
     diff_config,
     split_listen,
 )
-from wsgate.core.types import ConnectionType, DialectName, StrategyName
+from wsgate.core.types import DialectName
 from wsgate.errors import ConfigError, ConfigProblem
 
 __all__ = [
@@ -83,80 +77,7 @@ __all__ = [
 
 log = logging.getLogger("wsgate.config")
 
-_ROUTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-# Bounds on values that would hurt at once: each is far past any real need, and its
-# reason is the hint of the error, so `config check` says why as well as what.
-_SUN_PATH_MAX = 107  # bytes of a Unix socket path (108 in sockaddr_un, one for the NUL)
-_BYTES_PER_HISTORY_POINT = 58  # measured: ~57 KiB per connection at 1000 points
-_LIMITS: dict[str, tuple[float | None, float | None, str]] = {
-    # key: (lowest, highest, why)
-    "metrics.history_points": (
-        10,
-        100_000,
-        "history is allocated up front for every upstream connection, about "
-        f"{_BYTES_PER_HISTORY_POINT} bytes per point (100000 points = 5.5 MiB per connection)",
-    ),
-    "jobs": (
-        1.0,
-        86_400.0,
-        "a job scores every connection each run: more often than once a second burns a core "
-        "for nothing, less often than once a day is never",
-    ),
-    "gateway.max_sessions": (
-        1,
-        1_000_000,
-        "every session holds a file descriptor and its buffers; the process limit "
-        "(LimitNOFILE=65536 in the unit) is far below this",
-    ),
-    "routes.max_sessions": (1, 1_000_000, "every session holds a file descriptor and buffers"),
-    "daemon.max_connections": (
-        1,
-        100_000,
-        "each upstream connection holds a socket, TLS state and its metric history",
-    ),
-    "gateway.max_message_bytes": (
-        1,
-        64 * 1024 * 1024,
-        "a bot frame is read whole into memory before anything checks it",
-    ),
-    "gateway.send_buffer_bytes": (
-        1,
-        256 * 1024 * 1024,
-        "this much may be queued for every slow session at once",
-    ),
-    "max_subscriptions_per_session": (
-        1,
-        100_000,
-        "one session holding this many shared subscriptions fills a route's connections "
-        "for every other bot",
-    ),
-    "daemon.shutdown_timeout": (
-        0.1,
-        300.0,
-        "a stop that takes longer is killed by systemd (TimeoutStopSec) anyway",
-    ),
-}
-
-
-def _bounded(t: Table, key: str, value: Any, default: Any, limits: str | None = None) -> Any:
-    """``value`` if within ``_LIMITS``; else a problem that gives the reason, and the default."""
-    lo, hi, why = _LIMITS[limits or ".".join((*map(str, t.path), key))]
-    if value is None or isinstance(value, bool):
-        return value
-    if lo is not None and value < lo:
-        t.problem(key, f"must be >= {_plain_number(lo)}, got {short(value)}", why)
-        return default
-    if hi is not None and value > hi:
-        t.problem(key, f"must be <= {_plain_number(hi)}, got {short(value)}", why)
-        return default
-    return value
-
-
-def _plain_number(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 # --- public entry points ---------------------------------------------------------------
@@ -269,7 +190,7 @@ def _build(root: Table, filename: str | None, digest: str) -> Config | None:
     gateway = _build_gateway(root.table("gateway"))
     jobs = _build_jobs(root.table("jobs"))
     metrics = _build_metrics(root.table("metrics"))
-    routes = _build_routes(root, daemon.max_connections)
+    routes = build_routes(root, daemon.max_connections)
     alerts = build_alerts(root.table("alerts"))
     cluster = build_cluster(root.table("cluster"))
     check_node_id(root, daemon.node_id, cluster)
@@ -319,11 +240,11 @@ def _check_listeners(root: Table, gateway: GatewayConfig, metrics: MetricsConfig
 
 def _control_socket(t: Table, default: str) -> str:
     path: str = t.string("control_socket", default)
-    if len(os.fsencode(path)) > _SUN_PATH_MAX:
+    if len(os.fsencode(path)) > SUN_PATH_MAX:
         t.problem(
             "control_socket",
             f"path is {len(os.fsencode(path))} bytes, longer than a Unix socket path can be "
-            f"({_SUN_PATH_MAX} bytes)",
+            f"({SUN_PATH_MAX} bytes)",
             "choose a shorter path, e.g. /run/wsgate/control.sock",
         )
         return default
@@ -338,14 +259,14 @@ def _build_daemon(t: Table | None) -> DaemonConfig:
         node_id=t.string("node_id", d.node_id),
         control_socket=_control_socket(t, d.control_socket),
         state_dir=t.string("state_dir", d.state_dir),
-        max_connections=_bounded(
+        max_connections=bounded(
             t, "max_connections", t.integer("max_connections", d.max_connections), d.max_connections
         ),
         log_level=t.string("log_level", d.log_level, choices=_LOG_LEVELS),
         log_format=t.string("log_format", d.log_format, choices=("text", "json")),
         control_group=t.string("control_group", None),
         admin_group=t.string("admin_group", None),
-        shutdown_timeout=_bounded(
+        shutdown_timeout=bounded(
             t,
             "shutdown_timeout",
             t.number("shutdown_timeout", d.shutdown_timeout, minimum=0.0),
@@ -363,13 +284,13 @@ def _build_gateway(t: Table | None) -> GatewayConfig:
     listen = t.string("listen", d.listen)
     if not t.check_listen("listen", listen):
         listen = d.listen
-    max_message = _bounded(
+    max_message = bounded(
         t,
         "max_message_bytes",
         t.integer("max_message_bytes", d.max_message_bytes),
         d.max_message_bytes,
     )
-    send_buffer = _bounded(
+    send_buffer = bounded(
         t,
         "send_buffer_bytes",
         t.integer("send_buffer_bytes", d.send_buffer_bytes),
@@ -386,7 +307,7 @@ def _build_gateway(t: Table | None) -> GatewayConfig:
         close_code = d.slow_consumer_close_code
     cfg = GatewayConfig(
         listen=listen,
-        max_sessions=_bounded(
+        max_sessions=bounded(
             t, "max_sessions", t.integer("max_sessions", d.max_sessions), d.max_sessions
         ),
         max_message_bytes=max_message,
@@ -399,7 +320,7 @@ def _build_gateway(t: Table | None) -> GatewayConfig:
         origins=t.strings("origins"),
         events_token_env=t.env_name("events_token_env"),
         events_require_token=t.boolean("events_require_token", d.events_require_token),
-        max_subscriptions_per_session=_bounded(
+        max_subscriptions_per_session=bounded(
             t,
             "max_subscriptions_per_session",
             t.integer("max_subscriptions_per_session", d.max_subscriptions_per_session),
@@ -463,7 +384,7 @@ def _build_jobs(t: Table | None) -> JobsConfig:
         return d
     cfg = JobsConfig(
         **{
-            f.name: _bounded(
+            f.name: bounded(
                 t,
                 f.name,
                 t.number(f.name, getattr(d, f.name), minimum=0.0),
@@ -485,7 +406,7 @@ def _build_metrics(t: Table | None) -> MetricsConfig:
     if not t.check_listen("listen", listen, allow_empty=True):
         listen = d.listen
     cfg = MetricsConfig(
-        history_points=_bounded(
+        history_points=bounded(
             t, "history_points", t.integer("history_points", d.history_points), d.history_points
         ),
         listen=listen,
@@ -497,241 +418,6 @@ def _build_metrics(t: Table | None) -> MetricsConfig:
 
 
 # --- routes ----------------------------------------------------------------------------------
-
-# Route defaults come from RouteConfig's own field defaults: written once, in config_schema.
-# How far a route's shared subscriptions are shared: this node's bots, or the cluster's.
-SHARE_MODES = ("node", "cluster")
-
-_RD: dict[str, Any] = {
-    f.name: f.default
-    for f in dataclasses.fields(RouteConfig)
-    if f.default is not dataclasses.MISSING
-}
-
-
-def endpoint_default_name(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme in ("wss", "https") else 80)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _name_endpoints(
-    urls: Sequence[tuple[str, int, str | None]], t: Table | None
-) -> tuple[EndpointConfig, ...]:
-    """(url, weight, explicit name) -> endpoints with unique names; duplicates reported on t."""
-    taken: dict[str, int] = {}
-    for index, (_, _, name) in enumerate(urls):
-        if name is None:
-            continue
-        if name in taken and t is not None:
-            t.problems.add(
-                (*t.path, index, "name"),
-                f"duplicate endpoint name {name!r} (already used by endpoints[{taken[name]}])",
-                "give each endpoint of a route a different name",
-            )
-        taken.setdefault(name, index)
-    defaults = [endpoint_default_name(u) for u, _, n in urls if n is None]
-    out: list[EndpointConfig] = []
-    for index, (url, weight, name) in enumerate(urls):
-        if name is None:
-            name = endpoint_default_name(url)
-            if name in taken or defaults.count(name) > 1:
-                name = f"{name}#{index}"
-            taken.setdefault(name, index)
-        out.append(EndpointConfig(url=url, name=name, weight=weight))
-    return tuple(out)
-
-
-def _build_endpoints(t: Table) -> tuple[EndpointConfig, ...]:
-    raw = t.data.get("endpoints")
-    t.has("endpoints")
-    if raw is None:
-        t.problem(
-            "endpoints",
-            "missing required key 'endpoints': a route needs at least one endpoint",
-            f"add a [[{'.'.join(str(p) for p in t.path)}.endpoints]] table with a url",
-        )
-        return ()
-    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
-        t.problem("endpoints", "expected an array of tables ([[...endpoints]] with url = ...)")
-        return ()
-    if not raw:
-        t.problem("endpoints", "a route needs at least one endpoint")
-        return ()
-    parsed: list[tuple[str, int, str | None]] = []
-    ok = True
-    for index, item in enumerate(raw):
-        ep = Table(t.problems, (*t.at("endpoints"), index), item)
-        url = ep.string("url")
-        weight = ep.integer("weight", 1, lo=0)
-        name = ep.string("name", None)
-        ep.finish()
-        if url is None or not ep.check_url("url", url, ("ws", "wss")):
-            ok = False
-            continue
-        parsed.append((url, weight, name))
-    if ok and all(w == 0 for _, w, _ in parsed):
-        t.problem("endpoints", "every endpoint has weight 0; at least one needs weight > 0")
-    return _name_endpoints(parsed, Table(t.problems, t.at("endpoints"), {})) if ok else ()
-
-
-def _build_tls(t: Table | None) -> TlsConfig:
-    if t is None:
-        return TlsConfig()
-    tls = TlsConfig(
-        verify=t.boolean("verify", True),
-        ca_file=t.string("ca_file", None),
-        client_cert=t.string("client_cert", None),
-        client_key=t.string("client_key", None),
-    )
-    if tls.client_key is not None and tls.client_cert is None:
-        t.problem("client_key", "client_key needs client_cert")
-    t.finish()
-    return tls
-
-
-def _cadence(t: Table) -> tuple[tuple[str, float], ...]:
-    sub = t.table("channel_cadence")
-    if sub is None:
-        return ()
-    out = []
-    for channel in sorted(sub.data):
-        seconds = sub.number(channel)
-        if seconds is not None:
-            out.append((channel, seconds))
-    return tuple(out)
-
-
-def _build_route(name: str, t: Table, daemon_max: int) -> RouteConfig | None:
-    dialect = t.enum("dialect", DialectName)
-    ctype = t.enum("type", ConnectionType)
-    strategy = t.enum("strategy", StrategyName, StrategyName.ADAPTIVE)
-    endpoints = _build_endpoints(t)
-    d_for_defaults = dialect or DialectName.RAW
-    first_host = (urlsplit(endpoints[0].url).hostname or "") if endpoints else ""
-    # Raw routes, Binance user data and order entry are per-session relays (1:1): every
-    # session opens its own upstream, at the session's own path (/ws/<listenKey>, /ws-api/v3,
-    # a raw route's path and query), so a connection opened before a session arrives can
-    # serve nobody; a pooled probe would only be one more connection the exchange counts.
-    private_binance = (
-        dialect in (DialectName.BINANCE, DialectName.BINANCE_USDM)
-        and ctype is not None
-        and ctype.authenticated
-    )
-    relay_only = dialect is DialectName.RAW or private_binance
-    min_conn = t.integer("min_connections", 0 if relay_only else _RD["min_connections"], lo=0)
-    if relay_only and min_conn:
-        t.problem(
-            "min_connections",
-            f"a {'raw' if dialect is DialectName.RAW else f'{dialect} {ctype}'} route "
-            "relays each session on an upstream connection of its own, opened when the "
-            f"session arrives; min_connections does not apply (got {min_conn})",
-            "remove min_connections (or set 0); max_connections caps the concurrent sessions",
-        )
-    max_conn = t.integer("max_connections", _RD["max_connections"], lo=1)
-    if min_conn > max_conn:
-        t.problem(
-            "min_connections",
-            f"min_connections ({min_conn}) must be <= max_connections ({max_conn})",
-        )
-    if max_conn > daemon_max:
-        t.problem(
-            "max_connections",
-            f"must be <= daemon.max_connections ({daemon_max}), got {max_conn}",
-        )
-    backoff_initial = t.number("backoff_initial", _RD["backoff_initial"])
-    backoff_max = t.number("backoff_max", _RD["backoff_max"])
-    if backoff_max < backoff_initial:
-        t.problem("backoff_max", f"must be >= backoff_initial ({backoff_initial:g})")
-    lifetime = t.number("max_lifetime", default_max_lifetime(d_for_defaults), minimum=0.0)
-    rest_url = t.string("rest_url", None)
-    if rest_url is not None and not t.check_url("rest_url", rest_url, ("http", "https")):
-        rest_url = None
-    route = RouteConfig(
-        name=name,
-        dialect=d_for_defaults,
-        type=ctype or ConnectionType.MARKET_DATA,
-        strategy=strategy or StrategyName.ADAPTIVE,
-        endpoints=endpoints,
-        max_subscriptions_per_connection=t.integer(
-            "max_subscriptions_per_connection", default_max_subscriptions(d_for_defaults), lo=1
-        ),
-        stale_after=t.number("stale_after", _RD["stale_after"]),
-        min_connections=min_conn,
-        max_connections=max_conn,
-        max_sessions=_bounded(
-            t, "max_sessions", t.integer("max_sessions", None), None, "routes.max_sessions"
-        ),
-        max_subscriptions_per_session=_bounded(
-            t,
-            "max_subscriptions_per_session",
-            t.integer("max_subscriptions_per_session", None),
-            None,
-            "max_subscriptions_per_session",
-        ),
-        ping_interval=t.number("ping_interval", _RD["ping_interval"]),
-        ping_timeout=t.number("ping_timeout", _RD["ping_timeout"]),
-        app_ping_interval=t.number("app_ping_interval", _RD["app_ping_interval"]),
-        # 0 switches rotation off, which TOML cannot say with a null.
-        max_lifetime=lifetime or None,
-        connect_budget=read_budget(t, "connect_budget", default_connect_budget(first_host)),
-        message_budget=read_budget(t, "message_budget", default_message_budget(d_for_defaults)),
-        backoff_initial=backoff_initial,
-        backoff_max=backoff_max,
-        min_uptime=t.number("min_uptime", _RD["min_uptime"], minimum=0.0),
-        rest_url=rest_url,
-        token_env=t.env_name("token_env"),
-        tls=_build_tls(t.table("tls")),
-        use_proxy=t.boolean("use_proxy", _RD["use_proxy"]),
-        slow_start=t.number("slow_start", _RD["slow_start"], minimum=0.0),
-        linger=t.number("linger", None, minimum=0.0),
-        required=t.boolean("required", _RD["required"]),
-        share=t.string("share", _RD["share"], choices=SHARE_MODES),
-        channel_cadence=_cadence(t),
-    )
-    t.finish()
-    if dialect is None or ctype is None or not endpoints:
-        return None
-    return route
-
-
-def _build_routes(root: Table, daemon_max: int) -> tuple[RouteConfig, ...] | None:
-    table = root.table("routes", required=True)
-    if table is None:
-        return None
-    routes: list[RouteConfig] = []
-    complete = True
-    for name, body in table.data.items():
-        table.has(name)
-        if not _ROUTE_NAME.fullmatch(name):
-            table.problem(
-                name,
-                f"invalid route name {name!r}",
-                "use letters, digits, '_', '-' or '.', starting with a letter or digit",
-            )
-        if not isinstance(body, dict):
-            table.problem(
-                name, f"expected table [routes.{name}], got {toml_type(body)} {short(body)}"
-            )
-            complete = False
-            continue
-        route = _build_route(name, Table(table.problems, table.at(name), body), daemon_max)
-        if route is None:
-            complete = False
-        else:
-            routes.append(route)
-    if not table.data:
-        table.problem(None, "no routes defined", "add a [routes.<name>] table with endpoints")
-        return None
-    total_min = sum(r.min_connections for r in routes)
-    if total_min > daemon_max:
-        table.problem(
-            None,
-            f"routes need {total_min} connections at minimum, more than "
-            f"daemon.max_connections ({daemon_max})",
-        )
-    return tuple(routes) if complete else None
 
 
 def with_endpoints(cfg: Config, urls: Mapping[str, list[str]]) -> Config:
@@ -749,7 +435,7 @@ def with_endpoints(cfg: Config, urls: Mapping[str, list[str]]) -> Config:
             t.problem(None, "a route needs at least one endpoint")
         good = [(u, 1, None) for i, u in enumerate(url_list) if t.check_url(i, u, ("ws", "wss"))]
         if len(good) == len(url_list) and good:
-            replaced[name] = dataclasses.replace(route, endpoints=_name_endpoints(good, t))
+            replaced[name] = dataclasses.replace(route, endpoints=name_endpoints(good, t))
     if problems.items:
         raise ConfigError(problems.items, cfg.source_path)
     routes = tuple(replaced.get(r.name, r) for r in cfg.routes)

@@ -27,7 +27,8 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from wsgate.config import Config, EndpointConfig, endpoint_default_name, load_config
+from wsgate.config import Config, EndpointConfig, load_config
+from wsgate.config_routes import endpoint_default_name
 from wsgate.core.balancer import PickCounts
 from wsgate.core.types import ConnectionType, StrategyName
 from wsgate.errors import NoCandidateError, WsgateError

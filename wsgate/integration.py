@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from wsgate.config import endpoint_default_name
+from wsgate.config_routes import endpoint_default_name
 from wsgate.config_schema import (
     AlertsConfig,
     Config,
