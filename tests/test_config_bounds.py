@@ -90,9 +90,13 @@ def test_metrics_listen_on_the_gateway_address_is_refused() -> None:
         ("0.0.0.0:8765", "127.0.0.1:8765"),
         ("127.0.0.1:9000", "0.0.0.0:9000"),
     ):
-        text = f'[gateway]\nlisten = "{gateway}"\n[metrics]\nlisten = "{metrics}"\n'
+        # allow_plaintext: a non-loopback gateway needs TLS or this explicit opt-out.
+        text = (
+            f'[gateway]\nlisten = "{gateway}"\nallow_plaintext = true\n'
+            f'[metrics]\nlisten = "{metrics}"\n'
+        )
         problem = only_error(text + ROUTE.format(route=""))
-        assert problem.path == "metrics.listen" and problem.line == 4
+        assert problem.path == "metrics.listen" and problem.line == 5
         assert "gateway.listen" in problem.message and problem.hint
     ok = '[gateway]\nlisten = "127.0.0.1:8765"\n[metrics]\nlisten = "127.0.0.2:8765"\n'
     assert parse_config(ok + ROUTE.format(route="")).metrics.port == 8765
