@@ -481,3 +481,17 @@ def test_binance_subscribe_never_confirmed_gets_code_2_with_the_request_id() -> 
                 assert await recv_until(ws, lambda m: "id" in m) == {"result": None, "id": 42}
 
     run(scenario)
+
+
+def test_binance_depth_seeds_from_a_rest_url_with_its_own_query() -> None:
+    async def scenario() -> None:
+        async with stack() as (gw, sim):
+            hub = gw.daemon.routes["binance"].hub
+            assert hub is not None and hub.depth is not None
+            hub.depth.rest_url = sim.binance_rest_url + "?tenant=1"  # the route's REST base
+            async with connect(f"{gw.url('binance')}/ws/{DEPTH}") as ws:
+                await recv_json(ws)
+                await _wait_live(hub)
+                assert hub.depth.statistics().failures == 0
+
+    run(scenario)

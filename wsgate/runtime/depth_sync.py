@@ -37,6 +37,7 @@ from wsgate.dialects.jsonspan import int_span
 from wsgate.runtime.faults import Faults
 from wsgate.runtime.rest_proxy import RestProxy
 from wsgate.runtime.seams import CloseSessions, Deliver
+from wsgate.urls import join_url
 
 __all__ = ["DepthSync", "DepthSyncStats"]
 
@@ -233,7 +234,7 @@ class DepthSync:
 
     async def _fetch(self, tr: _Track) -> Snapshot | None:
         symbol = tr.book.symbol or cast(d.SubKey, tr.sub.key).symbol.upper()
-        url = f"{self.rest_url}/depth?symbol={symbol}&limit={self.snapshot_limit}"
+        url = join_url(self.rest_url, f"/depth?symbol={symbol}&limit={self.snapshot_limit}")
         resp = await self.rest.fetch(url)
         if resp.status_code == 200:
             try:
