@@ -4,7 +4,8 @@ Prints a table and writes ``bench/results/latest.json``. Every wsgate figure is 
 ratio against a baseline measured in the same run (see docs/BENCHMARKS.md).
 Scenarios: core, cli, recovery, relay, scale, fanout (which also runs the daemon on
 uvloop when it is installed; ``--only uvloop`` is an alias for it), cluster (ten nodes
-on a real nats-server).
+on a real nats-server), cluster_share (one subscription for two nodes: a follower's
+added delay, failover after kill -9).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ SCENARIOS = (
     "fanout",
     "analytics",
     "cluster",
+    "cluster_share",
     "venues",
 )
 CORE_MODULES = ("core_placement", "core_metrics", "core_alerts", "core_locate")
@@ -274,6 +276,26 @@ def render(res: dict[str, Any]) -> str:
             f"`wsgate status --json` {m['status_json'] * 1000:.0f} ms: "
             f"{cs['cluster_nodes_vs_status']:.2f}x (goal <= {cs['wall_goal']:g}x: "
             f"{_yes(cs['wall_goal_met'])})",
+            "",
+        ]
+    sh = res.get("cluster_share")
+    if sh and "delay" in sh:
+        out += [
+            f'### Cluster data plane (share = "cluster", lease_ttl {sh["lease_ttl"]:g} s)',
+            "",
+        ]
+        for d in sh["delay"]:
+            p50, p99 = _f(d["added_us_p50"], "{:.0f}"), _f(d["added_us_p99"], "{:.0f}")
+            met = (d["added_us_p50"] or 1e9) <= sh["added_p50_goal_us"]
+            out.append(
+                f"- {d['rate']:,.0f} trades/s: a follower adds p50 {p50} µs, p99 {p99} µs "
+                f"over {d['trades']} trades (goal p50 <= {sh['added_p50_goal_us']:g} µs: "
+                f"{_yes(met)}); the exchange saw {d['exchange_subscriptions']} subscription(s)"
+            )
+        gaps = ", ".join(f"{g:.2f}" for g in sh["failover_s"])
+        out += [
+            f"- failover after kill -9 of the owner: {gaps} s (goal every one <= "
+            f"{sh['failover_goal_s']:g} s: {_yes(sh['failover_goal_met'])})",
             "",
         ]
     for name, err in res.get("errors", {}).items():
