@@ -56,7 +56,17 @@ def render_cluster_status(result: dict[str, Any]) -> None:
 
     console = Console()
     t = Table(title=f"cluster {result.get('cluster') or '-'}", title_justify="left")
-    cols = ("node", "state", "answered", "uptime", "health", "sessions", "routes", "upstreams up")
+    cols = (
+        "node",
+        "state",
+        "answered",
+        "uptime",
+        "health",
+        "sessions",
+        "routes",
+        "upstreams up",
+        "shared keys own/follow/local",
+    )
     for col in cols:
         t.add_column(col)
     for row in result["nodes"]:
@@ -75,5 +85,16 @@ def render_cluster_status(result: dict[str, Any]) -> None:
             str(st.get("sessions", "-")),
             str(len(routes)) if st else "-",
             f"{ups}/{total}" if st else "-",
+            _shared(routes) if st else "-",
         )
     console.print(t)
+
+
+def _shared(routes: list[dict[str, Any]]) -> str:
+    """Keys this node owns, follows, and subscribes alone (share = "cluster" routes)."""
+    docs = [r["cluster_share"] for r in routes if r.get("cluster_share")]
+    if not docs:
+        return "-"
+    own, fol, loc = (sum(int(d[k]) for d in docs) for k in ("owned", "followed", "local"))
+    gaps = sum(int(d["gaps"]) for d in docs)
+    return f"{own}/{fol}/{loc}" + (f" ({gaps} gaps)" if gaps else "")

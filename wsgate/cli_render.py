@@ -97,8 +97,9 @@ def render_status(r: dict[str, Any]) -> None:
         types = "  ".join(f"{k} {v:.0f}" for k, v in by_type.items() if v is not None)
         shown = "-" if score is None else f"{score:.0f}"
         _console.print(f"health [bold]{shown}[/]/100" + (f"  ({types})" if types else ""))
+    scheme = "wss" if r["gateway"].get("tls") else "ws"
     _console.print(
-        f"gateway ws://{r['gateway']['listen']}  sessions {r['sessions']}  "
+        f"gateway {scheme}://{r['gateway']['listen']}  sessions {r['sessions']}  "
         f"control {r['control_socket']}  config {r.get('config_path') or '(built-in demo)'}"
     )
     sims = r.get("simulators") or {}

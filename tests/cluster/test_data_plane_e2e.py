@@ -156,6 +156,20 @@ def test_one_upstream_subscription_for_the_cluster_and_failover_after_kill() -> 
             assert bots[name].repeats() == []
         assert share_of(a)["owned"] == 1 and share_of(a)["published"] > 0
         assert share_of(b)["followed"] == 1 and share_of(b)["received"] > 0
+        # status --cluster on any node: who owns, who follows, side by side.
+        r = c.cli("status", "--cluster", "--json", "--socket", c.socket)
+        assert r.returncode == 0, r.stderr
+        rows = {
+            n["node_id"]: n["status"]["routes"][0]["cluster_share"]
+            for n in json.loads(r.stdout)["nodes"]
+        }
+        assert {k: (v["owned"], v["followed"]) for k, v in rows.items()} == {
+            "a": (1, 0),
+            "b": (0, 1),
+            "c": (0, 1),
+        }
+        r = c.cli("status", "--cluster", "--socket", c.socket)
+        assert r.returncode == 0 and "1/0/0" in r.stdout and "0/1/0" in r.stdout, r.stdout
 
         before = {n: len(bots[n].ids) for n in ("b", "c")}
         killed_at = time.monotonic()

@@ -181,6 +181,7 @@ class RouteShare:
         """No session wants ``sub`` any more (after the linger): release what we hold."""
         key = sub.key
         self.local.discard(key)
+        self._tokens.pop(key, None)  # the subjects below were made before: no token needed
         own = self.owned.pop(key, None)
         fol = self.followed.pop(key, None)
         if self._tg is None:
@@ -521,7 +522,7 @@ class RouteShare:
         return ShareStatistics(
             owned=len(self.owned),
             followed=len(self.followed),
-            local=len(self.local),
+            local=len(self.local.difference(self.owned)),  # alone: no link, or no answer
             published=self.published,
             publish_dropped=self.publish_dropped,
             received=self.received,

@@ -307,6 +307,7 @@ class Gateway:
     def statistics(self) -> dict[str, object]:
         return {
             "listen": f"{self.cfg.host}:{self.port if self.server else self.cfg.port}",
+            "tls": self.tls is not None,
             "sessions": len(self.sessions),
             "rejected_handshakes": dict(self.rejected),
             "fd_limit": self.fds.limit,
