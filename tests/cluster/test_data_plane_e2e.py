@@ -56,8 +56,11 @@ class Bot:
     task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
+        await self.run_at(f"ws://127.0.0.1:{self.port}/bfx")
+
+    async def run_at(self, url: str) -> None:
         try:
-            async with websockets.connect(f"ws://127.0.0.1:{self.port}/bfx") as ws:
+            async with websockets.connect(url) as ws:
                 await ws.send(
                     json.dumps({"event": "subscribe", "channel": "trades", "symbol": "tBTCUSD"})
                 )
@@ -285,3 +288,32 @@ def test_a_follower_renders_books_per_session_with_valid_checksums() -> None:
 
         lt.run(scenario(), timeout=40)
         finish(lt, sim, [])
+
+
+def test_an_owner_in_process_counts_its_keys_and_frames_in_metrics() -> None:
+    from tests.simstack import Route, stack
+    from wsgate.control.metrics_bots import BotSideCollector
+
+    with NatsServer() as nats:
+
+        async def scenario() -> None:
+            extra = f'[cluster]\nengine = "nats"\nservers = ["{nats.url}"]\nname = "m"\n'
+            routes = {"bitfinex": Route("bitfinex", share="cluster")}
+            async with stack(routes, extra=extra, bitfinex_trades_rate=20.0) as (gw, _sim):
+                bot = Bot(gw.daemon.gateway.port)
+                task = asyncio.create_task(bot.run_at(gw.url("bitfinex")))
+                await until(lambda: len(bot.ids) > 5, 15)
+                fams = {m.name: m for m in BotSideCollector(gw.daemon).collect()}
+                keys = {
+                    s.labels["role"]: s.value for s in fams["wsgate_cluster_share_keys"].samples
+                }
+                assert keys == {"owned": 1, "followed": 0, "alone": 0}
+                frames = {
+                    s.labels["direction"]: s.value
+                    for s in fams["wsgate_cluster_share_frames"].samples
+                    if s.name.endswith("_total")
+                }
+                assert frames["published"] > 0 and frames["dropped"] == 0
+                task.cancel()
+
+        asyncio.run(scenario())

@@ -24,6 +24,15 @@
                                                     missed trades sent once as updates) or
                                                     announced (a gap, sent as a snapshot)
 ``wsgate_trades_bridged_total``                     trades sent by bridged resumes {route}
+``wsgate_cluster_share_keys``                       keys of a ``share = "cluster"`` route
+                                                    {route, role=owned|followed|alone}
+``wsgate_cluster_share_frames_total``               frames between nodes {route,
+                                                    direction=published|received|dropped}
+``wsgate_cluster_share_events_total``               {route, event=gap|takeover|fallback}:
+                                                    a follower's gaps (announced by one
+                                                    snapshot), keys taken over from a lost
+                                                    owner, keys subscribed alone for lack
+                                                    of a cluster link
 ==================================================  =====================================
 
 The counters come from the route hubs and the gateway, which only count up; a route
@@ -124,6 +133,24 @@ class BotSideCollector(Collector):
             "Open bot sessions by client (the User-Agent's product name).",
             labels=["route", "client"],
         )
+        share_keys = GaugeMetricFamily(
+            "wsgate_cluster_share_keys",
+            'Keys of a share = "cluster" route by role: owned (this node subscribes for the '
+            "cluster), followed (fed by the owner), alone (no cluster link or no answer).",
+            labels=["route", "role"],
+        )
+        share_frames = CounterMetricFamily(
+            "wsgate_cluster_share_frames",
+            "Frames between nodes: published by this owner, received as a follower, dropped "
+            "(the publish queue was full or the link was down).",
+            labels=["route", "direction"],
+        )
+        share_events = CounterMetricFamily(
+            "wsgate_cluster_share_events",
+            "Data plane events: gap (a follower refetched the owner's state), takeover (a "
+            "key taken over from a lost owner), fallback (subscribed alone, link lost).",
+            labels=["route", "event"],
+        )
         per_client: dict[tuple[str, str], int] = {}
         names: set[str] = set()
         for session in list(self.d.gateway.sessions):
@@ -156,7 +183,28 @@ class BotSideCollector(Collector):
             for outcome, n in sorted(st.trade_resumes.items()):
                 resumes.add_metric([rt.name, outcome], n)
             bridged.add_metric([rt.name], st.trades_bridged)
+            share = hub.share.statistics() if hub.share is not None else None
+            if share is not None and rt.cfg.share == "cluster":
+                for role, n in (
+                    ("owned", share.owned),
+                    ("followed", share.followed),
+                    ("alone", share.local),
+                ):
+                    share_keys.add_metric([rt.name, role], n)
+                for direction, n in (
+                    ("published", share.published),
+                    ("received", share.received),
+                    ("dropped", share.publish_dropped),
+                ):
+                    share_frames.add_metric([rt.name, direction], n)
+                for event, n in (
+                    ("gap", share.gaps),
+                    ("takeover", share.takeovers),
+                    ("fallback", share.fallbacks),
+                ):
+                    share_events.add_metric([rt.name, event], n)
             counts = [len(m.subs) for m in hub.intents.members.values()]
             subs.add_metric([rt.name, "sum"], sum(counts))
             subs.add_metric([rt.name, "max"], max(counts, default=0))
         yield from (sessions, by_client, rejected, dropped, slow, subs, resumes, bridged)
+        yield from (share_keys, share_frames, share_events)
