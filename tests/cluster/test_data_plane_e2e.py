@@ -317,3 +317,29 @@ def test_an_owner_in_process_counts_its_keys_and_frames_in_metrics() -> None:
                 task.cancel()
 
         asyncio.run(scenario())
+
+
+def test_an_owner_whose_bots_left_hands_the_key_over_before_it_unsubscribes() -> None:
+    with LoopThread() as lt, NatsServer() as nats, Nodes() as nodes:
+        sim = counted_sim(lt)
+        a = nodes.start("a", body("a", nats.url, sim))
+        b = nodes.start("b", body("b", nats.url, sim))
+        ba, bb = Bot(a.port), Bot(b.port)
+        lt.run(start(ba))
+        wait_until(lambda: len(ba.ids) > 5, 15, "trades on the owner")
+        lt.run(start(bb))
+        wait_until(lambda: len(bb.ids) > 5, 15, "trades on the follower")
+
+        async def leave() -> None:
+            assert ba.task is not None
+            ba.task.cancel()
+
+        lt.run(leave())  # the owner's only bot leaves; the linger is 1 s
+        wait_until(lambda: subscribes(lt, sim) == 2, LEASE_TTL + 5, "the successor subscribes")
+        wait_until(lambda: live_subscriptions(lt, sim) == 1, 10, "the old owner unsubscribed")
+        n = len(bb.ids)
+        wait_until(lambda: len(bb.ids) > n + 10, 10, "trades from the successor")
+        assert not bb.closed and bb.repeats() == [] and bb.snapshots <= 2
+        assert share_of(b)["owned"] == 1 and share_of(a)["owned"] == 0
+        print(f"linger hand-over; snapshots b={bb.snapshots}")
+        finish(lt, sim, [ba, bb])

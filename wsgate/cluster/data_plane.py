@@ -113,6 +113,7 @@ class RouteShare:
         self._wake = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._closing = False
+        self._handing: set[Any] = set()  # owned keys being handed over (no renewal)
         self.published = 0
         self.publish_dropped = 0
         self.received = 0
@@ -231,7 +232,7 @@ class RouteShare:
                 self._rejoin()
             now = time.monotonic()
             for key, own in list(self.owned.items()):
-                if renew_due(own.renewed_at, now, self.ttl):
+                if key not in self._handing and renew_due(own.renewed_at, now, self.ttl):
                     await self._renew(bucket, key, own, now)
             for key, fol in list(self.followed.items()):
                 if not fol.ready:
@@ -275,11 +276,39 @@ class RouteShare:
         """Graceful stop: release every lease we hold, keep publishing until a successor
         holds each one (or ``timeout``), so followers need not wait for the TTL."""
         self._closing = True
-        bucket = self._bucket
-        if bucket is None or not self.owned or not self.engine.connected:
+        if self._bucket is None or not self.owned or not self.engine.connected:
             return 0
         keys = list(self.owned)
-        with contextlib.suppress(TimeoutError):
+        await self._release_and_wait(keys, timeout)
+        log.info("route %s: handed over %d key(s)", self.route, len(keys))
+        return len(keys)
+
+    def before_drop(self, sub: Subscription) -> bool:
+        """The linger of a key we own ended: if followers use it, hand it over first
+        (make-before-break) and drop the upstream subscription afterwards."""
+        key = sub.key
+        own = self.owned.get(key)
+        if own is None or own.asked == 0 or self._tg is None or self._closing:
+            return False
+        if self._bucket is None or not self.engine.connected:
+            return False
+        if key not in self._handing:
+            self._handing.add(key)
+            self._tg.create_task(self._hand_over_key(key), name=f"share-{self.route}-handover")
+        return True
+
+    async def _hand_over_key(self, key: Any) -> None:
+        try:
+            await self._release_and_wait([key], self.ttl)
+        finally:
+            self._handing.discard(key)
+            self.hub.cluster_release(key)
+
+    async def _release_and_wait(self, keys: list[Any], timeout: float) -> None:  # noqa: ASYNC109
+        bucket = self._bucket
+        if bucket is None:
+            return
+        with contextlib.suppress(Exception):
             async with asyncio.timeout(timeout):
                 for key in keys:
                     entry = await bucket.get(self._lease_key(key))
@@ -296,8 +325,6 @@ class RouteShare:
                             waiting.discard(key)
                     if waiting:
                         await asyncio.sleep(0.1)
-        log.info("route %s: handed over %d key(s)", self.route, len(keys))
-        return len(keys)
 
     def _has_followers(self, key: Any) -> bool:
         """Whether anyone asked for this key's state since we own it (a follower)."""

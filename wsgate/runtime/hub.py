@@ -171,6 +171,13 @@ class Hub:
             self.placement.reset_state(sub)
         self.placement.place(sub)
 
+    def cluster_release(self, key: object) -> None:
+        """A key handed over at the end of its linger: drop it now, unless a session came
+        back meanwhile (then the lease rules make this node follow the successor)."""
+        sub = self.registry.get(key)
+        if sub is not None and sub.state is SubState.LINGER:
+            self.placement.drop_upstream(sub)
+
     def cluster_follow(self, key: object, owner: str, snapshot: d.ChannelData | None) -> None:
         """Feed ``key`` from ``owner``: its state first, then its frames (on_cluster_frame)."""
         sub = self.registry.get(key)
@@ -256,6 +263,8 @@ class Hub:
         for sub in acts.retry:
             pl.place(sub)
         for sub in acts.unsubscribe:
+            if self.share is not None and self.share.before_drop(sub):
+                continue  # followers use it: handed over first, dropped after (cluster_release)
             pl.drop_upstream(sub)
         for sub in acts.resubscribe:
             u = self.ups.get(sub.conn_id or "")

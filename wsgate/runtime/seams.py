@@ -95,6 +95,10 @@ class ClusterShare(Protocol):
         """An event the fan-out delivers (an owner publishes it to its followers)."""
         ...
 
+    def before_drop(self, sub: Subscription) -> bool:
+        """True: followers use ``sub``; it is handed over first and dropped afterwards."""
+        ...
+
     def dropped(self, sub: Subscription) -> None:
         """``sub`` is gone after its linger (release the lease, stop following)."""
         ...
