@@ -343,3 +343,57 @@ def test_an_owner_whose_bots_left_hands_the_key_over_before_it_unsubscribes() ->
         assert share_of(b)["owned"] == 1 and share_of(a)["owned"] == 0
         print(f"linger hand-over; snapshots b={bb.snapshots}")
         finish(lt, sim, [ba, bb])
+
+
+def test_binance_depth_on_a_follower_stays_contiguous_across_a_kill_of_the_owner() -> None:
+    from tests.e2e.test_sharing_corners import DEPTH, BookClient
+
+    with LoopThread() as lt, NatsServer() as nats, Nodes() as nodes:
+        sim = Simulator(bitfinex=False, binance_usdm=False, okx=False, bybit=False)
+        lt.run(sim.start())
+        route = f"""
+[cluster]
+engine = "nats"
+servers = ["{nats.url}"]
+name = "dpb"
+lease_ttl = {LEASE_TTL}
+[routes.bn]
+dialect = "binance"
+type = "market_data"
+min_connections = 0
+share = "cluster"
+rest_url = "{sim.binance_rest_url}"
+[[routes.bn.endpoints]]
+url = "{sim.binance_url}"
+"""
+        a = nodes.start("a", route)
+        b = nodes.start("b", route)
+        bots: dict[str, BookClient] = {}
+        tasks: list[asyncio.Task[None]] = []
+
+        async def join(name: str, port: int) -> None:
+            ws = await websockets.connect(f"ws://127.0.0.1:{port}/bn/ws/{DEPTH}")
+            bot = bots[name] = BookClient(ws, False, f"http://127.0.0.1:{port}/bn")
+            await bot.start()
+            tasks.append(asyncio.get_running_loop().create_task(bot.follow()))
+
+        lt.run(join("a", a.port), timeout=30)
+        lt.run(join("b", b.port), timeout=30)
+        wait_until(lambda: len(bots["b"].history) >= 10, 15, "depth on the follower")
+        before = bots["b"].last_u
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait(5)
+        n = len(bots["b"].arrivals)
+        wait_until(lambda: len(bots["b"].arrivals) > n + 30, LEASE_TTL + 15, "depth after")
+        bot = bots["b"]
+        assert bot.close_code is None, bot.close_code
+        assert bot.violations == [], bot.violations  # U == previous u + 1 throughout
+        assert bot.last_u is not None and before is not None and bot.last_u > before
+
+        async def end() -> None:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await sim.close()
+
+        lt.run(end())

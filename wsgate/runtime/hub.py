@@ -205,6 +205,18 @@ class Hub:
         verdict = ch.state.apply(ev)
         if verdict is not d.Integrity.OK and not self._verdict(None, sub, ch.state, verdict):
             return
+        # The owner's stream is already continuous; following it here too means a gap or
+        # a takeover later is bridged (or announced) from what these sessions last got.
+        if self.depth is not None:
+            synced = self.depth.on_data(sub, ev)
+            if synced is None:
+                return
+            ev = synced
+        if self.trades is not None:
+            onward = self.trades.on_data(sub, ev)
+            if onward is None:
+                return
+            ev = onward
         self._deliver(sub, ev)
 
     def _depth_sync(self) -> DepthSync | None:
