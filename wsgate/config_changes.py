@@ -40,6 +40,9 @@ RESTART_KEYS: tuple[str, ...] = (
     "daemon.control_socket",
     "daemon.state_dir",
     "gateway.listen",
+    # wss on or off is the listener's own setting; the files are re-read on every reload
+    "gateway.tls_cert_file",
+    "gateway.tls_key_file",
     "metrics.listen",
     "cluster",
 )

@@ -412,8 +412,6 @@ _LIVE_GATEWAY = (
     "events_token_env",
     "events_require_token",
     "max_subscriptions_per_session",
-    "tls_cert_file",
-    "tls_key_file",
     "allow_plaintext",
 )
 _LIVE_DAEMON = (
@@ -428,6 +426,8 @@ _RESTART_KEYS = (
     ("daemon", "control_socket"),
     ("daemon", "state_dir"),
     ("gateway", "listen"),
+    ("gateway", "tls_cert_file"),
+    ("gateway", "tls_key_file"),
     ("metrics", "listen"),
 )
 _JOB_FIELDS = (

@@ -545,7 +545,7 @@ class Daemon:
             tls_note = self.gateway.reload_tls(g_new.tls_cert_file, g_new.tls_key_file)
         except (OSError, ssl.SSLError) as exc:
             tls_note = f"gateway.tls_cert_file not re-read ({exc}); the running one stays"
-        if tls_note is not None and (g_new.tls != g_old.tls or self.gateway.tls is not None):
+        if tls_note is not None:
             notes.append(tls_note)
         if g_old.max_message_bytes != g_new.max_message_bytes:
             n = self.gateway.set_max_message_bytes(g_new.max_message_bytes)

@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import grp
 import logging
+import subprocess
 import typing
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,7 @@ _CHOICES: dict[str, list[Any]] = {
     "slow_consumer_close_code": [1008, 1013],
     "engine": ["nats"],
     "kind": [],
+    "share": ["cluster"],
 }
 
 
@@ -211,8 +213,11 @@ def _with_companions(doc: dict[str, Any], key: str, value: Any) -> tuple[dict[st
         "client_key": "client_cert",
     }
     if leaf in pairs and node.get(pairs[leaf]) is None:
-        node[pairs[leaf]] = "/etc/hostname"
+        node[pairs[leaf]] = _BY_LEAF.get(pairs[leaf], ["/etc/hostname"])[0]
         companions.add(f"{parent}.{pairs[leaf]}")
+    if leaf == "share" and value == "cluster":  # sharing with a cluster needs one
+        out.setdefault("cluster", {})["engine"] = "nats"
+        companions.add("cluster.engine")
     if leaf == "pending_samples" and node.get("window", 1) < value:
         node["window"] = value
         companions.add(f"{parent}.window")
@@ -230,6 +235,15 @@ def _get(doc: dict[str, Any], key: str) -> Any:
 
 @pytest.mark.timeout(300)  # ~250 keys, two reloads each: about 30 s on 2 cores
 def test_every_key_applies_live_or_says_restart(tmp_path: Path) -> None:
+    # The gateway loads its certificate when the config is read: a real pair is needed.
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=walk", "-keyout", str(tmp_path / "walk.key"),
+         "-out", str(tmp_path / "walk.pem")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    _BY_LEAF["tls_cert_file"] = [str(tmp_path / "walk.pem")]
+    _BY_LEAF["tls_key_file"] = [str(tmp_path / "walk.key")]
     base = _base_doc(tmp_path)
     path = tmp_path / "wsgate.toml"
     path.write_text(tomli_w.dumps(base))

@@ -99,14 +99,8 @@ class Gateway:
     def reload_tls(self, cert: str | None, key: str | None) -> str | None:
         """Re-read the certificate and key into the running context (new handshakes use
         them); a note for the reload, or None without TLS."""
-        if self.tls is None:
-            return (
-                "gateway.tls_cert_file: the gateway started without TLS; restart to turn it on"
-                if cert is not None
-                else None
-            )
-        if cert is None or key is None:
-            return "gateway.tls_cert_file removed: the gateway keeps TLS until a restart"
+        if self.tls is None or cert is None or key is None:
+            return None  # on or off is a restart (config_changes.RESTART_KEYS)
         load_server_tls(cert, key, self.tls)
         return f"gateway.tls_cert_file {cert!r} re-read: new bot connections get it"
 
