@@ -17,7 +17,7 @@ from pathlib import Path
 
 __all__ = ["BenchDaemon", "free_port", "rss_kib", "run_daemon", "wall"]
 
-WSGATE = [sys.executable, "-m", "wsgate.cli"]
+WSGATE = [sys.executable, "-m", "wsgate.cli.app"]
 
 
 def free_port() -> int:

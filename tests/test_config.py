@@ -21,7 +21,7 @@ from wsgate.config import (
     parse_config,
     with_endpoints,
 )
-from wsgate.config_locate import SourceLocator
+from wsgate.config.locate import SourceLocator
 from wsgate.core.types import ConnectionType, DialectName, Severity, StrategyName
 from wsgate.demo import DEMO_TOML
 from wsgate.errors import ConfigError, ConfigProblem

@@ -66,12 +66,12 @@ def test_python_m_build_produces_a_wheel(tmp_path: Path) -> None:
     assert len(wheels) == 1
     with zipfile.ZipFile(wheels[0]) as whl:
         names = whl.namelist()
-        assert "wsgate/cli_fast.py" in names
+        assert "wsgate/cli/fast.py" in names
         meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
         metadata = whl.read(meta).decode()
         entry = whl.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "License-Expression: MIT" in metadata
-    assert "wsgate = wsgate.cli_fast:main" in entry
+    assert "wsgate = wsgate.cli.fast:main" in entry
     assert any(n.startswith("wsgate/runtime/") for n in names)
 
 

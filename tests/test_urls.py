@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wsgate.runtime.rest_proxy import RestProxy
+from wsgate.runtime.downstream.rest_proxy import RestProxy
 from wsgate.urls import join_url
 
 

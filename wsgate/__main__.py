@@ -1,3 +1,3 @@
-from wsgate.cli_fast import main
+from wsgate.cli.fast import main
 
 main()

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from wsgate import redact
 from wsgate.cluster import build_cluster
 from wsgate.config import Config, ConfigDiff, RouteConfig, diff_config, load_config
-from wsgate.config_changes import keep_restart_values, key_changes
+from wsgate.config.changes import keep_restart_values, key_changes
 from wsgate.control.metrics_http import MetricsServer, build_registry, readiness
 from wsgate.control.server import ControlServer, ensure_socket_dir
 from wsgate.core.adaptive import AdaptiveSwitch
@@ -33,18 +33,18 @@ from wsgate.core.states import Transition
 from wsgate.errors import BindError, ConfigError, ControlError, WsgateError
 from wsgate.logsetup import flush_repeats, set_log_format
 from wsgate.logthrottle import throttled_accept_errors
-from wsgate.runtime import sdnotify
-from wsgate.runtime.alerting import Alerting
-from wsgate.runtime.analytics import Analytics
-from wsgate.runtime.events import EventBus, follow, make_system_route
-from wsgate.runtime.faults import every
-from wsgate.runtime.gateway import Gateway
-from wsgate.runtime.lock import PidLock
-from wsgate.runtime.routes import RouteEnv, RouteRuntime
-from wsgate.runtime.scheduler import Jobs
-from wsgate.runtime.store import Store
-from wsgate.runtime.store_connections import ConnectionStore, InMemoryConnectionStore
-from wsgate.runtime.upstream import HostBudgets, UpstreamConnection
+from wsgate.runtime.downstream.gateway import Gateway
+from wsgate.runtime.ops.alerting import Alerting
+from wsgate.runtime.ops.analytics import Analytics
+from wsgate.runtime.ops.events import EventBus, follow, make_system_route
+from wsgate.runtime.persistence.store import Store
+from wsgate.runtime.persistence.store_connections import ConnectionStore, InMemoryConnectionStore
+from wsgate.runtime.routing.routes import RouteEnv, RouteRuntime
+from wsgate.runtime.system import sdnotify
+from wsgate.runtime.system.faults import every
+from wsgate.runtime.system.lock import PidLock
+from wsgate.runtime.system.scheduler import Jobs
+from wsgate.runtime.upstream.connection import HostBudgets, UpstreamConnection
 from wsgate.version import __version__
 
 __all__ = ["Daemon", "run_daemon"]
@@ -453,7 +453,7 @@ class Daemon:
         """Validate the whole new config; on any error keep the old one and report all errors.
 
         The reply lists every changed key (``{"key", "old", "new"}``) and, separately, the
-        keys that keep their running value until a restart (wsgate/config_changes.py).
+        keys that keep their running value until a restart (wsgate/config/changes.py).
         ``dry_run`` reads and validates the file and reports the same, applying nothing.
         """
         async with self._reload_lock:

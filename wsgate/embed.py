@@ -28,15 +28,15 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from wsgate.config import Config, EndpointConfig, load_config
-from wsgate.config_routes import endpoint_default_name
+from wsgate.config.routes import endpoint_default_name
 from wsgate.core.balancer import PickCounts
 from wsgate.core.types import ConnectionType, StrategyName
 from wsgate.errors import NoCandidateError, WsgateError
-from wsgate.runtime.upstream import UpstreamConnection
+from wsgate.runtime.upstream.connection import UpstreamConnection
 
 if TYPE_CHECKING:
     from wsgate.daemon import Daemon
-    from wsgate.runtime.routes import RouteRuntime
+    from wsgate.runtime.routing.routes import RouteRuntime
 
 __all__ = ["Gateway"]
 

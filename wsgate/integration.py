@@ -52,8 +52,8 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from wsgate.config_routes import endpoint_default_name
-from wsgate.config_schema import (
+from wsgate.config.routes import endpoint_default_name
+from wsgate.config.schema import (
     AlertsConfig,
     Config,
     DaemonConfig,

@@ -47,8 +47,8 @@ def run_main(
     listen: str | None = None,
     metrics_listen: str | None = None,
 ) -> int:
-    """Run the daemon; errors propagate to the CLI's one error handler (wsgate/cli_errors.py)."""
-    from wsgate.config_env import Override
+    """Run the daemon; errors propagate to the CLI's one error handler (wsgate/cli/errors.py)."""
+    from wsgate.config.env import Override
 
     flags = [
         Override(key, value, flag)
@@ -109,7 +109,7 @@ def _free_demo_ports(cfg: Config) -> Config:
     """The built-in demo moves off a busy default port (and says so); a set one never moves."""
     import dataclasses
 
-    from wsgate.config_schema import split_listen
+    from wsgate.config.schema import split_listen
 
     set_keys = {key for key, _ in cfg.overrides}
     gateway, metrics = cfg.gateway, cfg.metrics

@@ -17,17 +17,17 @@ import os
 from typing import Any, Protocol
 
 from wsgate.config import Config
-from wsgate.config_changes import flatten
-from wsgate.config_dump import config_to_dict
+from wsgate.config.changes import flatten
+from wsgate.config.dump import config_to_dict
 from wsgate.control.metrics_http import MetricsServer
 from wsgate.control.server import ControlServer
 from wsgate.logsetup import current_format
-from wsgate.runtime.alerting import Alerting
-from wsgate.runtime.gateway import Gateway
-from wsgate.runtime.routes import RouteEnv, RouteRuntime
-from wsgate.runtime.scheduler import Jobs
-from wsgate.runtime.store import Store
-from wsgate.runtime.store_connections import ConnectionStore
+from wsgate.runtime.downstream.gateway import Gateway
+from wsgate.runtime.ops.alerting import Alerting
+from wsgate.runtime.persistence.store import Store
+from wsgate.runtime.persistence.store_connections import ConnectionStore
+from wsgate.runtime.routing.routes import RouteEnv, RouteRuntime
+from wsgate.runtime.system.scheduler import Jobs
 
 __all__ = ["RunningParts", "running_settings"]
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.cluster.memory_engine import MemoryEngine, MemoryServer
 from wsgate.cluster.node import ClusterNode
-from wsgate.config_schema import ClusterConfig
+from wsgate.config.schema import ClusterConfig
 from wsgate.core.alerts import AlertState, AlertView
 from wsgate.core.types import Severity
 from wsgate.errors import NodeIdTaken

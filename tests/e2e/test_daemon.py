@@ -233,7 +233,7 @@ def test_fast_path_and_full_cli_print_the_same_document() -> None:
     with ThreadServer(_echo) as up, run_daemon(_raw_route(up.url)) as d:
         fast = d.cli("connections", "--json", "--socket", d.socket)
         full = subprocess.run(
-            [sys.executable, "-m", "wsgate.cli", "connections", "--json", "--socket", d.socket],
+            [sys.executable, "-m", "wsgate.cli.app", "connections", "--json", "--socket", d.socket],
             capture_output=True,
             text=True,
             timeout=30,

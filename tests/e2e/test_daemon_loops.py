@@ -21,13 +21,13 @@ from prometheus_client import generate_latest
 from websockets.asyncio.client import connect
 
 import wsgate.daemon
-import wsgate.runtime.alerting
+import wsgate.runtime.ops.alerting
 from wsgate import Gateway
 from wsgate.config import parse_config
 from wsgate.control.api import status
 from wsgate.control.metrics_http import build_registry
 from wsgate.core.states import ConnState
-from wsgate.runtime.uplink import SEND_QUEUE
+from wsgate.runtime.upstream.uplink import SEND_QUEUE
 from wsgate.sim import Simulator
 
 
@@ -129,7 +129,7 @@ def test_failing_daemon_loops_are_counted_and_keep_running(
 ) -> None:
     """The rebalancer and the alerts tick under the error policy (runtime.faults)."""
     monkeypatch.setattr(wsgate.daemon, "REBALANCE_EVERY", 0.2)
-    monkeypatch.setattr(wsgate.runtime.alerting, "TICK", 0.1)
+    monkeypatch.setattr(wsgate.runtime.ops.alerting, "TICK", 0.1)
 
     async def scenario() -> None:
         async with Simulator(seed=5) as sim:

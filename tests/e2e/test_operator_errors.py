@@ -179,7 +179,7 @@ def test_demo_moves_off_a_busy_default_port_and_says_so(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from wsgate.config import parse_config
-    from wsgate.config_env import Override
+    from wsgate.config.env import Override
     from wsgate.demo import DEMO_TOML
     from wsgate.main import _free_demo_ports
 

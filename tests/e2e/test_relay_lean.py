@@ -12,7 +12,7 @@ from websockets.http11 import Request, Response
 
 from wsgate import Gateway
 from wsgate.config import parse_config
-from wsgate.runtime.wsserver import LeanServerConnection
+from wsgate.runtime.downstream.wsserver import LeanServerConnection
 
 
 def test_orders_queued_before_the_upstream_opened_go_first_then_verbatim() -> None:

@@ -28,9 +28,9 @@ import tomli_w
 
 from tests.e2e.harness import free_port
 from wsgate.config import Config, load_config, parse_config
-from wsgate.config_changes import flatten, needs_restart
-from wsgate.config_dump import config_to_dict
-from wsgate.config_schema import CHANNEL_KIND_KEYS
+from wsgate.config.changes import flatten, needs_restart
+from wsgate.config.dump import config_to_dict
+from wsgate.config.schema import CHANNEL_KIND_KEYS
 from wsgate.daemon import Daemon
 from wsgate.logsetup import configure_logging
 
@@ -63,7 +63,7 @@ def _base_doc(tmp: Path) -> dict[str, Any]:
 
 def _schema_keys(doc: dict[str, Any]) -> list[str]:
     """Every settable key: each field of each section, route, channel (of its kind) and rule."""
-    from wsgate.config_schema import (
+    from wsgate.config.schema import (
         AlertRuleConfig,
         BudgetConfig,
         RouteConfig,
@@ -77,7 +77,7 @@ def _schema_keys(doc: dict[str, Any]) -> list[str]:
             continue
         keys += [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
     alerts_scalars = ("channels", "rules")
-    from wsgate.config_schema import AlertsConfig
+    from wsgate.config.schema import AlertsConfig
 
     keys += [
         f"alerts.{f.name}" for f in dataclasses.fields(AlertsConfig) if f.name not in alerts_scalars

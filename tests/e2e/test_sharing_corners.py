@@ -24,7 +24,7 @@ from tests.e2e.test_sharing import _sub, recv_json, recv_until, run, stack, unti
 from wsgate.dialects.base import SubKey
 from wsgate.dialects.binance import parse_stream
 from wsgate.dialects.binance_depth import Phase
-from wsgate.runtime.hub import Hub
+from wsgate.runtime.routing.hub import Hub
 
 DEPTH = "btcusdt@depth@100ms"
 

@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.runtime.drill import TradeCounter, rig, route_toml, run, wait_for
 from wsgate.core.states import ConnState
 from wsgate.core.subscriptions import SubState
-from wsgate.runtime.hub import Hub
+from wsgate.runtime.routing.hub import Hub
 from wsgate.sim import Simulator
 
 CADENCE = 1.0

@@ -1,9 +1,9 @@
 """In-process fault-drill rig: real route runtimes and gateway over real loopback sockets.
 
 A :class:`Rig` parses a TOML config (the production schema), builds one
-:class:`~wsgate.runtime.routes.RouteRuntime` per route with a shared
-:class:`~wsgate.runtime.routes.RouteEnv`, serves them through a real
-:class:`~wsgate.runtime.gateway.Gateway` on 127.0.0.1:0, and records every state
+:class:`~wsgate.runtime.routing.routes.RouteRuntime` per route with a shared
+:class:`~wsgate.runtime.routing.routes.RouteEnv`, serves them through a real
+:class:`~wsgate.runtime.downstream.gateway.Gateway` on 127.0.0.1:0, and records every state
 transition. Bots are plain websockets clients (:class:`TradeCounter`). Every wait
 is bounded; the only polling is of in-process state that has no event to await.
 """
@@ -24,9 +24,9 @@ from websockets.exceptions import ConnectionClosed
 
 from wsgate.config import Config, parse_config
 from wsgate.core.states import ConnState, Transition
-from wsgate.runtime.gateway import Gateway
-from wsgate.runtime.routes import RouteEnv, RouteRuntime
-from wsgate.runtime.upstream import HostBudgets, UpstreamConnection
+from wsgate.runtime.downstream.gateway import Gateway
+from wsgate.runtime.routing.routes import RouteEnv, RouteRuntime
+from wsgate.runtime.upstream.connection import HostBudgets, UpstreamConnection
 
 __all__ = ["Rig", "TradeCounter", "rig", "route_toml", "run", "wait_for"]
 

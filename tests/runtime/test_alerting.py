@@ -14,8 +14,8 @@ import pytest
 from tests.runtime.receivers import WebhookReceiver
 from wsgate.config import parse_config
 from wsgate.errors import AlertError
-from wsgate.runtime.alert_inputs import InputBuilder
-from wsgate.runtime.alerting import Alerting, rule_specs
+from wsgate.runtime.ops.alert_inputs import InputBuilder
+from wsgate.runtime.ops.alerting import Alerting, rule_specs
 
 
 @dataclass

@@ -12,11 +12,11 @@ from wsgate.config import parse_config
 from wsgate.core.metrics import ConnectionMetrics
 from wsgate.core.states import ConnState
 from wsgate.core.types import ConnectionType
-from wsgate.runtime.analytics import Analytics
-from wsgate.runtime.events import EventBus, follow
-from wsgate.runtime.routes import RouteEnv, RouteRuntime
-from wsgate.runtime.store import Store
-from wsgate.runtime.upstream import HostBudgets, UpstreamConnection
+from wsgate.runtime.ops.analytics import Analytics
+from wsgate.runtime.ops.events import EventBus, follow
+from wsgate.runtime.persistence.store import Store
+from wsgate.runtime.routing.routes import RouteEnv, RouteRuntime
+from wsgate.runtime.upstream.connection import HostBudgets, UpstreamConnection
 
 CONFIG = """
 [metrics]

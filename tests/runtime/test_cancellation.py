@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import wsgate
-from wsgate.runtime import alerting
-from wsgate.runtime.upstream import HostBudgets, UpstreamConnection, UpstreamSettings
+from wsgate.runtime.ops import alerting
+from wsgate.runtime.upstream.connection import HostBudgets, UpstreamConnection, UpstreamSettings
 
 
 def test_no_asyncio_wait_for_left_in_the_package() -> None:

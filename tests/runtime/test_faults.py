@@ -17,8 +17,8 @@ import pytest
 
 from tests.runtime.drill import Rig, TradeCounter, rig, route_toml, run, wait_for
 from tests.runtime.fake_exchange import FakeBitfinex
-from wsgate.runtime.faults import Faults
-from wsgate.runtime.hub import Hub
+from wsgate.runtime.routing.hub import Hub
+from wsgate.runtime.system.faults import Faults
 
 FAST: dict[str, Any] = {
     "backoff_initial": 0.2,

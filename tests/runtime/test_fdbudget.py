@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from wsgate.runtime.fdbudget import FdBudget
+from wsgate.runtime.system.fdbudget import FdBudget
 
 
 class Clock:

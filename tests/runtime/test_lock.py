@@ -9,11 +9,11 @@ import pytest
 
 from wsgate.control import wire
 from wsgate.errors import ControlError
-from wsgate.runtime.lock import PidLock
+from wsgate.runtime.system.lock import PidLock
 
 HOLDER = """
 import sys
-from wsgate.runtime.lock import PidLock
+from wsgate.runtime.system.lock import PidLock
 lock = PidLock(sys.argv[1])
 lock.acquire()
 print("locked", flush=True)

@@ -24,7 +24,7 @@ from receivers import (
 from rich.console import Console
 
 from wsgate.errors import DeliveryError
-from wsgate.runtime.notifiers import (
+from wsgate.runtime.ops.notifiers import (
     ChannelGone,
     ConsoleNotifier,
     DiscordNotifier,
@@ -35,10 +35,10 @@ from wsgate.runtime.notifiers import (
     build_notifier,
     channel_wants,
 )
-from wsgate.runtime.notifiers.base import notification_title, redact_url, truncate
-from wsgate.runtime.notifiers.discord import LIMITS, embed_size, render_discord
-from wsgate.runtime.notifiers.email import smtp_kwargs
-from wsgate.runtime.notifiers.webhook import sign
+from wsgate.runtime.ops.notifiers.base import notification_title, redact_url, truncate
+from wsgate.runtime.ops.notifiers.discord import LIMITS, embed_size, render_discord
+from wsgate.runtime.ops.notifiers.email import smtp_kwargs
+from wsgate.runtime.ops.notifiers.webhook import sign
 
 T = TypeVar("T")
 

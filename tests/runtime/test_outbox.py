@@ -20,15 +20,15 @@ from receivers import (
 )
 
 from wsgate.errors import DeliveryError
-from wsgate.runtime.notifiers import (
+from wsgate.runtime.ops.notifiers import (
     DeliveryResult,
     DiscordNotifier,
     NotificationPayload,
     Notifier,
     WebhookNotifier,
 )
-from wsgate.runtime.outbox import Backoff, BreakerState, CircuitBreaker, Outbox, TokenBucket
-from wsgate.runtime.store import Store
+from wsgate.runtime.ops.outbox import Backoff, BreakerState, CircuitBreaker, Outbox, TokenBucket
+from wsgate.runtime.persistence.store import Store
 
 T = TypeVar("T")
 
@@ -419,7 +419,7 @@ def test_notifier_bug_is_retried_not_fatal(tmp_path: Path) -> None:
 
 
 def test_console_without_terminal_is_skipped_never_delivered(tmp_path: Path) -> None:
-    from wsgate.runtime.notifiers import ConsoleNotifier
+    from wsgate.runtime.ops.notifiers import ConsoleNotifier
 
     async def main() -> None:
         store = Store(tmp_path / "wsgate.db")

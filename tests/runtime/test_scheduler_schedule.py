@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from wsgate.runtime.scheduler import Jobs
+from wsgate.runtime.system.scheduler import Jobs
 
 
 def test_reload_and_resume_start_a_new_schedule() -> None:

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from wsgate.runtime import sdnotify
-from wsgate.runtime.sdnotify import Notifier
+from wsgate.runtime.system import sdnotify
+from wsgate.runtime.system.sdnotify import Notifier
 
 
 @pytest.fixture

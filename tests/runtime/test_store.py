@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from wsgate.errors import WsgateError
-from wsgate.runtime.store import SCHEMA_VERSION, Store
+from wsgate.runtime.persistence.store import SCHEMA_VERSION, Store
 
 
 def test_new_database_is_migrated_and_in_wal_mode(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from tests.runtime.fake_exchange import FakeBitfinex
 from wsgate.core.states import ConnState
 from wsgate.core.types import ConnectionType
 from wsgate.errors import CapacityError
-from wsgate.runtime.store_connections import (
+from wsgate.runtime.persistence.store_connections import (
     ConnectionRecord,
     ConnectionStore,
     InMemoryConnectionStore,

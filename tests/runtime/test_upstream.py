@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-import wsgate.runtime.upstream as upstream_mod
+import wsgate.runtime.upstream.connection as upstream_mod
 from tests.runtime.drill import run, wait_for
 from tests.runtime.fake_exchange import FakeBitfinex
 from wsgate.core.backoff import Backoff
 from wsgate.core.states import ConnState
-from wsgate.runtime.upstream import (
+from wsgate.runtime.upstream.connection import (
     HostBudgets,
     UpstreamConnection,
     UpstreamSettings,

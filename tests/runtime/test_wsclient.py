@@ -22,8 +22,8 @@ from websockets.frames import Frame, Opcode
 
 from tests.runtime.drill import run, wait_for
 from wsgate.runtime.framing import encode_binary, encode_text
-from wsgate.runtime.upstream import HostBudgets, UpstreamConnection, UpstreamSettings
-from wsgate.runtime.wsclient import LeanClientConnection
+from wsgate.runtime.upstream.connection import HostBudgets, UpstreamConnection, UpstreamSettings
+from wsgate.runtime.upstream.wsclient import LeanClientConnection
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TIMEOUT = 5.0

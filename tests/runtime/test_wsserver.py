@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from tests.runtime.drill import run
-from wsgate.runtime.wsserver import LeanServerConnection
+from wsgate.runtime.downstream.wsserver import LeanServerConnection
 
 TIMEOUT = 5.0
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from wsgate.cluster.engine import Engine, KvBucket
 from wsgate.cluster.engine import Subscription as Served
-from wsgate.config_schema import ClusterConfig
+from wsgate.config.schema import ClusterConfig
 from wsgate.core.leases import (
     LeaseRole,
     SeqTracker,

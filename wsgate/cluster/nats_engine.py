@@ -26,7 +26,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from wsgate.cluster.engine import EngineStatistics, Handler, KvEntry, WatchCallback
-from wsgate.config_schema import ClusterConfig
+from wsgate.config.schema import ClusterConfig
 from wsgate.errors import ClusterError, KeyConflict
 from wsgate.redact import mask_url
 

@@ -36,7 +36,7 @@ from wsgate.cluster.base import (
 )
 from wsgate.cluster.engine import Engine, KvBucket, KvEntry
 from wsgate.cluster.shared import SharedAlertState
-from wsgate.config_schema import ClusterConfig
+from wsgate.config.schema import ClusterConfig
 from wsgate.core.backoff import Backoff
 from wsgate.core.cluster import ClaimVerdict, Membership, NodeState, decide_claim
 from wsgate.core.types import Severity

@@ -22,7 +22,7 @@ from wsgate.control.schema import (
 )
 from wsgate.control.server import Caller, Handler
 from wsgate.errors import AlertError, ControlError, DeliveryError
-from wsgate.runtime.alerting import Alerting, alert_dict, caller_name
+from wsgate.runtime.ops.alerting import Alerting, alert_dict, caller_name
 
 if TYPE_CHECKING:
     from wsgate.control.view import DaemonView

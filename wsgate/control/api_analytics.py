@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from wsgate.control.schema import NO_PARAMS, Schema, integer, number
 from wsgate.control.server import Caller, Handler
-from wsgate.runtime.events import RECENT
+from wsgate.runtime.ops.events import RECENT
 
 if TYPE_CHECKING:
     from wsgate.control.view import DaemonView
-    from wsgate.runtime.upstream import UpstreamStats
+    from wsgate.runtime.upstream.connection import UpstreamStats
 
 __all__ = ["build_analytics_handlers", "conn_health_fields", "top_snapshot"]
 

@@ -17,7 +17,7 @@ from wsgate.redact import mask_url
 
 if TYPE_CHECKING:
     from wsgate.control.view import DaemonView
-    from wsgate.runtime.routes import RouteRuntime
+    from wsgate.runtime.routing.routes import RouteRuntime
 
 __all__ = ["adaptive_doc", "build_balance_handlers"]
 

@@ -49,8 +49,8 @@ from typing import Protocol
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from wsgate.runtime.gateway import Gateway
-from wsgate.runtime.routes import RouteRuntime
+from wsgate.runtime.downstream.gateway import Gateway
+from wsgate.runtime.routing.routes import RouteRuntime
 
 __all__ = ["BotSideCollector", "rejection_reason"]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from wsgate.config_locate import did_you_mean
+from wsgate.config.locate import did_you_mean
 from wsgate.control import wire
 from wsgate.errors import ControlError
 

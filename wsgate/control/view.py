@@ -14,15 +14,15 @@ from typing import Any, Protocol
 
 from wsgate.cluster import Cluster
 from wsgate.config import Config
-from wsgate.runtime.alerting import Alerting
-from wsgate.runtime.analytics import Analytics
-from wsgate.runtime.events import EventBus
-from wsgate.runtime.faults import Faults
-from wsgate.runtime.gateway import Gateway
-from wsgate.runtime.routes import RouteRuntime
-from wsgate.runtime.scheduler import Jobs
-from wsgate.runtime.store import Store
-from wsgate.runtime.upstream import HostBudgets
+from wsgate.runtime.downstream.gateway import Gateway
+from wsgate.runtime.ops.alerting import Alerting
+from wsgate.runtime.ops.analytics import Analytics
+from wsgate.runtime.ops.events import EventBus
+from wsgate.runtime.persistence.store import Store
+from wsgate.runtime.routing.routes import RouteRuntime
+from wsgate.runtime.system.faults import Faults
+from wsgate.runtime.system.scheduler import Jobs
+from wsgate.runtime.upstream.connection import HostBudgets
 
 __all__ = ["DaemonView"]
 

@@ -14,7 +14,7 @@ USD-M futures (``futures=True``) chain events by ``pu`` instead: an event follow
 after a snapshot may also be the one whose ``pu`` is ``lastUpdateId``, and the bridge carries
 ``pu = last u``.
 
-The runtime (:mod:`wsgate.runtime.depth_sync`) fetches snapshots and executes the actions.
+The runtime (:mod:`wsgate.runtime.routing.depth_sync`) fetches snapshots and executes the actions.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ per frame (:class:`TradeAction`):
   *announced* gap (there is no in-band way to say it on Binance; status and metrics do);
 * ``HOLD`` while that fetch is under way (bounded: past ``max_held`` frames it gives up).
 
-The runtime (:mod:`wsgate.runtime.trade_sync`) fetches and delivers.
+The runtime (:mod:`wsgate.runtime.routing.trade_sync`) fetches and delivers.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from wsgate.runtime.httpbody import request_body
+from wsgate.runtime.downstream.httpbody import request_body
 from wsgate.sim.binance_account import Accounts
 from wsgate.sim.market import SymbolMarket
 from wsgate.sim.server import SimConnection, SimServer, dumps, json_response

@@ -22,7 +22,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from wsgate.redact import mask_url
-from wsgate.runtime.httpbody import BodyServerConnection
+from wsgate.runtime.downstream.httpbody import BodyServerConnection
 from wsgate.sim.faults import FaultError, Faults, FaultStatistics
 from wsgate.sim.jsonstyle import STYLES, restyle
 

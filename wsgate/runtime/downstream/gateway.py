@@ -1,0 +1,309 @@
+"""The bot-facing WebSocket server: routes sessions by the first path segment."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import ssl
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from wsgate.config import GatewayConfig, load_server_tls
+from wsgate.errors import InvalidPath
+from wsgate.redact import strip_query_params
+from wsgate.runtime.downstream.httpbody import request_body
+from wsgate.runtime.downstream.rest_proxy import FORWARDED_HEADERS, RestProxy
+from wsgate.runtime.downstream.rest_proxy import allowed as rest_allowed
+from wsgate.runtime.downstream.session import Flusher, Session
+from wsgate.runtime.downstream.wsserver import LeanServerConnection
+from wsgate.runtime.routing.routes import RouteRuntime
+from wsgate.runtime.system.faults import Faults
+from wsgate.runtime.system.fdbudget import FdBudget
+
+__all__ = ["Gateway", "SystemRoute"]
+
+log = logging.getLogger("wsgate.gateway")
+
+# Query parameters that carry the gateway's own bearer token (the header form is never
+# forwarded: upstream connections are made with wsgate's own headers).
+GATEWAY_CREDENTIALS = ("token",)
+
+# A system route handles its own sessions (e.g. the /_wsgate/events dashboard stream).
+SystemRoute = Callable[[ServerConnection, Session], Awaitable[None]]
+
+
+class Gateway:
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        routes: dict[str, RouteRuntime],
+        *,
+        flusher: Flusher | None = None,
+        faults: Faults | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.faults = faults or Faults()
+        # Shared with the upstream readers (RouteEnv.flusher), so one read's fan-out
+        # leaves in the same loop turn.
+        self.flusher = flusher or Flusher(self.faults)
+        self.routes = routes
+        self.system_routes: dict[str, SystemRoute] = {}
+        self.sessions: set[Session] = set()
+        self.server: Server | None = None
+        self.tls: ssl.SSLContext | None = None  # wss for bots (gateway.tls_cert_file)
+        self.rejected: dict[int, int] = {}
+        self.rest = RestProxy()
+        self.fds = FdBudget()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        if cfg.tls_cert_file is not None and cfg.tls_key_file is not None:
+            self.tls = load_server_tls(cfg.tls_cert_file, cfg.tls_key_file)
+        elif cfg.allow_plaintext and not cfg.host.startswith(("127.", "::1", "localhost")):
+            log.warning(
+                "gateway: listening on %s without TLS (allow_plaintext = true): bots' tokens "
+                "and traffic cross the network in clear text",
+                cfg.listen,
+            )
+        self.server = await serve(
+            self._handle,
+            self.cfg.host,
+            self.cfg.port,
+            process_request=self._process_request,
+            # REST bodies (PUT/POST pass-through) and the relays' verbatim order path.
+            create_connection=LeanServerConnection,
+            compression=None,  # loopback: deflate costs CPU and would break frame sharing
+            max_size=self.cfg.max_message_bytes,
+            max_queue=16,
+            open_timeout=10,  # bounds slowloris handshakes
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=2,
+            server_header="wsgate",
+            ssl=self.tls,
+        )
+        scheme = "wss" if self.tls is not None else "ws"
+        log.info("gateway listening on %s://%s:%d/<route>", scheme, self.cfg.host, self.port)
+
+    def reload_tls(self, cert: str | None, key: str | None) -> str | None:
+        """Re-read the certificate and key into the running context (new handshakes use
+        them); a note for the reload, or None without TLS."""
+        if self.tls is None or cert is None or key is None:
+            return None  # on or off is a restart (config_changes.RESTART_KEYS)
+        load_server_tls(cert, key, self.tls)
+        return f"gateway.tls_cert_file {cert!r} re-read: new bot connections get it"
+
+    async def close(self, code: int = 1001, reason: str = "wsgate shutting down") -> None:
+        if self.server is None:
+            return
+        self.server.close(close_connections=True, code=code, reason=reason)
+        await self.server.wait_closed()
+        await self.rest.aclose()
+
+    def add_system_route(self, name: str, handler: SystemRoute) -> None:
+        """A route served by ``handler``, guarded by ``origins`` and the gateway.events_* keys."""
+        self.system_routes[name] = handler
+
+    # ---------------------------------------------------------------- reload
+    def set_max_message_bytes(self, limit: int) -> int:
+        """Apply a new frame size limit to every open session; returns how many."""
+        for s in self.sessions:
+            s.ws.protocol.max_message_size = limit
+        return len(self.sessions)
+
+    def close_system_sessions(self, code: int, reason: str) -> int:
+        """Close the open system-route sessions (their access settings changed)."""
+        closing = [s for s in self.sessions if s.route in self.system_routes and s.open]
+        for s in closing:
+            s.close_nowait(code, reason)
+        return len(closing)
+
+    # ---------------------------------------------------------------- handshake
+    def _reject(self, conn: ServerConnection, status: HTTPStatus, text: str) -> Response:
+        self.rejected[status.value] = self.rejected.get(status.value, 0) + 1
+        return conn.respond(status, text + "\n")
+
+    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        # The live limit, so a reload reaches new sessions (serve() fixed it at start).
+        conn.protocol.max_message_size = self.cfg.max_message_bytes
+        parts = urlsplit(request.path)
+        segments = parts.path.lstrip("/").split("/", 1)
+        name = segments[0]
+        query = parse_qs(parts.query)
+        route_for_rest = self.routes.get(name)
+        if (
+            route_for_rest is not None
+            and route_for_rest.cfg.rest_url
+            and "websocket" not in request.headers.get("Upgrade", "").lower()
+            and len(segments) > 1
+        ):
+            return await self._rest(conn, request, route_for_rest, "/" + segments[1], parts.query)
+        if name in self.system_routes:
+            return self._check_system(conn, request, query)
+        route = self.routes.get(name)
+        if route is None:
+            known = ", ".join(sorted(self.routes)) or "none"
+            return self._reject(
+                conn, HTTPStatus.NOT_FOUND, f"unknown route {name!r}; routes: {known}"
+            )
+        refused = self._check_origin(conn, request)
+        if refused is not None:
+            return refused
+        if len(self.sessions) >= self.cfg.max_sessions:
+            return self._reject(
+                conn, HTTPStatus.SERVICE_UNAVAILABLE, "gateway.max_sessions reached"
+            )
+        refused = self._check_fds(conn)
+        if refused is not None:
+            return refused
+        if route.cfg.max_sessions is not None and len(route.sessions) >= route.cfg.max_sessions:
+            return self._reject(
+                conn, HTTPStatus.SERVICE_UNAVAILABLE, f"routes.{name}.max_sessions reached"
+            )
+        rest = "/" + segments[1] if len(segments) > 1 else ""
+        try:
+            route.validate_path(rest, parts.query)
+        except InvalidPath as exc:
+            return self._reject(conn, HTTPStatus(exc.http_status), str(exc))
+        return self._check_token(conn, request, query, route.cfg.token_env)
+
+    def _check_origin(self, conn: ServerConnection, request: Request) -> Response | None:
+        # Browsers always send Origin; a page on another site must not reach the gateway.
+        origin = request.headers.get("Origin")
+        if self.cfg.origins and origin is not None and origin not in self.cfg.origins:
+            return self._reject(conn, HTTPStatus.FORBIDDEN, f"origin {origin!r} not allowed")
+        return None
+
+    def _check_fds(self, conn: ServerConnection) -> Response | None:
+        # Keep descriptors for root's control connections, reconnects and the database.
+        if self.fds.room():
+            self.fds.note_open()
+            return None
+        return self._reject(
+            conn,
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            f"file descriptors nearly exhausted ({self.fds.limit} allowed, "
+            f"{self.fds.reserve} kept in reserve); try again later",
+        )
+
+    def _check_system(
+        self, conn: ServerConnection, request: Request, query: dict[str, list[str]]
+    ) -> Response | None:
+        """System routes (the event stream): origins, session limit, then the events token."""
+        refused = self._check_origin(conn, request)
+        if refused is not None:
+            return refused
+        if len(self.sessions) >= self.cfg.max_sessions:
+            return self._reject(
+                conn, HTTPStatus.SERVICE_UNAVAILABLE, "gateway.max_sessions reached"
+            )
+        refused = self._check_fds(conn)
+        if refused is not None:
+            return refused
+        if self.cfg.events_token_env:
+            return self._check_token(conn, request, query, self.cfg.events_token_env)
+        if self.cfg.events_require_token:
+            return self._reject(
+                conn,
+                HTTPStatus.FORBIDDEN,
+                "the event stream needs a token: set gateway.events_token_env "
+                "(or gateway.events_require_token = false to open it)",
+            )
+        return None
+
+    async def _rest(
+        self, conn: ServerConnection, request: Request, route: RouteRuntime, path: str, query: str
+    ) -> Response:
+        refused = self._check_token(conn, request, parse_qs(query), route.cfg.token_env)
+        if refused is not None:
+            return refused
+        assert route.cfg.rest_url is not None
+        if route.cfg.token_env:
+            query = strip_query_params(query, GATEWAY_CREDENTIALS)  # ours, not the exchange's
+        url = self.rest.target(route.cfg.rest_url, path, query)
+        if url is None:
+            return self._reject(conn, HTTPStatus.NOT_FOUND, f"no REST pass-through for {path}")
+        prefix = urlsplit(route.cfg.rest_url).path.rstrip("/")
+        if not rest_allowed(request.method, path[len(prefix) :], route.cfg.type.authenticated):
+            return self._reject(
+                conn,
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                f"{request.method} {path} does not pass through on route {route.name}"
+                " (GET only; POST/PUT/DELETE userDataStream on user_data and trading routes)",
+            )
+        headers = {h: v for h in FORWARDED_HEADERS if (v := request.headers.get(h)) is not None}
+        return await self.rest.fetch(url, request.method, headers, request_body(request))
+
+    def _check_token(
+        self,
+        conn: ServerConnection,
+        request: Request,
+        query: dict[str, list[str]],
+        token_env: str | None,
+    ) -> Response | None:
+        if not token_env:
+            return None
+        expected = os.environ.get(token_env, "")
+        if not expected:
+            return self._reject(conn, HTTPStatus.SERVICE_UNAVAILABLE, "route token not configured")
+        auth = request.headers.get("Authorization", "")
+        given = auth[7:] if auth.startswith("Bearer ") else (query.get("token") or [""])[0]
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return self._reject(conn, HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token")
+        return None
+
+    # ---------------------------------------------------------------- sessions
+    async def _handle(self, ws: ServerConnection) -> None:
+        parts = urlsplit(ws.request.path if ws.request else "/")
+        segments = parts.path.lstrip("/").split("/", 1)
+        name = segments[0]
+        rest = "/" + segments[1] if len(segments) > 1 else ""
+        session = Session(
+            ws,
+            name,
+            send_buffer_bytes=self.cfg.send_buffer_bytes,
+            flusher=self.flusher,
+            slow_close_code=self.cfg.slow_consumer_close_code,
+        )
+        self.sessions.add(session)
+        try:
+            if name in self.system_routes:
+                await session.serve(self.system_routes[name](ws, session))
+                return
+            route = self.routes.get(name)
+            if route is None:  # removed by a reload between handshake and handler
+                await ws.close(1013, "route removed")
+                return
+            query = parts.query
+            if route.cfg.token_env:
+                # The gateway consumed its own credential: it never travels upstream.
+                query = strip_query_params(query, GATEWAY_CREDENTIALS)
+            await session.serve(route.serve_session(ws, session, rest, query))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in one session's handling ends that session only
+            self.faults.record("session", exc, f"session {session.id} on route {name}")
+            await ws.close(1011, "internal error")
+        finally:
+            self.sessions.discard(session)
+
+    def statistics(self) -> dict[str, object]:
+        return {
+            "listen": f"{self.cfg.host}:{self.port if self.server else self.cfg.port}",
+            "tls": self.tls is not None,
+            "sessions": len(self.sessions),
+            "rejected_handshakes": dict(self.rejected),
+            "fd_limit": self.fds.limit,
+            "fd_in_use": self.fds.in_use(),
+        }

@@ -1,0 +1,297 @@
+"""One downstream bot session: a bounded, coalescing writer over a websockets connection.
+
+The fan-out path never awaits a session. :meth:`Session.push` appends pre-encoded
+frames to a per-session list and marks the session dirty; one callback per event-loop
+turn flushes every dirty session (not one ``call_soon`` per session: at K = 1000 the
+handles alone cost more than the pushes), so N frames queued in one turn cost one
+system call per session. A session whose transport
+buffer exceeds ``send_buffer_bytes`` is closed (slow consumer): it can never slow the
+upstream reader or any other session, and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.protocol import State
+
+from wsgate.runtime.framing import encode_text
+from wsgate.runtime.system.faults import Faults
+
+__all__ = ["Flusher", "Session", "SessionStats"]
+
+log = logging.getLogger("wsgate.session")
+_ids = itertools.count(1)
+SLOW_GRACE = 2.0  # seconds a slow consumer gets to read its close frame before the abort
+
+
+class Flusher:
+    """The sessions with queued frames, flushed in one event-loop callback.
+
+    One per daemon (injected into the gateway's sessions and the upstream connections,
+    whose lean readers use it as their :class:`~wsgate.runtime.upstream.wsclient.BatchHooks`).
+    Inside a batch (:meth:`begin` .. :meth:`end`, an upstream read) nothing is
+    scheduled: :meth:`end` writes what the batch queued in the same loop turn, so a
+    relayed frame costs no extra loop iteration.
+    """
+
+    __slots__ = ("dirty", "faults", "handle", "holding")
+
+    def __init__(self, faults: Faults | None = None) -> None:
+        self.dirty: list[Session] = []
+        self.handle: asyncio.Handle | None = None
+        self.holding = 0
+        self.faults = faults or Faults()
+
+    def add(self, session: Session) -> None:
+        self.dirty.append(session)
+        if self.handle is None and not self.holding:
+            self.handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    def begin(self) -> None:
+        self.holding += 1
+
+    def end(self) -> None:
+        self.holding -= 1
+        if not self.holding and self.dirty:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        dirty, self.dirty = self.dirty, []
+        for session in dirty:
+            try:
+                session._flush()
+            except Exception as exc:  # one broken session must not strand the others' frames
+                self.faults.record("session.flush", exc, f"session {session.id}")
+                session.abort_broken()
+
+    def __repr__(self) -> str:
+        return f"<Flusher dirty={len(self.dirty)} holding={self.holding}>"
+
+
+_MAX_ERROR_KINDS = 16
+
+
+@dataclass(frozen=True)
+class SessionStats:
+    id: int
+    route: str
+    peer: str
+    age: float
+    frames_out: int
+    bytes_out: int
+    messages_in: int
+    buffered: int
+    closed: bool
+    close_code: int | None
+    # Errors this session caused (unknown symbol, bad request, its own rate limit): they
+    # are its own, never the upstream connection's.
+    errors: int = 0
+    errors_by_kind: tuple[tuple[str, int], ...] = ()
+
+
+class Session:
+    def __init__(
+        self,
+        ws: ServerConnection,
+        route: str,
+        *,
+        send_buffer_bytes: int,
+        flusher: Flusher,
+        slow_close_code: int = 1013,
+    ) -> None:
+        self.id = next(_ids)
+        self.ws = ws
+        self.route = route
+        self.send_buffer_bytes = send_buffer_bytes
+        self.slow_close_code = slow_close_code
+        self.created = time.monotonic()
+        self.frames_out = 0
+        self.bytes_out = 0
+        self.messages_in = 0
+        self.errors = 0
+        self.errors_by_kind: dict[str, int] = {}
+        self.slow_closed = False
+        self.refusing = False  # no more frames: closed as slow, or its flush failed
+        self.close_code: int | None = None
+        self.on_slow: Callable[[Session], None] | None = None
+        self._pending: list[bytes] = []
+        self._scheduled = False
+        self._loop = asyncio.get_running_loop()
+        self._flusher = flusher
+        self._close_request: tuple[int, str] | None = None
+        self._close_requested = asyncio.Event()
+        self._transport: Any = ws.transport
+        addr = ws.remote_address
+        self.peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+
+    @property
+    def open(self) -> bool:
+        return self.ws.protocol.state is State.OPEN and not self.refusing
+
+    def push(self, frame: bytes) -> bool:
+        """Queue one pre-encoded frame; returns False when the session is gone or too slow."""
+        if self.refusing:
+            return False
+        self._pending.append(frame)
+        if not self._scheduled:
+            self._scheduled = True
+            self._flusher.add(self)
+        return True
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Write one encoded frame now, in this loop turn (a relay's hot path).
+
+        False when it cannot go out at once in order -- frames already queued, the
+        connection not open, the transport over its bound -- and the caller takes the
+        queued path, which applies the slow-consumer policy.
+        """
+        if self._pending or self.slow_closed:
+            return False
+        transport = self._transport
+        if (
+            self.ws.protocol.state is not State.OPEN
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > self.send_buffer_bytes
+        ):
+            return False
+        transport.write(frame)
+        self.frames_out += 1
+        self.bytes_out += len(frame)
+        return True
+
+    def push_text(self, text: str | bytes) -> bool:
+        return self.push(encode_text(text))
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        if not pending or self.ws.protocol.state is not State.OPEN:
+            return
+        transport = self._transport
+        if transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > self.send_buffer_bytes:
+            self._close_slow()
+            return
+        if len(pending) == 1:
+            frame = pending[0]
+            transport.write(frame)
+            self.frames_out += 1
+            self.bytes_out += len(frame)
+            return
+        transport.writelines(pending)
+        self.frames_out += len(pending)
+        self.bytes_out += sum(map(len, pending))
+
+    def _close_slow(self) -> None:
+        self.slow_closed = self.refusing = True
+        self.close_code = self.slow_close_code
+        log.warning(
+            "session %d (%s, route %s) closed as a slow consumer: over %d buffered bytes",
+            self.id,
+            self.peer,
+            self.route,
+            self.send_buffer_bytes,
+        )
+        if self.on_slow is not None:
+            self.on_slow(self)
+        # A graceful close() would wait for the full buffer to drain, i.e. for ever. Queue
+        # the close frame behind the data (a bot that catches up still reads the code)
+        # and abort the TCP connection if it has not caught up within the grace period.
+        try:
+            self.ws.protocol.send_close(self.slow_close_code, "slow consumer: send buffer full")
+            self.ws.send_data()
+        except Exception:  # the protocol may already be closing; the abort below suffices
+            log.debug("session %d: close frame not queued", self.id, exc_info=True)
+        self._loop.call_later(SLOW_GRACE, self._transport.abort)
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close after whatever is queued (an error reply must precede its close frame)."""
+        self._flush()
+        self.close_code = code
+        await self._close(code, reason)
+
+    def abort_broken(self) -> None:
+        """Its flush failed: queue nothing more, drop what is queued, close with 1011.
+
+        Retrying would fail the same way while the queue grew without bound.
+        """
+        self.refusing = True
+        self._pending = []
+        self._scheduled = False
+        self.close_code = 1011
+        if self._close_request is None:
+            self._close_request = (1011, "internal error")
+            self._close_requested.set()
+
+    def close_nowait(self, code: int, reason: str) -> None:
+        """Ask for a close from synchronous code; :meth:`serve`'s closer performs it."""
+        self._flush()
+        self.close_code = code
+        if self._close_request is None:
+            self._close_request = (code, reason)
+            self._close_requested.set()
+
+    async def serve(self, handler: Awaitable[None]) -> None:
+        """Run the session's handler beside its closer; both belong to this session.
+
+        The closer executes :meth:`close_nowait` requests (from the fan-out, a reload),
+        so no close is a fire-and-forget task. A close in progress when the handler
+        ends is finished (bounded by the connection's close timeout), not cancelled.
+        """
+        async with asyncio.TaskGroup() as tg:
+            closer = tg.create_task(self._closer(), name=f"session-{self.id}-closer")
+            try:
+                await handler
+            finally:
+                if self._close_request is None:
+                    closer.cancel()
+
+    async def _closer(self) -> None:
+        await self._close_requested.wait()
+        assert self._close_request is not None
+        await self._close(*self._close_request)
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await self.ws.close(code, reason)
+        except Exception:  # the peer may already be gone; closing is best effort
+            log.debug("session %d close failed", self.id, exc_info=True)
+
+    def statistics(self) -> SessionStats:
+        buffered = self._transport.get_write_buffer_size() if self._transport else 0
+        return SessionStats(
+            id=self.id,
+            route=self.route,
+            peer=self.peer,
+            age=time.monotonic() - self.created,
+            frames_out=self.frames_out,
+            bytes_out=self.bytes_out,
+            messages_in=self.messages_in,
+            buffered=buffered,
+            closed=not self.open,
+            close_code=self.close_code,
+            errors=self.errors,
+            errors_by_kind=tuple(sorted(self.errors_by_kind.items())),
+        )
+
+    def on_error(self, kind: str) -> None:
+        """Count an error this session caused; a bounded set of kinds (the rest is "other")."""
+        self.errors += 1
+        if kind not in self.errors_by_kind and len(self.errors_by_kind) >= _MAX_ERROR_KINDS:
+            kind = "other"
+        self.errors_by_kind[kind] = self.errors_by_kind.get(kind, 0) + 1
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self.route} {self.peer} out={self.frames_out}>"
