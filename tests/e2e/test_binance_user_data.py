@@ -15,6 +15,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -59,6 +60,11 @@ async def events_until(ws: ClientConnection, kinds: set[str]) -> list[dict[str, 
     return got
 
 
+async def _aiter(items: Iterator[bytes]) -> AsyncIterator[bytes]:
+    for item in items:
+        yield item
+
+
 def test_listen_key_lifecycle_user_stream_and_ws_api_orders(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -82,6 +88,10 @@ def test_listen_key_lifecycle_user_stream_and_ws_api_orders(
                     r = await http.put(http_base, data={"listenKey": key}, headers=hdr)
                     assert r.status_code == 200
                     assert sim.binance.accounts.keepalives == 2
+                    # A chunked body is refused with a clear status, not a dropped socket.
+                    chunks = iter([b"listenKey=", key.encode()])
+                    r = await http.put(http_base, content=_aiter(chunks), headers=hdr)
+                    assert r.status_code == 411 and "Content-Length" in r.text
                     # Without the API key the exchange refuses; the gateway passes it on.
                     r = await http.put(http_base, params={"listenKey": key})
                     assert r.status_code == 401 and r.json()["code"] == -2015

@@ -38,6 +38,10 @@ class _TooLarge(ValueError):
     pass
 
 
+class _LengthRequired(ValueError):
+    pass
+
+
 def request_body(request: Request) -> bytes:
     """The body read with ``request`` (empty for GET and bodiless requests)."""
     body = getattr(request, "body", b"")
@@ -57,7 +61,9 @@ def _read_request(protocol: ServerProtocol) -> Generator[None, None, Request]:
     path = raw_path.decode("ascii")
     headers = yield from parse_headers(reader.read_line)
     if "Transfer-Encoding" in headers:
-        raise NotImplementedError("transfer codings aren't supported")
+        # The pass-through forwards bounded bodies only; every exchange client we relay
+        # sends its small form bodies with a Content-Length.
+        raise _LengthRequired("chunked request bodies are not accepted: send Content-Length")
     lengths = set(headers.get_all("Content-Length"))
     body = b""
     if lengths - {"0"}:
@@ -91,6 +97,10 @@ def _parse(protocol: ServerProtocol) -> Generator[None]:
             protocol.send_response(
                 protocol.reject(http.HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{exc}.\n")
             )
+            yield
+        except _LengthRequired as exc:
+            protocol.handshake_exc = exc
+            protocol.send_response(protocol.reject(http.HTTPStatus.LENGTH_REQUIRED, f"{exc}.\n"))
             yield
         except (HeaderLineTooLong, TooManyHeaders) as exc:
             protocol.handshake_exc = exc
