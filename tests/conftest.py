@@ -4,11 +4,21 @@
 * ``--fail-on-skip``: any skipped test or module (a missing client, ``importorskip``) fails
   the run. ``make compat`` (part of ``make test``) uses it, so a green CI means every
   third-party client really ran against wsgate.
+* Hypothesis is derandomized: a run explores the same examples every time, so CI never
+  turns red on a draw that the previous run did not make. ``HYPOTHESIS_PROFILE=explore``
+  draws fresh examples (a local bug hunt; add what it finds as an ``@example``).
 """
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -193,6 +193,8 @@ def stream(draw: st.DrawFn) -> bytes:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=stream(), cuts=st.lists(st.integers(0, 1 << 20), max_size=8))
 @example(data=F(1, b"\xff").wire(), cuts=[])  # invalid UTF-8
+@example(data=F(1, b"", fin=False).wire() + F(8, b"").wire(), cuts=[])  # close mid-message
+@example(data=F(1, b"a", fin=False).wire() + F(8, b"\x03\xe8\xff").wire(), cuts=[2])
 @example(data=F(1, b"ab", fin=False).wire() + F(9, b"p").wire() + F(0, b"c").wire(), cuts=[3])
 @example(data=F(3, b"x" * 200).wire(), cuts=[])  # invalid opcode before too-big
 @example(data=F(2, b"x" * (MAX + 1)).wire(), cuts=[1, 2, 5])  # too big, 64-bit length

@@ -218,6 +218,14 @@ class FrameReader:
                     return self._fail(out, pos, PROTOCOL_ERROR, "fragmented control frame")
                 if length > 125:
                     return self._fail(out, pos, PROTOCOL_ERROR, "control frame too long")
+                if opcode == _CLOSE and self._frag is not None:
+                    # A close in the middle of a fragmented message: websockets fails the
+                    # connection (1002, or 1007 for a reason that is not UTF-8), so do we.
+                    try:
+                        data[start + 2 : end].decode()
+                    except UnicodeDecodeError as exc:
+                        return self._fail(out, pos, INVALID_DATA, _utf8_reason(exc), exc)
+                    return self._fail(out, pos, PROTOCOL_ERROR, "incomplete fragmented message")
                 out.append(Control(data[pos:end]))
                 pos = end
                 if opcode == _CLOSE:
