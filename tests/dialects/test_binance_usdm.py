@@ -27,9 +27,9 @@ from wsgate.dialects.binance_usdm import (
     BinanceUsdmDialect,
     UsdmState,
     UsdmUpstream,
-    int_field,
     parse_usdm_stream,
 )
+from wsgate.dialects.jsonspan import int_field
 from wsgate.errors import InvalidPath
 
 D = BinanceUsdmDialect()

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from wsgate.core.types import DialectName
 from wsgate.dialects.base import ChannelData, DataKind, FrameForm, Integrity, ServerShutdown, SubKey
 from wsgate.dialects.binance import BinanceDialect, BinanceState, BinanceUpstream, parse_stream
-from wsgate.dialects.binance_usdm import BinanceUsdmDialect, UsdmUpstream, int_field
+from wsgate.dialects.binance_usdm import BinanceUsdmDialect, UsdmUpstream
 from wsgate.dialects.bitfinex import (
     OB_CHECKSUM,
     SEQ_ALL,
@@ -33,6 +33,7 @@ from wsgate.dialects.bitfinex_state import BookState, Num, load_raw
 from wsgate.dialects.jsonspan import (
     WHITESPACE,
     elements,
+    int_field,
     int_span,
     member_span,
     object_spans,

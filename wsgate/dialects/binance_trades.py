@@ -29,7 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 from wsgate.dialects.base import ChannelData, DataKind, SubKey
-from wsgate.dialects.jsonspan import int_span
+from wsgate.dialects.jsonspan import int_field
 
 __all__ = [
     "BridgeResult",
@@ -72,9 +72,7 @@ class TradeContinuityStatistics:
 
 def trade_id(key: SubKey, ev: ChannelData) -> int | None:
     """The trade's id (``t``) or aggregate id (``a``) in the payload of ``ev``."""
-    token = '"a":' if key.channel == "aggTrade" else '"t":'
-    span = int_span(ev.text, ev.start, ev.end, token)
-    return None if span is None else int(ev.text[span[0] : span[1]])
+    return int_field(ev.text, "a" if key.channel == "aggTrade" else "t", ev.start, ev.end)
 
 
 def rest_path(key: SubKey, after: int) -> str:
@@ -92,7 +90,7 @@ class TradeContinuity:
         self.key = key
         self.stream = key.name
         self.agg = key.channel == "aggTrade"
-        self.token = '"a":' if self.agg else '"t":'
+        self.field = "a" if self.agg else "t"
         self.max_held = max_held
         self.last_id: int | None = None  # the newest trade the sessions have
         self._held: deque[tuple[int, ChannelData]] = deque()
@@ -106,18 +104,8 @@ class TradeContinuity:
         return f"<TradeContinuity {self.stream} last={self.last_id} held={len(self._held)}>"
 
     def id_of(self, ev: ChannelData) -> int | None:
-        """The id of ``ev``'s trade (the compact form's fast path, else the exact walk)."""
-        text, start, end = ev.text, ev.start, ev.end
-        i = text.find(self.token, start, end)
-        if i > start and text[i - 1] in ",{" and text.find("{", start + 1, i) < 0:
-            k = i + 4
-            j = text.find(",", k, end)
-            if j > k:
-                digits = text[k:j]
-                if digits.isdecimal() and text.find("[", start + 1, i) < 0:
-                    return int(digits)
-        span = int_span(text, start, end, self.token)
-        return None if span is None else int(text[span[0] : span[1]])
+        """The id of ``ev``'s trade."""
+        return int_field(ev.text, self.field, ev.start, ev.end)
 
     @property
     def fetching(self) -> bool:

@@ -39,13 +39,7 @@ from wsgate.dialects.base import (
     UpstreamEvent,
 )
 from wsgate.dialects.binance import BinanceSession, BinanceUpstream, _error, _result
-from wsgate.dialects.jsonspan import (
-    int_member,
-    int_span,
-    object_spans,
-    str_member,
-    strip_span,
-)
+from wsgate.dialects.jsonspan import int_field, object_spans, str_member, strip_span
 from wsgate.errors import InvalidPath
 
 __all__ = [
@@ -57,7 +51,6 @@ __all__ = [
     "UsdmSession",
     "UsdmState",
     "UsdmUpstream",
-    "int_field",
     "parse_usdm_stream",
 ]
 
@@ -139,17 +132,6 @@ def parse_usdm_stream(raw: object) -> SubKey | None:
         params = (("speed", speed),)  # @250ms stays distinct: bots see the name they asked
     name = "@".join([symbol, channel, *(v for _, v in params)])
     return SubKey(dn, channel, symbol, params, name)
-
-
-def int_field(text: str, name: str, start: int, end: int) -> int | None:
-    """An integer member of the object ``text[start:end]``, read at its top level only (a
-    nested object or a string holding the same name is never mistaken for it); a string of
-    digits counts too."""
-    span = int_span(text, start, end, f'"{name}":')
-    if span is not None:
-        return int(text[span[0] : span[1]])
-    spans = object_spans(text, start, end)
-    return int_member(text, spans, name) if spans is not None else None
 
 
 class UsdmSession(BinanceSession):

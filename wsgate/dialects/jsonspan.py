@@ -8,8 +8,8 @@ top-level members are walked with the C scanners of :mod:`json` and each value's
 is returned. The text between ``start`` and ``end`` is the value as the venue wrote it.
 
 Beside the object walk: array elements (Bitfinex frames), a value's end, and integer members
-read at the top level of an object only (``int_span``: never from a string or a nested
-object that happens to contain the same name).
+read at the top level of an object only (``int_span``, ``int_field``: never from a string or
+a nested object that happens to contain the same name).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "WHITESPACE",
     "Spans",
     "elements",
+    "int_field",
     "int_member",
     "int_span",
     "member_span",
@@ -228,3 +229,28 @@ def int_span(text: str, start: int, end: int, token: str) -> tuple[int, int] | N
 
 
 _WS_CLASS = r" \t\n\r"
+
+
+def int_field(text: str, name: str, start: int, end: int) -> int | None:
+    """The integer member ``name`` of the object ``text[start:end]`` (a trade id, an update
+    id), read at its top level only: a nested object or a string holding the same name is
+    never mistaken for it. A string of digits counts too (``"u":"12"``). ``None`` when the
+    member is absent or holds anything else.
+
+    This runs for every depth and trade frame, so :func:`int_span`'s compact fast path is
+    inlined: the member right after a ``,`` or ``{`` of the top level, digits then a comma.
+    """
+    token = f'"{name}":'
+    i = text.find(token, start, end)
+    if i > start and text[i - 1] in ",{" and text.find("{", start + 1, i) < 0:
+        k = i + len(token)
+        j = text.find(",", k, end)
+        if j > k:
+            digits = text[k:j]
+            if digits.isdecimal() and text.find("[", start + 1, i) < 0:
+                return int(digits)
+    span = int_span(text, start, end, token)
+    if span is not None:
+        return int(text[span[0] : span[1]])
+    spans = object_spans(text, start, end)
+    return int_member(text, spans, name) if spans is not None else None
