@@ -4,8 +4,8 @@ Prints a table and writes ``bench/results/latest.json``. Every wsgate figure is 
 ratio against a baseline measured in the same run (see docs/BENCHMARKS.md).
 Scenarios: core, cli, recovery, relay, scale, fanout (which also runs the daemon on
 uvloop when it is installed; ``--only uvloop`` is an alias for it), cluster (ten nodes
-on a real nats-server), cluster_share (one subscription for two nodes: a follower's
-added delay, failover after kill -9).
+on a real nats-server), cluster_share (three nodes, one subscription: a non-owner's
+added delay and CPU at 1k and 10k msg/s, failover after kill -9).
 """
 
 from __future__ import annotations
@@ -279,28 +279,50 @@ def render(res: dict[str, Any]) -> str:
             "",
         ]
     sh = res.get("cluster_share")
-    if sh and "delay" in sh:
-        out += [
-            f'### Cluster data plane (share = "cluster", lease_ttl {sh["lease_ttl"]:g} s)',
-            "",
-        ]
-        for d in sh["delay"]:
-            p50, p99 = _f(d["added_us_p50"], "{:.0f}"), _f(d["added_us_p99"], "{:.0f}")
-            met = (d["added_us_p50"] or 1e9) <= sh["added_p50_goal_us"]
-            out.append(
-                f"- {d['rate']:,.0f} trades/s: a follower adds p50 {p50} µs, p99 {p99} µs "
-                f"over {d['trades']} trades (goal p50 <= {sh['added_p50_goal_us']:g} µs: "
-                f"{_yes(met)}); the exchange saw {d['exchange_subscriptions']} subscription(s)"
-            )
-        gaps = ", ".join(f"{g:.2f}" for g in sh["failover_s"])
-        out += [
-            f"- failover after kill -9 of the owner: {gaps} s (goal every one <= "
-            f"{sh['failover_goal_s']:g} s: {_yes(sh['failover_goal_met'])})",
-            "",
-        ]
+    if sh and "delay" in sh and "rows" in (sh["delay"] or [{}])[0]:
+        out += _render_share(sh)
     for name, err in res.get("errors", {}).items():
         out.append(f"- {name} FAILED: {err.splitlines()[-1] if err else ''}")
     return "\n".join(out)
+
+
+def _render_share(sh: dict[str, Any]) -> list[str]:
+    load = ", ".join(f"{a[0]:.1f}" for a in sh["loadavg"])
+    out = [
+        f'### Cluster data plane ({sh["nodes"]} nodes, share = "cluster", K={sh["k"]} per '
+        f"node, lease_ttl {sh['lease_ttl']:g} s; load average {load} at start/end)",
+        "",
+        f"The exchange saw {sh['exchange_subscriptions']} subscription(s) for the cluster.",
+        "",
+        "| msg/s (sent/s) | node | p50 µs | p99 µs | added p50 µs | added p99 µs | "
+        "CPU µs/delivery | CPU vs owner | CPU µs/frame | lost |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d in sh["delay"]:
+        for row in d["rows"]:
+            out.append(
+                f"| {d['rate']:,.0f} ({_f(d['sent_per_s'], '{:,.0f}')}) | {row['node']} | "
+                f"{_f(row['p50_us'], '{:.0f}')} | {_f(row['p99_us'], '{:.0f}')} | "
+                f"{_f(row.get('added_p50_us'), '{:+.0f}')} | "
+                f"{_f(row.get('added_p99_us'), '{:+.0f}')} | "
+                f"{_f(row['cpu_us_per_delivery'])} | {_f(row.get('cpu_vs_owner'))} | "
+                f"{_f(row['cpu_us_per_frame'], '{:.1f}')} | {row['lost']} |"
+            )
+    for d in sh["delay"]:
+        out.append(
+            f"- {d['rate']:,.0f} msg/s: a non-owner adds p50 <= {sh['added_p50_goal_us']:g} µs: "
+            f"{_yes(d['goal_met'])}"
+        )
+    subs = ", ".join(_f(g["subscribe_s"]) for g in sh["failover"])
+    silence = ", ".join(_f(g["max_silence_s"]) for g in sh["failover"])
+    out += [
+        f"- failover after kill -9 of the owner ({len(sh['failover'])} runs): new owner's "
+        f"subscribe after {subs} s (goal every one <= {sh['failover_goal_s']:g} s: "
+        f"{_yes(sh['failover_goal_met'])}); longest silence at a surviving client {silence} s; "
+        f"exactly one new subscription each time: {_yes(sh['one_new_subscription_each'])}",
+        "",
+    ]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

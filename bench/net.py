@@ -81,6 +81,7 @@ class RawClient(asyncio.Protocol):
         self.count = 0
         self.first = 0
         self.last = 0
+        self.max_silence = 0  # longest time between two data reads while measuring
         self.samples: array[int] = array("q")
         self.sample_every = 1
         self._chunks = 0
@@ -129,6 +130,8 @@ class RawClient(asyncio.Protocol):
         now = time.monotonic_ns()
         if not self.count:
             self.first = now
+        elif now - self.last > self.max_silence:
+            self.max_silence = now - self.last
         self.count += n
         self.last = now
         self._chunks += 1
@@ -149,7 +152,7 @@ class RawClient(asyncio.Protocol):
 
     def start(self, sample_every: int) -> None:
         self.measuring = True
-        self.count = self.first = self.last = self._chunks = 0
+        self.count = self.first = self.last = self._chunks = self.max_silence = 0
         self.samples = array("q")
         self.sample_every = max(1, sample_every)
 

@@ -100,6 +100,7 @@ async def _feed(conn: multiprocessing.connection.Connection, mode: str) -> None:
 
     clients: set[ServerConnection] = set()
     chans: dict[int, tuple[ServerConnection, int]] = {}  # chanId -> (conn, chanId)
+    subscribed_at: list[float] = []  # time.monotonic() of every subscribe request
     next_chan = iter(range(1000, 10**9))
 
     async def handler(ws: ServerConnection) -> None:
@@ -116,6 +117,7 @@ async def _feed(conn: multiprocessing.connection.Connection, mode: str) -> None:
                 req = json.loads(msg)
                 ev = req.get("event")
                 if ev == "subscribe":
+                    subscribed_at.append(time.monotonic())
                     chan = next(next_chan)
                     chans[chan] = (ws, chan)
                     mine.append(chan)
@@ -168,10 +170,9 @@ async def _feed(conn: multiprocessing.connection.Connection, mode: str) -> None:
         return await _pace(rate, seconds, max_count, one)
 
     async def push_bitfinex(rate: float, seconds: float, max_count: int) -> int:
-        targets = list(chans.values())
-
         async def one() -> None:
-            for ws, chan in targets:
+            # Read per frame: a subscription made during the push (a failover) gets data.
+            for ws, chan in list(chans.values()):
                 with contextlib.suppress(ConnectionClosed):
                     await ws.send(ticker_frame(chan), text=True)
 
@@ -187,6 +188,8 @@ async def _feed(conn: multiprocessing.connection.Connection, mode: str) -> None:
                 break
             if cmd[0] == "targets":
                 conn.send(("targets", len(clients) if mode == "direct" else len(chans)))
+            elif cmd[0] == "subscribed_at":
+                conn.send(("subscribed_at", list(subscribed_at)))
             elif cmd[0] == "push":
                 _, rate, seconds, max_count = cmd
                 push = push_direct if mode == "direct" else push_bitfinex
@@ -424,6 +427,7 @@ async def _receivers(
                         "last_ns": max((c.last for c in counted), default=0),
                         "min_per_client": min((c.count for c in clients), default=0),
                         "closed": sum(c.closed for c in clients),
+                        "max_silence_ns": max((c.max_silence for c in clients), default=0),
                         "samples": samples.tobytes(),
                     },
                 )
