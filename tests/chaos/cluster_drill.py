@@ -37,6 +37,8 @@ LEASE_TTL = 3.0
 # Failover takes up to lease_ttl + 1 s; a restart, a fallback and a return to sharing
 # take a few seconds more on a loaded machine. Generous: a timeout is a finding.
 SETTLE_TIMEOUT = LEASE_TTL + 30.0
+# Faults that close the owner's upstream connection or make it reconnect.
+BREAKING = ("drop_all", "drop_one", "20051", "reject")
 
 
 def node_body(nats_url: str, sim_url: str) -> str:
@@ -103,6 +105,7 @@ class ClusterDrill:
     bots: list[_Bot] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     faults: FaultSchedule | None = None
+    breaking_faults: bool = False
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     # ---------------------------------------------------------------- parts
@@ -202,12 +205,15 @@ class ClusterDrill:
                 b.doomed = True
         d.proc.send_signal(signal.SIGKILL)
         d.proc.wait(10)
+        killed = time.monotonic()
         # Half of the time the node comes back at once (its lease may not have lapsed yet).
+        how = "restarted at once"
         if self.rng.random() < 0.5:
             await self.settle(f"after kill -9 of n{i}, before its restart")
+            how = f"settled {time.monotonic() - killed:.1f} s after, then restarted"
         await asyncio.to_thread(self.restart, i)
         self.add_bots(i, self.bots_per_node)
-        return f"n{i}{' (owner)' if i in owners else ''}"
+        return f"n{i}{' (owner)' if i in owners else ''} {how}"
 
     async def restart_nats(self) -> str:
         down = self.rng.uniform(0.2, LEASE_TTL + 1.0)
@@ -217,8 +223,12 @@ class ClusterDrill:
         return f"down {down:.1f} s"
 
     async def upstream_fault(self) -> str:
+        """One simulator fault; ``breaking_faults`` keeps to those that end subscriptions."""
         assert self.faults is not None
-        name, fault, undo, hold = self.faults.pick()
+        while True:
+            name, fault, undo, hold = self.faults.pick()
+            if not self.breaking_faults or name in BREAKING:
+                break
         await asyncio.to_thread(self.sim.call, fault)
         await asyncio.sleep(hold)  # the fault's duration is part of the fault
         if undo is not None:

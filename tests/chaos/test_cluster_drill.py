@@ -28,9 +28,9 @@ async def _drill(d: ClusterDrill, kinds: list[str]) -> None:
     await d.stop_bots()
 
 
-def _run(seed: int, kinds: list[str]) -> ClusterDrill:
+def _run(seed: int, kinds: list[str], *, breaking_faults: bool = False) -> ClusterDrill:
     with SimThread(seed=seed, **SIM) as sim, NatsServer() as nats, Nodes() as nodes:
-        d = ClusterDrill(sim, nats, nodes, random.Random(seed))
+        d = ClusterDrill(sim, nats, nodes, random.Random(seed), breaking_faults=breaking_faults)
         d.start_nodes()
         asyncio.run(_drill(d, kinds))
         for i, p in enumerate(d.daemons):
@@ -47,7 +47,8 @@ def _run(seed: int, kinds: list[str]) -> ClusterDrill:
     assert not closed, closed
     assert all(c.trades_seen() > 0 for c in counters if not c.closed)
     print(
-        "steps:",
+        f"{sum(c.frames for c in counters)} frames, {sum(c.trades_seen() for c in counters)} "
+        "trades checked; steps:",
         [(s.kind, s.detail, round(s.settled_after, 2)) for s in d.steps],
         "snapshots per surviving bot:",
         sorted(b.counter.snapshots_seen() for b in d.bots if not b.doomed),
@@ -59,7 +60,7 @@ def test_short_cluster_chaos_drill() -> None:
     seed = 11
     kinds = ["kill", "nats", "fault"]
     random.Random(seed).shuffle(kinds)
-    d = _run(seed, kinds)
+    d = _run(seed, kinds, breaking_faults=True)
     assert sorted(s.kind for s in d.steps) == ["fault", "kill", "nats"]
 
 
