@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from wsgate import redact
 from wsgate.cluster import build_cluster
+from wsgate.cluster.budgets import ClusterBudgets
 from wsgate.config import Config, ConfigDiff, RouteConfig, diff_config, load_config
 from wsgate.config.changes import keep_restart_values, key_changes
 from wsgate.control.metrics_http import MetricsServer, build_registry, readiness
@@ -205,6 +206,17 @@ class Daemon:
         self.alerting: Alerting | None = None  # built in _start: it opens daemon.store
         # [cluster]: a LocalCluster on one node, a ClusterNode on NATS (wsgate.cluster).
         self.cluster = build_cluster(self, status=self._status_doc)
+        self.cluster_budgets: ClusterBudgets | None = None
+        engine = getattr(self.cluster, "engine", None)
+        if engine is not None:
+            # share = "cluster" routes: their hosts' connect budgets count for the cluster.
+            self.budgets.shared = self.cluster_budgets = ClusterBudgets(
+                config.cluster,
+                config.daemon.node_id,
+                engine,
+                live_nodes=lambda: self.cluster.statistics().nodes_up,
+                rng=random.Random(self.rng.random()),
+            )
 
     def _status_doc(self) -> dict[str, Any]:
         from wsgate.control.api import status
@@ -251,6 +263,8 @@ class Daemon:
         await self.alerting.start(tg)
         self.cluster.attach(self.alerting)
         self.cluster.start(tg)
+        if self.cluster_budgets is not None:
+            tg.create_task(self.cluster_budgets.run(), name="cluster-budgets")
         for route_cfg in cfg.routes:
             self._add_route(route_cfg, tg)
         self.gateway.add_system_route("_wsgate", make_system_route(self.events))

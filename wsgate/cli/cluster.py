@@ -88,6 +88,43 @@ def render_cluster_status(result: dict[str, Any]) -> None:
             _shared(routes) if st else "-",
         )
     console.print(t)
+    budgets = _budget_table(result["nodes"])
+    if budgets is not None:
+        console.print(budgets)
+
+
+def _budget_table(rows: list[dict[str, Any]]) -> Any:
+    """Cluster budgets (share = "cluster" hosts' connect budgets) as each node counts them."""
+    from rich.table import Table
+
+    t = Table(title="cluster budgets", title_justify="left")
+    for col in ("node", "budget", "used/limit", "window", "this node", "share", "mode"):
+        t.add_column(col)
+    for col in ("granted", "waits", "conflicts"):
+        t.add_column(col, justify="right")
+    found = False
+    for row in rows:
+        for doc in ((row.get("status") or {}).get("budgets") or {}).values():
+            b = doc.get("cluster")
+            if not b:
+                continue
+            found = True
+            mode = b["mode"] if b["mode"] == "cluster" else f"[yellow]{b['mode']}[/]"
+            t.add_row(
+                row["node_id"],
+                b["budget"],
+                f"{b['used']}/{b['limit']}",
+                f"{b['window']:g}s",
+                str(b["used_here"]),
+                str(b["share"]),
+                mode,
+                f"{b['granted']} ({b['granted_local']} alone)"
+                if b["granted_local"]
+                else str(b["granted"]),
+                str(b["waits"]),
+                str(b["conflicts"]),
+            )
+    return t if found else None
 
 
 def _shared(routes: list[dict[str, Any]]) -> str:

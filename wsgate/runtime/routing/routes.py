@@ -141,10 +141,16 @@ class RouteRuntime:
         return self.cfg.name
 
     def _configure_budgets(self) -> None:
+        # share = "cluster": the hosts' connect budgets count for the whole cluster.
+        self.env.budgets.forget_route(self.name)
         for ep in self.cfg.endpoints:
             s = self._settings(ep.name, ep.url)
             self.env.budgets.configure(
-                s.host, self.cfg.connect_budget.count, self.cfg.connect_budget.per
+                s.host,
+                self.cfg.connect_budget.count,
+                self.cfg.connect_budget.per,
+                route=self.name,
+                cluster=self.cfg.share == "cluster",
             )
 
     def _settings(self, endpoint: str, url: str, *, reconnect: bool = True) -> UpstreamSettings:

@@ -26,7 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
 from websockets.protocol import State
 
-from wsgate.core.backoff import Backoff, CloseKind, TokenBucket, classify_status
+from wsgate.core.backoff import Backoff, CloseKind, classify_status
 from wsgate.core.metrics import ConnectionMetrics
 from wsgate.core.states import ConnectionStateMachine, ConnState, Transition
 from wsgate.core.types import ConnectionType
@@ -34,6 +34,7 @@ from wsgate.errors import UpstreamError
 from wsgate.redact import mask_text, mask_url
 from wsgate.runtime.downstream.session import Flusher
 from wsgate.runtime.system.faults import Faults
+from wsgate.runtime.upstream.budgets import HostBudgets
 from wsgate.runtime.upstream.wsclient import LeanClientConnection
 
 __all__ = [
@@ -107,38 +108,6 @@ def make_ssl_context(
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
-
-
-class HostBudgets:
-    """Connect budgets per upstream host, shared by every connection to that host."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._buckets: dict[str, TokenBucket] = {}
-
-    def configure(self, host: str, count: int, per: float) -> TokenBucket:
-        b = self._buckets.get(host)
-        if b is None or b.capacity != count or abs(b.rate - count / per) > 1e-9:
-            b = TokenBucket(count, per, self._clock())
-            self._buckets[host] = b
-        return b
-
-    def reserve(self, host: str) -> float:
-        b = self._buckets.get(host)
-        return 0.0 if b is None else b.reserve(self._clock())
-
-    def snapshot(self) -> dict[str, dict[str, float]]:
-        now = self._clock()
-        return {
-            h: {
-                "available": round(b.available(now), 3),
-                "capacity": b.capacity,
-                "used_fraction": round(b.used_fraction(now), 3),
-                "granted": b.granted,
-                "delayed": b.delayed,
-            }
-            for h, b in self._buckets.items()
-        }
 
 
 @dataclass(frozen=True)
@@ -399,12 +368,16 @@ class UpstreamConnection:
         self._retry_at = None
 
     async def _wait_for_budget(self) -> None:
-        wait = self._budgets.reserve(self.settings.host)
-        if wait > 0:
+        while not self._stopping:
+            wait, final = await self._budgets.acquire(self.settings.host)
+            if wait <= 0:
+                return
             log.info("%s waits %.2fs for a connect slot to %s", self.id, wait, self.settings.host)
             if self.state is ConnState.IDLE:
                 self._move(ConnState.BACKOFF, "connect budget")
             await self._sleep(wait)
+            if final:  # a slot of this node's own bucket: it is ours now
+                return
 
     async def _attempt(self) -> tuple[float | None, CloseKind, float | None]:
         """One connect + serve cycle. Returns (uptime or None, close kind, retry-after)."""

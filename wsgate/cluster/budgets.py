@@ -1,0 +1,252 @@
+"""Exchange budgets for the whole cluster: one ledger per budget in the KV store.
+
+A host that a ``share = "cluster"`` route connects to has its connect budget counted for
+the cluster: key ``connect.<host>`` in the bucket ``<name>-budgets`` holds the ledger
+(:mod:`wsgate.core.budget_ledger`). A connect reads it, decides with
+:func:`~wsgate.core.budget_ledger.decide_take`, and writes it back with compare-and-set
+(update at the revision it read); another node's write in between is a conflict, and the
+take reads again, at most ``MAX_TRIES`` times within ``TAKE_TIMEOUT``. A connect is rare
+next to frames, so one slice of one token per connect keeps the count exact; no frame
+ever waits on this.
+
+Without the link (or when NATS does not answer in time) a node grants from its **local
+share**: the budget divided by the nodes it knows to be up, counted against everything
+it last saw in the ledger plus its own grants since. Those offline grants are written
+into the ledger with the next successful write, so the other nodes count them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsgate.cluster.engine import Engine, KvBucket, KvEntry
+from wsgate.config.schema import ClusterConfig
+from wsgate.core.budget_ledger import DEFAULT_MARGIN, Ledger, Slice, decide_take, local_share
+from wsgate.errors import KeyConflict
+
+__all__ = ["ClusterBudgets"]
+
+log = logging.getLogger("wsgate.cluster")
+
+MAX_TRIES = 8  # compare-and-set attempts per take before asking the caller to come back
+TAKE_TIMEOUT = 2.0  # one take, every attempt included; past it the local share answers
+CONNECT_HOLD = 2.0  # a connect slot is used at once; this bounds "at once"
+WATCH_RETRY = 1.0
+_KEY_CHARS = re.compile(r"[^-_=.a-zA-Z0-9]")
+
+
+@dataclass(eq=False)
+class _Budget:
+    key: str
+    limit: int
+    per: float
+    seen: Ledger = field(default_factory=Ledger)  # as last read, written or watched
+    unsynced: tuple[Slice, ...] = ()  # granted from the local share, not yet in the ledger
+    mode: str = "cluster"  # cluster | local share
+    granted: int = 0
+    local_grants: int = 0
+    waits: int = 0
+    conflicts: int = 0
+    contention: int = 0  # takes that ran out of attempts
+    errors: int = 0
+    corrupt: int = 0
+    last_wait: float = 0.0
+
+
+class ClusterBudgets:
+    """The :class:`~wsgate.runtime.upstream.budgets.SharedBudget` on a cluster engine."""
+
+    def __init__(
+        self,
+        cfg: ClusterConfig,
+        node_id: str,
+        engine: Engine,
+        *,
+        live_nodes: Callable[[], int],
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.node_id = node_id
+        self.engine = engine
+        self.live_nodes = live_nodes
+        self.clock = clock  # wall clock: the ledger is shared between hosts
+        self.rng = rng or random.Random()
+        self._bucket: KvBucket | None = None
+        self._budgets: dict[str, _Budget] = {}
+
+    def __repr__(self) -> str:
+        return f"<ClusterBudgets {self.cfg.name} budgets={sorted(self._budgets)}>"
+
+    def _budget(self, key: str, limit: int, per: float) -> _Budget:
+        b = self._budgets.get(key)
+        if b is None:
+            b = self._budgets[key] = _Budget(key, limit, per)
+        b.limit, b.per = limit, per  # a reload may change them
+        return b
+
+    async def _link(self) -> KvBucket | None:
+        if not self.engine.connected:
+            self._bucket = None
+            return None
+        if self._bucket is None:
+            self._bucket = await self.engine.bucket(f"{self.cfg.name}-budgets", ttl=None)
+        return self._bucket
+
+    async def run(self) -> None:
+        """Watch the ledgers, so status shows the cluster's use and a node that loses the
+        link counts what the others took until then. Owned by the daemon's TaskGroup."""
+        while True:
+            try:
+                bucket = await self._link()
+                if bucket is not None:
+                    await bucket.follow(self._on_entry)
+            except Exception as exc:  # the link went: watch again on the next one
+                log.debug("cluster budgets: watch ended (%r)", exc)
+            await asyncio.sleep(WATCH_RETRY)
+
+    def _on_entry(self, entry: KvEntry | None) -> None:
+        if entry is None:
+            return
+        b = self._budgets.get(entry.key)
+        if b is None:
+            b = self._budgets[entry.key] = _Budget(entry.key, 0, 0.0)  # limits on first use
+        if entry.deleted:
+            b.seen = Ledger()
+            return
+        with contextlib.suppress(ValueError):
+            b.seen = Ledger.from_bytes(entry.value)
+
+    # ------------------------------------------------------------------ taking
+
+    async def take_connect(self, host: str, count: int, per: float) -> float:
+        b = self._budget("connect." + _KEY_CHARS.sub("_", host), count, per)
+        try:
+            async with asyncio.timeout(TAKE_TIMEOUT):
+                bucket = await self._link()
+                if bucket is not None:
+                    return await self._take(bucket, b, CONNECT_HOLD)
+        except Exception as exc:  # timeouts, a lost link: the engine's errors vary
+            b.errors += 1
+            self._bucket = None
+            log.warning("cluster budget %s: the ledger is out of reach (%r)", b.key, exc)
+        return self._take_local(b, CONNECT_HOLD)
+
+    async def _take(self, bucket: KvBucket, b: _Budget, hold: float) -> float:
+        for _ in range(MAX_TRIES):
+            entry = await bucket.get(b.key)
+            ledger = Ledger()
+            if entry is not None:
+                try:
+                    ledger = Ledger.from_bytes(entry.value)
+                except ValueError as exc:  # overwritten below: a ledger every node reads
+                    b.corrupt += 1
+                    log.warning("cluster budget %s: %s; starting it again", b.key, exc)
+            ledger = ledger.with_grants(b.unsynced)
+            d = decide_take(
+                ledger,
+                node=self.node_id,
+                want=1,
+                limit=b.limit,
+                per=b.per,
+                hold=hold,
+                now=self.clock(),
+            )
+            write = d.ledger if d.ledger is not None else (ledger if b.unsynced else None)
+            if write is not None:
+                try:
+                    if entry is None:
+                        await bucket.create(b.key, write.to_bytes())
+                    else:
+                        await bucket.update(b.key, write.to_bytes(), entry.revision)
+                except KeyConflict:
+                    b.conflicts += 1
+                    await asyncio.sleep(self.rng.uniform(0.0, 0.01))
+                    continue
+            if b.mode != "cluster":
+                log.info("cluster budget %s: counted in the cluster ledger again", b.key)
+            b.mode, b.unsynced = "cluster", ()
+            b.seen = write if write is not None else ledger
+            if d.ok:
+                b.granted += 1
+                return 0.0
+            return self._wait(b, d.wait)
+        b.contention += 1
+        return self._wait(b, self.rng.uniform(0.05, 0.25))
+
+    def _take_local(self, b: _Budget, hold: float) -> float:
+        """No ledger: this node's share, against all it knows the cluster has used."""
+        if b.mode != "local share":
+            log.warning(
+                "cluster budget %s: no cluster link; using this node's share (%d of %d)",
+                b.key,
+                self._share(b),
+                b.limit,
+            )
+        b.mode = "local share"
+        ledger = b.seen.with_grants(b.unsynced)
+        d = decide_take(
+            ledger,
+            node=self.node_id,
+            want=1,
+            limit=self._share(b),
+            per=b.per,
+            hold=hold,
+            now=self.clock(),
+        )
+        if d.ledger is not None:
+            b.seen = d.ledger
+        if not d.ok:
+            return self._wait(b, d.wait)
+        b.unsynced = (*b.unsynced, d.ledger.grants[-1]) if d.ledger is not None else b.unsynced
+        b.granted += 1
+        b.local_grants += 1
+        return 0.0
+
+    def _share(self, b: _Budget) -> int:
+        return local_share(b.limit, self.live_nodes())
+
+    @staticmethod
+    def _wait(b: _Budget, wait: float) -> float:
+        b.waits += 1
+        b.last_wait = wait
+        return max(wait, 0.001)
+
+    # ------------------------------------------------------------------ reporting
+
+    def connect_snapshot(self, host: str) -> dict[str, Any] | None:
+        b = self._budgets.get("connect." + _KEY_CHARS.sub("_", host))
+        return None if b is None or b.limit <= 0 else self._doc(b)
+
+    def _doc(self, b: _Budget) -> dict[str, Any]:
+        now = self.clock()
+        seen = b.seen.with_grants(b.unsynced)
+        return {
+            "budget": b.key,
+            "limit": b.limit,
+            "window": b.per,
+            "mode": b.mode,
+            # tokens occupying the budget (a slot counts for its window + hold + margin)
+            "used": seen.used(now, b.per, DEFAULT_MARGIN),
+            "used_here": seen.used_by(self.node_id, now, b.per, DEFAULT_MARGIN),
+            "share": self._share(b),  # what this node may use alone without the link
+            "granted": b.granted,
+            "granted_local": b.local_grants,
+            "waits": b.waits,
+            "last_wait": round(b.last_wait, 3),
+            "conflicts": b.conflicts,
+            "contention": b.contention,
+            "errors": b.errors,
+        }
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every budget this node uses (ledgers of budgets it never took from are left out)."""
+        return [self._doc(b) for _, b in sorted(self._budgets.items()) if b.limit > 0]
