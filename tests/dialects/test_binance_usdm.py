@@ -26,7 +26,6 @@ from wsgate.dialects.binance_usdm import (
     PUBLIC,
     BinanceUsdmDialect,
     UsdmState,
-    UsdmUpstream,
     parse_usdm_stream,
 )
 from wsgate.dialects.jsonspan import int_field
@@ -157,7 +156,7 @@ def test_locator_with_undocumented_members(
 
 
 def _check_located(frame: str, stream: str, payload: dict[str, Any]) -> None:
-    ev = UsdmUpstream().on_upstream_frame(frame)
+    ev = D.open_upstream().on_upstream_frame(frame)
     assert isinstance(ev, ChannelData), ev
     assert ev.channel == stream
     sliced = ev.text[ev.start : ev.end]
@@ -171,13 +170,13 @@ def _check_located(frame: str, stream: str, payload: dict[str, Any]) -> None:
 
 def test_locator_fast_path_keeps_numbers_as_written() -> None:
     frame = '{"stream":"btcusdt@depth","data":{"e":"depthUpdate","u":29999,"b":[["1e-8","1.0"]]}}'
-    ev = UsdmUpstream().on_upstream_frame(frame)
+    ev = D.open_upstream().on_upstream_frame(frame)
     assert isinstance(ev, ChannelData)
     assert frame[ev.start : ev.end] == '{"e":"depthUpdate","u":29999,"b":[["1e-8","1.0"]]}'
 
 
 def test_replies_are_matched_to_their_request() -> None:
-    up = UsdmUpstream()
+    up = D.open_upstream()
     up.subscribe_batch_frame([key("btcusdt@aggTrade")], 9)
     ev = up.on_upstream_frame('{ "id" : 9 , "result" : null }')
     assert [s.channel for s in ev.subscribed] == ["btcusdt@aggTrade"]  # type: ignore[union-attr]
@@ -228,7 +227,7 @@ def test_state_reports_a_gap_exactly_where_events_are_missing(
     indent = data.draw(st.sampled_from([None, 0, 2]))  # compact, newlines, pretty
     for u, pu in kept:
         text = json.dumps({"stream": "btcusdt@depth", "data": _depth(u, pu)}, indent=indent)
-        ev = UsdmUpstream().on_upstream_frame(text)
+        ev = D.open_upstream().on_upstream_frame(text)
         assert isinstance(ev, ChannelData)
         verdicts.append(state.apply(ev))
     expected = [Integrity.OK] + [
@@ -292,6 +291,6 @@ def test_dedup_ids_per_stream() -> None:
         ("btcusdt@markPrice", {"e": "markPriceUpdate", "p": "1"}, None),
     ):
         text = json.dumps({"stream": stream, "data": payload}, indent=1)
-        ev = UsdmUpstream().on_upstream_frame(text)
+        ev = D.open_upstream().on_upstream_frame(text)
         assert isinstance(ev, ChannelData)
         assert D.dedup_id(ev) == want

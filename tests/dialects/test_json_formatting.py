@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from wsgate.core.types import DialectName
 from wsgate.dialects.base import ChannelData, DataKind, FrameForm, Integrity, ServerShutdown, SubKey
 from wsgate.dialects.binance import BinanceDialect, BinanceState, BinanceUpstream, parse_stream
-from wsgate.dialects.binance_usdm import BinanceUsdmDialect, UsdmUpstream
+from wsgate.dialects.binance_usdm import BinanceUsdmDialect
 from wsgate.dialects.bitfinex import (
     OB_CHECKSUM,
     SEQ_ALL,
@@ -246,7 +246,7 @@ def test_binance_usdm_any_formatting_routes_and_slices_exactly(
 ) -> None:
     """USD-M futures use the same combined wrapper (and the same rules)."""
     text, stream, payload = frame
-    ev = UsdmUpstream().on_upstream_frame(text)
+    ev = USDM.open_upstream().on_upstream_frame(text)
     assert type(ev) is ChannelData, ev
     assert ev.channel == stream
     plain = USDM.rewrite(ev, 0, FrameForm.PLAIN)

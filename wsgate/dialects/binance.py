@@ -14,7 +14,7 @@ import logging
 import re
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 from wsgate.core.types import DialectName
@@ -43,7 +43,7 @@ from wsgate.dialects.base import (
     UpstreamEvent,
     compact,
 )
-from wsgate.dialects.jsonspan import int_field, member_span, strip_span
+from wsgate.dialects.jsonspan import int_field, member_span, strip_span, value_end
 from wsgate.errors import InvalidPath
 
 __all__ = [
@@ -121,6 +121,19 @@ _new = tuple.__new__
 _LAST_VALUE = ("bookTicker", "ticker", "miniTicker", "avgPrice", "depth5", "depth10", "depth20")
 
 
+def _value_fills(text: str, start: int, stop: int) -> int:
+    """End of the JSON value at ``text[start]`` when only whitespace follows it up to
+    ``stop``, else 0: a member after ``data`` (``{"stream":…,"data":{},"x":{}}``) must not
+    end up in the payload slice."""
+    if _CLOSER.get(text[start]) != text[strip_span(text, start, stop)[1] - 1]:
+        return 0  # cheap first: the closing bracket before stop does not match
+    try:
+        end = value_end(text, start)
+    except ValueError:
+        return 0
+    return end if strip_span(text, end, stop)[0] == stop else 0
+
+
 def _masked_path(path: str) -> str:
     """``path`` for an error message, listen-key-like segments hidden."""
     return "/".join("***" if _LISTEN_KEY.fullmatch(seg) else seg for seg in path.split("/"))
@@ -172,26 +185,32 @@ def _error(code: int, msg: str, req_id: object = None) -> Error:
 
 
 class BinanceSession:
-    """Downstream codec: ``/ws`` sessions get plain payloads, ``/stream`` ones the wrapper."""
+    """Downstream codec: ``/ws`` sessions get plain payloads, ``/stream`` ones the wrapper.
+
+    A subclass for another Binance host names its stream grammar (``parse_key``), its rate
+    and whether a listen key may be SUBSCRIBEd to (``listen_key_subscribe``).
+    """
 
     fast_kinds = frozenset({DataKind.DATA})
+    max_rate: int = MAX_MESSAGES_PER_SECOND
+    listen_key_subscribe: ClassVar[bool] = True  # binance-connector's user_data (spot only)
+
+    @staticmethod
+    def parse_key(raw: object) -> SubKey | None:
+        return parse_stream(raw)
 
     def __init__(
         self,
         combined: bool,
         streams: Sequence[SubKey] = (),
-        listen_key: str | None = None,
-        max_rate: int = MAX_MESSAGES_PER_SECOND,
         private_path: str | None = None,
     ) -> None:
         self.form = FrameForm.COMBINED if combined else FrameForm.PLAIN
         self.initial = tuple(dict.fromkeys(streams))
-        self.listen_key = listen_key
         # /ws/<listenKey> and /ws-api/v3 are private from the first byte: a relay on a
         # dedicated upstream at this path, never shared, never replayed.
-        self.private_path = private_path or (f"/ws/{listen_key}" if listen_key else None)
+        self.private_path = private_path
         self.subs: dict[SubKey, None] = {}  # ordered set, as LIST_SUBSCRIPTIONS reports it
-        self.max_rate = max_rate
         self._recent: deque[float] = deque()
         self._messages = 0
         self._errors = 0
@@ -204,7 +223,8 @@ class BinanceSession:
 
     def __repr__(self) -> str:
         kind = " private" if self.private_path else ""
-        return f"<BinanceSession form={self.form.value}{kind} streams={len(self.subs)}>"
+        name = type(self).__name__
+        return f"<{name} form={self.form.value}{kind} streams={len(self.subs)}>"
 
     @property
     def private(self) -> bool:
@@ -274,9 +294,9 @@ class BinanceSession:
             return [_error(1, "Invalid value type: expected a list of stream names", req_id)]
         keys: list[SubKey] = []
         for p in params:
-            key = parse_stream(p)
+            key = self.parse_key(p)
             if key is None:
-                if method == "SUBSCRIBE" and _LISTEN_KEY.fullmatch(p):
+                if method == "SUBSCRIBE" and self.listen_key_subscribe and _LISTEN_KEY.fullmatch(p):
                     return [self._go_private(params, req_id)]
                 return [_error(2, f"Invalid request: invalid stream name {p!r}", req_id)]
             keys.append(key)
@@ -333,7 +353,10 @@ class BinanceSession:
 
 
 class BinanceUpstream:
-    """Codec for one combined-stream upstream connection; remembers request ids -> keys."""
+    """Codec for one combined-stream upstream connection; remembers request ids -> keys.
+
+    Spot and USD-M futures write the same wrapper and replies: one codec serves both.
+    """
 
     def __init__(self) -> None:
         self._requests: dict[int, tuple[str, tuple[SubKey, ...]]] = {}
@@ -411,8 +434,8 @@ class BinanceUpstream:
         if text[-1:] == "}":
             m = _SPACED_HEAD.match(text)
             if m is not None:
-                data_end = strip_span(text, m.end(), len(text) - 1)[1]
-                if text[data_end - 1] == _CLOSER.get(text[m.end()]):
+                data_end = _value_fills(text, m.end(), len(text) - 1)
+                if data_end:
                     return self._located(m.group(1), text, m.end(), data_end)
             m = _DATA_HEAD.match(text)
             if m is not None:
@@ -420,8 +443,8 @@ class BinanceUpstream:
                 j = text.rfind(",", m.end(), i) if i > m.end() else -1
                 t = _STREAM_TAIL.match(text, j) if j > 0 else None
                 if t is not None:
-                    data_end = strip_span(text, m.end(), j)[1]
-                    if text[data_end - 1] == _CLOSER.get(text[m.end()]):
+                    data_end = _value_fills(text, m.end(), j)
+                    if data_end:
                         return self._located(t.group(1), text, m.end(), data_end)
         try:
             msg = json.loads(text)
@@ -480,13 +503,21 @@ class BinanceUpstream:
 
 
 class BinanceState:
-    """Late-joiner state: last message of snapshot-like streams; ``u`` contiguity for diff depth."""
+    """Late-joiner state: last message of snapshot-like streams; ``u`` contiguity for diff depth.
+
+    Spot chains depth events by ``U == previous u + 1``; a subclass names another member
+    and step (USD-M: ``pu == previous u``) and its own last-value streams.
+    """
+
+    last_value: ClassVar[frozenset[str]] = frozenset(_LAST_VALUE)
+    last_value_prefixes: ClassVar[tuple[str, ...]] = ("kline_", "ticker_")
+    chain_field: ClassVar[str] = "U"  # the member that links an event to its predecessor
+    chain_step: ClassVar[int] = 1  # ... equal to the previous event's ``u`` plus this
 
     def __init__(self, key: SubKey) -> None:
         self.key = key
-        self.keeps_last = key.channel in _LAST_VALUE or key.channel.startswith(
-            ("kline_", "ticker_")
-        )
+        ch = key.channel
+        self.keeps_last = ch in self.last_value or ch.startswith(self.last_value_prefixes)
         self.diff_depth = key.channel == "depth"
         self.last_update_id: int | None = None
         self._last: ChannelData | None = None
@@ -494,7 +525,7 @@ class BinanceState:
         self._gaps = 0
 
     def __repr__(self) -> str:
-        return f"<BinanceState {self.key} frames={self._frames} gaps={self._gaps}>"
+        return f"<{type(self).__name__} {self.key} frames={self._frames} gaps={self._gaps}>"
 
     def apply(self, event: ChannelData) -> Integrity:
         self._frames += 1
@@ -503,14 +534,14 @@ class BinanceState:
             return Integrity.OK
         if not self.diff_depth:
             return Integrity.OK
-        first = int_field(event.text, "U", event.start, event.end)
+        link = int_field(event.text, self.chain_field, event.start, event.end)
         last = int_field(event.text, "u", event.start, event.end)
-        if first is None or last is None:
+        if link is None or last is None:
             return Integrity.OK
         prev, self.last_update_id = self.last_update_id, last
-        if prev is not None and first != prev + 1:
+        if prev is not None and link != prev + self.chain_step:
             self._gaps += 1
-            log.warning("%s: depth gap: U=%d after u=%d", self.key, first, prev)
+            log.warning("%s: depth gap: %s=%d after u=%d", self.key, self.chain_field, link, prev)
             return Integrity.GAP
         return Integrity.OK
 
@@ -539,9 +570,14 @@ def _cadence(key: SubKey) -> float | None:
 
 
 class BinanceDialect:
+    """Binance spot; the base of the other Binance hosts (:mod:`.binance_usdm`), which name
+    their own session codec, state and cadences."""
+
     name = DialectName.BINANCE
     shared = True
     url_suffix = "/stream"
+    session_type: ClassVar[type[BinanceSession]] = BinanceSession
+    state_type: ClassVar[type[BinanceState]] = BinanceState
     # Binance answers a request it cannot serve with code 2 (invalid request) and its id.
     limit_error = (2, "Invalid request: too many streams")
     unavailable_error = (2, "Invalid request: stream unavailable, try again later")
@@ -550,38 +586,49 @@ class BinanceDialect:
         self._dedup_token: dict[str, str | None] = {}
 
     def __repr__(self) -> str:
-        return "<BinanceDialect>"
+        return f"<{type(self).__name__}>"
 
     def open_session(self, path: str, query: str = "") -> BinanceSession:
         path = path.rstrip("/")
-        if path == "/stream":
-            raw = parse_qs(query).get("streams", [""])[0]
-            names = [n for n in raw.split("/") if n]
-            keys = [parse_stream(n) for n in names]
-            bad = [n for n, k in zip(names, keys, strict=True) if k is None]
-            if bad:
-                raise InvalidPath(f"binance: invalid stream name(s) {', '.join(bad)}", 400)
-            return BinanceSession(True, [k for k in keys if k is not None])
-        if path == "/ws":
-            return BinanceSession(False)
         if path == WS_API_PATH:
             return BinanceSession(False, private_path=WS_API_PATH)
-        if path.startswith("/ws/"):
-            segments = path[4:].split("/")
-            keys = [parse_stream(s) for s in segments]
-            if all(k is not None for k in keys):
-                return BinanceSession(False, [k for k in keys if k is not None])
-            if len(segments) == 1 and _LISTEN_KEY.fullmatch(segments[0]):
-                return BinanceSession(False, listen_key=segments[0])
-            # Binance itself accepts any /ws/<name> and then stays silent; so do we.
-            log.info(
-                "binance session on unknown stream path %r: no data will flow", _masked_path(path)
-            )
-            return BinanceSession(False)
+        session = self._stream_session(path, query)
+        if session is not None:
+            return session
         raise InvalidPath(
             "binance routes serve /ws, /ws/<stream>, /ws/<listenKey>, /stream and"
             f" {WS_API_PATH}, not {_masked_path(path)!r}"
         )
+
+    def _stream_session(self, path: str, query: str) -> BinanceSession | None:
+        """A session on ``/stream?streams=``, ``/ws``, ``/ws/<streams>`` or ``/ws/<listenKey>``
+        (``None`` for any other path)."""
+        new, parse = self.session_type, self.session_type.parse_key
+        if path == "/stream":
+            raw = parse_qs(query).get("streams", [""])[0]
+            names = [n for n in raw.split("/") if n]
+            keys = [parse(n) for n in names]
+            bad = [n for n, k in zip(names, keys, strict=True) if k is None]
+            if bad:
+                raise InvalidPath(f"{self.name}: invalid stream name(s) {', '.join(bad)}", 400)
+            return new(True, [k for k in keys if k is not None])
+        if path == "/ws":
+            return new(False)
+        if path.startswith("/ws/"):
+            segments = path[4:].split("/")
+            keys = [parse(s) for s in segments]
+            if all(k is not None for k in keys):
+                return new(False, [k for k in keys if k is not None])
+            if len(segments) == 1 and _LISTEN_KEY.fullmatch(segments[0]):
+                return new(False, private_path=path)
+            # Binance itself accepts any /ws/<name> and then stays silent; so do we.
+            log.info(
+                "%s session on unknown stream path %r: no data will flow",
+                self.name,
+                _masked_path(path),
+            )
+            return new(False)
+        return None
 
     def open_upstream(self, flags: int = 0) -> BinanceUpstream:
         return BinanceUpstream()
@@ -590,7 +637,7 @@ class BinanceDialect:
         return 0
 
     def new_state(self, key: SubKey) -> BinanceState:
-        return BinanceState(key)
+        return self.state_type(key)
 
     def rewrite(self, event: ChannelData, gateway_chan_id: int, form: FrameForm) -> bytes:
         if form is _COMBINED:
@@ -607,7 +654,7 @@ class BinanceDialect:
             return None
         token = self._dedup_token.get(stream, "")
         if token == "":
-            key = parse_stream(stream)
+            key = self.session_type.parse_key(stream)
             ch = key.channel if key else ""
             token = {"trade": "t", "aggTrade": "a", "depth": "u"}.get(ch)
             self._dedup_token[stream] = token
