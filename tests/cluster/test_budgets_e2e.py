@@ -14,6 +14,7 @@ from tests.cluster.rig import NatsServer, Nodes
 from tests.e2e.alert_rig import LoopThread
 from tests.e2e.harness import DaemonProc, until, wait_until
 from wsgate.cluster.budgets import ClusterBudgets
+from wsgate.cluster.metrics import budget_metrics
 from wsgate.cluster.nats_engine import NatsEngine
 from wsgate.config.schema import ClusterConfig
 from wsgate.core.budget_ledger import Ledger
@@ -110,6 +111,14 @@ def test_without_nats_a_node_grants_from_its_share_and_writes_it_back_later() ->
             (doc,) = budgets.snapshot()
             assert doc["mode"] == "local share" and doc["granted_local"] == 1
             assert doc["share"] == 3 and doc["used"] == 3
+            fams = {m.name: m for m in budget_metrics(budgets)}
+            value = {n: m.samples[0].value for n, m in fams.items()}
+            assert value["wsgate_cluster_budget_local_mode"] == 1.0
+            assert value["wsgate_cluster_budget_local_grants"] == 1.0
+            assert value["wsgate_cluster_budget_grants"] == 2.0
+            assert value["wsgate_cluster_budget_waits"] == 1.0
+            assert value["wsgate_cluster_budget_limit"] == 9.0
+            assert value["wsgate_cluster_budget_used"] == 3.0
 
             nats.start()
             await until(lambda: engine.connect(2.0), 15, "the link to return")
