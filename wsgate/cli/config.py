@@ -67,9 +67,17 @@ def config_check(
         for r in cfg.routes
     ]
     overrides = [{"key": k, "source": s} for k, s in cfg.overrides]
+    clients = [_client_row(c) for c in cfg.gateway.clients]
     if json_:
         emit_json(
-            {"path": path, "ok": True, "errors": [], "routes": routes, "overrides": overrides}
+            {
+                "path": path,
+                "ok": True,
+                "errors": [],
+                "routes": routes,
+                "clients": clients,
+                "overrides": overrides,
+            }
         )
         return
     from wsgate.cli.render import render_rows
@@ -78,6 +86,26 @@ def config_check(
     render_rows(routes, ("name", "dialect", "type", "strategy", "endpoints"))
     for ov in overrides:
         print(f"  {ov['key']} set by {ov['source']}")
+    for c in clients:
+        where = ", ".join(c["routes"]) if c["routes"] is not None else "every route"
+        note = "" if c["token_set"] else " (NOT set in this environment)"
+        print(f"  client {c['name']}: {where}; token from {c['token_source']}{note}")
+
+
+def _client_row(c: Any) -> dict[str, Any]:
+    """A [[gateway.clients]] entry as `config check` reports it (never the token)."""
+    import os
+
+    source = f"${c.token_env}" if c.token_env else str(c.token_file)
+    return {
+        "name": c.name,
+        "routes": list(c.routes) if c.routes is not None else None,
+        "max_sessions": c.max_sessions,
+        "max_subscriptions": c.max_subscriptions,
+        "token_source": source,
+        # a token_file was checked when the file was read; a variable may be set elsewhere
+        "token_set": bool(os.environ.get(c.token_env)) if c.token_env else True,
+    }
 
 
 def _toml(view: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ import tomli
 
 from wsgate.config.alerts import build_alerts
 from wsgate.config.bounds import SUN_PATH_MAX, bounded
+from wsgate.config.clients import build_clients
 from wsgate.config.cluster import build_cluster, check_node_id
 from wsgate.config.dump import config_to_dict, config_view
 from wsgate.config.env import Override, apply_overrides, env_overrides
@@ -37,6 +38,7 @@ from wsgate.config.schema import (
     AlertRuleConfig,
     AlertsConfig,
     BudgetConfig,
+    ClientConfig,
     Config,
     ConfigDiff,
     DaemonConfig,
@@ -57,6 +59,7 @@ __all__ = [
     "AlertRuleConfig",
     "AlertsConfig",
     "BudgetConfig",
+    "ClientConfig",
     "Config",
     "ConfigDiff",
     "DaemonConfig",
@@ -187,10 +190,12 @@ def _blame(problems: list[ConfigProblem], applied: Sequence[Override]) -> list[C
 
 def _build(root: Table, filename: str | None, digest: str) -> Config | None:
     daemon = _build_daemon(root.table("daemon"))
-    gateway = _build_gateway(root.table("gateway"))
+    routes = build_routes(root, daemon.max_connections)
+    declared = root.data.get("routes")  # names, even of routes with problems of their own
+    route_names = tuple(declared) if isinstance(declared, dict) else ()
+    gateway = _build_gateway(root.table("gateway"), route_names)
     jobs = _build_jobs(root.table("jobs"))
     metrics = _build_metrics(root.table("metrics"))
-    routes = build_routes(root, daemon.max_connections)
     alerts = build_alerts(root.table("alerts"))
     cluster = build_cluster(root.table("cluster"))
     check_node_id(root, daemon.node_id, cluster)
@@ -277,7 +282,7 @@ def _build_daemon(t: Table | None) -> DaemonConfig:
     return cfg
 
 
-def _build_gateway(t: Table | None) -> GatewayConfig:
+def _build_gateway(t: Table | None, route_names: tuple[str, ...]) -> GatewayConfig:
     d = GatewayConfig()
     if t is None:
         return d
@@ -328,6 +333,7 @@ def _build_gateway(t: Table | None) -> GatewayConfig:
             "max_subscriptions_per_session",
         ),
         **_gateway_tls(t, listen),
+        clients=build_clients(t, route_names),
     )
     t.finish()
     return cfg

@@ -25,6 +25,7 @@ from wsgate.config.schema import Config
 __all__ = [
     "RESTART_KEYS",
     "KeyChange",
+    "clients_detail",
     "flatten",
     "keep_restart_values",
     "key_changes",
@@ -67,6 +68,25 @@ def note_for(key: str) -> str:
     return ""
 
 
+def clients_detail(old: Any, new: Any) -> str:
+    """``gateway.clients`` (an array of tables) as a change per client and key:
+    ``added gamma; alpha.routes: ["a"] -> ["b"]``."""
+    before = {c.get("name"): c for c in old or [] if isinstance(c, dict)}
+    after = {c.get("name"): c for c in new or [] if isinstance(c, dict)}
+    parts = [f"added {n}" for n in after if n not in before]
+    parts += [f"removed {n}" for n in before if n not in after]
+    for name, cfg in after.items():
+        was = before.get(name)
+        if was is None or was == cfg:
+            continue
+        for key in [*cfg, *(k for k in was if k not in cfg)]:
+            if was.get(key) != cfg.get(key):
+                parts.append(
+                    f"{name}.{key}: {render_value(was.get(key))} -> {render_value(cfg.get(key))}"
+                )
+    return "; ".join(parts)
+
+
 @dataclass(frozen=True)
 class KeyChange:
     key: str
@@ -74,15 +94,24 @@ class KeyChange:
     new: Any
     restart_required: bool = False
 
+    @property
+    def detail(self) -> str:
+        """A readable form of a change whose values are whole arrays of tables."""
+        return clients_detail(self.old, self.new) if self.key == "gateway.clients" else ""
+
     def as_dict(self) -> dict[str, Any]:
         out = {"key": self.key, "old": self.old, "new": self.new}
         note = note_for(self.key)
         if note:
             out["note"] = note
+        if self.detail:
+            out["detail"] = self.detail
         return out
 
     def render(self) -> str:
-        text = f"{self.key}: {render_value(self.old)} -> {render_value(self.new)}"
+        text = f"{self.key}: " + (
+            self.detail or f"{render_value(self.old)} -> {render_value(self.new)}"
+        )
         note = "restart required" if self.restart_required else note_for(self.key)
         return text + (f" ({note})" if note else "")
 

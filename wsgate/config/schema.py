@@ -20,6 +20,7 @@ __all__ = [
     "AlertRuleConfig",
     "AlertsConfig",
     "BudgetConfig",
+    "ClientConfig",
     "ClusterConfig",
     "Config",
     "ConfigDiff",
@@ -65,6 +66,25 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class ClientConfig:
+    """One ``[[gateway.clients]]`` identity: a bot (or a group of bots) with its own token.
+
+    The token itself is never part of the config: ``token_env`` names a variable and
+    ``token_file`` a file the gateway reads at start and at every reload.
+    """
+
+    name: str
+    token_env: str | None = None
+    token_file: str | None = None
+    routes: tuple[str, ...] | None = None  # None: every route
+    max_sessions: int | None = None  # None: only the gateway's and the routes' limits
+    max_subscriptions: int | None = None  # across all its sessions; None: no own limit
+
+    def allows(self, route: str) -> bool:
+        return self.routes is None or route in self.routes
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     listen: str = "127.0.0.1:8765"
     max_sessions: int = 10000
@@ -84,6 +104,9 @@ class GatewayConfig:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     allow_plaintext: bool = False
+    # Per-bot identities. With any configured, every bot route needs a token: a client's
+    # (its name, routes and limits apply) or the route's own token_env (the simple case).
+    clients: tuple[ClientConfig, ...] = ()
 
     @property
     def tls(self) -> bool:
@@ -413,6 +436,7 @@ _LIVE_GATEWAY = (
     "events_require_token",
     "max_subscriptions_per_session",
     "allow_plaintext",
+    "clients",
 )
 _LIVE_DAEMON = (
     "max_connections",
