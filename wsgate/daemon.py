@@ -73,7 +73,8 @@ def _job_intervals(cfg: Config) -> dict[str, float]:
 def secret_values(cfg: Config) -> list[str]:
     """Every secret the config points at (env values, file contents), for log scrubbing."""
     envs = [cfg.gateway.events_token_env, *(r.token_env for r in cfg.routes)]
-    files: list[str | None] = []
+    envs += [c.token_env for c in cfg.gateway.clients]
+    files: list[str | None] = [c.token_file for c in cfg.gateway.clients]
     for ch in cfg.alerts.channels:
         envs += [ch.url_env, ch.secret_env, ch.password_env]
         files += [ch.url_file, ch.secret_file, ch.password_file]
@@ -561,6 +562,10 @@ class Daemon:
             tls_note = f"gateway.tls_cert_file not re-read ({exc}); the running one stays"
         if tls_note is not None:
             notes.append(tls_note)
+        # Every reload re-reads the clients' tokens too (a rotated token_file, say).
+        clients_note = self.gateway.clients.load(g_new.clients)
+        if clients_note is not None:
+            notes.append(clients_note)
         if g_old.max_message_bytes != g_new.max_message_bytes:
             n = self.gateway.set_max_message_bytes(g_new.max_message_bytes)
             notes.append(

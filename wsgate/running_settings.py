@@ -67,7 +67,8 @@ def running_settings(d: RunningParts) -> dict[str, Any]:
 
     cfg = dataclasses.replace(
         d.config,
-        gateway=d.gateway.cfg,
+        # the identities the gateway admits by, from its registry (not its config copy)
+        gateway=dataclasses.replace(d.gateway.cfg, clients=d.gateway.clients.configs()),
         routes=tuple(rt.cfg for rt in d.routes.values()),
     )
     if d.alerting is not None:

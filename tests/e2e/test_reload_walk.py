@@ -133,6 +133,16 @@ _BY_LEAF: dict[str, list[Any]] = {
     "linger": [7.0, 9.0],
     "max_lifetime": [7200.0, 3600.0],
     "route": ["bitfinex"],
+    "clients": [
+        [
+            {
+                "name": "walk",
+                "token_env": "WSGATE_WALK_VALUE",
+                "routes": ["bitfinex"],
+                "max_sessions": 3,
+            }
+        ]
+    ],
     "team": ["walk"],
     "trades": [45.0],
     "smtp_host": ["127.0.0.1"],

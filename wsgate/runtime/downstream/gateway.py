@@ -7,16 +7,19 @@ import hmac
 import logging
 import os
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from wsgate.config import GatewayConfig, load_server_tls
 from wsgate.errors import InvalidPath
 from wsgate.redact import strip_query_params
+from wsgate.runtime.downstream.clients import ClientRegistry, ClientState
 from wsgate.runtime.downstream.httpbody import request_body
 from wsgate.runtime.downstream.rest_proxy import FORWARDED_HEADERS, RestProxy
 from wsgate.runtime.downstream.rest_proxy import allowed as rest_allowed
@@ -60,6 +63,12 @@ class Gateway:
         self.rejected: dict[int, int] = {}
         self.rest = RestProxy()
         self.fds = FdBudget()
+        # [[gateway.clients]]: per-bot identities (tokens read now and at every reload).
+        self.clients = ClientRegistry()
+        self.clients.load(cfg.clients)
+        # Handshakes admitted for a client whose handler has not started yet: counted
+        # against its max_sessions, so concurrent handshakes cannot pass it together.
+        self._admitted: dict[ServerConnection, ClientState] = {}
 
     @property
     def port(self) -> int:
@@ -176,7 +185,63 @@ class Gateway:
             route.validate_path(rest, parts.query)
         except InvalidPath as exc:
             return self._reject(conn, HTTPStatus(exc.http_status), str(exc))
-        return self._check_token(conn, request, query, route.cfg.token_env)
+        refused, client = self._authorize(conn, request, query, route)
+        if refused is not None or client is None:
+            return refused
+        limit = client.cfg.max_sessions
+        if limit is not None and self._client_sessions(client) >= limit:
+            client.refused["max_sessions"] += 1
+            return self._reject(
+                conn,
+                HTTPStatus.TOO_MANY_REQUESTS,
+                f"client {client.name}: max_sessions ({limit}) reached; close one of its "
+                "sessions first",
+            )
+        self._admitted[conn] = client
+        return None
+
+    def _authorize(
+        self,
+        conn: ServerConnection,
+        request: Request,
+        query: dict[str, list[str]],
+        route: RouteRuntime,
+    ) -> tuple[Response | None, ClientState | None]:
+        """Who the bot is on ``route``: (refusal, None), or (None, its client or None).
+
+        Without [[gateway.clients]] only the route's own token_env applies. With clients,
+        a bot needs a token: a client's (name, routes and limits apply) or the route's own.
+        """
+        if not self.clients.enabled:
+            return self._check_token(conn, request, query, route.cfg.token_env), None
+        given = _presented_token(request, query)
+        client = self.clients.identify(given)
+        if client is None:
+            if route.cfg.token_env and _token_matches(request, query, route.cfg.token_env):
+                return None, None  # the route's shared token: the simple case
+            return self._reject(
+                conn,
+                HTTPStatus.UNAUTHORIZED,
+                "missing or wrong bearer token (a client's token is needed: "
+                "Authorization: Bearer <token> or ?token=<token>)",
+            ), None
+        if not client.cfg.allows(route.name):
+            client.refused["route"] += 1
+            allowed = ", ".join(client.cfg.routes or ()) or "none"
+            return self._reject(
+                conn,
+                HTTPStatus.FORBIDDEN,
+                f"client {client.name} may not use route {route.name} (its routes: {allowed})",
+            ), None
+        return None, client
+
+    def _client_sessions(self, client: ClientState) -> int:
+        """Its open sessions plus its admitted handshakes still on their way to a session."""
+        for conn in [c for c in self._admitted if c.protocol.state is not State.CONNECTING]:
+            if conn.protocol.state is not State.OPEN:
+                del self._admitted[conn]  # the handshake failed after admission
+        pending = sum(1 for c in self._admitted.values() if c is client)
+        return len(client.sessions) + pending
 
     def _check_origin(self, conn: ServerConnection, request: Request) -> Response | None:
         # Browsers always send Origin; a page on another site must not reach the gateway.
@@ -225,11 +290,11 @@ class Gateway:
     async def _rest(
         self, conn: ServerConnection, request: Request, route: RouteRuntime, path: str, query: str
     ) -> Response:
-        refused = self._check_token(conn, request, parse_qs(query), route.cfg.token_env)
+        refused, _client = self._authorize(conn, request, parse_qs(query), route)
         if refused is not None:
             return refused
         assert route.cfg.rest_url is not None
-        if route.cfg.token_env:
+        if route.cfg.token_env or self.clients.enabled:
             query = strip_query_params(query, GATEWAY_CREDENTIALS)  # ours, not the exchange's
         url = self.rest.target(route.cfg.rest_url, path, query)
         if url is None:
@@ -254,12 +319,9 @@ class Gateway:
     ) -> Response | None:
         if not token_env:
             return None
-        expected = os.environ.get(token_env, "")
-        if not expected:
+        if not os.environ.get(token_env, ""):
             return self._reject(conn, HTTPStatus.SERVICE_UNAVAILABLE, "route token not configured")
-        auth = request.headers.get("Authorization", "")
-        given = auth[7:] if auth.startswith("Bearer ") else (query.get("token") or [""])[0]
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        if not _token_matches(request, query, token_env):
             return self._reject(conn, HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token")
         return None
 
@@ -276,7 +338,18 @@ class Gateway:
             flusher=self.flusher,
             slow_close_code=self.cfg.slow_consumer_close_code,
         )
+        client = session.client = self._admitted.pop(ws, None)
+        if client is not None:
+            client.sessions.add(session)
         self.sessions.add(session)
+        if name not in self.system_routes:
+            log.info(
+                "session %d opened on route %s by %s from %s",
+                session.id,
+                name,
+                f"client {client.name}" if client is not None else "an anonymous bot",
+                session.peer,
+            )
         try:
             if name in self.system_routes:
                 await session.serve(self.system_routes[name](ws, session))
@@ -286,7 +359,7 @@ class Gateway:
                 await ws.close(1013, "route removed")
                 return
             query = parts.query
-            if route.cfg.token_env:
+            if route.cfg.token_env or self.clients.enabled:
                 # The gateway consumed its own credential: it never travels upstream.
                 query = strip_query_params(query, GATEWAY_CREDENTIALS)
             await session.serve(route.serve_session(ws, session, rest, query))
@@ -297,6 +370,18 @@ class Gateway:
             await ws.close(1011, "internal error")
         finally:
             self.sessions.discard(session)
+            if client is not None:
+                client.sessions.discard(session)
+            if name not in self.system_routes:
+                log.info(
+                    "session %d closed on route %s (%s): code %s after %.0f s, %d frames out",
+                    session.id,
+                    name,
+                    f"client {client.name}" if client is not None else "anonymous",
+                    session.close_code or ws.close_code,
+                    time.monotonic() - session.created,
+                    session.frames_out,
+                )
 
     def statistics(self) -> dict[str, object]:
         return {
@@ -307,3 +392,16 @@ class Gateway:
             "fd_limit": self.fds.limit,
             "fd_in_use": self.fds.in_use(),
         }
+
+
+def _presented_token(request: Request, query: dict[str, list[str]]) -> str:
+    """The bot's bearer token: ``Authorization: Bearer`` first, else ``?token=``."""
+    auth = request.headers.get("Authorization", "")
+    return auth[7:] if auth.startswith("Bearer ") else (query.get("token") or [""])[0]
+
+
+def _token_matches(request: Request, query: dict[str, list[str]], token_env: str) -> bool:
+    """The bot presented the (non-empty) token in ``$token_env``; constant-time compare."""
+    expected = os.environ.get(token_env, "")
+    given = _presented_token(request, query)
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())

@@ -17,13 +17,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
 from wsgate.runtime.framing import encode_text
 from wsgate.runtime.system.faults import Faults
+
+if TYPE_CHECKING:
+    from wsgate.runtime.downstream.clients import ClientState
 
 __all__ = ["Flusher", "Session", "SessionStats"]
 
@@ -82,6 +85,10 @@ class Flusher:
 _MAX_ERROR_KINDS = 16
 
 
+def _none() -> int:
+    return 0
+
+
 @dataclass(frozen=True)
 class SessionStats:
     id: int
@@ -98,6 +105,8 @@ class SessionStats:
     # are its own, never the upstream connection's.
     errors: int = 0
     errors_by_kind: tuple[tuple[str, int], ...] = ()
+    client: str | None = None  # the [[gateway.clients]] name it connected as
+    subscriptions: int = 0  # held on a shared route (waiting ones included)
 
 
 class Session:
@@ -125,6 +134,9 @@ class Session:
         self.refusing = False  # no more frames: closed as slow, or its flush failed
         self.close_code: int | None = None
         self.on_slow: Callable[[Session], None] | None = None
+        self.client: ClientState | None = None  # set by the gateway at the handshake
+        # Subscriptions it holds on a shared route; the hub serving it replaces this.
+        self.subscription_count: Callable[[], int] = _none
         self._pending: list[bytes] = []
         self._scheduled = False
         self._loop = asyncio.get_running_loop()
@@ -284,6 +296,8 @@ class Session:
             close_code=self.close_code,
             errors=self.errors,
             errors_by_kind=tuple(sorted(self.errors_by_kind.items())),
+            client=self.client.name if self.client is not None else None,
+            subscriptions=self.subscription_count(),
         )
 
     def on_error(self, kind: str) -> None:

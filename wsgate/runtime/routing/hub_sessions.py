@@ -29,6 +29,10 @@ __all__ = ["SessionIntents"]
 log = logging.getLogger("wsgate.hub")
 
 
+def _no_subscriptions() -> int:
+    return 0
+
+
 class SessionIntents:
     def __init__(
         self,
@@ -64,6 +68,7 @@ class SessionIntents:
         codec = self.dialect.open_session(path, query)
         m = Member(session, codec, ws, bucket=TokenBucket(self.client_rate(), 1.0, self.clock()))
         session.on_slow = self._on_slow
+        session.subscription_count = m.subs.__len__  # the client's limit counts these
         self.members[session.id] = m
         try:
             for intent in self._within_cap(m, codec.on_open(self.clock())):
@@ -87,19 +92,32 @@ class SessionIntents:
             self._leave(m)
 
     def _within_cap(self, m: Member, intents: list[d.Intent]) -> list[d.Intent]:
-        """The intents of one message, or its refusal when it would pass the session's cap.
+        """The intents of one message, or its refusal when it would pass the session's cap
+        or its client's ``max_subscriptions`` (counted across all the client's sessions).
 
         A request is refused as a whole, in the venue's own error form (Binance: one error
         with the request's id instead of its ``result``); nothing of it reaches upstream.
         """
         asked = {i.key for i in intents if isinstance(i, d.Subscribe) and i.key not in m.subs}
+        if not asked:
+            return intents
         cap = self.subscription_cap()
-        if not asked or len(m.subs) + len(asked) <= cap:
+        client = m.session.client
+        client_cap = client.cfg.max_subscriptions if client is not None else None
+        code, msg = d.refusal(self.dialect, d.Refusal.LIMIT)
+        if len(m.subs) + len(asked) > cap:
+            self.session_error((m.session.id,), "subscription_cap")
+            msg = f"{msg} ({cap} per session)"
+        elif client is not None and client_cap is not None:
+            held = client.subscriptions()
+            if held + len(asked) <= client_cap:
+                return intents
+            client.refused["max_subscriptions"] += 1
+            self.session_error((m.session.id,), "client_subscription_cap")
+            msg = f"{msg} (client {client.name}: {client_cap} across its sessions, {held} held)"
+        else:
             return intents
         self.refused_over_cap += 1
-        self.session_error((m.session.id,), "subscription_cap")
-        code, msg = d.refusal(self.dialect, d.Refusal.LIMIT)
-        msg = f"{msg} ({cap} per session)"
         out: list[d.Intent] = []
         sent: set[str] = set()
         for intent in intents:
@@ -177,6 +195,7 @@ class SessionIntents:
 
     def _leave(self, m: Member) -> None:
         self.members.pop(m.session.id, None)
+        m.session.subscription_count = _no_subscriptions
         for key in list(m.subs):
             self.fanout.remove(self.registry.get(key), m)
         self.registry.release_all(m.session.id, self.clock())
