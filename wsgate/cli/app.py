@@ -277,7 +277,8 @@ def reload(
         head = f"reloaded (config generation {result['generation']}): {len(changed)} change(s)"
     print(head if changed else head.split(":")[0] + ": no changes")
     for c in changed:
-        line = f"  {c['key']}: {render_value(c['old'])} -> {render_value(c['new'])}"
+        values = c.get("detail") or f"{render_value(c['old'])} -> {render_value(c['new'])}"
+        line = f"  {c['key']}: {values}"
         if c.get("note"):
             line += f"  ({c['note']})"
         print(

@@ -141,6 +141,7 @@ def render_status(r: dict[str, Any]) -> None:
             states,
         )
     _console.print(t)
+    _render_clients(r.get("clients") or [])
     j = Table(title="jobs", title_justify="left")
     for col in ("job", "every", "runs", "failures", "last run", "next run", "duration"):
         j.add_column(col)
@@ -156,6 +157,31 @@ def render_status(r: dict[str, Any]) -> None:
             fmt_ms(job["last_duration"]),
         )
     _console.print(j)
+
+
+def _limit(used: int, limit: int | None) -> str:
+    return f"{used}/{limit}" if limit is not None else str(used)
+
+
+def _render_clients(clients: list[dict[str, Any]]) -> None:
+    """The [[gateway.clients]] identities: what each holds against its limits."""
+    if not clients:
+        return
+    t = Table(title="clients", title_justify="left")
+    for col in ("client", "routes", "sessions", "subscriptions", "refused", "token"):
+        t.add_column(col)
+    for c in clients:
+        refused = " ".join(f"{k}={v}" for k, v in c["refused"].items() if v) or "-"
+        token = c["token"] if c["token"] == "ok" else f"[red]{c['token']}[/]"
+        t.add_row(
+            c["name"] + ("" if c["configured"] else " [yellow](removed)[/]"),
+            ", ".join(c["routes"]) if c["routes"] is not None else "all",
+            _limit(c["sessions"], c["max_sessions"]),
+            _limit(c["subscriptions"], c["max_subscriptions"]),
+            refused,
+            token,
+        )
+    _console.print(t)
 
 
 def render_connections(rows: list[dict[str, Any]]) -> None:

@@ -4,7 +4,8 @@ Snapshots arrive over the control socket's streaming mode (method ``top``). A re
 thread consumes the stream and keeps only the newest snapshot, so a slow terminal never
 backs up the daemon; the main thread reads keys in cbreak mode and redraws.
 
-Keys: ``1`` routes, ``2`` connections, ``3`` sessions, ``s`` next sort column, ``r``
+Keys: ``1`` routes, ``2`` connections, ``3`` sessions, ``4`` clients (the
+``[[gateway.clients]]`` identities), ``s`` next sort column, ``r``
 reverse, ``q`` (or Ctrl-C) quit. ``--json`` prints one snapshot per line instead.
 Imports nothing heavy at module level (the CLI loads this module for every command).
 """
@@ -53,10 +54,18 @@ VIEWS: dict[str, tuple[tuple[str, str, bool], ...]] = {
         ("errors", "errors", True),  # the ones this bot caused (unknown symbol, bad request)
         ("buffered", "buffered", True),
         ("age", "age", True),
+        ("subscriptions", "subs", True),
         ("id", "id", False),
     ),
+    # [[gateway.clients]] identities: what each holds and how often it was turned away
+    "clients": (
+        ("sessions", "sessions", True),
+        ("subscriptions", "subs", True),
+        ("refused", "refused", True),
+        ("name", "client", False),
+    ),
 }
-VIEW_KEYS = {"1": "routes", "2": "connections", "3": "sessions"}
+VIEW_KEYS = {"1": "routes", "2": "connections", "3": "sessions", "4": "clients"}
 
 
 class TopState:
@@ -110,7 +119,9 @@ def _cell(key: str, v: Any) -> str:
     from wsgate.cli.render import fmt_age, fmt_ms
 
     if v is None:
-        return "-"
+        return "all" if key == "routes" else "-"
+    if key == "routes" and isinstance(v, list):
+        return ",".join(str(r) for r in v)
     if key == "latency":
         return fmt_ms(v)
     if key == "age":
@@ -143,10 +154,15 @@ def render_top(state: TopState) -> Any:
     )
     table = Table(title=f"{state.view} (sorted by {state.sort_key})", title_justify="left")
     cols = VIEWS[state.view]
-    lead = {"routes": "name", "connections": "id", "sessions": "id"}[state.view]
+    lead = {"routes": "name", "connections": "id", "sessions": "id", "clients": "name"}[state.view]
     order = [lead] + [c[0] for c in cols if c[0] != lead]
     headers = {c[0]: c[1] for c in cols}
-    extra = {"routes": ["type"], "connections": ["route"], "sessions": ["route", "peer"]}
+    extra = {
+        "routes": ["type"],
+        "connections": ["route"],
+        "sessions": ["route", "client", "peer"],
+        "clients": ["routes", "max_sessions", "max_subscriptions"],
+    }
     for key in order[:1] + extra[state.view] + order[1:]:
         label = headers.get(key, key)
         if key == state.sort_key:
@@ -160,7 +176,7 @@ def render_top(state: TopState) -> Any:
             cells[order.index("state") + len(extra[state.view])] = f"[{color}]{st}[/]"
         table.add_row(*cells)
     keys = Text.from_markup(
-        "[dim]1[/] routes  [dim]2[/] connections  [dim]3[/] sessions  "
+        "[dim]1[/] routes  [dim]2[/] connections  [dim]3[/] sessions  [dim]4[/] clients  "
         "[dim]s[/] sort  [dim]r[/] reverse  [dim]q[/] quit"
     )
     return Group(head, table, keys)
@@ -174,9 +190,11 @@ def top_command(
     ] = False,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes (>= 0.2).")] = 1.0,
     count: Annotated[int, typer.Option(help="Stop after N snapshots (0: until q).")] = 0,
-    view: Annotated[str, typer.Option(help="routes | connections | sessions")] = "connections",
+    view: Annotated[
+        str, typer.Option(help="routes | connections | sessions | clients")
+    ] = "connections",
 ) -> None:
-    """Live view of routes, connections and sessions; keys 1/2/3 views, s sort, q quit."""
+    """Live view of routes, connections, sessions and clients; keys 1-4 views, s sort, q quit."""
     path = resolve_socket_path(socket, config)
     params = {"interval": max(0.2, interval), "count": max(0, count)}
     if view not in VIEWS:

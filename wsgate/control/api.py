@@ -93,6 +93,8 @@ def status(d: DaemonView) -> dict[str, Any]:
         "gateway": d.gateway.statistics(),
         "control_socket": d.config.daemon.control_socket,
         "sessions": len(d.gateway.sessions),
+        # [[gateway.clients]]: each identity's sessions, subscriptions and refusals
+        "clients": [dataclasses.asdict(c) for c in d.gateway.clients.statistics()],
         "loop_lag": round(d.loop_lag, 6),
         "handler_errors": dataclasses.asdict(d.faults.statistics()),
         "tasks": len(asyncio.all_tasks()),  # leak checks: chaos drills compare it over time

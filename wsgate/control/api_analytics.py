@@ -103,6 +103,18 @@ def top_snapshot(d: DaemonView, max_sessions: int = MAX_TOP_SESSIONS) -> dict[st
         "connections": conns,
         "sessions": sessions,
         "sessions_truncated": len(all_sessions) > max_sessions,
+        "clients": [
+            {
+                "name": c.name + ("" if c.configured else " (removed)"),
+                "routes": list(c.routes) if c.routes is not None else None,
+                "sessions": c.sessions,
+                "subscriptions": c.subscriptions,
+                "refused": sum(c.refused.values()),
+                "max_sessions": c.max_sessions,
+                "max_subscriptions": c.max_subscriptions,
+            }
+            for c in d.gateway.clients.statistics()
+        ],
         "jobs": [j.as_dict() for j in d.jobs.statistics()],
         "loop_lag": d.loop_lag,
     }

@@ -16,6 +16,13 @@
                                                     product name of the bot's User-Agent
                                                     (``ccxt``, ``python-binance``, ...), at
                                                     most 20 names, the rest ``other``
+``wsgate_client_sessions_open``                     open sessions of each ``[[gateway.clients]]``
+                                                    identity {client} (names come from the
+                                                    config: bounded)
+``wsgate_client_subscriptions``                     subscriptions held across a client's
+                                                    sessions on shared routes {client}
+``wsgate_client_refused_total``                     a client turned away {client, reason=
+                                                    route|max_sessions|max_subscriptions}
 ``wsgate_sessions_slow_closed_total``               sessions closed as slow consumers {route}
 ``wsgate_session_subscriptions``                    subscriptions held by the route's
                                                     sessions {route, stat=sum|max}
@@ -53,6 +60,8 @@ from wsgate.runtime.downstream.gateway import Gateway
 from wsgate.runtime.routing.routes import RouteRuntime
 
 __all__ = ["BotSideCollector", "rejection_reason"]
+
+_CLIENT_HELP = " The client label is a [[gateway.clients]] name, as configured."
 
 _REASONS = {
     HTTPStatus.NOT_FOUND: "not_found",
@@ -151,6 +160,7 @@ class BotSideCollector(Collector):
             "key taken over from a lost owner), fallback (subscribed alone, link lost).",
             labels=["route", "event"],
         )
+        yield from _identities(self.d.gateway)
         per_client: dict[tuple[str, str], int] = {}
         names: set[str] = set()
         for session in list(self.d.gateway.sessions):
@@ -208,3 +218,27 @@ class BotSideCollector(Collector):
             subs.add_metric([rt.name, "max"], max(counts, default=0))
         yield from (sessions, by_client, rejected, dropped, slow, subs, resumes, bridged)
         yield from (share_keys, share_frames, share_events)
+
+
+def _identities(gateway: Gateway) -> Iterator[Metric]:
+    """One series per configured client (the config bounds the label values)."""
+    sessions = GaugeMetricFamily(
+        "wsgate_client_sessions_open", "Open sessions per client." + _CLIENT_HELP, labels=["client"]
+    )
+    subs = GaugeMetricFamily(
+        "wsgate_client_subscriptions",
+        "Subscriptions held across a client's sessions on shared routes." + _CLIENT_HELP,
+        labels=["client"],
+    )
+    refused = CounterMetricFamily(
+        "wsgate_client_refused",
+        "Handshakes and subscribe requests refused to a client, by reason (route: not one "
+        "of its routes; max_sessions; max_subscriptions)." + _CLIENT_HELP,
+        labels=["client", "reason"],
+    )
+    for st in gateway.clients.statistics():
+        sessions.add_metric([st.name], st.sessions)
+        subs.add_metric([st.name], st.subscriptions)
+        for reason, n in st.refused.items():
+            refused.add_metric([st.name, reason], n)
+    yield from (sessions, subs, refused)
