@@ -5,9 +5,11 @@ the cluster: key ``connect.<host>`` in the bucket ``<name>-budgets`` holds the l
 (:mod:`wsgate.core.budget_ledger`). A connect reads it, decides with
 :func:`~wsgate.core.budget_ledger.decide_take`, and writes it back with compare-and-set
 (update at the revision it read); another node's write in between is a conflict, and the
-take reads again, at most ``MAX_TRIES`` times within ``TAKE_TIMEOUT``. A connect is rare
-next to frames, so one slice of one token per connect keeps the count exact; no frame
-ever waits on this.
+take reads again, at most ``MAX_TRIES`` times within ``TAKE_TIMEOUT``. One take is a
+*slice* for every connect of this node waiting at that moment (capped by
+:func:`~wsgate.core.budget_ledger.slice_size`): a pool that reconnects 40 connections
+writes the ledger a few times, not 40, and the tokens are used at once (a slice is
+usable for ``CONNECT_HOLD`` seconds). No frame ever waits on this.
 
 Without the link (or when NATS does not answer in time) a node grants from its **local
 share**: the budget divided by the nodes it knows to be up, counted against everything
@@ -29,7 +31,14 @@ from typing import Any
 
 from wsgate.cluster.engine import Engine, KvBucket, KvEntry
 from wsgate.config.schema import ClusterConfig
-from wsgate.core.budget_ledger import DEFAULT_MARGIN, Ledger, Slice, decide_take, local_share
+from wsgate.core.budget_ledger import (
+    DEFAULT_MARGIN,
+    Ledger,
+    Slice,
+    decide_take,
+    local_share,
+    slice_size,
+)
 from wsgate.errors import KeyConflict
 
 __all__ = ["ClusterBudgets"]
@@ -51,7 +60,12 @@ class _Budget:
     seen: Ledger = field(default_factory=Ledger)  # as last read, written or watched
     unsynced: tuple[Slice, ...] = ()  # granted from the local share, not yet in the ledger
     mode: str = "cluster"  # cluster | local share
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one take at a time per node
+    waiting: int = 0  # callers in take_connect now: the size of the next slice
+    pool: int = 0  # tokens of the last slice not handed out yet
+    pool_until: float = 0.0  # ... usable until then (the slice's end)
     granted: int = 0
+    slices: int = 0  # slices taken (a slice serves every connect waiting when it is taken)
     local_grants: int = 0
     waits: int = 0
     conflicts: int = 0
@@ -129,18 +143,40 @@ class ClusterBudgets:
 
     async def take_connect(self, host: str, count: int, per: float) -> float:
         b = self._budget("connect." + _KEY_CHARS.sub("_", host), count, per)
+        b.waiting += 1
+        try:
+            async with b.lock:
+                return await self._take_one(b, CONNECT_HOLD)
+        finally:
+            b.waiting -= 1
+
+    async def _take_one(self, b: _Budget, hold: float) -> float:
+        """One token: from the current slice, else a new slice for every caller waiting
+        now (at most :func:`slice_size`, so one node does not take the whole budget)."""
+        if b.pool > 0 and self.clock() < b.pool_until:
+            b.pool -= 1
+            b.granted += 1
+            return 0.0
+        b.pool = 0
+        want = max(1, min(b.waiting, slice_size(b.limit, self.live_nodes())))
         try:
             async with asyncio.timeout(TAKE_TIMEOUT):
                 bucket = await self._link()
                 if bucket is not None:
-                    return await self._take(bucket, b, CONNECT_HOLD)
+                    return await self._take(bucket, b, want, hold)
         except Exception as exc:  # timeouts, a lost link: the engine's errors vary
             b.errors += 1
             self._bucket = None
             log.warning("cluster budget %s: the ledger is out of reach (%r)", b.key, exc)
-        return self._take_local(b, CONNECT_HOLD)
+        return self._take_local(b, want, hold)
 
-    async def _take(self, bucket: KvBucket, b: _Budget, hold: float) -> float:
+    def _granted(self, b: _Budget, grant: Slice) -> float:
+        b.slices += 1
+        b.granted += 1
+        b.pool, b.pool_until = grant.count - 1, grant.end
+        return 0.0
+
+    async def _take(self, bucket: KvBucket, b: _Budget, want: int, hold: float) -> float:
         for _ in range(MAX_TRIES):
             entry = await bucket.get(b.key)
             ledger = Ledger()
@@ -154,11 +190,12 @@ class ClusterBudgets:
             d = decide_take(
                 ledger,
                 node=self.node_id,
-                want=1,
+                want=want,
                 limit=b.limit,
                 per=b.per,
                 hold=hold,
                 now=self.clock(),
+                at_least=1,
             )
             write = d.ledger if d.ledger is not None else (ledger if b.unsynced else None)
             if write is not None:
@@ -175,14 +212,13 @@ class ClusterBudgets:
                 log.info("cluster budget %s: counted in the cluster ledger again", b.key)
             b.mode, b.unsynced = "cluster", ()
             b.seen = write if write is not None else ledger
-            if d.ok:
-                b.granted += 1
-                return 0.0
+            if d.ok and d.ledger is not None:
+                return self._granted(b, d.ledger.grants[-1])
             return self._wait(b, d.wait)
         b.contention += 1
         return self._wait(b, self.rng.uniform(0.05, 0.25))
 
-    def _take_local(self, b: _Budget, hold: float) -> float:
+    def _take_local(self, b: _Budget, want: int, hold: float) -> float:
         """No ledger: this node's share, against all it knows the cluster has used."""
         if b.mode != "local share":
             log.warning(
@@ -196,20 +232,21 @@ class ClusterBudgets:
         d = decide_take(
             ledger,
             node=self.node_id,
-            want=1,
+            want=want,
             limit=self._share(b),
             per=b.per,
             hold=hold,
             now=self.clock(),
+            at_least=1,
         )
         if d.ledger is not None:
             b.seen = d.ledger
-        if not d.ok:
+        if not d.ok or d.ledger is None:
             return self._wait(b, d.wait)
-        b.unsynced = (*b.unsynced, d.ledger.grants[-1]) if d.ledger is not None else b.unsynced
-        b.granted += 1
-        b.local_grants += 1
-        return 0.0
+        grant = d.ledger.grants[-1]
+        b.unsynced = (*b.unsynced, grant)
+        b.local_grants += grant.count
+        return self._granted(b, grant)
 
     def _share(self, b: _Budget) -> int:
         return local_share(b.limit, self.live_nodes())
@@ -239,6 +276,7 @@ class ClusterBudgets:
             "used_here": seen.used_by(self.node_id, now, b.per, DEFAULT_MARGIN),
             "share": self._share(b),  # what this node may use alone without the link
             "granted": b.granted,
+            "slices": b.slices,
             "granted_local": b.local_grants,
             "waits": b.waits,
             "last_wait": round(b.last_wait, 3),
