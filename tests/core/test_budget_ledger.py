@@ -16,6 +16,7 @@ from wsgate.core.budget_ledger import (
     decide_take,
     local_share,
     slice_size,
+    window_margin,
 )
 
 
@@ -69,6 +70,7 @@ def test_local_share_and_slice_size() -> None:
     assert local_share(300, 0) == 300
     assert slice_size(300, 3) == 25
     assert slice_size(5, 3) == 1
+    assert window_margin(300.0) == 1.0 and window_margin(1.0) == 0.1
 
 
 def test_bad_arguments_are_refused() -> None:

@@ -32,12 +32,12 @@ from typing import Any
 from wsgate.cluster.engine import Engine, KvBucket, KvEntry
 from wsgate.config.schema import ClusterConfig
 from wsgate.core.budget_ledger import (
-    DEFAULT_MARGIN,
     Ledger,
     Slice,
     decide_take,
     local_share,
     slice_size,
+    window_margin,
 )
 from wsgate.errors import KeyConflict
 
@@ -146,7 +146,8 @@ class ClusterBudgets:
         b.waiting += 1
         try:
             async with b.lock:
-                return await self._take_one(b, CONNECT_HOLD)
+                # A short window (OKX: a second) gets a shorter hold than 2 s.
+                return await self._take_one(b, min(CONNECT_HOLD, per / 10))
         finally:
             b.waiting -= 1
 
@@ -195,6 +196,7 @@ class ClusterBudgets:
                 per=b.per,
                 hold=hold,
                 now=self.clock(),
+                margin=window_margin(b.per),
                 at_least=1,
             )
             write = d.ledger if d.ledger is not None else (ledger if b.unsynced else None)
@@ -237,6 +239,7 @@ class ClusterBudgets:
             per=b.per,
             hold=hold,
             now=self.clock(),
+            margin=window_margin(b.per),
             at_least=1,
         )
         if d.ledger is not None:
@@ -272,8 +275,8 @@ class ClusterBudgets:
             "window": b.per,
             "mode": b.mode,
             # tokens occupying the budget (a slot counts for its window + hold + margin)
-            "used": seen.used(now, b.per, DEFAULT_MARGIN),
-            "used_here": seen.used_by(self.node_id, now, b.per, DEFAULT_MARGIN),
+            "used": seen.used(now, b.per, window_margin(b.per)),
+            "used_here": seen.used_by(self.node_id, now, b.per, window_margin(b.per)),
             "share": self._share(b),  # what this node may use alone without the link
             "granted": b.granted,
             "slices": b.slices,

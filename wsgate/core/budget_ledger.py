@@ -41,6 +41,7 @@ __all__ = [
     "decide_take",
     "local_share",
     "slice_size",
+    "window_margin",
 ]
 
 DEFAULT_MARGIN = 1.0  # seconds of clock skew between nodes the ledger absorbs
@@ -157,6 +158,12 @@ def decide_take(
             break
     rewrite = live if len(live.grants) != len(ledger.grants) else None
     return BudgetDecision(0, rewrite, max(wait, 0.0), used)
+
+
+def window_margin(per: float) -> float:
+    """The clock-skew margin for a window of ``per`` seconds: a second, but no more than a
+    tenth of a short window (OKX counts connects per second)."""
+    return min(DEFAULT_MARGIN, per / 10)
 
 
 def local_share(limit: int, live_nodes: int) -> int:
