@@ -11,23 +11,30 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from rich.console import Console
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from tests import simstack
+from tests.e2e.harness import until
 from tests.simstack import Route
 from wsgate import Gateway
+from wsgate.cli import render
+from wsgate.cli.top import TopState, render_top
 from wsgate.config import parse_config
 from wsgate.control.api import status
+from wsgate.control.api_analytics import top_snapshot
 from wsgate.control.metrics_bots import BotSideCollector
 from wsgate.sim import Simulator
 
@@ -158,8 +165,8 @@ def test_clients_tokens_routes_limits_and_visibility(beta_file: Path) -> None:
             assert "client alpha: 2 across its sessions" in err["msg"], err
             await _until(a2, lambda m: isinstance(m, list) and m[1] != "hb")  # still fed
             await a2.send(json.dumps({"event": "ping", "cid": 5}))
-            assert (await _until(a2, lambda m: m.get("event") == "pong" if isinstance(m, dict)
-                                 else False))["cid"] == 5  # fmt: skip
+            pong = await _until(a2, lambda m: isinstance(m, dict) and m.get("event") == "pong")
+            assert pong["cid"] == 5
 
             # beta (token from a file): Binance's own error form, with the request's id.
             b1 = await connect(f"{bnc}/ws?token={BETA}")
@@ -216,6 +223,23 @@ def test_clients_tokens_routes_limits_and_visibility(beta_file: Path) -> None:
             for secret in (ALPHA, BETA, GAMMA, ROUTE_TOKEN):
                 assert secret not in text and secret not in json.dumps(doc)
 
+            # The operator's views: `wsgate status` and `wsgate top` (view 4, and the
+            # client column of view 3).
+            console = Console(file=io.StringIO(), width=200)
+            with patch.object(render, "_console", console):
+                render.render_status(doc)
+            shown = console.file.getvalue()  # type: ignore[attr-defined]
+            assert "clients" in shown and "alpha" in shown and "2/2" in shown, shown
+            assert "route=1 max_sessions=1 max_subscriptions=1" in shown, shown
+            state = TopState("clients")
+            state.snapshot = top_snapshot(gw.daemon)
+            top = Console(file=io.StringIO(), width=200)
+            top.print(render_top(state))
+            table = top.file.getvalue()  # type: ignore[attr-defined]
+            assert "gamma" in table and "okx,bybit" in table, table
+            state.view = "sessions"
+            assert {r["client"] for r in state.rows()} == {None, "alpha", "beta", "gamma"}
+
             # A session that ends frees its slot and its subscriptions.
             await a1.close()
             a3 = await connect(f"{bfx}?token={ALPHA}")
@@ -271,5 +295,32 @@ def test_reload_swaps_identities_for_new_connections_only(beta_file: Path) -> No
             for ws in (a1, b, anon):
                 await ws.close()
             assert dataclasses.asdict(removed["alpha"])["name"] == "alpha"
+
+    asyncio.run(scenario())
+
+
+def test_parallel_handshakes_cannot_pass_max_sessions_together(beta_file: Path) -> None:
+    async def scenario() -> None:
+        async with _stack(_clients(beta_file)) as (gw, _sim):
+            url = f"{gw.url('bitfinex')}?token={ALPHA}"
+
+            async def one() -> ClientConnection | int:
+                try:
+                    return await connect(url)
+                except InvalidStatus as exc:
+                    return exc.response.status_code
+
+            got = await asyncio.gather(*(one() for _ in range(8)))
+            opened = [ws for ws in got if not isinstance(ws, int)]
+            assert len(opened) == 2 and sorted(c for c in got if isinstance(c, int)) == [429] * 6
+            assert gw.daemon.gateway.clients.clients["alpha"].refused["max_sessions"] == 6
+            for ws in opened:
+                await ws.close()
+            # Closed sessions free their slots (the handler's end releases them).
+            alpha = gw.daemon.gateway.clients.clients["alpha"]
+            await until(lambda: not alpha.sessions, 10, "alpha's sessions to end")
+            assert not gw.daemon.gateway._admitted
+            again = await connect(url)
+            await again.close()
 
     asyncio.run(scenario())
