@@ -20,14 +20,16 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from rich.console import Console
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import InvalidStatus
 
 from tests import simstack
-from tests.e2e.harness import until
+from tests.e2e.harness import ThreadServer, free_port, run_daemon, until
 from tests.simstack import Route
 from wsgate import Gateway
 from wsgate.cli import render
@@ -324,3 +326,50 @@ def test_parallel_handshakes_cannot_pass_max_sessions_together(beta_file: Path) 
             await again.close()
 
     asyncio.run(scenario())
+
+
+def test_daemon_shows_the_client_in_status_metrics_and_logs_never_its_token() -> None:
+    """The real daemon as a subprocess: `wsgate status`, /metrics over HTTP, its log."""
+    seen: list[str] = []
+
+    async def echo(ws: ServerConnection) -> None:
+        seen.append(ws.request.path if ws.request else "")
+        async for msg in ws:
+            await ws.send(msg)
+
+    clients = '[[gateway.clients]]\nname = "alpha"\ntoken_env = "WSGATE_T_ALPHA"\nmax_sessions = 1'
+    metrics_port = free_port()
+    with ThreadServer(echo) as up:
+        body = '[routes.echo]\ndialect = "raw"\ntype = "market_data"\n'
+        body += f'[[routes.echo.endpoints]]\nurl = "ws://127.0.0.1:{up.port}"\n'
+        with run_daemon(
+            body,
+            extra_env={"WSGATE_T_ALPHA": ALPHA},
+            gateway=clients,
+            args=("--metrics-listen", f"127.0.0.1:{metrics_port}"),
+        ) as d:
+
+            async def bot() -> None:
+                url = f"ws://127.0.0.1:{d.port}/echo/feed?token={ALPHA}&x=1"
+                async with connect(url) as ws:
+                    await ws.send("hi")
+                    assert await asyncio.wait_for(ws.recv(), 10) == "hi"
+                    r = await asyncio.to_thread(d.cli, "status", "--socket", d.socket)
+                    assert r.returncode == 0, r.stderr
+                    assert "clients" in r.stdout and "alpha" in r.stdout, r.stdout
+                    assert "1/1" in r.stdout, r.stdout  # sessions against max_sessions
+                    r = await asyncio.to_thread(d.cli, "status", "--json", "--socket", d.socket)
+                    (row,) = json.loads(r.stdout)["clients"]
+                    assert row["name"] == "alpha" and row["sessions"] == 1
+                    async with httpx.AsyncClient() as http:
+                        text = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+                    assert 'wsgate_client_sessions_open{client="alpha"} 1.0' in text
+                    code, body = await _refused(url)
+                    assert code == 429, body
+
+            asyncio.run(bot())
+            d.wait_log("closed on route echo (client alpha)")
+            logs = d.logs()
+            assert "opened on route echo by client alpha from 127.0.0.1" in logs
+            assert seen == ["/feed?x=1"]  # the gateway's token never travels upstream
+            assert ALPHA not in logs
