@@ -10,6 +10,12 @@ owns the key; the other two follow it over NATS.
 * **Delivery latency**: one-way, from the stamp the feed puts in the frame to its arrival
   at a client, per node, at a fixed feed rate (1k and 10k msg/s). A non-owner's p50 minus
   the owner's is what following adds (goal: <= 500 µs).
+* **Baseline**: the NATS hop alone, measured in the same run at the same rates: a nats-py
+  publisher here, nats-server, a nats-py subscriber in another process, the same stamped
+  frames. A non-owner cannot add less than this hop; what it adds above it is wsgate's.
+* **Repeats**: each rate runs ``reps`` times (3; 1 in ``--quick``), interleaved; figures
+  are medians, the added p50 also shows its min..max. The goal is ``met`` only when every
+  repeat meets it, ``MISSED`` when none does, ``within spread`` otherwise.
 * **CPU per delivery**: user + system time of each daemon during the push, over what its
   clients received (and over the frames pushed: the per-frame cost of its path).
 * **Failover**: the owner is killed (SIGKILL) while the feed pushes 200 msg/s; the gap is
@@ -20,15 +26,19 @@ owns the key; the other two follow it over NATS.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import multiprocessing.connection
 import os
 import signal
 import statistics
 import time
+from array import array
 from typing import Any
 
 from bench.daemon import cpu_seconds
-from bench.procs import Child, feed_main, recv_main
+from bench.net import TS_BASE, percentiles, ticker_frame
+from bench.procs import Child, _pace, feed_main, recv_main
 from tests.cluster.rig import NatsServer, Nodes
 from tests.e2e.harness import DaemonProc, wait_until
 
@@ -87,17 +97,13 @@ def _measure(
 
 
 def _latency(res: dict[str, Any]) -> tuple[float, float]:
-    from array import array
-
-    from bench.net import percentiles
-
-    samples = array("q")
+    samples: array[int] = array("q")
     samples.frombytes(res["samples"])
     p50, p99 = percentiles(samples, (50, 99))
     return p50, p99
 
 
-def _delay(
+def _delay_once(
     feed: Child, nodes: list[DaemonProc], recvs: list[Child], k: int, rate: float, seconds: float
 ) -> dict[str, Any]:
     pids = [d.proc.pid for d in nodes]
@@ -113,7 +119,6 @@ def _delay(
                 "p99_us": p99,
                 "delivered": res["count"],
                 "lost": max(0, pushed["sent"] * k - res["count"]),
-                "cpu_s": c,
                 "cpu_us_per_delivery": 1e6 * c / res["count"] if res["count"] else None,
                 "cpu_us_per_frame": 1e6 * c / pushed["sent"] if pushed["sent"] else None,
             }
@@ -124,13 +129,106 @@ def _delay(
         row["added_p99_us"] = row["p99_us"] - owner["p99_us"]
         oc, fc = owner["cpu_us_per_delivery"], row["cpu_us_per_delivery"]
         row["cpu_vs_owner"] = fc / oc if oc and fc else None
+    return {"sent": pushed["sent"], "seconds": pushed["seconds"], "rows": rows}
+
+
+def _med(values: list[Any]) -> dict[str, float | None]:
+    vals = sorted(v for v in values if v is not None and v == v)
+    if not vals:
+        return {"median": None, "min": None, "max": None}
+    return {"median": statistics.median(vals), "min": vals[0], "max": vals[-1]}
+
+
+def _summary(
+    rate: float, cells: list[dict[str, Any]], hops: list[dict[str, float]]
+) -> dict[str, Any]:
+    """Per node, the median of each figure over the repeats, with the added p50's range."""
+    rows = []
+    for i, first in enumerate(cells[0]["rows"]):
+        rs = [c["rows"][i] for c in cells]
+        row: dict[str, Any] = {"node": first["node"], "lost": sum(r["lost"] for r in rs)}
+        for key in ("p50_us", "p99_us", "cpu_us_per_delivery", "cpu_us_per_frame"):
+            row[key] = _med([r[key] for r in rs])["median"]
+        if i:
+            for key in ("added_p50_us", "added_p99_us", "cpu_vs_owner"):
+                row[key] = _med([r[key] for r in rs])["median"]
+            row["added_p50_spread"] = _med([r["added_p50_us"] for r in rs])
+        rows.append(row)
+    added = [r["added_p50_us"] for c in cells for r in c["rows"][1:]]
+    verdict = (
+        "met"
+        if all(a <= ADDED_P50_GOAL_US for a in added)
+        else "MISSED"
+        if all(a > ADDED_P50_GOAL_US for a in added)
+        else "within spread"
+    )
+    sent = sum(c["sent"] for c in cells)
     return {
         "rate": rate,
-        "sent": pushed["sent"],
-        "sent_per_s": pushed["sent"] / pushed["seconds"] if pushed["seconds"] else None,
+        "reps": len(cells),
+        "sent_per_s": sent / sum(c["seconds"] for c in cells),
         "rows": rows,
-        "goal_met": all(r["added_p50_us"] <= ADDED_P50_GOAL_US for r in rows[1:]),
+        "nats_hop_p50_us": _med([h["p50_us"] for h in hops])["median"],
+        "nats_hop_p99_us": _med([h["p99_us"] for h in hops])["median"],
+        "verdict": verdict,
+        "goal_met": verdict == "met",
     }
+
+
+# ---------------------------------------------------------------- the NATS hop alone
+def hop_main(conn: multiprocessing.connection.Connection, url: str) -> None:
+    """Baseline child: a nats-py subscriber that stamps the arrival of each message."""
+    asyncio.run(_hop_sub(conn, url))
+
+
+async def _hop_sub(conn: multiprocessing.connection.Connection, url: str) -> None:
+    import nats
+
+    nc = await nats.connect(url)
+    got: list[array[int]] = [array("q")]
+
+    async def on_msg(msg: Any) -> None:
+        data = msg.data
+        p = data.find(b"]]")
+        got[0].append(time.monotonic_ns() - (int(data[p - 20 : p]) - TS_BASE))
+
+    await nc.subscribe("bench.hop", cb=on_msg)
+    await nc.flush()
+    conn.send(("ready", {}))
+    while True:
+        cmd = await asyncio.to_thread(conn.recv)
+        if cmd[0] == "stop":
+            break
+        if cmd[0] == "take":  # the samples so far, and start again
+            conn.send(("samples", got[0].tobytes()))
+            got[0] = array("q")
+    await nc.close()
+
+
+async def _hop_push(url: str, rate: float, seconds: float) -> int:
+    import nats
+
+    nc = await nats.connect(url)
+    sent = await _pace(
+        rate, seconds, int(rate * seconds) + 1, lambda: nc.publish("bench.hop", ticker_frame(0))
+    )
+    await nc.flush()
+    await nc.close()
+    return sent
+
+
+def _hop(url: str, hop: Child, rate: float, seconds: float) -> dict[str, float]:
+    """Publisher here, subscriber in ``hop``: what one nats-py hop costs on this box now."""
+    asyncio.run(_hop_push(url, 1000.0, 0.3))  # warm-up
+    hop.ask("take", reply="samples")
+    sent = asyncio.run(_hop_push(url, rate, seconds))
+    samples: array[int] = array("q")
+    deadline = time.monotonic() + 10
+    while len(samples) < sent and time.monotonic() < deadline:
+        samples.frombytes(hop.ask("take", reply="samples"))
+        time.sleep(0.05)
+    p50, p99 = percentiles(samples, (50, 99))
+    return {"p50_us": p50, "p99_us": p99, "received": len(samples), "sent": sent}
 
 
 def _owner(nodes: list[DaemonProc]) -> int:
@@ -188,6 +286,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     k = 10
     seconds = 3.0 if quick else 10.0
     runs = 3 if quick else 10
+    reps = 1 if quick else 3
     rates = (1000.0, 10000.0)
     load0 = os.getloadavg()
     with NatsServer() as nats, Child(feed_main, "bitfinex", False) as feed, Nodes() as cluster:
@@ -204,7 +303,15 @@ def run(quick: bool = False) -> dict[str, Any]:
                 "nodes 1 and 2 to follow",
             )
             subscriptions = feed.ask("targets", reply="targets")
-            delays = [_delay(feed, nodes, recvs, k, rate, seconds) for rate in rates]
+            cells: dict[float, list[dict[str, Any]]] = {r: [] for r in rates}
+            hops: dict[float, list[dict[str, float]]] = {r: [] for r in rates}
+            with Child(hop_main, nats.url) as hop:
+                hop.expect("ready", 30)
+                for _ in range(reps):  # interleaved, so a busy minute hits every cell
+                    for rate in rates:
+                        cells[rate].append(_delay_once(feed, nodes, recvs, k, rate, seconds))
+                        hops[rate].append(_hop(nats.url, hop, rate, seconds))
+            delays = [_summary(r, cells[r], hops[r]) for r in rates]
             gaps = [_failover(feed, nats.url, port, cluster, nodes, recvs, k) for _ in range(runs)]
         finally:
             for r in recvs:
