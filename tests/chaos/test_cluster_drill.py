@@ -69,5 +69,5 @@ def test_short_cluster_chaos_drill() -> None:
 @pytest.mark.parametrize("seed", [1, 2])
 def test_long_cluster_chaos_drill(seed: int) -> None:
     rng = random.Random(seed)
-    kinds = rng.choices(["kill", "nats", "fault"], weights=[3, 2, 4], k=14)
+    kinds = rng.choices(["kill", "nats", "fault"], weights=[3, 2, 4], k=30)
     _run(seed, kinds)
