@@ -319,7 +319,14 @@ class Daemon:
             from wsgate.cluster.data_plane import RouteShare
 
             rt.hub.attach_share(
-                RouteShare(self.config.cluster, self.config.daemon.node_id, rt.name, engine, rt.hub)
+                RouteShare(
+                    self.config.cluster,
+                    self.config.daemon.node_id,
+                    rt.name,
+                    engine,
+                    rt.hub,
+                    on_event=lambda data: self.events.publish("cluster_move", data),
+                )
             )
         task = tg.create_task(rt.run(), name=f"route-{rt.name}")
         self._route_tasks.add(task)

@@ -94,18 +94,25 @@ class MemoryBucket:
     async def delete(self, key: str) -> None:
         await self._write(key, b"", deleted=True)
 
-    async def follow(self, on_entry: WatchCallback) -> NoReturn:
+    async def follow(self, on_entry: WatchCallback, keys: str = ">") -> NoReturn:
         b = self._b()
         q: asyncio.Queue[KvEntry] = asyncio.Queue()
+        prefix = keys[:-1] if keys.endswith(">") else None
+
+        def wanted(e: KvEntry) -> bool:
+            return e.key.startswith(prefix) if prefix is not None else e.key == keys
+
         for e in sorted(b.last.values(), key=lambda e: e.revision):
-            on_entry(e)
+            if wanted(e):
+                on_entry(e)
         on_entry(None)
         b.watchers.append(q)
         try:
             while True:
                 entry = await q.get()
                 await self.engine.server.running.wait()
-                on_entry(entry)
+                if wanted(entry):
+                    on_entry(entry)
         finally:
             b.watchers.remove(q)
 

@@ -8,6 +8,7 @@ from wsgate.core.leases import (
     SeqVerdict,
     decide_lease,
     key_token,
+    plan_spread,
     renew_due,
 )
 
@@ -51,3 +52,92 @@ def test_sequence_next_stale_gap_and_new_epoch() -> None:
     assert (s.gaps, s.stale) == (2, 2)
     s.start("e2", 5)
     assert s.observe("e2", 6) is SeqVerdict.NEXT
+
+
+# ---------------------------------------------------------------- hand-over links
+
+
+def test_a_link_at_the_followers_position_switches_at_once() -> None:
+    t = SeqTracker()
+    t.start("old", 5)
+    assert t.link("new", "old", 5) is SeqVerdict.NEXT
+    assert (t.epoch, t.seq) == ("new", 0)
+    assert t.observe("new", 1) is SeqVerdict.NEXT
+    assert t.observe("old", 6) is SeqVerdict.STALE  # the old stream after its cut: never
+
+
+def test_a_link_ahead_holds_the_new_epoch_until_the_cut_is_delivered() -> None:
+    t = SeqTracker()
+    t.start("old", 3)
+    assert t.link("new", "old", 5) is SeqVerdict.HOLD
+    assert t.observe("new", 1) is SeqVerdict.HOLD  # the caller keeps it
+    assert t.observe("old", 4) is SeqVerdict.NEXT
+    assert t.after_delivery() is False
+    assert t.observe("old", 5) is SeqVerdict.NEXT
+    assert t.after_delivery() is True  # switched: deliver the held frames now
+    assert t.observe("new", 1) is SeqVerdict.NEXT
+    assert t.linked == 1 and t.gaps == 0
+
+
+def test_a_link_behind_the_follower_or_without_a_cut_is_a_gap() -> None:
+    t = SeqTracker()
+    t.start("old", 7)
+    assert t.link("new", "old", 5) is SeqVerdict.GAP  # we have frames its stream lacks
+    t.start("old", 7)
+    assert t.link("new", "old", -1) is SeqVerdict.GAP  # the old owner could not cut
+    t.start("old", 7)
+    assert t.link("new", "other", 7) is SeqVerdict.GAP  # continues a stream we never had
+
+
+def test_a_frame_past_the_cut_of_the_old_epoch_is_a_gap() -> None:
+    t = SeqTracker()
+    t.start("old", 1)
+    assert t.link("new", "old", 2) is SeqVerdict.HOLD
+    assert t.observe("old", 3) is SeqVerdict.GAP
+
+
+# ---------------------------------------------------------------- spread
+
+
+def test_spread_moves_one_key_per_round_to_the_least_loaded_follower() -> None:
+    owned = {f"k{i}": ("b", "c") for i in range(10)}
+    moves = plan_spread("a", owned, {"a": 10, "b": 0, "c": 0}, 100.0, last_round=None, moved_at={})
+    assert [(m.key, m.target) for m in moves] == [("k0", "b")]
+    assert "a owns 10 keys, b 0" in moves[0].why
+    # Within the interval: nothing (bounded move rate).
+    assert plan_spread("a", owned, {"b": 1, "c": 0}, 100.5, last_round=100.0, moved_at={}) == []
+
+
+def test_spread_converges_and_then_holds_still() -> None:
+    loads = {"a": 10, "b": 0, "c": 0}
+    owned = {f"k{i}": ("b", "c") for i in range(10)}
+    now, last, moved = 0.0, None, {}
+    for _ in range(20):
+        mine = {k: v for k, v in owned.items()}
+        loads["a"] = len(mine)
+        moves = plan_spread("a", mine, dict(loads), now, last_round=last, moved_at=moved)
+        for m in moves:
+            del owned[m.key]
+            loads[m.target] += 1
+            moved[m.key] = now
+            last = now
+        now += 1.0
+    loads["a"] = len(owned)
+    assert sorted(loads.values()) == [3, 3, 4]  # within the slack of the mean; no flapping
+    assert plan_spread("a", owned, dict(loads), now, last_round=last, moved_at=moved) == []
+
+
+def test_spread_only_to_live_followers_and_never_a_key_that_just_moved() -> None:
+    owned = {"k1": ("b",), "k2": ("gone",), "k3": ()}
+    loads = {"a": 6, "b": 0}
+    moves = plan_spread("a", owned, loads, 10.0, last_round=None, moved_at={"k1": 5.0})
+    assert moves == []  # k1 moved 5 s ago (hold), k2's follower is not alive, k3 has none
+    moves = plan_spread("a", owned, loads, 100.0, last_round=None, moved_at={"k1": 5.0})
+    assert [(m.key, m.target) for m in moves] == [("k1", "b")]
+
+
+def test_spread_never_leaves_the_target_above_the_source() -> None:
+    owned = {"k1": ("b",), "k2": ("b",), "k3": ("b",), "k4": ("b",)}
+    assert (
+        plan_spread("a", owned, {"a": 4, "b": 3, "c": 0}, 0.0, last_round=None, moved_at={}) == []
+    )

@@ -195,3 +195,29 @@ def test_price_level_flipping_sides_is_not_kept_twice() -> None:
     feed(state, "[3,[[100,1,1],[101,1,-1]]]", "[3,[101,2,0.5]]")
     assert state.checksum() == signed_crc("101:0.5:100:1")
     assert state.statistics().depth == 2
+
+
+def test_a_hand_over_snapshot_on_a_live_book_becomes_the_updates_a_bot_applies() -> None:
+    """The sessions' book plus the rebase updates is the new book: checksums keep verifying."""
+    k = key(channel="book", symbol="tBTCUSD", prec="P0")
+    live, fresh = BookState(k), BookState(k)
+    feed(live, "[7,[[100,1,2],[99,2,3],[101,1,-1],[102,3,-4]]]", "[7,[99,0,1]]")
+    # The new upstream subscription's view: 100 changed, 99 gone, 101 flipped to a bid,
+    # 98 new, 102 unchanged.
+    snap = "[9,[[100,2,5],[101,1,1],[98,1,1],[102,3,-4]]]"
+    feed(fresh, snap)
+    updates = live.rebase(ev(snap))
+    assert updates is not None
+    bodies = [u.text[u.start + 1 : u.end] for u in updates]
+    assert bodies[0] == "[101,0,-1]"  # deletions first: 101 leaves the asks
+    assert set(bodies[1:]) == {"[100,2,5]", "[101,1,1]", "[98,1,1]"}  # 102 unchanged: not sent
+    assert live.checksum() == fresh.checksum()
+    # A bot's book (the updates applied to what it had) verifies the exchange's checksum.
+    bot = BookState(k)
+    feed(bot, "[7,[[100,1,2],[101,1,-1],[102,3,-4]]]")
+    for u in updates:
+        bot.apply(u)
+    assert bot.checksum() == fresh.checksum()
+    # An update, or a book that never had a snapshot, is not rebased.
+    assert live.rebase(ev("[9,[100,3,5]]")) is None
+    assert BookState(k).rebase(ev(snap)) is None

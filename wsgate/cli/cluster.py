@@ -134,4 +134,6 @@ def _shared(routes: list[dict[str, Any]]) -> str:
         return "-"
     own, fol, loc = (sum(int(d[k]) for d in docs) for k in ("owned", "followed", "local"))
     gaps = sum(int(d["gaps"]) for d in docs)
-    return f"{own}/{fol}/{loc}" + (f" ({gaps} gaps)" if gaps else "")
+    out_, in_ = (sum(int(d.get(k, 0)) for d in docs) for k in ("moves_out", "moves_in"))
+    moved = f" (moved {out_} out, {in_} in)" if out_ or in_ else ""
+    return f"{own}/{fol}/{loc}" + (f" ({gaps} gaps)" if gaps else "") + moved

@@ -29,15 +29,16 @@ import logging
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from wsgate.cluster import handover
 from wsgate.cluster.engine import Engine, KvBucket
 from wsgate.cluster.engine import Subscription as Served
+from wsgate.cluster.share_state import Followed, Owned, ShareStatistics, event_of, parse_doc
 from wsgate.config.schema import ClusterConfig
 from wsgate.core.leases import (
     LeaseRole,
-    SeqTracker,
     SeqVerdict,
     decide_lease,
     key_token,
@@ -52,41 +53,9 @@ __all__ = ["RouteShare", "ShareStatistics"]
 log = logging.getLogger("wsgate.cluster")
 
 PUBLISH_QUEUE = 65536  # frames waiting for the link; beyond, dropped (followers see a gap)
-FOLLOW_BUFFER = 4096  # frames held while a follower waits for the owner's state
 STATE_TIMEOUT = 2.0
 LINK_POLL = 0.25
-
-
-@dataclass(eq=False)
-class _Followed:
-    owner: str
-    epoch: str
-    served: Served | None = None
-    tracker: SeqTracker = field(default_factory=SeqTracker)
-    ready: bool = False
-    buffer: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=FOLLOW_BUFFER))
-
-
-@dataclass(eq=False)
-class _Owned:
-    revision: int
-    renewed_at: float
-    seq: int = 0
-    served: Served | None = None
-    asked: int = 0  # state requests answered: followers exist
-
-
-@dataclass(frozen=True)
-class ShareStatistics:
-    owned: int
-    followed: int
-    local: int
-    published: int
-    publish_dropped: int
-    received: int
-    gaps: int
-    takeovers: int
-    fallbacks: int
+LINK_WAIT = 5.0  # a successor named in the lease links its stream to ours within this
 
 
 class RouteShare:
@@ -94,7 +63,13 @@ class RouteShare:
     :meth:`dropped`, and feeds followed frames through ``hub.on_cluster_frame``."""
 
     def __init__(
-        self, cfg: ClusterConfig, node_id: str, route: str, engine: Engine, hub: Any
+        self,
+        cfg: ClusterConfig,
+        node_id: str,
+        route: str,
+        engine: Engine,
+        hub: Any,
+        on_event: Callable[[dict[str, Any]], object] | None = None,
     ) -> None:
         self.cfg = cfg
         self.node_id = node_id
@@ -106,14 +81,32 @@ class RouteShare:
         self._bucket: KvBucket | None = None
         self._tokens: dict[Any, str] = {}
         self.local: set[Any] = set()  # keys this node subscribes upstream itself
-        self.owned: dict[Any, _Owned] = {}
-        self.followed: dict[Any, _Followed] = {}
+        self.owned: dict[Any, Owned] = {}
+        self.followed: dict[Any, Followed] = {}
         self._deciding: set[Any] = set()
         self._queue: deque[tuple[str, bytes]] = deque()
         self._wake = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._closing = False
         self._handing: set[Any] = set()  # owned keys being handed over (no renewal)
+        self.on_event = on_event  # spread moves for the event bus
+        self._by_token: dict[str, Any] = {}
+        # Every lease of this route as the watch last saw it: token -> (node, epoch, seen at).
+        self._owners: dict[str, tuple[str, str, float]] = {}
+        self._caught_up = False
+        self._lease_task: asyncio.Task[None] | None = None
+        self._take_served: Served | None = None
+        self._sending = False
+        self._idle = asyncio.Event()  # the publisher drained its queue
+        self.bridge_started: dict[Any, asyncio.Event] = {}  # successor: new stream runs
+        self.moved_at: dict[Any, float] = {}
+        self.spread_round: float | None = None
+        self.handed_over = 0
+        self.taken_over = 0
+        self.linked = 0
+        self.moves_out = 0
+        self.moves_in = 0
+        self.last_move: dict[str, Any] | None = None
         self.published = 0
         self.publish_dropped = 0
         self.received = 0
@@ -135,6 +128,7 @@ class RouteShare:
         tok = self._tokens.get(key)
         if tok is None:
             tok = self._tokens[key] = key_token(self.route, key)
+            self._by_token[tok] = key
         return tok
 
     def _subject(self, kind: str, key: Any) -> str:
@@ -160,8 +154,8 @@ class RouteShare:
     def tap(self, sub: Subscription, ev: d.ChannelData) -> None:
         """Every event the fan-out delivers; the owner's go to the cluster."""
         own = self.owned.get(sub.key)
-        if own is None:
-            return
+        if own is None or not own.publishing or own.cut is not None:
+            return  # not ours, ours but still bridging from the old owner, or handed over
         own.seq += 1
         if len(self._queue) >= PUBLISH_QUEUE:
             self.publish_dropped += 1
@@ -182,7 +176,9 @@ class RouteShare:
         """No session wants ``sub`` any more (after the linger): release what we hold."""
         key = sub.key
         self.local.discard(key)
-        self._tokens.pop(key, None)  # the subjects below were made before: no token needed
+        tok = self._tokens.pop(key, None)  # the subjects below were made before
+        if tok is not None:
+            self._by_token.pop(tok, None)
         own = self.owned.pop(key, None)
         fol = self.followed.pop(key, None)
         if self._tg is None:
@@ -214,7 +210,9 @@ class RouteShare:
         return self._bucket
 
     async def _watch(self) -> None:
-        """Renew what we own, watch what we follow, fall back and come back with the link."""
+        """Renew what we own, watch the route's leases, fall back and come back with the
+        link, spread ownership. Nothing here asks NATS per followed key: the lease watch
+        (one per route) says when an owner releases, changes or stops renewing a key."""
         was_up = False
         poll = max(0.1, min(self.ttl / 6, 0.5))
         while True:
@@ -223,28 +221,69 @@ class RouteShare:
                 continue
             bucket = await self._link()
             if bucket is None:
+                await self._stop_lease_watch()
                 if was_up or self.followed:
                     self._fall_back()
                 was_up = False
                 continue
+            if not was_up or self._lease_task is None or self._lease_task.done():
+                await self._start_lease_watch(bucket)
             if not was_up:
                 was_up = True
                 self._rejoin()
             now = time.monotonic()
             for key, own in list(self.owned.items()):
-                if key not in self._handing and renew_due(own.renewed_at, now, self.ttl):
+                if key in self._handing or own.cut is not None:
+                    continue
+                if renew_due(own.renewed_at, now, self.ttl):
                     await self._renew(bucket, key, own, now)
-            for key, fol in list(self.followed.items()):
-                if not fol.ready:
-                    continue
-                try:
-                    async with asyncio.timeout(self.ttl / 3):
-                        entry = await bucket.get(self._lease_key(key))
-                except Exception:
-                    continue
-                doc = _parse(entry.value) if entry is not None else None
-                if doc is None or doc.get("epoch") != fol.epoch:
-                    self._redecide(key)
+            self._check_followed(now, poll)
+            if self._caught_up:
+                handover.spread(self, now)
+
+    async def _start_lease_watch(self, bucket: KvBucket) -> None:
+        await self._stop_lease_watch()
+        self._owners.clear()
+        self._caught_up = False
+        assert self._tg is not None
+        self._lease_task = self._tg.create_task(self._follow_leases(bucket))
+        with contextlib.suppress(Exception):
+            self._take_served = await self.engine.serve(
+                f"{self.cfg.name}.mdt.{self.route}.{self.node_id}",
+                lambda payload: handover.answer_take(self, payload),
+            )
+
+    async def _follow_leases(self, bucket: KvBucket) -> None:
+        with contextlib.suppress(Exception):
+            await bucket.follow(lambda e: handover.on_lease(self, e), f"{self.route}.>")
+
+    async def _stop_lease_watch(self) -> None:
+        task, self._lease_task = self._lease_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        served, self._take_served = self._take_served, None
+        if served is not None:
+            await served.stop()
+
+    def _check_followed(self, now: float, poll: float) -> None:
+        """A lease nobody renews any more (its owner died) lapses: look at it again."""
+        if not self._caught_up:
+            return
+        for key, fol in list(self.followed.items()):
+            if not fol.ready or key in self.owned:
+                continue
+            seen = self._owners.get(self._token(key))
+            waited = fol.successor_since is not None and now - fol.successor_since > LINK_WAIT
+            if seen is None or now - seen[2] > self.ttl + poll or waited:
+                fol.successor_since = None
+                self._redecide(key)
+
+    def bridge_data(self, key: Any) -> None:
+        """The hub: a hand-over's new upstream subscription sent its first data."""
+        ev = self.bridge_started.get(key)
+        if ev is not None:
+            ev.set()
 
     def _fall_back(self) -> None:
         """The link is gone: followed keys are subscribed here, as share = "node" does."""
@@ -312,15 +351,13 @@ class RouteShare:
             async with asyncio.timeout(timeout):
                 for key in keys:
                     entry = await bucket.get(self._lease_key(key))
-                    if entry is not None and _parse(entry.value).get("epoch") == self.epoch:
+                    if entry is not None and parse_doc(entry.value).get("epoch") == self.epoch:
                         await bucket.delete(self._lease_key(key))
                 waiting = set(keys)
                 while waiting:
                     for key in list(waiting):
-                        entry = await bucket.get(self._lease_key(key))
-                        doc = _parse(entry.value) if entry is not None else {}
-                        if doc.get("epoch") not in (None, self.epoch):
-                            waiting.discard(key)  # a successor subscribed
+                        if key not in self.owned or self.owned[key].cut is not None:
+                            waiting.discard(key)  # a successor subscribed and cut our stream
                         elif not self._has_followers(key):
                             waiting.discard(key)
                     if waiting:
@@ -337,7 +374,7 @@ class RouteShare:
         self._deciding.add(key)
         self._tg.create_task(self._decide(key), name=f"share-{self.route}-decide")
 
-    async def _renew(self, bucket: KvBucket, key: Any, own: _Owned, now: float) -> None:
+    async def _renew(self, bucket: KvBucket, key: Any, own: Owned, now: float) -> None:
         try:
             async with asyncio.timeout(self.ttl / 3):
                 own.revision = await bucket.update(
@@ -345,13 +382,17 @@ class RouteShare:
                 )
             own.renewed_at = now
         except KeyConflict:
+            entry = await bucket.get(self._lease_key(key))
+            if entry is not None and parse_doc(entry.value).get("from") == self.epoch:
+                self._handing.add(key)  # a successor continues our stream: its cut follows
+                return
             log.warning("route %s: lease of %s taken by another node", self.route, key)
             self.owned.pop(key, None)
             self._redecide(key)
         except Exception as exc:
             log.warning("route %s: lease of %s not renewed (%r)", self.route, key, exc)
 
-    async def _release(self, key: Any, own: _Owned) -> None:
+    async def _release(self, key: Any, own: Owned) -> None:
         if own.served is not None:
             await own.served.stop()
         bucket = self._bucket
@@ -360,11 +401,13 @@ class RouteShare:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2.0):
                 entry = await bucket.get(self._lease_key(key))
-                if entry is not None and _parse(entry.value).get("epoch") == self.epoch:
+                if entry is not None and parse_doc(entry.value).get("epoch") == self.epoch:
                     await bucket.delete(self._lease_key(key))
 
-    def _lease_doc(self) -> bytes:
-        doc = {"node": self.node_id, "instance": self.epoch, "epoch": self.epoch}
+    def _lease_doc(self, continues: str | None = None) -> bytes:
+        doc: dict[str, Any] = {"node": self.node_id, "instance": self.epoch, "epoch": self.epoch}
+        if continues is not None:
+            doc["from"] = continues  # the stream we continue after its owner's cut
         return json.dumps(doc, separators=(",", ":")).encode()
 
     # ------------------------------------------------------------------ decisions
@@ -393,15 +436,17 @@ class RouteShare:
         lease = self._lease_key(key)
         async with asyncio.timeout(self.ttl / 2):
             entry = await bucket.get(lease)
-        doc = _parse(entry.value) if entry is not None else None
+        doc = parse_doc(entry.value) if entry is not None else None
         verdict = decide_lease(doc, self.node_id, self.epoch, link_up=True)
+        fol = self.followed.get(key)
+        cont = fol.epoch if fol is not None and fol.ready else None
         if verdict.role is LeaseRole.TAKE:
             try:
                 async with asyncio.timeout(self.ttl / 2):
                     if entry is None:
-                        rev = await bucket.create(lease, self._lease_doc())
+                        rev = await bucket.create(lease, self._lease_doc(cont))
                     else:
-                        rev = await bucket.update(lease, self._lease_doc(), entry.revision)
+                        rev = await bucket.update(lease, self._lease_doc(cont), entry.revision)
             except KeyConflict:
                 return False  # another node was first: look again
             await self._own(key, rev)
@@ -411,6 +456,10 @@ class RouteShare:
             await self._own(key, entry.revision)
             return True
         assert verdict.owner is not None and verdict.epoch is not None
+        if cont is not None and fol is not None and doc is not None and doc.get("from") == cont:
+            if fol.successor_since is None:
+                fol.successor_since = time.monotonic()
+            return True  # the new owner continues the stream we follow: its link follows
         return await self._follow(key, verdict.owner, verdict.epoch)
 
     async def _own(self, key: Any, revision: int) -> None:
@@ -418,12 +467,23 @@ class RouteShare:
         if held is not None:
             held.revision = revision
             return
+
+        async def answer(payload: bytes, k: Any = key) -> bytes | None:
+            return await self._answer_state(k, payload)
+
+        fol = self.followed.get(key)
+        if fol is not None and fol.ready and self._tg is not None:
+            # Make-before-break: subscribe upstream while the old stream still feeds.
+            self.local.add(key)
+            if self.hub.cluster_bridge(key):
+                own = self.owned[key] = Owned(revision, time.monotonic(), publishing=False)
+                self.bridge_started[key] = asyncio.Event()
+                own.served = await self.engine.serve(self._subject("mds", key), answer)
+                self._tg.create_task(handover.take_over(self, key, fol), name="share-takeover")
+                return
+            self.local.discard(key)
         was_following = self.followed.pop(key, None)
-        own = self.owned[key] = _Owned(revision, time.monotonic())
-
-        async def answer(_payload: bytes, k: Any = key) -> bytes | None:
-            return await self._answer_state(k)
-
+        own = self.owned[key] = Owned(revision, time.monotonic())
         own.served = await self.engine.serve(self._subject("mds", key), answer)
         if was_following is not None:
             self.takeovers += 1
@@ -440,12 +500,17 @@ class RouteShare:
             self.local.add(key)
             self.hub.cluster_go_local(key)
 
-    async def _answer_state(self, key: Any) -> bytes | None:
+    async def _answer_state(self, key: Any, payload: bytes = b"") -> bytes | None:
+        req = parse_doc(payload) if payload else {}
+        if "cut" in req:
+            return await handover.answer_cut(self, key, req)
         own = self.owned.get(key)
         sub = self.hub.registry.get(key)
-        if own is None or sub is None:
+        if own is None or sub is None or not own.publishing or own.cut is not None:
             return None
         own.asked += 1
+        if req.get("node"):
+            own.followers[str(req["node"])] = time.monotonic()
         snap = None
         ch = sub.attachment
         if ch is not None and sub.state in (SubState.CONFIRMED, SubState.LINGER):
@@ -458,17 +523,15 @@ class RouteShare:
         old = self.followed.get(key)
         if old is not None and old.epoch == epoch and old.ready:
             return True
-        fol = _Followed(owner, epoch)
+        fol = Followed(owner, epoch)
         self.followed[key] = fol
         if old is not None and old.served is not None:
             await old.served.stop()
 
-        async def on_frame(payload: bytes, k: Any = key, f: _Followed = fol) -> None:
-            self._on_frame(k, f, payload)
-
-        fol.served = await self.engine.serve(self._subject("md", key), on_frame)
+        fol.served = await self.engine.serve(self._subject("md", key), self.frame_handler(key, fol))
+        ask = json.dumps({"node": self.node_id}).encode()
         try:
-            raw = await self.engine.request(self._subject("mds", key), b"", STATE_TIMEOUT)
+            raw = await self.engine.request(self._subject("mds", key), ask, STATE_TIMEOUT)
             state = json.loads(raw)
         except Exception as exc:
             log.info("route %s: no state for %s from %s (%r)", self.route, key, owner, exc)
@@ -480,7 +543,7 @@ class RouteShare:
             await fol.served.stop()
             return False
         fol.tracker.start(epoch, int(state.get("seq", 0)))
-        snap = _event(state.get("snapshot"))
+        snap = event_of(state.get("snapshot"))
         self.local.discard(key)
         self.hub.cluster_follow(key, owner, snap)
         fol.ready = True
@@ -491,38 +554,74 @@ class RouteShare:
         log.info("route %s: following %s from %s", self.route, key, owner)
         return True
 
-    def _on_frame(self, key: Any, fol: _Followed, payload: bytes) -> None:
+    def frame_handler(self, key: Any, fol: Followed) -> Callable[[bytes], Awaitable[None]]:
+        async def on_frame(payload: bytes) -> None:
+            self._on_frame(key, fol, payload)
+
+        return on_frame
+
+    def _on_frame(self, key: Any, fol: Followed, payload: bytes) -> None:
         if self.followed.get(key) is not fol:
             return
         try:
             body = json.loads(payload)
         except ValueError:
             return
-        if not isinstance(body, list) or len(body) != 8:
-            return
+        if not isinstance(body, list) or len(body) not in (4, 8):
+            return  # 8: a frame; 4: a successor's link [epoch, 0, old epoch, at]
         self.received += 1
         if not fol.ready:
             fol.buffer.append(body)
             return
         self._deliver(key, fol, body)
 
-    def _deliver(self, key: Any, fol: _Followed, body: list[Any]) -> None:
+    def _deliver(self, key: Any, fol: Followed, body: list[Any]) -> None:
+        if len(body) == 4:
+            verdict = fol.tracker.link(str(body[0]), str(body[2]), int(body[3]))
+            if verdict is SeqVerdict.NEXT:
+                self._switched(key, fol)
+            elif verdict is SeqVerdict.GAP:
+                self._gap(key, fol)
+            return
         verdict = fol.tracker.observe(str(body[0]), int(body[1]))
+        if verdict is SeqVerdict.HOLD:
+            fol.held.append(body)  # the successor's, before the old stream reached the cut
+            return
         if verdict is SeqVerdict.STALE:
             return
         if verdict is SeqVerdict.GAP:
-            self.gaps += 1
-            log.warning(
-                "route %s: gap in %s from %s; fetching its state", self.route, key, fol.owner
-            )
-            fol.ready = False
-            fol.buffer.clear()
-            self.followed.pop(key, None)
-            self._redecide(key)
+            self._gap(key, fol)
             return
-        ev = _event(body[2:])
+        ev = event_of(body[2:])
         if ev is not None:
             self.hub.on_cluster_frame(key, ev)
+        if fol.tracker.after_delivery():
+            self._switched(key, fol)
+
+    def _switched(self, key: Any, fol: Followed) -> None:
+        """The old stream reached the cut: the successor's frames continue it."""
+        assert fol.tracker.epoch is not None
+        fol.epoch = fol.tracker.epoch
+        seen = self._owners.get(self._token(key))
+        if seen is not None and seen[1] == fol.epoch:
+            fol.owner = seen[0]
+        fol.successor_since = None
+        self.linked += 1
+        log.info("route %s: %s continues from %s without a gap", self.route, key, fol.owner)
+        held = list(fol.held)
+        fol.held.clear()
+        for body in held:
+            if self.followed.get(key) is not fol:
+                return
+            self._deliver(key, fol, body)
+
+    def _gap(self, key: Any, fol: Followed) -> None:
+        self.gaps += 1
+        log.warning("route %s: gap in %s from %s; fetching its state", self.route, key, fol.owner)
+        fol.ready = False
+        fol.buffer.clear()
+        self.followed.pop(key, None)
+        self._redecide(key)
 
     def _go_local(self, key: Any, why: str) -> None:
         if key in self.local:
@@ -537,6 +636,7 @@ class RouteShare:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            self._sending = True
             while self._queue:
                 subject, data = self._queue.popleft()
                 try:
@@ -544,6 +644,20 @@ class RouteShare:
                     self.published += 1
                 except Exception:
                     self.publish_dropped += 1  # the followers see the gap
+            self._sending = False
+            self._idle.set()
+
+    def queue(self, subject: str, body: list[Any]) -> None:
+        self._queue.append((subject, json.dumps(body).encode()))
+        self._wake.set()
+
+    async def flushed(self, within: float) -> None:
+        """Until everything queued so far went to the link (bounded)."""
+        if self._queue or self._sending:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within):
+                    await self._idle.wait()
 
     def statistics(self) -> ShareStatistics:
         return ShareStatistics(
@@ -556,22 +670,10 @@ class RouteShare:
             gaps=self.gaps,
             takeovers=self.takeovers,
             fallbacks=self.fallbacks,
+            handed_over=self.handed_over,
+            taken_over=self.taken_over,
+            linked=self.linked,
+            moves_out=self.moves_out,
+            moves_in=self.moves_in,
+            last_move=self.last_move,
         )
-
-
-def _event(raw: Any) -> d.ChannelData | None:
-    if not isinstance(raw, list) or len(raw) != 6:
-        return None
-    channel, kind, text, start, end, ts = raw
-    try:
-        return d.ChannelData(channel, d.DataKind(kind), str(text), int(start), int(end), ts)
-    except (ValueError, TypeError):
-        return None
-
-
-def _parse(raw: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) else {}

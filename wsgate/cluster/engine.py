@@ -76,8 +76,9 @@ class KvBucket(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
-    async def follow(self, on_entry: WatchCallback) -> NoReturn:
-        """Replay current values, signal None, then stream changes until cancelled."""
+    async def follow(self, on_entry: WatchCallback, keys: str = ">") -> NoReturn:
+        """Replay current values, signal None, then stream changes until cancelled; ``keys``
+        is a subject-style filter (``route.>``: one route's leases)."""
         ...
 
 

@@ -82,8 +82,8 @@ class NatsBucket:
     async def delete(self, key: str) -> None:
         await self._kv.delete(key)
 
-    async def follow(self, on_entry: WatchCallback) -> NoReturn:
-        watcher = await self._kv.watchall()
+    async def follow(self, on_entry: WatchCallback, keys: str = ">") -> NoReturn:
+        watcher = await self._kv.watch(keys)
         try:
             async for e in watcher:
                 if e is None:

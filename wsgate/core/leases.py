@@ -11,6 +11,14 @@ Frames between nodes carry ``(epoch, seq)``: the epoch is the owner's lease inst
 changes when ownership changes), the sequence counts the key's frames from 1 within an
 epoch. A follower delivers a frame only when it is the next one; anything else is a gap,
 announced to its sessions by one fresh snapshot from the owner (the re-homing rule).
+
+A hand-over from a live owner (graceful stop, an owner whose bots left, a spread move) is
+not a gap: the successor takes the lease naming the epoch it continues (``from``),
+subscribes upstream, then asks the old owner to stop publishing; the old owner answers
+with its last sequence ``at`` and the successor announces its epoch with a *link*
+``(new epoch, old epoch, at)``. A follower delivers the old epoch up to ``at``, then the new
+one from 1 (:meth:`SeqTracker.link`). :func:`plan_spread` decides which owned keys a node
+hands to which follower so that ownership spreads over the nodes.
 """
 
 from __future__ import annotations
@@ -25,8 +33,11 @@ __all__ = [
     "LeaseVerdict",
     "SeqTracker",
     "SeqVerdict",
+    "SpreadMove",
+    "SpreadPolicy",
     "decide_lease",
     "key_token",
+    "plan_spread",
     "renew_due",
 ]
 
@@ -79,16 +90,21 @@ class SeqVerdict(StrEnum):
     NEXT = "next"  # deliver
     STALE = "stale"  # already seen (or from an earlier epoch): drop
     GAP = "gap"  # one or more frames missing, or a new owner: announce by a fresh snapshot
+    HOLD = "hold"  # the successor's epoch, before the old one reached the link: keep it
 
 
 class SeqTracker:
-    """Per-key sequence check on a follower."""
+    """Per-key sequence check on a follower, across linked epochs (a hand-over)."""
 
     def __init__(self) -> None:
         self.epoch: str | None = None
         self.seq = 0
         self.gaps = 0
         self.stale = 0
+        self.linked = 0
+        self.next_epoch: str | None = None  # announced successor, switched to at ``cut``
+        self.cut = 0
+        self._previous: str | None = None  # the epoch before the last switch: stale now
 
     def __repr__(self) -> str:
         return f"<SeqTracker {self.epoch}:{self.seq} gaps={self.gaps}>"
@@ -96,16 +112,121 @@ class SeqTracker:
     def start(self, epoch: str, seq: int) -> None:
         """The owner's state was taken at ``seq``: the next frame to deliver is ``seq + 1``."""
         self.epoch, self.seq = epoch, seq
+        self.next_epoch, self._previous = None, None
+
+    def link(self, new_epoch: str, old_epoch: str, at: int) -> SeqVerdict:
+        """``new_epoch`` continues ``old_epoch`` after its frame ``at``. NEXT: switched now
+        (deliver held frames); HOLD: switch once ``at`` is delivered; GAP: not continuable
+        (``at`` < 0 means the successor could not cut the old stream)."""
+        if new_epoch == self.epoch or new_epoch == self.next_epoch:
+            return SeqVerdict.STALE  # said twice
+        if old_epoch != self.epoch or at < self.seq:
+            self.gaps += 1
+            return SeqVerdict.GAP
+        if at == self.seq:
+            self._switch(new_epoch)
+            return SeqVerdict.NEXT
+        self.next_epoch, self.cut = new_epoch, at
+        return SeqVerdict.HOLD
+
+    def _switch(self, new_epoch: str) -> None:
+        self._previous, self.epoch, self.seq = self.epoch, new_epoch, 0
+        self.next_epoch = None
+        self.linked += 1
 
     def observe(self, epoch: str, seq: int) -> SeqVerdict:
         if epoch != self.epoch:
+            if epoch == self.next_epoch:
+                return SeqVerdict.HOLD
+            if epoch == self._previous:
+                self.stale += 1
+                return SeqVerdict.STALE
             self.gaps += 1
             return SeqVerdict.GAP
         if seq <= self.seq:
             self.stale += 1
             return SeqVerdict.STALE
-        if seq != self.seq + 1:
+        if seq != self.seq + 1 or (self.next_epoch is not None and seq > self.cut):
             self.gaps += 1
             return SeqVerdict.GAP
         self.seq = seq
         return SeqVerdict.NEXT
+
+    def after_delivery(self) -> bool:
+        """Call after delivering a NEXT frame: True when it was the cut (switched: deliver
+        the held frames of the new epoch now)."""
+        if self.next_epoch is not None and self.seq == self.cut:
+            self._switch(self.next_epoch)
+            return True
+        return False
+
+
+# ---------------------------------------------------------------------- ownership spread
+
+
+@dataclass(frozen=True, slots=True)
+class SpreadPolicy:
+    """When a node hands keys over. ``slack``: owning up to this many keys more than the
+    cluster's mean is fine (hysteresis); a move must leave the target with fewer keys than
+    the source (so two nodes never trade a key back and forth); at most ``per_round``
+    moves start per ``interval`` seconds, and a key that moved stays put for ``hold``."""
+
+    slack: int = 1
+    interval: float = 1.0
+    per_round: int = 1
+    hold: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class SpreadMove:
+    key: Any
+    target: str
+    why: str
+
+
+def plan_spread(
+    node_id: str,
+    owned: dict[Any, tuple[str, ...]],
+    loads: dict[str, int],
+    now: float,
+    *,
+    last_round: float | None,
+    moved_at: dict[Any, float],
+    policy: SpreadPolicy = SpreadPolicy(),
+) -> list[SpreadMove]:
+    """Which owned keys to hand to whom, now. ``owned``: each key this node owns and the
+    live nodes following it (only a follower can take a key: it has sessions for it and
+    the owner's state already); ``loads``: keys owned by every live node (this one too).
+    The target is the least loaded follower (the balancer's least-connections rule, ties
+    by node id, so every run decides the same)."""
+    if last_round is not None and now - last_round < policy.interval:
+        return []
+    counts = dict(loads)
+    counts[node_id] = len(owned)
+    mean = sum(counts.values()) / len(counts)
+    moves: list[SpreadMove] = []
+    for key in sorted(owned, key=repr):
+        if len(moves) >= policy.per_round:
+            break
+        mine = counts[node_id]
+        if mine <= mean + policy.slack:
+            break
+        at = moved_at.get(key)
+        if at is not None and now - at < policy.hold:
+            continue
+        followers = [n for n in owned[key] if n != node_id and n in counts]
+        if not followers:
+            continue
+        target = min(followers, key=lambda n: (counts[n], n))
+        if counts[target] + 1 > mine - 1:
+            continue  # would leave the target owning more than us: no better spread
+        moves.append(
+            SpreadMove(
+                key,
+                target,
+                f"{node_id} owns {mine} keys, {target} {counts[target]}; cluster mean {mean:.1f}",
+            )
+        )
+        counts[node_id] -= 1
+        counts[target] += 1
+    return moves

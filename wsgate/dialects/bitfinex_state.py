@@ -65,6 +65,12 @@ def snapshot_event(payload: str) -> ChannelData:
     return ChannelData(0, DataKind.DATA, text, 2, len(text) - 1)
 
 
+def _is_snapshot(event: ChannelData) -> bool:
+    """A list of entries (``[[...], ...]``), not one entry or a tagged frame."""
+    body = _payload(event).lstrip()
+    return event.kind is DataKind.DATA and body.startswith("[") and body[1:].lstrip()[:1] in "[]"
+
+
 def _payload(event: ChannelData) -> str:
     # text[start] is the comma after the chanId; end excludes upstream seq/timestamp fields.
     return event.text[event.start + 1 : event.end]
@@ -193,6 +199,19 @@ class CandlesState(_Base):
         self._candles.clear()
         self._has_snapshot = False
 
+    def rebase(self, event: ChannelData) -> list[ChannelData] | None:
+        """A hand-over's snapshot on a live channel: the candles that changed, oldest first,
+        as updates (a bot keeps the older ones it has)."""
+        if not (self._has_snapshot and _is_snapshot(event)):
+            return None
+        before = dict(self._candles)
+        self.apply(event)
+        return [
+            snapshot_event(dump_raw(entry))
+            for mts, entry in sorted(self._candles.items())
+            if before.get(mts) != entry
+        ]
+
     def _snapshot_payload(self) -> str | None:
         return dump_raw([self._candles[m] for m in sorted(self._candles, reverse=True)])
 
@@ -308,6 +327,32 @@ class BookState(_Base):
         self._bids.clear()
         self._asks.clear()
         self._has_snapshot = False
+
+    def rebase(self, event: ChannelData) -> list[ChannelData] | None:
+        """A hand-over's snapshot on a live book: take its book, and return the level (or
+        order) updates that turn the sessions' book into it, deletions first. A bot that
+        applies them holds exactly the new book, so the next checksum verifies."""
+        if not (self._has_snapshot and _is_snapshot(event)):
+            return None
+        old = {
+            **{k: (1, e) for k, e in self._bids.items()},
+            **{k: (-1, e) for k, e in self._asks.items()},
+        }
+        self.apply(event)
+        new = {
+            **{k: (1, e) for k, e in self._bids.items()},
+            **{k: (-1, e) for k, e in self._asks.items()},
+        }
+        out: list[ChannelData] = []
+        for k, (side, e) in old.items():
+            now = new.get(k)
+            if now is None or now[0] != side:  # gone, or on the other side now
+                gone = [e[0], 0, e[2]] if self.raw else [e[0], 0, side]
+                out.append(snapshot_event(dump_raw(gone)))
+        for k, (_side, e) in new.items():
+            if old.get(k) != new[k]:
+                out.append(snapshot_event(dump_raw(e)))
+        return out
 
     def _snapshot_payload(self) -> str | None:
         bids, asks = self._sorted()

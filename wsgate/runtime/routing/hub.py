@@ -38,6 +38,7 @@ from wsgate.core.subscriptions import Subscription, SubscriptionRegistry, SubSta
 from wsgate.core.types import DialectName
 from wsgate.dialects import base as d
 from wsgate.runtime.downstream.session import Session
+from wsgate.runtime.routing.cluster_bridge import ClusterBridge
 from wsgate.runtime.routing.depth_sync import DEPTH_DIALECTS, DepthSync
 from wsgate.runtime.routing.fanout import Channel, FanOut, Member
 from wsgate.runtime.routing.hub_sessions import SessionIntents
@@ -126,6 +127,8 @@ class Hub:
         )
         self._recent = self.placement.recent  # the hot path tests it for emptiness
         self.share: ClusterShare | None = None
+        self.bridge = ClusterBridge(self, self._bridge_data)
+        self._bridging = self.bridge.held  # the hot path tests it for emptiness
         self._deliver = self.fanout.deliver
         self._cid = itertools.count(1)
         self._last_info: dict[int, float] = {}  # info code -> when last forwarded
@@ -178,6 +181,33 @@ class Hub:
         if sub is not None and sub.state is SubState.LINGER:
             self.placement.drop_upstream(sub)
 
+    def cluster_bridge(self, key: object) -> bool:
+        """Successor of a live owner: subscribe upstream, hold what it sends (see
+        :mod:`cluster_bridge`) while the owner's frames still feed the sessions."""
+        return self.bridge.start(key)
+
+    def cluster_bridge_done(self, key: object) -> None:
+        self.bridge.finish(key)
+
+    def cluster_handed(self, key: object, owner: str) -> None:
+        """Old owner after the cut: follow ``owner`` from the next frame, drop upstream."""
+        self.bridge.follow_on(key, owner)
+
+    def _bridge_data(self, key: object) -> None:
+        if self.share is not None:
+            self.share.bridge_data(key)
+
+    def on_bridged_frame(self, sub: Subscription, ev: d.ChannelData) -> None:
+        """A held upstream frame after the cut: the upstream path, a snapshot rebased."""
+        updates = self.bridge.rebase(sub, ev)
+        if updates is not None:
+            for upd in updates:
+                self._deliver(sub, upd)
+            return
+        u = self.ups.get(sub.conn_id or "")
+        if u is not None:
+            self._on_data(u, ev)
+
     def cluster_follow(self, key: object, owner: str, snapshot: d.ChannelData | None) -> None:
         """Feed ``key`` from ``owner``: its state first, then its frames (on_cluster_frame)."""
         sub = self.registry.get(key)
@@ -197,7 +227,7 @@ class Hub:
     def on_cluster_frame(self, key: object, ev: d.ChannelData) -> None:
         """A followed frame takes the upstream frame's path (state, verdict, fan-out)."""
         sub = self.registry.get(key)
-        if sub is None or sub.conn_id != FOLLOW_CONN:
+        if sub is None or (sub.conn_id != FOLLOW_CONN and key not in self._bridging):
             return
         self.frames_in += 1
         sub.last_data_at = self.clock()
@@ -389,6 +419,9 @@ class Hub:
             self.dropped_unrouted += 1  # an old channel after a move or an unsubscribe race
             return
         u.last_data_at = sub.last_data_at = self.clock()
+        if self._bridging and sub.key in self._bridging:
+            self.bridge.hold(sub, ev)  # a hand-over: the old owner's stream feeds until the cut
+            return
         if self._recent and sub.key in self._recent and not self.placement.fresh(sub.key, ev):
             return
         ch: Channel = sub.attachment or self.fanout.channel(sub)

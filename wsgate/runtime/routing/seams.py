@@ -107,6 +107,10 @@ class ClusterShare(Protocol):
         """A followed channel lost its integrity: fetch the owner's state again."""
         ...
 
+    def bridge_data(self, key: Any) -> None:
+        """A hand-over's new upstream subscription sent its first data: cut the old stream."""
+        ...
+
     async def run(self) -> None: ...
 
     async def hand_over(self, timeout: float) -> int:  # noqa: ASYNC109 - a bound
