@@ -144,6 +144,7 @@ class Session:
         self._close_request: tuple[int, str] | None = None
         self._close_requested = asyncio.Event()
         self._transport: Any = ws.transport
+        self._protocol = ws.protocol  # websockets' state, read on every relayed frame
         addr = ws.remote_address
         self.peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
 
@@ -168,14 +169,13 @@ class Session:
         connection not open, the transport over its bound -- and the caller takes the
         queued path, which applies the slow-consumer policy.
         """
-        if self._pending or self.slow_closed:
+        if self._pending or self.slow_closed or self._protocol.state is not State.OPEN:
             return False
+        # No is_closing() check: while websockets' state is OPEN the transport is not
+        # lost, and a write to a transport that is closing is still flushed before the
+        # close (an abort drops it, as it would drop anything queued).
         transport = self._transport
-        if (
-            self.ws.protocol.state is not State.OPEN
-            or transport.is_closing()
-            or transport.get_write_buffer_size() > self.send_buffer_bytes
-        ):
+        if transport.get_write_buffer_size() > self.send_buffer_bytes:
             return False
         transport.write(frame)
         self.frames_out += 1

@@ -41,6 +41,8 @@ class LeanServerConnection(BodyServerConnection):
         super().__init__(*args, **kwargs)
         self._relay: ClientFrames | None = None
         self._rest = b""  # an incomplete frame carried to the next read
+        limit = self.protocol.max_message_size  # a bigger frame takes the scan (1009)
+        self._one_frame_limit = limit if limit is not None else 0xFFFF
         self.relayed_frames = 0
 
     @property
@@ -62,9 +64,29 @@ class LeanServerConnection(BodyServerConnection):
         return True
 
     def data_received(self, data: bytes) -> None:
-        if self._relay is None:
+        relay = self._relay
+        if relay is None:
             super().data_received(data)
             return
+        if not self._rest and len(data) >= 6:
+            # The usual order: a read that is exactly one whole masked text or binary
+            # frame (FIN, no reserved bits, 7- or 16-bit length) goes out without the scan.
+            b0 = data[0]
+            b1 = data[1]
+            if (b0 == 0x81 or b0 == 0x82) and 0x80 <= b1 <= 0xFE:
+                if b1 == 0xFE:
+                    length = (data[2] << 8) | data[3]
+                    end = 8 + length
+                else:
+                    length = b1 & 0x7F
+                    end = 6 + length
+                if end == len(data) and length <= self._one_frame_limit:
+                    self.relayed_frames += 1
+                    try:
+                        relay(data, 1)
+                    except Exception:
+                        log.exception("relay frame handler failed")
+                    return
         if self._rest:
             data = self._rest + data
             self._rest = b""
