@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import grp
 import logging
 import os
@@ -68,6 +69,16 @@ def _job_intervals(cfg: Config) -> dict[str, float]:
         "alerts": j.alert_check_interval,
         "cleanup": j.cleanup_interval,
     }
+
+
+def _freeze_heap() -> None:
+    """Move everything the start-up built (modules, config, routes) out of the collector's
+    reach. A full collection walks the whole heap: measured 35-70 ms in a daemon relaying
+    1k msg/s, a pause every relayed frame behind it waits out. Frozen objects are never
+    walked again (and never freed: they live as long as the process anyway); garbage made
+    before the freeze is collected first."""
+    gc.collect()
+    gc.freeze()
 
 
 def secret_values(cfg: Config) -> list[str]:
@@ -131,8 +142,11 @@ class Daemon:
         seed: int | None = None,
         control: bool = True,
         signals: bool = True,
+        freeze_heap: bool = False,
     ) -> None:
         self.config = config
+        # `wsgate run` only (the process is ours): see _freeze_heap.
+        self._freeze_heap = freeze_heap
         self.config_path = config_path
         # How a reload re-reads the config (the demo re-points endpoints at its simulator).
         self._reload_source = reload_source or (lambda: load_config(self._require_path()))
@@ -288,6 +302,8 @@ class Daemon:
         if self._want_signals:
             self._install_signals()
         tg.create_task(self._helpers(), name="helpers")
+        if self._freeze_heap:
+            _freeze_heap()
         self.notify.ready(self._status_line())
         self.ready.set()
         log.info(

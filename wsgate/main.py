@@ -147,7 +147,9 @@ async def _run(
     from wsgate.daemon import Daemon
 
     if not demo:
-        daemon = Daemon(cfg, config_path=config_path, reload_source=source, seed=seed)
+        daemon = Daemon(
+            cfg, config_path=config_path, reload_source=source, seed=seed, freeze_heap=True
+        )
         return await daemon.serve()
 
     import dataclasses
@@ -195,6 +197,7 @@ async def _run(
             reload_source=demo_source,
             demo=True,
             seed=seed,
+            freeze_heap=True,
         )
         daemon.simulators = {
             "bitfinex": sim.bitfinex_url,
