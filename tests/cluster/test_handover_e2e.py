@@ -15,6 +15,7 @@ from tests.cluster.test_data_plane_e2e import body, share_of
 from tests.e2e.alert_rig import LoopThread
 from tests.e2e.harness import until, wait_until
 from tests.e2e.test_sharing_corners import BfxBot, _bots
+from wsgate.control.client import ControlClient
 from wsgate.sim import Simulator
 
 SEQ = 65536  # Bitfinex conf flag: a per-session sequence number on every frame
@@ -233,7 +234,15 @@ def test_a_node_owning_ten_keys_spreads_them_to_two_joining_nodes_without_a_gap(
             for i in range(0, len(mine), 2):
                 assert mine[i : i + 2] == ["subscribe", "unsubscribe"], (sym, mine)
         r = a.cli("status", "--cluster", "--socket", a.socket)
-        assert r.returncode == 0, r.stderr
+        assert r.returncode == 0 and "(moved" in r.stdout, r.stdout  # (moved N out, 0 in)
+        # Each move is an event on the node that gave the key away: key, from, to, why.
+        with ControlClient(a.socket, timeout=10) as client:
+            events = [e for e in client.call("events.recent") if e["kind"] == "cluster_move"]
+        assert len(events) == moves, events
+        for e in events:
+            data = e["data"]
+            assert data["from"] == "a" and data["to"] in ("b", "c") and data["route"] == "bfx"
+            assert "bitfinex:trades:" in data["key"] and "a owns" in data["why"], data
         print(f"spread: {owned} after {moves} moves")
         print(r.stdout)
         lt.run(sim.close())

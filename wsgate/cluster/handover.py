@@ -153,7 +153,8 @@ async def answer_take(share: RouteShare, payload: bytes) -> bytes | None:
         return no
     share.moves_in += 1
     share.moved_at[key] = time.monotonic()
-    await share._own(key, rev)
+    if share._tg is not None:  # answer now: the offer's bound must not include the subscribe
+        share._tg.create_task(share._own(key, rev), name=f"share-{share.route}-take")
     return json.dumps({"ok": True}).encode()
 
 
