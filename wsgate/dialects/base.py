@@ -111,6 +111,7 @@ __all__ = [
     "Reply",
     "Result",
     "ServerShutdown",
+    "SessionBase",
     "SessionCodec",
     "SessionStatistics",
     "ShardedDialect",
@@ -431,6 +432,51 @@ class SessionCodec(Protocol):
     def render_unsubscribed(self, gateway_chan_id: int) -> str | None: ...
 
     def render(self, event: ChannelData, gateway_chan_id: int, now: float) -> bytes | None: ...
+
+
+class SessionBase:
+    """The defaults of :class:`SessionCodec` for a session whose keys live in ``subs``: no
+    greeting, nothing on open, the counters of :meth:`statistics`, and data sent as the
+    venue wrote it. A dialect's session subclasses it, writes ``_handle`` and overrides
+    where its venue differs (Binance subscribes its path's streams on open and has two
+    forms; Bitfinex keeps its own session)."""
+
+    form: FrameForm = FrameForm.PLAIN
+    fast_kinds: frozenset[DataKind] = frozenset({DataKind.DATA})
+
+    def __init__(self) -> None:
+        self.subs: dict[SubKey, None] = {}  # an ordered set: pending and active keys
+        self._messages = 0
+        self._errors = 0
+
+    def greeting(self) -> list[str]:
+        return []
+
+    def on_open(self, now: float) -> list[Intent]:
+        return []
+
+    def subscriptions(self) -> list[SubKey]:
+        return list(self.subs)
+
+    def statistics(self) -> SessionStatistics:
+        return SessionStatistics(self._messages, self._errors, len(self.subs))
+
+    def on_client_message(self, text: str | bytes, now: float) -> list[Intent]:
+        self._messages += 1
+        out = self._handle(text, now)
+        if out and isinstance(out[0], Error | Close):
+            self._errors += 1
+        return out
+
+    def _handle(self, text: str | bytes, now: float) -> list[Intent]:
+        """The intents of one client frame (counted by :meth:`on_client_message`)."""
+        raise NotImplementedError
+
+    def render_unsubscribed(self, gateway_chan_id: int) -> str | None:
+        return None  # answered when the client asked
+
+    def render(self, event: ChannelData, gateway_chan_id: int, now: float) -> bytes | None:
+        return event.text.encode()
 
 
 @runtime_checkable

@@ -31,7 +31,7 @@ from wsgate.dialects.base import (
     Reply,
     Result,
     ServerShutdown,
-    SessionStatistics,
+    SessionBase,
     StateStatistics,
     SubKey,
     Subscribe,
@@ -184,14 +184,13 @@ def _error(code: int, msg: str, req_id: object = None) -> Error:
     return Error(compact({"error": {"code": code, "msg": msg}, "id": req_id}), code)
 
 
-class BinanceSession:
+class BinanceSession(SessionBase):
     """Downstream codec: ``/ws`` sessions get plain payloads, ``/stream`` ones the wrapper.
 
     A subclass for another Binance host names its stream grammar (``parse_key``), its rate
     and whether a listen key may be SUBSCRIBEd to (``listen_key_subscribe``).
     """
 
-    fast_kinds = frozenset({DataKind.DATA})
     max_rate: int = MAX_MESSAGES_PER_SECOND
     listen_key_subscribe: ClassVar[bool] = True  # binance-connector's user_data (spot only)
 
@@ -205,21 +204,13 @@ class BinanceSession:
         streams: Sequence[SubKey] = (),
         private_path: str | None = None,
     ) -> None:
+        super().__init__()
         self.form = FrameForm.COMBINED if combined else FrameForm.PLAIN
         self.initial = tuple(dict.fromkeys(streams))
         # /ws/<listenKey> and /ws-api/v3 are private from the first byte: a relay on a
         # dedicated upstream at this path, never shared, never replayed.
         self.private_path = private_path
-        self.subs: dict[SubKey, None] = {}  # ordered set, as LIST_SUBSCRIPTIONS reports it
         self._recent: deque[float] = deque()
-        self._messages = 0
-        self._errors = 0
-
-    def subscriptions(self) -> list[SubKey]:
-        return list(self.subs)
-
-    def statistics(self) -> SessionStatistics:
-        return SessionStatistics(self._messages, self._errors, len(self.subs))
 
     def __repr__(self) -> str:
         kind = " private" if self.private_path else ""
@@ -229,9 +220,6 @@ class BinanceSession:
     @property
     def private(self) -> bool:
         return self.private_path is not None
-
-    def greeting(self) -> list[str]:
-        return []
 
     def on_open(self, now: float) -> list[Intent]:
         if self.private_path is not None:
@@ -246,13 +234,6 @@ class BinanceSession:
         while recent and recent[0] <= now - 1.0:
             recent.popleft()
         return len(recent) > self.max_rate
-
-    def on_client_message(self, text: str | bytes, now: float) -> list[Intent]:
-        self._messages += 1
-        out = self._handle(text, now)
-        if out and isinstance(out[0], Error | Close):
-            self._errors += 1
-        return out
 
     def _handle(self, text: str | bytes, now: float) -> list[Intent]:
         if self._over_rate(now):
@@ -342,9 +323,6 @@ class BinanceSession:
     def render_subscribe_error(self, sub: Subscribe, code: int, msg: str) -> str | None:
         self.subs.pop(sub.key, None)
         return _error(code, msg, sub.client_id).frame
-
-    def render_unsubscribed(self, gateway_chan_id: int) -> str | None:
-        return None
 
     def render(self, event: ChannelData, gateway_chan_id: int, now: float) -> bytes | None:
         if self.form is FrameForm.COMBINED:

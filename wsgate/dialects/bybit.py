@@ -32,7 +32,6 @@ from wsgate.core.types import DialectName
 from wsgate.dialects.base import (
     Auth,
     ChannelData,
-    Close,
     DataKind,
     Error,
     ErrorAction,
@@ -42,7 +41,7 @@ from wsgate.dialects.base import (
     Pong,
     Reply,
     Result,
-    SessionStatistics,
+    SessionBase,
     StateStatistics,
     SubKey,
     Subscribe,
@@ -103,37 +102,20 @@ def _conn_id() -> str:
     return f"gw{next(_conn_ids):08x}-wsgate"
 
 
-class BybitSession:
+class BybitSession(SessionBase):
     """One bot on ``/v5/public/<category>``: one ack per request with its ``req_id``."""
 
-    form = FrameForm.PLAIN
-    fast_kinds = frozenset({DataKind.DATA})
-
     def __init__(self, category: str) -> None:
+        super().__init__()
         self.category = category
         self.conn_id = _conn_id()
-        self.subs: dict[SubKey, None] = {}
         # request group: (req_id, op) -> topics still waiting for the upstream confirmation
         self._groups: dict[int, tuple[object, set[SubKey]]] = {}
         self._group_of: dict[SubKey, int] = {}
         self._next_group = itertools.count(1)
-        self._messages = 0
-        self._errors = 0
 
     def __repr__(self) -> str:
         return f"<BybitSession {self.category} topics={len(self.subs)}>"
-
-    def greeting(self) -> list[str]:
-        return []
-
-    def on_open(self, now: float) -> list[Intent]:
-        return []
-
-    def subscriptions(self) -> list[SubKey]:
-        return list(self.subs)
-
-    def statistics(self) -> SessionStatistics:
-        return SessionStatistics(self._messages, self._errors, len(self.subs))
 
     def _reply(self, op: str, req_id: object, ok: bool, msg: str) -> str:
         """The category's own ack/pong shape (spot and linear differ)."""
@@ -145,17 +127,10 @@ class BybitSession:
         body["op"] = op
         return compact(body)
 
-    def on_client_message(self, text: str | bytes, now: float) -> list[Intent]:
-        self._messages += 1
-        out = self._handle(text)
-        if out and isinstance(out[0], Error | Close):
-            self._errors += 1
-        return out
-
     def _error(self, op: str, req_id: object, msg: str) -> Error:
         return Error(self._reply(op, req_id, False, msg), 10001)
 
-    def _handle(self, text: str | bytes) -> list[Intent]:
+    def _handle(self, text: str | bytes, now: float) -> list[Intent]:
         try:
             msg = json.loads(text)
         except (ValueError, TypeError, RecursionError):
@@ -232,12 +207,6 @@ class BybitSession:
         for key in waiting:
             self._group_of.pop(key, None)
         return self._reply("subscribe", req_id, False, f"error:{msg},topic:{sub.key.name}")
-
-    def render_unsubscribed(self, gateway_chan_id: int) -> str | None:
-        return None  # answered when asked (one ack per request)
-
-    def render(self, event: ChannelData, gateway_chan_id: int, now: float) -> bytes | None:
-        return event.text.encode()
 
 
 class BybitUpstream:

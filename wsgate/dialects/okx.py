@@ -32,7 +32,6 @@ from wsgate.dialects.base import (
     Auth,
     AuthReply,
     ChannelData,
-    Close,
     DataKind,
     Error,
     ErrorAction,
@@ -43,7 +42,7 @@ from wsgate.dialects.base import (
     Intent,
     Pong,
     Reply,
-    SessionStatistics,
+    SessionBase,
     StateStatistics,
     SubKey,
     Subscribe,
@@ -105,46 +104,22 @@ def _conn_id() -> str:
     return format(next(_conn_ids) & 0xFFFFFFFF, "08x")
 
 
-class OkxSession:
+class OkxSession(SessionBase):
     """One bot on ``/ws/v5/public``: per-arg acks with its own ``id``, local ping/pong."""
 
-    form = FrameForm.PLAIN
-    fast_kinds = frozenset({DataKind.DATA})
-
     def __init__(self, max_ops: int = MAX_OPS_PER_HOUR) -> None:
+        super().__init__()
         self.conn_id = _conn_id()
-        self.subs: dict[SubKey, None] = {}
         self.max_ops = max_ops
         self._ops: deque[float] = deque()
-        self._messages = 0
-        self._errors = 0
 
     def __repr__(self) -> str:
         return f"<OkxSession {self.conn_id} channels={len(self.subs)}>"
-
-    def greeting(self) -> list[str]:
-        return []
-
-    def on_open(self, now: float) -> list[Intent]:
-        return []
-
-    def subscriptions(self) -> list[SubKey]:
-        return list(self.subs)
-
-    def statistics(self) -> SessionStatistics:
-        return SessionStatistics(self._messages, self._errors, len(self.subs))
 
     def _error(self, code: str, msg: str, req_id: object = None) -> Error:
         body: dict[str, object] = {} if req_id is None else {"id": req_id}
         body.update({"event": "error", "code": code, "msg": msg, "connId": self.conn_id})
         return Error(compact(body), int(code))
-
-    def on_client_message(self, text: str | bytes, now: float) -> list[Intent]:
-        self._messages += 1
-        out = self._handle(text, now)
-        if out and isinstance(out[0], Error | Close):
-            self._errors += 1
-        return out
 
     def _handle(self, text: str | bytes, now: float) -> list[Intent]:
         if text in ("ping", b"ping"):
@@ -209,12 +184,6 @@ class OkxSession:
     def render_subscribe_error(self, sub: Subscribe, code: int, msg: str) -> str | None:
         self.subs.pop(sub.key, None)
         return self._error(str(code), msg, sub.client_id).frame
-
-    def render_unsubscribed(self, gateway_chan_id: int) -> str | None:
-        return None  # acknowledged per arg when the bot asked (the key is known there)
-
-    def render(self, event: ChannelData, gateway_chan_id: int, now: float) -> bytes | None:
-        return event.text.encode()
 
 
 class OkxUpstream:
