@@ -314,6 +314,15 @@ def test_an_owner_in_process_counts_its_keys_and_frames_in_metrics() -> None:
                     if s.name.endswith("_total")
                 }
                 assert frames["published"] > 0 and frames["dropped"] == 0
+                events = {
+                    s.labels["event"]
+                    for s in fams["wsgate_cluster_share_events"].samples
+                    if s.name.endswith("_total")
+                }
+                assert events == {
+                    *("gap", "takeover", "fallback", "handed_over", "taken_over"),
+                    *("linked", "move_out", "move_in"),
+                }
                 task.cancel()
 
         asyncio.run(scenario())

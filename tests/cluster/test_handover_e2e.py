@@ -6,12 +6,13 @@ ids contiguous and never twice, book checksums)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from typing import Any
 
 from tests.cluster.rig import NatsServer, Nodes
-from tests.cluster.test_data_plane_e2e import body, share_of
+from tests.cluster.test_data_plane_e2e import LEASE_TTL, body, share_of
 from tests.e2e.alert_rig import LoopThread
 from tests.e2e.harness import until, wait_until
 from tests.e2e.test_sharing_corners import BfxBot, _bots
@@ -246,3 +247,78 @@ def test_a_node_owning_ten_keys_spreads_them_to_two_joining_nodes_without_a_gap(
         print(f"spread: {owned} after {moves} moves")
         print(r.stdout)
         lt.run(sim.close())
+
+
+def test_binance_depth_and_trades_continue_across_a_graceful_stop_of_the_owner() -> None:
+    """Binance streams have no snapshot to rebase: the successor's held diff-depth events
+    continue U == previous u + 1 from what its bots last got, and trade ids continue."""
+    import websockets
+
+    from tests.e2e.test_sharing_corners import DEPTH, BookClient
+
+    with LoopThread() as lt, NatsServer() as nats, Nodes() as nodes:
+        sim = Simulator(bitfinex=False, binance_usdm=False, okx=False, bybit=False)
+        lt.run(sim.start())
+        route = f"""
+[cluster]
+engine = "nats"
+servers = ["{nats.url}"]
+name = "dpg"
+lease_ttl = {LEASE_TTL}
+[routes.bn]
+dialect = "binance"
+type = "market_data"
+min_connections = 0
+share = "cluster"
+rest_url = "{sim.binance_rest_url}"
+[[routes.bn.endpoints]]
+url = "{sim.binance_url}"
+"""
+        a = nodes.start("a", route)
+        b = nodes.start("b", route)
+        books: dict[str, BookClient] = {}
+        trades: dict[str, list[int]] = {"a": [], "b": []}
+        tasks: list[asyncio.Task[None]] = []
+
+        async def trade_bot(name: str, port: int) -> None:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/bn/ws/btcusdt@trade") as ws:
+                async for raw in ws:
+                    msg = json.loads(raw)
+                    if msg.get("e") == "trade":
+                        trades[name].append(int(msg["t"]))
+
+        async def join(name: str, port: int) -> None:
+            ws = await websockets.connect(f"ws://127.0.0.1:{port}/bn/ws/{DEPTH}")
+            bot = books[name] = BookClient(ws, False, f"http://127.0.0.1:{port}/bn")
+            await bot.start()
+            loop = asyncio.get_running_loop()
+            tasks.append(loop.create_task(bot.follow()))
+            tasks.append(loop.create_task(trade_bot(name, port)))
+
+        lt.run(join("a", a.port), timeout=30)
+        lt.run(join("b", b.port), timeout=30)
+        wait_until(lambda: len(books["b"].history) >= 10 and len(trades["b"]) >= 5, 15, "data")
+        before = books["b"].last_u
+        a.proc.send_signal(signal.SIGTERM)
+        assert a.proc.wait(15) == 0
+        n, t = len(books["b"].arrivals), len(trades["b"])
+        wait_until(
+            lambda: len(books["b"].arrivals) > n + 20 and len(trades["b"]) > t + 10,
+            15,
+            "depth and trades from the successor",
+        )
+        bot = books["b"]
+        assert bot.close_code is None, bot.close_code
+        assert bot.violations == [], bot.violations  # U == previous u + 1 throughout
+        assert bot.last_u is not None and before is not None and bot.last_u > before
+        ids = trades["b"]
+        assert ids == list(range(ids[0], ids[0] + len(ids))), "a trade missing or twice"
+        assert share_of(b)["taken_over"] == 2 and share_of(b)["owned"] == 2
+
+        async def end() -> None:
+            for x in tasks:
+                x.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await sim.close()
+
+        lt.run(end())

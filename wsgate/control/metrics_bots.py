@@ -35,11 +35,14 @@
                                                     {route, role=owned|followed|alone}
 ``wsgate_cluster_share_frames_total``               frames between nodes {route,
                                                     direction=published|received|dropped}
-``wsgate_cluster_share_events_total``               {route, event=gap|takeover|fallback}:
-                                                    a follower's gaps (announced by one
-                                                    snapshot), keys taken over from a lost
-                                                    owner, keys subscribed alone for lack
-                                                    of a cluster link
+``wsgate_cluster_share_events_total``               {route, event=gap|takeover|fallback|
+                                                    handed_over|taken_over|linked|move_out|
+                                                    move_in}: a follower's gaps (announced
+                                                    by one snapshot), keys taken over from
+                                                    a lost owner, keys subscribed alone for
+                                                    lack of a cluster link; hand-overs
+                                                    without a gap (given, taken, followed
+                                                    on), spread moves
 ==================================================  =====================================
 
 The counters come from the route hubs and the gateway, which only count up; a route
@@ -157,7 +160,9 @@ class BotSideCollector(Collector):
         share_events = CounterMetricFamily(
             "wsgate_cluster_share_events",
             "Data plane events: gap (a follower refetched the owner's state), takeover (a "
-            "key taken over from a lost owner), fallback (subscribed alone, link lost).",
+            "key taken over from a lost owner), fallback (subscribed alone, link lost), "
+            "handed_over/taken_over/linked (a hand-over without a gap: given, taken, "
+            "followed on), move_out/move_in (spread moves).",
             labels=["route", "event"],
         )
         yield from _identities(self.d.gateway)
@@ -211,6 +216,11 @@ class BotSideCollector(Collector):
                     ("gap", share.gaps),
                     ("takeover", share.takeovers),
                     ("fallback", share.fallbacks),
+                    ("handed_over", share.handed_over),
+                    ("taken_over", share.taken_over),
+                    ("linked", share.linked),
+                    ("move_out", share.moves_out),
+                    ("move_in", share.moves_in),
                 ):
                     share_events.add_metric([rt.name, event], n)
             counts = [len(m.subs) for m in hub.intents.members.values()]
