@@ -2,7 +2,7 @@
 each want more upstream connections than the cluster budget allows in its window never
 make the exchange (the simulator) see more than the budget; and one node's budget, in
 process, falls back to its local share while NATS is down and writes what it granted
-into the ledger when NATS is back."""
+into the ledger when NATS is back, and sees the other nodes' slots through its watch."""
 
 from __future__ import annotations
 
@@ -98,6 +98,7 @@ def test_without_nats_a_node_grants_from_its_share_and_writes_it_back_later() ->
             other = NatsEngine(cfg, "peer")
             assert await other.connect(5.0)
             peer = ClusterBudgets(cfg, "b", other, live_nodes=lambda: 3)
+            watching = asyncio.create_task(budgets.run())
             assert await peer.take_connect("x:1", 9, 60.0) == 0.0
             assert await budgets.take_connect("x:1", 9, 60.0) == 0.0
             (doc,) = budgets.snapshot()
@@ -131,6 +132,11 @@ def test_without_nats_a_node_grants_from_its_share_and_writes_it_back_later() ->
             ledger = Ledger.from_bytes(entry.value)
             # b's grant, a's first, the one a made offline, and this one.
             assert [g.node for g in ledger.grants] == ["b", "a", "a", "a"]
+            # a watches the ledger again: b's next slot shows in a's status by itself.
+            assert await other.connect(5.0)
+            assert await peer.take_connect("x:1", 9, 60.0) == 0.0
+            await until(lambda: budgets.snapshot()[0]["used"] == 5, 10, "a to see b's slot")
+            watching.cancel()
             await engine.close()
             await other.close()
 

@@ -95,6 +95,7 @@ class ClusterBudgets:
         self.clock = clock  # wall clock: the ledger is shared between hosts
         self.rng = rng or random.Random()
         self._bucket: KvBucket | None = None
+        self._bucket_link = 0  # the engine's connect count when the bucket was opened
         self._budgets: dict[str, _Budget] = {}
 
     def __repr__(self) -> str:
@@ -111,8 +112,12 @@ class ClusterBudgets:
         if not self.engine.connected:
             self._bucket = None
             return None
-        if self._bucket is None:
+        # A bucket belongs to one link: after a reconnect (which a take between two links
+        # may never notice as "not connected") it is opened again.
+        link = self.engine.statistics().connects
+        if self._bucket is None or self._bucket_link != link:
             self._bucket = await self.engine.bucket(f"{self.cfg.name}-budgets", ttl=None)
+            self._bucket_link = link
         return self._bucket
 
     async def run(self) -> None:
@@ -122,8 +127,12 @@ class ClusterBudgets:
             try:
                 bucket = await self._link()
                 if bucket is not None:
-                    await bucket.follow(self._on_entry)
+                    async with asyncio.TaskGroup() as tg:
+                        watch = tg.create_task(bucket.follow(self._on_entry))
+                        await self.engine.wait_closed()  # a watch need not notice by itself
+                        watch.cancel()
             except Exception as exc:  # the link went: watch again on the next one
+                self._bucket = None
                 log.debug("cluster budgets: watch ended (%r)", exc)
             await asyncio.sleep(WATCH_RETRY)
 
