@@ -5,7 +5,8 @@ ratio against a baseline measured in the same run (see docs/BENCHMARKS.md).
 Scenarios: core, cli, recovery, relay, scale, fanout (which also runs the daemon on
 uvloop when it is installed; ``--only uvloop`` is an alias for it), cluster (ten nodes
 on a real nats-server), cluster_share (three nodes, one subscription: a non-owner's
-added delay and CPU at 1k and 10k msg/s, failover after kill -9).
+added delay and CPU at 1k and 10k msg/s, failover after kill -9), cluster_budget (a
+connect slot from the cluster ledger: latency, and a burst of three nodes).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ SCENARIOS = (
     "analytics",
     "cluster",
     "cluster_share",
+    "cluster_budget",
     "venues",
 )
 CORE_MODULES = ("core_placement", "core_metrics", "core_alerts", "core_locate")
@@ -281,6 +283,11 @@ def render(res: dict[str, Any]) -> str:
     sh = res.get("cluster_share")
     if sh and "delay" in sh and "rows" in (sh["delay"] or [{}])[0]:
         out += _render_share(sh)
+    cb = res.get("cluster_budget")
+    if cb and "burst" in cb:
+        from bench.cluster_budget import render as render_budget
+
+        out += render_budget(cb)
     for name, err in res.get("errors", {}).items():
         out.append(f"- {name} FAILED: {err.splitlines()[-1] if err else ''}")
     return "\n".join(out)
