@@ -78,6 +78,9 @@ def test_three_nodes_never_open_more_connections_than_the_cluster_budget() -> No
         r = daemons[0].cli("status", "--cluster", "--socket", daemons[0].socket)
         assert r.returncode == 0, r.stderr
         assert "cluster budgets" in r.stdout and f"5/{LIMIT}" in r.stdout, r.stdout
+        r = daemons[1].cli("status", "--socket", daemons[1].socket)
+        assert r.returncode == 0, r.stderr
+        assert f"(cluster): 5/{LIMIT} per 120s in the cluster" in r.stdout, r.stdout
         print(
             "granted per node:",
             [d["granted"] for d in docs],

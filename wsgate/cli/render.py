@@ -114,6 +114,15 @@ def render_status(r: dict[str, Any]) -> None:
             f"cluster {cl.get('name')} ({cl['engine']}): {link}, nodes up {n.get('up')} "
             f"down {n.get('down')} left {n.get('left')}  (wsgate cluster nodes)"
         )
+    for host, doc in sorted((r.get("budgets") or {}).items()):
+        cb = doc.get("cluster")
+        if cb:  # a share = "cluster" host: its connect budget is the cluster's
+            mode = "cluster" if cb["mode"] == "cluster" else f"[yellow]{cb['mode']}[/]"
+            _console.print(
+                f"connect budget {host} ({mode}): {cb['used']}/{cb['limit']} per "
+                f"{cb['window']:g}s in the cluster, {cb['used_here']} here, "
+                f"share alone {cb['share']}, waits {cb['waits']}"
+            )
     lr = r.get("last_reload")
     if lr:
         outcome = "[green]ok[/]" if lr.get("ok") else "[red]rejected[/]"
