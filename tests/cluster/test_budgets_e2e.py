@@ -81,6 +81,21 @@ def test_three_nodes_never_open_more_connections_than_the_cluster_budget() -> No
         r = daemons[1].cli("status", "--socket", daemons[1].socket)
         assert r.returncode == 0, r.stderr
         assert f"(cluster): 5/{LIMIT} per 120s in the cluster" in r.stdout, r.stdout
+        # NATS goes away and the exchange drops every connection: each node may use its
+        # share alone (5 // 3 = 1), counted against the 5 slots it saw in the window, so
+        # nobody reconnects before the window frees them.
+        nats.stop()
+        dropped = lt.call(lambda: srv.faults.drop())
+        assert dropped == LIMIT
+        wait_until(
+            lambda: sum(connect_budget(d)["mode"] == "local share" for d in daemons) >= 2,
+            30,
+            "the nodes whose connections dropped to use their local share",
+        )
+        assert seen() == LIMIT, f"the exchange saw {seen()} connects without NATS"
+        alone = next(d for d in daemons if connect_budget(d)["mode"] == "local share")
+        r = alone.cli("status", "--socket", alone.socket)
+        assert "(local share)" in r.stdout, r.stdout
         print(
             "granted per node:",
             [d["granted"] for d in docs],
