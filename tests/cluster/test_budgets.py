@@ -101,7 +101,7 @@ class FakeShared:
         return self.answers.pop(0)
 
     def connect_snapshot(self, host: str) -> dict[str, Any] | None:
-        return {"limit": 4, "used": 3}
+        return {"limit": 4, "used": 3, "granted": 2, "waits": 1}
 
 
 def test_host_budgets_ask_the_cluster_only_for_hosts_of_cluster_routes() -> None:
@@ -115,8 +115,9 @@ def test_host_budgets_ask_the_cluster_only_for_hosts_of_cluster_routes() -> None
         assert await hb.acquire("a:1") == (0.0, True)
         assert shared.asked == [("a:1", 4, 10.0)] * 2
         snap = hb.snapshot()
-        assert snap["a:1"]["cluster"] == {"limit": 4, "used": 3}
-        assert snap["a:1"]["used_fraction"] == 0.75
+        assert snap["a:1"]["cluster"] == {"limit": 4, "used": 3, "granted": 2, "waits": 1}
+        assert snap["a:1"]["used_fraction"] == 0.75 and snap["a:1"]["available"] == 1
+        assert (snap["a:1"]["granted"], snap["a:1"]["delayed"]) == (2, 1)
         assert "cluster" not in snap["b:1"]
         hb.forget_route("r1")  # a reload made r1 share = "node"
         hb.configure("a:1", 4, 10.0, route="r1")

@@ -96,9 +96,16 @@ class HostBudgets:
                 "delayed": b.delayed,
             }
             if self.shared is not None and h in self.cluster_hosts:
+                # This node's bucket is not used for the host: show the cluster's figures
+                # (the capacity alert judges the cluster's use of the budget).
                 cluster = self.shared.connect_snapshot(h) or {}
                 doc["cluster"] = cluster
-                if cluster.get("limit"):  # the alerts judge the cluster's use of it
-                    doc["used_fraction"] = round(min(1.0, cluster["used"] / cluster["limit"]), 3)
+                if cluster.get("limit"):
+                    used, limit = cluster["used"], cluster["limit"]
+                    doc["available"] = max(0, limit - used)
+                    doc["capacity"] = float(limit)
+                    doc["used_fraction"] = round(min(1.0, used / limit), 3)
+                    doc["granted"] = cluster["granted"]
+                    doc["delayed"] = cluster["waits"]
             out[h] = doc
         return out
