@@ -110,11 +110,15 @@ def max_in_window(uses: list[float], per: float) -> int:
     return best
 
 
-def run_cluster(seed: int, nodes: int, limit: int, per: float, steps: int, want: int) -> FakeKv:
+def run_cluster(
+    seed: int, nodes: int, limit: int, per: float, steps: int, want: int, skew: float = 0.0
+) -> FakeKv:
     """Nodes read, decide and write in a random interleaving (a read may be stale by the
     time its write lands); a granted slice's tokens are used at random times before its
-    end. No window of ``per`` ever holds more than ``limit`` uses."""
+    end. Each node's clock is off by up to ``skew / 2`` either way. No window of ``per``
+    (in true time) ever holds more than ``limit`` uses."""
     rng = random.Random(seed)
+    offset = [rng.uniform(-skew / 2, skew / 2) for _ in range(nodes)]
     kv = FakeKv()
     now = 0.0
     pending: dict[int, tuple[Ledger, int, float]] = {}  # node -> (read ledger, revision, at)
@@ -128,7 +132,14 @@ def run_cluster(seed: int, nodes: int, limit: int, per: float, steps: int, want:
             continue
         led, rev, _ = pending.pop(n)
         d = decide_take(
-            led, node=f"n{n}", want=want, limit=limit, per=per, hold=0.5, now=now, at_least=1
+            led,
+            node=f"n{n}",
+            want=want,
+            limit=limit,
+            per=per,
+            hold=0.5,
+            now=now + offset[n],
+            at_least=1,
         )
         if d.ledger is not None and kv.update(d.ledger.to_bytes(), rev) and d.ok:
             uses.extend(now + rng.uniform(0, 0.5) for _ in range(d.granted))
@@ -154,3 +165,14 @@ def test_any_interleaving_and_slice_size_stays_within_the_budget(
     seed: int, nodes: int, limit: int, want: int
 ) -> None:
     run_cluster(seed, nodes=nodes, limit=limit, per=3.0, steps=200, want=want)
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    limit=st.integers(1, 20),
+    skew=st.floats(0.0, 1.0),
+)
+def test_clocks_apart_by_up_to_the_margin_still_stay_within_the_budget(
+    seed: int, limit: int, skew: float
+) -> None:
+    run_cluster(seed, nodes=3, limit=limit, per=3.0, steps=200, want=2, skew=skew)
