@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from wsgate import redact
-from wsgate.cluster import build_cluster
+from wsgate.cluster import build_budgets, build_cluster
 from wsgate.cluster.budgets import ClusterBudgets
 from wsgate.config import Config, ConfigDiff, RouteConfig, diff_config, load_config
 from wsgate.config.changes import keep_restart_values, key_changes
@@ -221,17 +221,9 @@ class Daemon:
         self.alerting: Alerting | None = None  # built in _start: it opens daemon.store
         # [cluster]: a LocalCluster on one node, a ClusterNode on NATS (wsgate.cluster).
         self.cluster = build_cluster(self, status=self._status_doc)
-        self.cluster_budgets: ClusterBudgets | None = None
-        engine = getattr(self.cluster, "engine", None)
-        if engine is not None:
-            # share = "cluster" routes: their hosts' connect budgets count for the cluster.
-            self.budgets.shared = self.cluster_budgets = ClusterBudgets(
-                config.cluster,
-                config.daemon.node_id,
-                engine,
-                live_nodes=lambda: self.cluster.statistics().nodes_up,
-                rng=random.Random(self.rng.random()),
-            )
+        # share = "cluster" routes: their hosts' connect budgets count for the cluster.
+        self.cluster_budgets: ClusterBudgets | None = build_budgets(self.cluster, config, self.rng)
+        self.budgets.shared = self.cluster_budgets
 
     def _status_doc(self) -> dict[str, Any]:
         from wsgate.control.api import status

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsgate.cluster.base import CLUSTER_SCOPED, Cluster, ClusterStatistics, LocalCluster
 from wsgate.cluster.engine import Engine, KvBucket, KvEntry
+
+if TYPE_CHECKING:
+    from wsgate.cluster.budgets import ClusterBudgets
 
 __all__ = [
     "CLUSTER_SCOPED",
@@ -24,6 +27,7 @@ __all__ = [
     "KvEntry",
     "LocalCluster",
     "brief",
+    "build_budgets",
     "build_cluster",
     "node_summary",
 ]
@@ -94,4 +98,27 @@ def build_cluster(daemon: Any, status: Callable[[], dict[str, Any]]) -> Cluster:
         status=status,
         rng=rng,
         on_change=on_change,
+    )
+
+
+def build_budgets(cluster: Cluster, cfg: Any, rng: random.Random) -> ClusterBudgets | None:
+    """The cluster's exchange budgets (:mod:`wsgate.cluster.budgets`) on a cluster engine;
+    None on a single node."""
+    engine = getattr(cluster, "engine", None)
+    if engine is None:
+        return None
+    from wsgate.cluster.budgets import ClusterBudgets
+
+    def nodes() -> int:
+        # Nodes that may be spending the budget while this one cannot see the ledger: up
+        # or down (a down node may only be cut off from NATS, spending its own share).
+        s = cluster.statistics()
+        return s.nodes_up + s.nodes_down
+
+    return ClusterBudgets(
+        cfg.cluster,
+        cfg.daemon.node_id,
+        engine,
+        live_nodes=nodes,
+        rng=random.Random(rng.random()),
     )
