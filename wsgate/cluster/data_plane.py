@@ -56,6 +56,7 @@ PUBLISH_QUEUE = 65536  # frames waiting for the link; beyond, dropped (followers
 STATE_TIMEOUT = 2.0
 LINK_POLL = 0.25
 LINK_WAIT = 5.0  # a successor named in the lease links its stream to ours within this
+HANDING_MAX = 15.0  # a hand-over not cut by then is abandoned
 
 
 class RouteShare:
@@ -88,7 +89,7 @@ class RouteShare:
         self._wake = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._closing = False
-        self._handing: set[Any] = set()  # owned keys being handed over (no renewal)
+        self._handing: dict[Any, float] = {}  # owned keys being handed over (no renewal): since
         self.on_event = on_event  # spread moves for the event bus
         self._by_token: dict[str, Any] = {}
         # Every lease of this route as the watch last saw it: token -> (node, epoch, seen at).
@@ -100,7 +101,8 @@ class RouteShare:
         self._idle = asyncio.Event()  # the publisher drained its queue
         self.bridge_started: dict[Any, asyncio.Event] = {}  # successor: new stream runs
         self.moved_at: dict[Any, float] = {}
-        self.spread_round: float | None = None
+        self.spread_round: float | None = None  # the last round that moved keys
+        self.spread_checked: float | None = None
         self.handed_over = 0
         self.taken_over = 0
         self.linked = 0
@@ -232,6 +234,12 @@ class RouteShare:
                 was_up = True
                 self._rejoin()
             now = time.monotonic()
+            for key, since in list(self._handing.items()):
+                if now - since > HANDING_MAX and key in self.owned:
+                    # No successor cut our stream: the lease rules decide again (renewing
+                    # finds who holds it now).
+                    log.warning("route %s: hand-over of %s did not finish", self.route, key)
+                    del self._handing[key]
             for key, own in list(self.owned.items()):
                 if key in self._handing or own.cut is not None:
                     continue
@@ -332,7 +340,7 @@ class RouteShare:
         if self._bucket is None or not self.engine.connected:
             return False
         if key not in self._handing:
-            self._handing.add(key)
+            self._handing[key] = time.monotonic()
             self._tg.create_task(self._hand_over_key(key), name=f"share-{self.route}-handover")
         return True
 
@@ -340,7 +348,7 @@ class RouteShare:
         try:
             await self._release_and_wait([key], self.ttl)
         finally:
-            self._handing.discard(key)
+            self._handing.pop(key, None)
             self.hub.cluster_release(key)
 
     async def _release_and_wait(self, keys: list[Any], timeout: float) -> None:  # noqa: ASYNC109
@@ -384,7 +392,8 @@ class RouteShare:
         except KeyConflict:
             entry = await bucket.get(self._lease_key(key))
             if entry is not None and parse_doc(entry.value).get("from") == self.epoch:
-                self._handing.add(key)  # a successor continues our stream: its cut follows
+                # A successor continues our stream: its cut follows.
+                self._handing[key] = time.monotonic()
                 return
             log.warning("route %s: lease of %s taken by another node", self.route, key)
             self.owned.pop(key, None)
@@ -468,23 +477,21 @@ class RouteShare:
             held.revision = revision
             return
 
-        async def answer(payload: bytes, k: Any = key) -> bytes | None:
-            return await self._answer_state(k, payload)
-
         fol = self.followed.get(key)
         if fol is not None and fol.ready and self._tg is not None:
             # Make-before-break: subscribe upstream while the old stream still feeds.
             self.local.add(key)
             if self.hub.cluster_bridge(key):
-                own = self.owned[key] = Owned(revision, time.monotonic(), publishing=False)
+                # Its state is served after the switch: until then the old owner alone
+                # answers on that subject (a dead one: "no responders", at once).
+                self.owned[key] = Owned(revision, time.monotonic(), publishing=False)
                 self.bridge_started[key] = asyncio.Event()
-                own.served = await self.engine.serve(self._subject("mds", key), answer)
                 self._tg.create_task(handover.take_over(self, key, fol), name="share-takeover")
                 return
             self.local.discard(key)
         was_following = self.followed.pop(key, None)
         own = self.owned[key] = Owned(revision, time.monotonic())
-        own.served = await self.engine.serve(self._subject("mds", key), answer)
+        await self.serve_state(key, own)
         if was_following is not None:
             self.takeovers += 1
             log.warning(
@@ -499,6 +506,12 @@ class RouteShare:
         if key not in self.local:
             self.local.add(key)
             self.hub.cluster_go_local(key)
+
+    async def serve_state(self, key: Any, own: Owned) -> None:
+        async def answer(payload: bytes) -> bytes | None:
+            return await self._answer_state(key, payload)
+
+        own.served = await self.engine.serve(self._subject("mds", key), answer)
 
     async def _answer_state(self, key: Any, payload: bytes = b"") -> bytes | None:
         req = parse_doc(payload) if payload else {}

@@ -31,7 +31,7 @@ from typing import Any
 
 from wsgate.cluster.engine import KvEntry
 from wsgate.cluster.share_state import Followed, parse_doc
-from wsgate.core.leases import SpreadMove, plan_spread
+from wsgate.core.leases import SpreadMove, SpreadPolicy, plan_spread
 from wsgate.errors import KeyConflict
 
 # The route's wsgate.cluster.data_plane.RouteShare, which calls into this module (and an
@@ -45,6 +45,7 @@ log = logging.getLogger("wsgate.cluster")
 BRIDGE_WAIT = 2.0  # a quiet channel's new subscription may send nothing: cut anyway
 CUT_TIMEOUT = 2.0
 CATCH_UP = 2.0  # the cut's last frames reach the successor within this
+POLICY = SpreadPolicy()
 
 
 def _parse(raw: bytes) -> dict[str, Any]:
@@ -89,6 +90,8 @@ async def take_over(share: RouteShare, key: Any, fol: Followed) -> None:
     if own is None or share.owned.get(key) is not own:
         share.hub.cluster_bridge_done(key)  # lost the lease meanwhile: the rules go on
         return
+    with contextlib.suppress(Exception):
+        await share.serve_state(key, own)
     share.queue(share._subject("md", key), [share.epoch, 0, fol.epoch, at])
     own.publishing = True
     share.local.add(key)
@@ -113,7 +116,7 @@ async def answer_cut(share: RouteShare, key: Any, req: dict[str, Any]) -> bytes 
         await share.flushed(1.0)
         successor = str(req.get("by", "?"))
         share.owned.pop(key, None)
-        share._handing.discard(key)
+        share._handing.pop(key, None)
         share.local.discard(key)
         sub = share.hub.registry.get(key)
         if sub is not None and sub.sessions and not share._closing:
@@ -187,6 +190,12 @@ def spread(share: RouteShare, now: float) -> None:
     """Owning far more keys than the cluster's mean: offer some to their followers."""
     if not share.owned or share._tg is None:
         return
+    if share.spread_checked is not None and now - share.spread_checked < POLICY.interval:
+        return
+    share.spread_checked = now
+    for k, at in list(share.moved_at.items()):
+        if now - at > POLICY.hold:
+            del share.moved_at[k]
     owned = {
         k: tuple(own.followers)
         for k, own in share.owned.items()
@@ -201,12 +210,18 @@ def spread(share: RouteShare, now: float) -> None:
             loads.setdefault(node, 0)
     loads[share.node_id] = len(share.owned)
     moves = plan_spread(
-        share.node_id, owned, loads, now, last_round=share.spread_round, moved_at=share.moved_at
+        share.node_id,
+        owned,
+        loads,
+        now,
+        last_round=share.spread_round,
+        moved_at=share.moved_at,
+        policy=POLICY,
     )
     if moves:
         share.spread_round = now
     for mv in moves:
-        share._handing.add(mv.key)  # no renewal: the target takes the lease over
+        share._handing[mv.key] = now  # no renewal: the target takes the lease over
         share._tg.create_task(_offer(share, mv), name=f"share-{share.route}-move")
 
 
@@ -221,7 +236,7 @@ async def _offer(share: RouteShare, mv: SpreadMove) -> None:
         log.info("route %s: %s did not take %s (%r)", share.route, mv.target, key, exc)
     own = share.owned.get(key)
     if not ok:
-        share._handing.discard(key)
+        share._handing.pop(key, None)
         if own is not None:
             own.followers.pop(mv.target, None)
         return
