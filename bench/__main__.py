@@ -175,19 +175,35 @@ def render(res: dict[str, Any]) -> str:
         out += [
             "### Relay (one raw session)",
             "",
+            "Added µs = path minus direct in the same round, median over rounds (each "
+            "round's figure in brackets); CPU µs = the relay process's CPU per frame.",
+            "",
             "| path | msg/s at saturation | vs direct | p50 µs at 1k msg/s | p99 µs | "
-            "added p50 µs | added p99 µs | orders: added p50 µs | added p99 µs |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "added p50 µs | added p99 µs | orders: added p50 µs | added p99 µs | "
+            "CPU µs/frame (push, orders) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
+
+        def rounds(values: list[float]) -> str:
+            return " [" + ", ".join(f"{v:+.0f}" for v in values) + "]" if len(values) > 1 else ""
+
         for name, p in rl["paths"].items():
             out.append(
-                f"| {name} | {_f(p['rate'], '{:,.0f}')} | {_f(p['rate_vs_direct'])}x | "
+                f"| {name} | {_f(p['rate'], '{:,.0f}')} | {_f(p['rate_vs_direct'], '{:.2f}x')} | "
                 f"{_f(p['p50_us'], '{:.0f}')} | {_f(p['p99_us'], '{:.0f}')} | "
-                f"{_f(p['added_p50_us'], '{:+.0f}')} | {_f(p['added_p99_us'], '{:+.0f}')} | "
-                f"{_f(p.get('added_order_p50_us'), '{:+.0f}')} | "
-                f"{_f(p.get('added_order_p99_us'), '{:+.0f}')} |"
+                f"{_f(p['added_p50_us'], '{:+.0f}')}{rounds(p.get('added_p50_rounds', []))} | "
+                f"{_f(p['added_p99_us'], '{:+.0f}')} | "
+                f"{_f(p.get('added_order_p50_us'), '{:+.0f}')}"
+                f"{rounds(p.get('added_order_p50_rounds', []))} | "
+                f"{_f(p.get('added_order_p99_us'), '{:+.0f}')} | "
+                f"{_f(p.get('cpu_us'), '{:.0f}')}, {_f(p.get('order_cpu_us'), '{:.0f}')} |"
             )
-        out += [f"- {rl.get('goal', 'wsgate added p50 <= 50 µs')}: {_yes(rl['goal_met'])}", ""]
+        out.append(f"- {rl.get('goal', 'wsgate added p50 <= 50 µs')}: {_yes(rl['goal_met'])}")
+        for name in ("wsgate", "wsgate_uvloop"):
+            g = rl.get(f"goal_{name}")
+            if g:
+                out.append(f"  - {name}: " + ", ".join(f"{k} {_yes(v)}" for k, v in g.items()))
+        out.append("")
     sc = res.get("scale")
     if sc and "wsgate" in sc:
         w, p = sc["wsgate"], sc["websockets"]

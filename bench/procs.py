@@ -32,9 +32,9 @@ import resource
 import time
 from array import array
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
-__all__ = ["Child", "broadcaster_main", "orders_main", "raise_nofile"]
+__all__ = ["Child", "broadcaster_main", "has_uvloop", "orders_main", "pipe_main", "raise_nofile"]
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -336,7 +336,78 @@ async def _orders(
 def orders_main(
     conn: multiprocessing.connection.Connection, port: int, path: str, rate: float, seconds: float
 ) -> None:
-    _run(conn, _orders(conn, port, path, rate, seconds), True)
+    _run(conn, _orders(conn, port, path, rate, seconds), has_uvloop())
+
+
+def has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- the floor of a Python relay
+class _Pipe(asyncio.Protocol):
+    """One side of a byte pipe: what it reads is written to the other side, in the same
+    callback. Nothing else: no HTTP, no frames; the least any relay on this loop does."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, up_port: int | None) -> None:
+        self.loop = loop
+        self.up_port = up_port  # set on the bot side: connect upstream on accept
+        self.transport: asyncio.Transport | None = None
+        self.peer: asyncio.Transport | None = None
+        self.early: list[bytes] = []
+        self.connecting: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses; same interface.
+        self.transport = cast(asyncio.Transport, transport)
+        if self.up_port is not None:
+            self.transport.pause_reading()
+            self.connecting = self.loop.create_task(self._connect(self.up_port))
+
+    async def _connect(self, port: int) -> None:
+        assert self.transport is not None
+        back = _Pipe(self.loop, None)
+        back.peer = self.transport
+        up, _ = await self.loop.create_connection(lambda: back, "127.0.0.1", port)
+        self.peer = up
+        for data in self.early:
+            up.write(data)
+        self.early.clear()
+        self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None:
+            self.peer.write(data)
+        else:
+            self.early.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None:
+            self.peer.close()
+
+
+async def _pipe(conn: multiprocessing.connection.Connection, up_port: int) -> None:
+    # A fresh process's first asyncio recv() buffers (256 KiB each) come from mmap() and
+    # go back with munmap() on every read until glibc raises its threshold, which a
+    # long-running daemon has done (strace: wsgate makes no mmap per relayed frame);
+    # one large free moves this process to the same state.
+    big = bytes(1 << 20)
+    del big
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Pipe(loop, up_port), "127.0.0.1", 0)
+    conn.send(("ready", {"port": server.sockets[0].getsockname()[1]}))
+    while (await _recv(conn))[0] != "stop":
+        conn.send(("unknown", None))
+    server.close()
+
+
+def pipe_main(conn: multiprocessing.connection.Connection, up_port: int, fast: bool) -> None:
+    """A minimal TCP relay in Python (asyncio or uvloop): the floor any Python relay
+    starts from, measured in the same run as wsgate and HAProxy."""
+    _run(conn, _pipe(conn, up_port), fast)
 
 
 def push_main(conn: multiprocessing.connection.Connection, fast: bool) -> None:
