@@ -100,6 +100,11 @@ def _haproxy(up_port: int, mode: str = "http") -> Iterator[tuple[int, int] | Non
         shutil.rmtree(directory, ignore_errors=True)
 
 
+# A relay may still be opening its upstream when the client is ready (wsgate opens one per
+# raw session): the CPU window starts after that, so it holds frames only.
+SETTLE = 0.3
+
+
 def _cpu_ns(pid: int | None) -> int:
     """CPU time (ns, every thread) of ``pid`` so far; 0 without a relay process."""
     if pid is None:
@@ -116,6 +121,8 @@ def _measure(
 ) -> dict[str, Any]:
     with Child(recv_main, port, path, 1, None, None, False, True) as recv:
         recv.expect("ready", 30)
+        if pid is not None:
+            time.sleep(SETTLE)
         cpu0 = _cpu_ns(pid)
         trigger = f"go {rate} {seconds} {max_count}".encode()
         recv.ask("measure", seconds + 30.0, 1.0, 1, trigger, reply="started")
@@ -141,6 +148,8 @@ def _measure_orders(
     """The other direction: a bot's frames to the exchange (order entry), one-way."""
     with Child(orders_main, port, path, rate, seconds) as bot:
         bot.expect("ready", 30)
+        if pid is not None:
+            time.sleep(SETTLE)
         cpu0 = _cpu_ns(pid)
         bot.conn.send(("measure",))
         res = bot.expect("result", seconds + 60)

@@ -555,3 +555,55 @@ def test_relay_frames_are_offered_verbatim_and_the_rest_takes_the_message_path(
         assert ws.statistics().messages == 6
 
     run(main())
+
+
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [
+        (frame(1, b"hi", mask=True), 1002),  # servers must not mask
+        (frame(1, b"hi", rsv=0x40), 1002),  # no extension negotiated
+        (frame(0, b"orphan"), 1002),  # continuation without a start
+        (frame(3, b"?"), 1002),  # reserved data opcode
+        (frame(2, b"z" * 100), 1009),  # over max_size, in a 7-bit length
+        (frame(1, b"a" * 60)[:30], 1006),  # a frame cut short by the peer's EOF
+    ],
+)
+def test_a_relay_is_never_offered_a_frame_websockets_refuses(bad: bytes, code: int) -> None:
+    """The one-frame shortcut of the relay path reads a lone frame's header only; a read
+    holding one frame websockets would refuse still fails the connection as before."""
+    closes: list[tuple[int, bytes, bool]] = []
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        for chunk in (text("before"), bad):  # one read each
+            w.write(chunk)
+            await w.drain()
+            await asyncio.sleep(0.05)
+        if code == 1006:
+            w.close()
+            return
+        closes.append(await read_client_frame(r))
+        w.write(close_frame(struct.unpack("!H", closes[0][1][:2])[0]))
+        await w.drain()
+
+    async def main() -> None:
+        offered: list[bytes] = []
+
+        def on_frame(raw: bytes, count: int) -> bool:
+            offered.append(raw)
+            return True
+
+        srv = RawServer(script)
+        async with srv as url:
+            ws = await lean_connect(url, max_size=64)
+            ws.set_handler(lambda msg: None, None, on_frame)
+            await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+        assert offered == [text("before")]
+        exc = ws.protocol.close_exc
+        assert isinstance(exc, ConnectionClosedError)
+        if code == 1006:
+            assert exc.rcvd is None and exc.sent is None
+        else:
+            assert closes[0][0] == 8 and struct.unpack("!H", closes[0][1][:2])[0] == code
+            assert exc.sent is not None and exc.sent.code == code
+
+    run(main())

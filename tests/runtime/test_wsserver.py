@@ -130,15 +130,25 @@ def test_data_frames_leave_verbatim_and_control_frames_stay_with_websockets(chun
         (cframe(1, b"x", mask=False), 1002),  # clients must mask
         (cframe(1, b"x", rsv=0x40), 1002),  # no extension negotiated
         (cframe(2, b"y" * 2000), 1009),  # over max_size
+        (cframe(1, b"y" * 1001), 1009),  # just over it, in a 16-bit length
         (cframe(3, b"z"), 1002),  # reserved opcode
     ],
 )
-def test_frames_websockets_refuses_fail_the_connection_as_before(bad: bytes, code: int) -> None:
+@pytest.mark.parametrize("lone", [False, True])  # True: the bad frame is a read of its own
+def test_frames_websockets_refuses_fail_the_connection_as_before(
+    bad: bytes, code: int, lone: bool
+) -> None:
     async def main() -> None:
         rig = Rig(max_size=1000)
         r, w, server = await rig.open()
         await asyncio.sleep(0.1)
-        w.write(cframe(1, b"ok") + bad)
+        if lone:  # the one-frame shortcut must refuse it too
+            w.write(cframe(1, b"ok"))
+            await w.drain()
+            await asyncio.sleep(0.05)
+            w.write(bad)
+        else:
+            w.write(cframe(1, b"ok") + bad)
         await w.drain()
         opcode, payload = await asyncio.wait_for(read_server_frame(r), TIMEOUT)
         assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == code

@@ -188,7 +188,15 @@ class LeanClientConnection(ClientConnection):
                 and not self._yielding
                 and self._reader.idle
             ):
-                count = whole_data_frames(data, self._max_message)
+                # One small frame per read is the usual case at order-entry rates: its
+                # header alone says so (FIN text/binary, no mask bit, 7-bit length).
+                n = len(data)
+                length = data[1] if n >= 2 else 0xFF  # a mask bit or a longer length: > 125
+                if length + 2 == n and length < 126 and (data[0] == 0x81 or data[0] == 0x82):
+                    limit = self._max_message
+                    count = 1 if limit is None or length <= limit else 0
+                else:
+                    count = whole_data_frames(data, self._max_message)
                 if count:
                     try:
                         taken = frames(data, count)
