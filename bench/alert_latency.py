@@ -28,14 +28,15 @@ from typing import Any
 
 from tests.e2e.alert_rig import (
     SECRET,
+    TICKER,
     LoopThread,
     alert_body,
     bfx_route,
     new_dir,
     spawn_daemon,
     wait_for_alert,
+    wait_pool_up,
 )
-from tests.e2e.harness import wait_until
 from tests.runtime.receivers import WebhookReceiver
 
 __all__ = ["run"]
@@ -49,8 +50,6 @@ pending_samples = 2
 window = 3
 """
 
-TICKER = {"event": "subscribe", "channel": "ticker", "symbol": "tBTCUSD"}
-
 
 def _drill(alertname: str, inject: Callable[[Any, LoopThread], None], rounds: int) -> list[float]:
     out: list[float] = []
@@ -61,7 +60,7 @@ def _drill(alertname: str, inject: Callable[[Any, LoopThread], None], rounds: in
             body = alert_body(rx.url, rules=RULES, matchers={"alertname": alertname})
             body += bfx_route("bfx", sim.bitfinex_url)
             with spawn_daemon(new_dir(), body) as d:
-                wait_until(lambda: d.status()["routes"][0]["connections"]["up"] >= 1, 15, "pool up")
+                wait_pool_up(d)
                 bot = lt.bot(d.port, "bfx", [TICKER])
                 time.sleep(2)  # steady state before the fault
                 start = time.monotonic()

@@ -1,7 +1,10 @@
 """Test rig for alert drills: the simulator, receivers and bots on one background loop,
 and the daemon as a subprocess that can be restarted (or kill -9'd) on the same state dir.
 
-Used by ``tests/e2e/test_alerts_e2e.py`` and ``bench/alert_latency.py``.
+Used by ``tests/e2e/test_alerts_e2e.py``, ``tests/e2e/test_alert_trust_e2e.py`` and
+``bench/alert_latency.py``. The drills share the fast rule table (``FAST_RULES``), one
+Bitfinex route with a webhook receiver (``bfx_drill``) and the steps they take on the daemon
+(``cli_json``, ``wait_pool_up``, ``wait_runs``, ``paged``).
 """
 
 from __future__ import annotations
@@ -17,20 +20,33 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.e2e.harness import WSGATE, DaemonProc, free_port, wait_until, write_config
+from tests.runtime.receivers import WebhookReceiver
 from wsgate.sim.simulator import Simulator
 
 __all__ = [
+    "ANOMALY_RULES",
+    "FAST_RULES",
     "SECRET",
     "SECRET_ENV",
+    "TICKER",
+    "Drill",
     "LoopThread",
     "alert_body",
+    "bfx_drill",
     "bfx_route",
+    "cli_json",
+    "firing_pages",
+    "job_runs",
+    "paged",
+    "perf_warmup",
     "spawn_daemon",
+    "wait_pool_up",
+    "wait_runs",
     "webhook_alerts",
 ]
 
@@ -38,6 +54,46 @@ T = TypeVar("T")
 
 SECRET_ENV = "WSGATE_TEST_HOOK_SECRET"
 SECRET = "s3cret-for-hmac"
+TICKER = {"event": "subscribe", "channel": "ticker", "symbol": "tBTCUSD"}
+
+# Drill timings: rules judge over 1-3 evaluations (1 s each), so a fault and every
+# consequence it has get their chance to page within seconds.
+FAST_RULES = """
+[alerts.rules.high_latency]
+pending_samples = 2
+window = 3
+[alerts.rules.performance_degradation]
+pending_samples = 2
+window = 3
+[alerts.rules.system_health]
+pending_samples = 2
+window = 3
+[alerts.rules.high_error_rate]
+pending_samples = 2
+window = 3
+[alerts.rules.frequent_reconnects]
+fire = 3
+clear = 1
+[alerts.rules.capacity_warning]
+pending_samples = 1
+window = 1
+[alerts.rules.load_balancer_issue]
+pending_samples = 1
+window = 1
+[alerts.rules.cluster_node_down]
+keep_firing_for = 30
+"""
+# Small warm-up so the rate detector may judge after 5 evaluations (5 s here).
+ANOMALY_RULES = """
+[alerts.rules.anomaly_detected.params]
+warmup = 5
+min_band_rate = 2
+"""
+
+
+def perf_warmup(evaluations: int) -> str:
+    """Rules text: performance_degradation trusts its baseline after ``evaluations``."""
+    return f"[alerts.rules.performance_degradation.params]\nwarmup = {evaluations}\n"
 
 
 class LoopThread:
@@ -227,3 +283,63 @@ def wait_for_alert(
         f"a {status} {alertname} notification",
     )
     return time.monotonic()
+
+
+# -- the steps a drill takes on the daemon -------------------------------------------------------
+
+
+def cli_json(d: DaemonProc, *args: str) -> Any:
+    """``wsgate <args> --json`` against the daemon's socket, parsed; it must succeed."""
+    r = d.cli(*args, "--json", "--socket", d.socket)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def wait_pool_up(d: DaemonProc, n: int = 1) -> None:
+    wait_until(lambda: d.status()["routes"][0]["connections"]["up"] >= n, 15, "pool up")
+
+
+def job_runs(d: DaemonProc, job: str = "alerts") -> int:
+    return int(next(j["runs"] for j in d.status()["jobs"] if j["name"] == job))
+
+
+def wait_runs(d: DaemonProc, n: int, job: str = "alerts", timeout: float = 40.0) -> None:
+    """Until ``job`` has run ``n`` more times (alerts: evaluations)."""
+    start = job_runs(d, job)
+    wait_until(lambda: job_runs(d, job) >= start + n, timeout, f"{n} {job} runs")
+
+
+def firing_pages(unique: dict[str, Any]) -> list[dict[str, Any]]:
+    """The firing alerts of every notification a WebhookReceiver holds."""
+    return [
+        a for p in list(unique.values()) for a in p.get("alerts", []) if a["status"] == "firing"
+    ]
+
+
+def paged(unique: dict[str, Any]) -> set[str]:
+    """Alert types the receiver got a firing notification for."""
+    return {a["labels"]["alertname"] for a in firing_pages(unique)}
+
+
+class Drill(NamedTuple):
+    lt: LoopThread
+    sim: Simulator
+    rx: WebhookReceiver  # takes every alert type (no matchers)
+    d: DaemonProc
+
+
+@contextmanager
+def bfx_drill(rules: str = FAST_RULES, *, check: float = 1.0, **route: Any) -> Iterator[Drill]:
+    """The simulator, a webhook receiver for every alert, and the daemon with ``rules`` and
+    one Bitfinex route ``bfx`` (``route``: its extra keys); yields once the pool is up."""
+    with LoopThread() as lt:
+        sim = lt.start_sim()
+        rx = lt.run(WebhookReceiver(secret=SECRET).start())
+        try:
+            body = alert_body(rx.url, rules=rules, check=check)
+            with spawn_daemon(new_dir(), body + bfx_route("bfx", sim.bitfinex_url, **route)) as d:
+                wait_pool_up(d)
+                yield Drill(lt, sim, rx, d)
+        finally:
+            lt.stop(rx)
+            lt.stop(sim)

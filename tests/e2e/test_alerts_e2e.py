@@ -6,35 +6,34 @@ test calls the alert engine. Intervals are 1 s (check), 0.5 s (group_wait).
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from typing import Any
 
 from tests.e2e.alert_rig import (
+    ANOMALY_RULES,
+    FAST_RULES,
     SECRET,
+    TICKER,
     LoopThread,
     alert_body,
+    bfx_drill,
     bfx_route,
+    cli_json,
     new_dir,
+    perf_warmup,
     spawn_daemon,
     wait_for_alert,
+    wait_pool_up,
+    wait_runs,
     webhook_alerts,
 )
 from tests.e2e.harness import DaemonProc, wait_until
 from tests.runtime.receivers import HttpReceiver, Reply, SmtpReceiver, WebhookReceiver
 
-TICKER = {"event": "subscribe", "channel": "ticker", "symbol": "tBTCUSD"}
-
-
-def _cli_json(d: DaemonProc, *args: str) -> Any:
-    r = d.cli(*args, "--json", "--socket", d.socket)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
 
 def _active(d: DaemonProc, alertname: str) -> list[dict[str, Any]]:
-    return [a for a in _cli_json(d, "alerts")["alerts"] if a["labels"]["alertname"] == alertname]
+    return [a for a in cli_json(d, "alerts")["alerts"] if a["labels"]["alertname"] == alertname]
 
 
 def test_connection_failure_webhook_hmac_history_and_channels() -> None:
@@ -45,7 +44,7 @@ def test_connection_failure_webhook_hmac_history_and_channels() -> None:
             "bfx", sim.bitfinex_url
         )
         with spawn_daemon(new_dir(), body) as d:
-            wait_until(lambda: d.status()["routes"][0]["connections"]["up"] >= 1, 15, "pool up")
+            wait_pool_up(d)
             faults = sim.bitfinex.faults
             lt.call(lambda: faults.reject_handshakes(503, 10_000))
             lt.call(lambda: faults.drop())
@@ -69,11 +68,9 @@ def test_connection_failure_webhook_hmac_history_and_channels() -> None:
                 "flapping",
                 "summary",
             }
-            hist = _cli_json(
-                d, "alerts", "history", "--since", "1h", "--type", "connection_failure"
-            )
+            hist = cli_json(d, "alerts", "history", "--since", "1h", "--type", "connection_failure")
             assert any(e["to"] == "firing" for e in hist["events"])
-            chans = _cli_json(d, "alerts", "channels")["channels"]
+            chans = cli_json(d, "alerts", "channels")["channels"]
             hook = next(c for c in chans if c["name"] == "hook")
             assert hook["delivered"] >= 1 and hook["breaker"] == "closed"
             # Recovery resolves it, and the resolved notice arrives too.
@@ -99,7 +96,7 @@ def test_kill9_before_delivery_then_restart_delivers_once_and_ack_silence_surviv
         body += bfx_route("bfx", sim.bitfinex_url)
         state = new_dir()
         with spawn_daemon(state, body) as d:
-            wait_until(lambda: d.status()["routes"][0]["connections"]["up"] >= 1, 15, "pool up")
+            wait_pool_up(d)
             _fail_upstream(lt, sim)
             wait_until(lambda: len(rx.requests) >= 1, 20, "a first (refused) delivery attempt")
             delivery_id = rx.requests[0].headers["x-wsgate-delivery"]
@@ -113,9 +110,9 @@ def test_kill9_before_delivery_then_restart_delivers_once_and_ack_silence_surviv
             assert "undelivered notification(s) from a previous run" in d2.logs()
             fp = _active(d2, "connection_failure")[0]["fingerprint"]
             # Ack and silence round trips through the CLI.
-            ack = _cli_json(d2, "alerts", "ack", fp, "--comment", "on it")
+            ack = cli_json(d2, "alerts", "ack", fp, "--comment", "on it")
             assert ack["ack"]["fingerprint"] == fp and "uid" in ack["ack"]["by"]
-            sil = _cli_json(
+            sil = cli_json(
                 d2,
                 "alerts",
                 "silence",
@@ -140,14 +137,14 @@ def test_kill9_before_delivery_then_restart_delivers_once_and_ack_silence_surviv
             assert r.returncode == 1 and "no pending or firing alert" in r.stderr
         # Graceful restart: the silence and the ack are still there.
         with spawn_daemon(state, body, port=d.port) as d3:
-            sils = _cli_json(d3, "alerts", "silences")["silences"]
+            sils = cli_json(d3, "alerts", "silences")["silences"]
             assert [s["id"] for s in sils] == [sil["id"]]
             assert sils[0]["comment"] == "exchange maintenance"
             row = _active(d3, "connection_failure")[0]
             assert row["fingerprint"] == fp and row["acknowledged"] and row["silenced"]
-            _cli_json(d3, "alerts", "unsilence", sil["id"])
-            assert _cli_json(d3, "alerts", "silences")["silences"] == []
-            hist = _cli_json(d3, "alerts", "history", "--since", "1h")["events"]
+            cli_json(d3, "alerts", "unsilence", sil["id"])
+            assert cli_json(d3, "alerts", "silences")["silences"] == []
+            hist = cli_json(d3, "alerts", "history", "--since", "1h")["events"]
             kinds = {e["kind"] for e in hist}
             assert {"alert_ack", "silence_created", "silence_expired"} <= kinds
         assert rx.duplicates == 0
@@ -198,7 +195,7 @@ min_severity = "info"
         )
         body = alert_body(hook.url, extra_channels=channels) + bfx_route("bfx", sim.bitfinex_url)
         with spawn_daemon(new_dir(), body) as d:
-            wait_until(lambda: d.status()["routes"][0]["connections"]["up"] >= 1, 15, "pool up")
+            wait_pool_up(d)
             _fail_upstream(lt, sim)
             wait_for_alert(hook.unique, "connection_failure", 20)
             # Slack: one attachment coloured by severity.
@@ -221,7 +218,7 @@ min_severity = "info"
                 20,
                 "channel-disabled alert on the webhook",
             )
-            chans = {c["name"]: c for c in _cli_json(d, "alerts", "channels")["channels"]}
+            chans = {c["name"]: c for c in cli_json(d, "alerts", "channels")["channels"]}
             assert (
                 chans["discord_gone"]["disabled"] and "404" in chans["discord_gone"]["last_error"]
             )
@@ -233,7 +230,7 @@ min_severity = "info"
             assert mail.rcpt_tos == ("ops@example.test",)
             assert "connection_failure" in str(mail.message["Subject"])
             # `alerts test` sends a real notification and reports the receiver's answer.
-            res = _cli_json(d, "alerts", "test", "--channel", "slack")
+            res = cli_json(d, "alerts", "test", "--channel", "slack")
             assert res["ok"] and res["status"] == 200
             assert slack.requests[-1].json()["text"].startswith("[TEST]")
             r = d.cli("alerts", "test", "--channel", "discord_gone", "--socket", d.socket)
@@ -247,191 +244,102 @@ min_severity = "info"
 
 # ---------------------------------------------------------------- every alert type, by fault
 
-FAST_RULES = """
-[alerts.rules.high_latency]
-pending_samples = 2
-window = 3
-[alerts.rules.performance_degradation]
-pending_samples = 2
-window = 3
-[alerts.rules.system_health]
-pending_samples = 2
-window = 3
-[alerts.rules.high_error_rate]
-pending_samples = 2
-window = 3
-[alerts.rules.frequent_reconnects]
-fire = 3
-clear = 1
-[alerts.rules.capacity_warning]
-pending_samples = 1
-window = 1
-[alerts.rules.load_balancer_issue]
-pending_samples = 1
-window = 1
-[alerts.rules.cluster_node_down]
-keep_firing_for = 30
-"""
-# Small warm-up so the rate detector may judge after 5 evaluations (5 s here).
-ANOMALY_RULES = """
-[alerts.rules.anomaly_detected.params]
-warmup = 5
-min_band_rate = 2
-"""
-
-
-def _alerts_runs(d: DaemonProc) -> int:
-    return int(next(j["runs"] for j in d.status()["jobs"] if j["name"] == "alerts"))
-
-
-def _wait_runs(d: DaemonProc, n: int, timeout: float = 30.0) -> None:
-    start = _alerts_runs(d)
-    wait_until(lambda: _alerts_runs(d) >= start + n, timeout, f"{n} alert evaluations")
-
-
-def _up(d: DaemonProc, n: int = 1) -> None:
-    wait_until(lambda: d.status()["routes"][0]["connections"]["up"] >= n, 15, "pool up")
-
 
 def test_latency_fault_pages_high_latency_with_degradation_and_health_as_consequences() -> None:
-    with LoopThread() as lt:
-        sim = lt.start_sim()
-        rx = lt.run(WebhookReceiver(secret=SECRET).start())
-        rules = FAST_RULES + "[alerts.rules.performance_degradation.params]\nwarmup = 3\n"
-        body = alert_body(rx.url, rules=rules) + bfx_route("bfx", sim.bitfinex_url)
-        with spawn_daemon(new_dir(), body) as d:
-            _up(d)
-            bot = lt.bot(d.port, "bfx", [TICKER])
-            _wait_runs(d, 16)  # a full rate window, then the baselines' warm-up
-            lt.call(lambda: sim.bitfinex.faults.latency(3000))
-            wait_for_alert(rx.unique, "high_latency", 30)
+    with bfx_drill(FAST_RULES + perf_warmup(3)) as (lt, sim, rx, d):
+        bot = lt.bot(d.port, "bfx", [TICKER])
+        wait_runs(d, 16)  # a full rate window, then the baselines' warm-up
+        lt.call(lambda: sim.bitfinex.faults.latency(3000))
+        wait_for_alert(rx.unique, "high_latency", 30)
 
-            # Slower throughput and a lower health score follow from the latency: they are
-            # consequences, muted, and listed inside the high_latency page's alert.
-            def consequences() -> set[str]:
-                return {a["alertname"] for a in _cli_json(d, "alerts")["alerts"] if a["inhibited"]}
+        # Slower throughput and a lower health score follow from the latency: they are
+        # consequences, muted, and listed inside the high_latency page's alert.
+        def consequences() -> set[str]:
+            return {a["alertname"] for a in cli_json(d, "alerts")["alerts"] if a["inhibited"]}
 
-            wait_until(
-                lambda: {"performance_degradation", "system_health"} & consequences(),
-                30,
-                "a consequence of the latency",
-            )
-            _wait_runs(d, 5)
-            paged = {a["labels"]["alertname"] for n in rx.unique.values() for a in n["alerts"]}
-            assert paged == {"high_latency"}
-            lt.close_bot(bot)
-        lt.stop(rx)
-        lt.stop(sim)
+        wait_until(
+            lambda: {"performance_degradation", "system_health"} & consequences(),
+            30,
+            "a consequence of the latency",
+        )
+        wait_runs(d, 5)
+        paged = {a["labels"]["alertname"] for n in rx.unique.values() for a in n["alerts"]}
+        assert paged == {"high_latency"}
+        lt.close_bot(bot)
 
 
 def test_malformed_frames_raise_high_error_rate() -> None:
-    with LoopThread() as lt:
-        sim = lt.start_sim()
-        rx = lt.run(WebhookReceiver(secret=SECRET).start())
-        body = alert_body(rx.url, rules=FAST_RULES) + bfx_route("bfx", sim.bitfinex_url)
-        with spawn_daemon(new_dir(), body) as d:
-            _up(d)
-            lt.call(lambda: sim.bitfinex.faults.malformed(40))
-            wait_for_alert(rx.unique, "high_error_rate", 30)
-        lt.stop(rx)
-        lt.stop(sim)
+    with bfx_drill() as (lt, sim, rx, _):
+        lt.call(lambda: sim.bitfinex.faults.malformed(40))
+        wait_for_alert(rx.unique, "high_error_rate", 30)
 
 
 def test_repeated_drops_raise_frequent_reconnects() -> None:
-    with LoopThread() as lt:
-        sim = lt.start_sim()
-        rx = lt.run(WebhookReceiver(secret=SECRET).start())
-        # A drop here is back within a second, but a loaded box can stretch one reconnect
-        # past connection_failure's 1 s, and then the reconnects are its consequence (and
-        # held, see causes.py): give the outage rule room so the drill tests the flapping.
-        rules = FAST_RULES + "[alerts.rules.connection_failure]\nfire = 5\n"
-        body = alert_body(rx.url, rules=rules) + bfx_route("bfx", sim.bitfinex_url)
-        with spawn_daemon(new_dir(), body) as d:
-            _up(d)
-            for _ in range(4):
-                before = sim.bitfinex.statistics().as_dict()
-                lt.call(lambda: sim.bitfinex.faults.drop())
-                wait_until(
-                    lambda b=before: (
-                        sim.bitfinex.statistics().as_dict() != b  # type: ignore[misc]
-                        and d.status()["routes"][0]["connections"]["up"] >= 1
-                    ),
-                    15,
-                    "reconnected",
-                )
-                time.sleep(0.6)  # past min_uptime, so each drop counts as a new reconnect
-            wait_for_alert(rx.unique, "frequent_reconnects", 30)
-        lt.stop(rx)
-        lt.stop(sim)
+    # A drop here is back within a second, but a loaded box can stretch one reconnect
+    # past connection_failure's 1 s, and then the reconnects are its consequence (and
+    # held, see causes.py): give the outage rule room so the drill tests the flapping.
+    rules = FAST_RULES + "[alerts.rules.connection_failure]\nfire = 5\n"
+    with bfx_drill(rules) as (lt, sim, rx, d):
+        for _ in range(4):
+            before = sim.bitfinex.statistics().as_dict()
+            lt.call(lambda: sim.bitfinex.faults.drop())
+            wait_until(
+                lambda b=before: (
+                    sim.bitfinex.statistics().as_dict() != b  # type: ignore[misc]
+                    and d.status()["routes"][0]["connections"]["up"] >= 1
+                ),
+                15,
+                "reconnected",
+            )
+            time.sleep(0.6)  # past min_uptime, so each drop counts as a new reconnect
+        wait_for_alert(rx.unique, "frequent_reconnects", 30)
 
 
 def test_channel_limit_and_small_limits_page_capacity_with_no_candidate_inside() -> None:
     """Full connections are the cause, "no eligible connection" the symptom: one page,
     capacity_warning, with the load-balancer issue listed as also affected."""
-    with LoopThread() as lt:
-        sim = lt.start_sim()
-        rx = lt.run(WebhookReceiver(secret=SECRET).start())
-        route = bfx_route(
-            "bfx",
-            sim.bitfinex_url,
-            max_connections=1,
-            max_subscriptions_per_connection=1,
-            max_sessions=2,
-        )
-        body = alert_body(rx.url, rules=FAST_RULES) + route
-        with spawn_daemon(new_dir(), body) as d:
-            _up(d)
-            lt.call(lambda: sim.bitfinex.faults.channel_limit(1))
-            eth = {**TICKER, "symbol": "tETHUSD"}
-            bots = [lt.bot(d.port, "bfx", [TICKER]), lt.bot(d.port, "bfx", [eth])]
-            wait_for_alert(rx.unique, "capacity_warning", 30)
+    limits = {"max_connections": 1, "max_subscriptions_per_connection": 1, "max_sessions": 2}
+    with bfx_drill(**limits) as (lt, sim, rx, d):
+        lt.call(lambda: sim.bitfinex.faults.channel_limit(1))
+        eth = {**TICKER, "symbol": "tETHUSD"}
+        bots = [lt.bot(d.port, "bfx", [TICKER]), lt.bot(d.port, "bfx", [eth])]
+        wait_for_alert(rx.unique, "capacity_warning", 30)
 
-            def no_candidate_muted() -> bool:
-                return any(
-                    a["alertname"] == "load_balancer_issue"
-                    and a["labels"]["issue"] == "no_candidate"
-                    and a["inhibited"]
-                    for a in _cli_json(d, "alerts")["alerts"]
-                )
+        def no_candidate_muted() -> bool:
+            return any(
+                a["alertname"] == "load_balancer_issue"
+                and a["labels"]["issue"] == "no_candidate"
+                and a["inhibited"]
+                for a in cli_json(d, "alerts")["alerts"]
+            )
 
-            wait_until(no_candidate_muted, 30, "no_candidate as a consequence of capacity")
-            assert webhook_alerts(rx.unique, "load_balancer_issue") == []
-            resources = {
-                a["labels"].get("resource")
-                for p in webhook_alerts(rx.unique, "capacity_warning")
-                for a in p["alerts"]
-            }
-            assert "route_sessions" in resources
-            for b in bots:
-                lt.close_bot(b)
-        lt.stop(rx)
-        lt.stop(sim)
+        wait_until(no_candidate_muted, 30, "no_candidate as a consequence of capacity")
+        assert webhook_alerts(rx.unique, "load_balancer_issue") == []
+        resources = {
+            a["labels"].get("resource")
+            for p in webhook_alerts(rx.unique, "capacity_warning")
+            for a in p["alerts"]
+        }
+        assert "route_sessions" in resources
+        for b in bots:
+            lt.close_bot(b)
 
 
 def test_rate_step_raises_anomaly_detected() -> None:
-    with LoopThread() as lt:
-        sim = lt.start_sim()
-        rx = lt.run(WebhookReceiver(secret=SECRET).start())
-        body = alert_body(rx.url, rules=FAST_RULES + ANOMALY_RULES) + bfx_route(
-            "bfx", sim.bitfinex_url
-        )
-        with spawn_daemon(new_dir(), body) as d:
-            _up(d)
-            bot = lt.bot(d.port, "bfx", [TICKER])
-            _wait_runs(d, 15)  # warm-up, and the 10 s rate window settles
-            more = [
-                {"event": "subscribe", "channel": ch, "symbol": sym, **extra}
-                for sym in ("tBTCUSD", "tETHUSD")
-                for ch, extra in (("trades", {}), ("book", {"prec": "P0", "len": "25"}))
-            ]
-            loud = lt.bot(d.port, "bfx", more)
-            wait_for_alert(rx.unique, "anomaly_detected", 30)
-            got = webhook_alerts(rx.unique, "anomaly_detected")[0]["alerts"]
-            assert any(a["labels"].get("metric") == "rate" for a in got)
-            lt.close_bot(loud)
-            lt.close_bot(bot)
-        lt.stop(rx)
-        lt.stop(sim)
+    with bfx_drill(FAST_RULES + ANOMALY_RULES) as (lt, _, rx, d):
+        bot = lt.bot(d.port, "bfx", [TICKER])
+        wait_runs(d, 15)  # warm-up, and the 10 s rate window settles
+        more = [
+            {"event": "subscribe", "channel": ch, "symbol": sym, **extra}
+            for sym in ("tBTCUSD", "tETHUSD")
+            for ch, extra in (("trades", {}), ("book", {"prec": "P0", "len": "25"}))
+        ]
+        loud = lt.bot(d.port, "bfx", more)
+        wait_for_alert(rx.unique, "anomaly_detected", 30)
+        got = webhook_alerts(rx.unique, "anomaly_detected")[0]["alerts"]
+        assert any(a["labels"].get("metric") == "rate" for a in got)
+        lt.close_bot(loud)
+        lt.close_bot(bot)
 
 
 def test_frozen_daemon_raises_system_health() -> None:
@@ -439,37 +347,30 @@ def test_frozen_daemon_raises_system_health() -> None:
 
     That is the node's own health (system_health, check=job); cluster_node_down is about
     peers and is covered by the cluster tests."""
-    with LoopThread() as lt:
-        sim = lt.start_sim()
-        rx = lt.run(WebhookReceiver(secret=SECRET).start())
-        # Missed runs are seen once, at the first evaluation after the resume.
-        rules = "[alerts.rules.system_health]\npending_samples = 1\nwindow = 1\n"
-        body = alert_body(rx.url, rules=rules) + bfx_route("bfx", sim.bitfinex_url)
-        with spawn_daemon(new_dir(), body) as d:
-            _up(d)
-            _wait_runs(d, 2)
-            d.proc.send_signal(signal.SIGSTOP)
-            try:
-                time.sleep(6)  # the fault itself: the node is frozen for 6 intervals
-            finally:
-                d.proc.send_signal(signal.SIGCONT)
+    # Missed runs are seen once, at the first evaluation after the resume.
+    rules = "[alerts.rules.system_health]\npending_samples = 1\nwindow = 1\n"
+    with bfx_drill(rules) as (_, _, rx, d):
+        wait_runs(d, 2)
+        d.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(6)  # the fault itself: the node is frozen for 6 intervals
+        finally:
+            d.proc.send_signal(signal.SIGCONT)
 
-            # The freeze starves the event loop and every job misses runs: one system_health
-            # page for the root (the loop's lag, when it shows), the missed runs in it.
-            def job_news() -> bool:
-                for n in webhook_alerts(rx.unique, "system_health"):
-                    for a in n["alerts"]:
-                        if a["labels"].get("check") == "job":
-                            return True
-                        if "scheduled job" in a["annotations"].get("also_affected", "") or (
-                            "missed" in a["annotations"].get("also_affected", "")
-                        ):
-                            return True
-                return False
+        # The freeze starves the event loop and every job misses runs: one system_health
+        # page for the root (the loop's lag, when it shows), the missed runs in it.
+        def job_news() -> bool:
+            for n in webhook_alerts(rx.unique, "system_health"):
+                for a in n["alerts"]:
+                    if a["labels"].get("check") == "job":
+                        return True
+                    if "scheduled job" in a["annotations"].get("also_affected", "") or (
+                        "missed" in a["annotations"].get("also_affected", "")
+                    ):
+                        return True
+            return False
 
-            wait_until(job_news, 30, "a system_health notification for missed job runs")
-            assert {a["labels"]["alertname"] for n in rx.unique.values() for a in n["alerts"]} == {
-                "system_health"
-            }
-        lt.stop(rx)
-        lt.stop(sim)
+        wait_until(job_news, 30, "a system_health notification for missed job runs")
+        assert {a["labels"]["alertname"] for n in rx.unique.values() for a in n["alerts"]} == {
+            "system_health"
+        }
