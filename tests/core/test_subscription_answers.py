@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from wsgate.core.subscriptions import SubscriptionRegistry, SubState
 
 KEY = "trades:tBTCUSD"
@@ -75,3 +77,32 @@ def test_the_waiting_sessions_are_answered_when_the_resend_times_out_too() -> No
     reg.assign(sub, "c1", 20.0)
     reg.confirm(sub, 5, 21.0)
     assert sub.timeouts == 0
+
+
+@pytest.mark.parametrize("resends", [0, 1, 2])
+def test_the_resend_budget_decides_which_timeout_answers_the_sessions(resends: int) -> None:
+    """``resends`` more sends after the first; the timeout of the last one answers."""
+    reg = SubscriptionRegistry(pending_timeout=10.0, resends=resends, answer_timeout=1000.0)
+    sub, _ = reg.acquire(KEY, 1, 0.0, 10.0)
+    now = 0.0
+    for sent in range(resends + 1):
+        reg.assign(sub, "c1", now)
+        assert not reg.tick(now + 9.9)  # not yet overdue
+        now += 10.0
+        acts = reg.tick(now)
+        assert acts.retry == [sub]  # placed again either way: acked sessions keep the channel
+        last = sent == resends
+        assert acts.unanswered == ([(sub, [1])] if last else []), sent
+    assert sub.waiting == {} and sub.timeouts == resends + 1
+
+
+def test_a_subscribe_that_could_not_be_queued_is_timed_from_the_drop() -> None:
+    reg = SubscriptionRegistry(pending_timeout=10.0)
+    sub, _ = reg.acquire(KEY, 1, 0.0, 10.0)
+    reg.assign(sub, "c1", 0.0, written=False)
+    reg.send_dropped(sub, "c1", sub.attempts - 1, 5.0)  # an older attempt: ignored
+    assert not reg.tick(100.0)
+    reg.send_dropped(sub, "c1", sub.attempts, 100.0)
+    assert not reg.tick(109.9).retry
+    acts = reg.tick(110.0)
+    assert acts.retry == [sub] and acts.unanswered == []  # counted as sent: this is the resend

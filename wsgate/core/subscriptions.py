@@ -6,6 +6,14 @@ to learn what is due (retry a pending subscribe, drop a lingering one, resubscri
 silent channel, reconnect a connection whose channels are all silent). Nothing is
 ever dropped silently: a failed subscription names the sessions to tell.
 
+Every subscribe is answered, and the registry decides when: a subscribe sent and not
+confirmed within ``pending_timeout`` is sent again, ``resends`` times (one by default);
+when the last resend times out too, the sessions still waiting get the venue's error
+(``TickActions.unanswered``). The clock of a subscribe runs from when it left for the
+exchange (:meth:`SubscriptionRegistry.written`), not while it waits for the connection's
+message budget; one the runtime could not even queue
+(:meth:`~SubscriptionRegistry.send_dropped`) counts as sent and unanswered from then.
+
 Gateway channel ids are stable per key for the life of the registry, so a session
 never sees its channel id change when wsgate moves the subscription to another
 upstream connection.
@@ -112,11 +120,14 @@ class SubscriptionRegistry:
         self,
         *,
         pending_timeout: float = 10.0,
+        resends: int = 1,
         linger: float = 30.0,
         stale_grace: float = 1.0,
         answer_timeout: float = 15.0,
     ) -> None:
         self.pending_timeout = pending_timeout
+        # Sends of an unconfirmed subscribe after the first; past them the sessions get an error.
+        self.resends = resends
         # A session's subscribe that no connection could take for this long gets an error.
         self.answer_timeout = answer_timeout
         self.linger = linger
@@ -201,6 +212,11 @@ class SubscriptionRegistry:
         ):
             sub.written, sub.since = True, now
 
+    def send_dropped(self, sub: Subscription, conn_id: str, attempt: int, now: float) -> None:
+        """The subscribe of ``attempt`` never left: the connection's send queue was full.
+        It is timed as sent at ``now``, so the timeout resends it within the budget."""
+        self.written(sub, conn_id, attempt, now)
+
     def confirm(self, sub: Subscription, upstream_id: object, now: float) -> None:
         assert sub.conn_id is not None
         self._unbind(sub)
@@ -263,9 +279,9 @@ class SubscriptionRegistry:
                 and now - sub.since >= self.pending_timeout
             ):
                 sub.timeouts += 1
-                if sub.timeouts >= 2 and sub.waiting:
-                    # The resend went unconfirmed too: the sessions get the venue's error
-                    # (and are released); anyone already acked keeps the retries.
+                if sub.timeouts > self.resends and sub.waiting:
+                    # The last resend went unconfirmed too: the sessions get the venue's
+                    # error (and are released); anyone already acked keeps the retries.
                     actions.unanswered.append((sub, list(sub.waiting)))
                     sub.waiting.clear()
                 self.unplace(sub, now)

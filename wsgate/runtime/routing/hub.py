@@ -104,7 +104,7 @@ class Hub:
         self.clock = clock
         if route.cfg.linger is not None:
             linger = route.cfg.linger
-        self.registry = SubscriptionRegistry(pending_timeout=10.0, linger=linger)
+        self.registry = SubscriptionRegistry(linger=linger)  # its timeouts and resend budget
         self.ups: dict[str, Uplink] = {}
         self.fanout = FanOut(dialect)
         self.placement = Placement(

@@ -181,15 +181,16 @@ class Placement:
         assert u.codec is not None
         req = next(self._req)
         u.req_ids[req] = key
-        note = None
-        if sub is not None:
-            registry, conn_id, attempt = self.registry, u.conn.id, sub.attempts
+        if sub is None:
+            u.send(u.codec.subscribe_frame(key, req))
+            return
+        registry, conn_id, attempt = self.registry, u.conn.id, sub.attempts
 
-            def note(now: float) -> None:
-                registry.written(sub, conn_id, attempt, now)
+        def note(now: float) -> None:
+            registry.written(sub, conn_id, attempt, now)
 
-        if not u.send(u.codec.subscribe_frame(key, req), note) and note is not None:
-            note(self.clock())  # dropped: its clock runs now, the timeout resends it
+        if not u.send(u.codec.subscribe_frame(key, req), note):
+            registry.send_dropped(sub, conn_id, attempt, self.clock())
 
     def send_unsubscribe(self, u: Uplink, key: Any, channel: object) -> None:
         if u.codec is None or channel is None:
