@@ -208,3 +208,20 @@ def test_a_change_is_live_and_reported_per_client() -> None:
     (change,) = key_changes(old, new)
     assert change.key == "gateway.clients" and not change.restart_required
     assert change.render() == "gateway.clients: added b; a.max_sessions: (none) -> 3"
+
+
+def test_config_show_says_whether_each_token_variable_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from wsgate.config import config_view
+
+    monkeypatch.setenv("WSGATE_ALPHA", "the-alpha-token")
+    monkeypatch.delenv("WSGATE_BETA", raising=False)
+    text = '[[gateway.clients]]\nname = "a"\ntoken_env = "WSGATE_ALPHA"\n'
+    text += '[[gateway.clients]]\nname = "b"\ntoken_env = "WSGATE_BETA"\n'
+    view = config_view(parse_config(text + ROUTES, environ={}))
+    assert view["environment"] == [
+        {"key": "gateway.clients[0].token_env", "name": "WSGATE_ALPHA", "set": True},
+        {"key": "gateway.clients[1].token_env", "name": "WSGATE_BETA", "set": False},
+    ]
+    assert "the-alpha-token" not in str(view)

@@ -145,6 +145,9 @@ def secret_env_names(cfg: Config) -> list[tuple[str, str]]:
                     found.append((key, v))
                 else:
                     walk(key, v)
+        elif isinstance(value, list):  # arrays of tables ([[gateway.clients]])
+            for index, item in enumerate(value):
+                walk(f"{prefix}[{index}]", item)
 
     walk("", config_to_dict(cfg, mask_secrets=True))
     return found
