@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from rich.console import Console
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests import simstack
 from tests.e2e.harness import ThreadServer, free_port, run_daemon, until
@@ -366,6 +366,25 @@ def test_daemon_shows_the_client_in_status_metrics_and_logs_never_its_token() ->
                     assert 'wsgate_client_sessions_open{client="alpha"} 1.0' in text
                     code, body = await _refused(url)
                     assert code == 429, body
+                    r = await asyncio.to_thread(d.cli, "clients", "--socket", d.socket)
+                    assert "alpha" in r.stdout and "1/1" in r.stdout, r.stdout + r.stderr
+                    r = await asyncio.to_thread(d.cli, "clients", "--json", "--socket", d.socket)
+                    assert [c["name"] for c in json.loads(r.stdout)] == ["alpha"]
+                    # A revoked bot is cut off on demand (a reload never closes sessions).
+                    r = await asyncio.to_thread(
+                        d.cli, "clients", "disconnect", "alpha", "--socket", d.socket
+                    )
+                    assert r.stdout.strip() == "client alpha: 1 session(s) closed (1008)", r
+                    with pytest.raises(ConnectionClosed):
+                        await asyncio.wait_for(ws.recv(), 10)
+                    assert ws.close_code == 1008
+                    assert ws.close_reason == "client alpha disconnected by the operator"
+                    r = await asyncio.to_thread(
+                        d.cli, "clients", "disconnect", "nobody", "--socket", d.socket
+                    )
+                    assert r.returncode == 1 and "no client 'nobody'" in r.stderr, r
+                    r = await asyncio.to_thread(d.cli, "alerts", "history", "--socket", d.socket)
+                    assert "disconnect client alpha (uid" in r.stdout, r
 
             asyncio.run(bot())
             d.wait_log("closed on route echo (client alpha)")

@@ -90,7 +90,14 @@ def alerts_history(
             )
         else:
             who = e.get("by") or e.get("created_by") or ""
-            rows.append({"time": _when(e["ts"]), "event": e["kind"], "detail": who})
+            # an operator action names what it acted on: "disconnect client alpha (uid 0 ...)"
+            what = " ".join(
+                f"{k} {e[k]}" if k != "action" else str(e[k])
+                for k in ("action", "connection", "client")
+                if e.get(k)
+            )
+            detail = f"{what} ({who})" if what and who else what or who
+            rows.append({"time": _when(e["ts"]), "event": e["kind"], "detail": detail})
     from wsgate.cli.render import render_rows
 
     render_rows(rows, ("time", "event", "change", "severity", "labels", "detail"))

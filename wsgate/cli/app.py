@@ -13,6 +13,7 @@ import typer
 
 from wsgate.cli.alerts import alerts_app
 from wsgate.cli.balance import rebalance, routes_app
+from wsgate.cli.clients import clients_app
 from wsgate.cli.cluster import cluster_app
 from wsgate.cli.common import ConfigOpt, JsonOpt, SocketOpt, call, emit_json, fail
 from wsgate.cli.config import config_app
@@ -36,6 +37,7 @@ app.add_typer(conn_app, name="connections")
 app.add_typer(routes_app, name="routes")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(clients_app, name="clients")
 app.command()(rebalance)
 app.command("top")(top_command)
 

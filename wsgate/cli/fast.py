@@ -15,7 +15,7 @@ import sys
 
 __all__ = ["main", "try_fast"]
 
-_FAST = ("status", "connections", "alerts")
+_FAST = ("status", "connections", "alerts", "clients")
 _FAST_SUB = {("cluster", "nodes"): "cluster.nodes"}  # two-word commands -> control method
 _VALUE_OPTS = {"--socket": "socket", "--config": "config", "-c": "config"}
 

@@ -15,6 +15,7 @@ __all__ = [
     "fmt_age",
     "fmt_ms",
     "render_alerts",
+    "render_clients",
     "render_connection",
     "render_connections",
     "render_rows",
@@ -150,7 +151,7 @@ def render_status(r: dict[str, Any]) -> None:
             states,
         )
     _console.print(t)
-    _render_clients(r.get("clients") or [])
+    render_clients(r.get("clients") or [])
     j = Table(title="jobs", title_justify="left")
     for col in ("job", "every", "runs", "failures", "last run", "next run", "duration"):
         j.add_column(col)
@@ -172,7 +173,7 @@ def _limit(used: int, limit: int | None) -> str:
     return f"{used}/{limit}" if limit is not None else str(used)
 
 
-def _render_clients(clients: list[dict[str, Any]]) -> None:
+def render_clients(clients: list[dict[str, Any]]) -> None:
     """The [[gateway.clients]] identities: what each holds against its limits."""
     if not clients:
         return

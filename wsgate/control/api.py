@@ -19,6 +19,7 @@ from wsgate.config import config_view
 from wsgate.control.api_alerts import build_alert_handlers
 from wsgate.control.api_analytics import build_analytics_handlers, conn_health_fields
 from wsgate.control.api_balance import adaptive_doc, build_balance_handlers
+from wsgate.control.api_clients import build_client_handlers
 from wsgate.control.api_cluster import build_cluster_handlers
 from wsgate.control.audit import operator_action
 from wsgate.control.schema import NO_PARAMS, Schema, string
@@ -188,4 +189,5 @@ def build_handlers(d: DaemonView) -> Mapping[str, Handler]:
         **build_analytics_handlers(d),
         **build_alert_handlers(d),
         **build_cluster_handlers(d),
+        **build_client_handlers(d),
     }

@@ -69,6 +69,7 @@ class Gateway:
         # Handshakes admitted for a client whose handler has not started yet: counted
         # against its max_sessions, so concurrent handshakes cannot pass it together.
         self._admitted: dict[ServerConnection, ClientState] = {}
+        self._cut: dict[ServerConnection, tuple[int, str]] = {}  # disconnected in flight
 
     @property
     def port(self) -> int:
@@ -130,6 +131,17 @@ class Gateway:
         for s in self.sessions:
             s.ws.protocol.max_message_size = limit
         return len(self.sessions)
+
+    def disconnect_client(self, name: str, code: int, reason: str) -> int:
+        """Close the open sessions of client ``name`` (admitted ones included, configured
+        or removed by a reload); returns how many."""
+        closing = [s for s in self.sessions if s.client is not None and s.client.name == name]
+        for s in closing:
+            s.close_nowait(code, reason)
+        in_flight = [c for c, state in self._admitted.items() if state.name == name]
+        for conn in in_flight:  # a handshake under way: closed when its handler starts
+            self._cut[conn] = (code, reason)
+        return len(closing) + len(in_flight)
 
     def close_system_sessions(self, code: int, reason: str) -> int:
         """Close the open system-route sessions (their access settings changed)."""
@@ -240,6 +252,7 @@ class Gateway:
         for conn in [c for c in self._admitted if c.protocol.state is not State.CONNECTING]:
             if conn.protocol.state is not State.OPEN:
                 del self._admitted[conn]  # the handshake failed after admission
+                self._cut.pop(conn, None)
         pending = sum(1 for c in self._admitted.values() if c is client)
         return len(client.sessions) + pending
 
@@ -339,6 +352,10 @@ class Gateway:
             slow_close_code=self.cfg.slow_consumer_close_code,
         )
         client = session.client = self._admitted.pop(ws, None)
+        cut = self._cut.pop(ws, None)
+        if cut is not None:
+            await ws.close(*cut)
+            return
         if client is not None:
             client.sessions.add(session)
         self.sessions.add(session)
