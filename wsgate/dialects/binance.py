@@ -13,7 +13,8 @@ import json
 import logging
 import re
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
@@ -54,6 +55,7 @@ __all__ = [
     "BinanceSession",
     "BinanceState",
     "BinanceUpstream",
+    "StreamNames",
     "parse_stream",
 ]
 
@@ -63,7 +65,6 @@ MAX_MESSAGES_PER_SECOND = 5
 WS_API_PATH = "/ws-api/v3"  # the WebSocket API (requests, orders, user data): relayed
 MAX_STREAMS = 1024
 
-# 1m (minute) and 1M (month) differ only by case: intervals are never lower-cased.
 _INTERVALS = frozenset(
     {
         "1s",
@@ -139,41 +140,72 @@ def _masked_path(path: str) -> str:
     return "/".join("***" if _LISTEN_KEY.fullmatch(seg) else seg for seg in path.split("/"))
 
 
+@dataclass(frozen=True)
+class StreamNames:
+    """The stream-name grammar of one Binance host: ``<symbol>@<event>[@<speed>]`` and the
+    ``!``-prefixed all-market streams, each host with its own tables."""
+
+    dialect: DialectName
+    all_market: Mapping[str, str]  # lower-cased name -> the name as documented
+    symbol: re.Pattern[str]
+    events: Mapping[str, str]  # lower-cased event -> channel
+    fixed_lower: frozenset[str]  # events that are channels as lower-cased (depth5, ...)
+    intervals: frozenset[str]  # of kline_<interval>: 1m and 1M differ only by case
+    speeds: Mapping[str, tuple[str, ...]]  # channel -> the @<speed> suffixes it takes
+
+    def parse(self, raw: object) -> SubKey | None:
+        """Canonical key of a stream name, or ``None`` when the host has no such stream."""
+        if not isinstance(raw, str) or not raw:
+            return None
+        if raw[0] == "!":
+            name = self.all_market.get(raw.lower())
+            if name is None:
+                return None
+            params = (("speed", "1s"),) if name.endswith("@1s") else ()
+            return SubKey(self.dialect, name[1:].split("@")[0], "", params, name)
+        parts = raw.split("@")
+        if len(parts) not in (2, 3):
+            return None
+        symbol, event = parts[0].lower(), parts[1]
+        if not self.symbol.fullmatch(symbol):
+            return None
+        low = event.lower()
+        if low.startswith("kline_"):
+            if event[6:] not in self.intervals:  # never lower-cased: 1m is not 1M
+                return None
+            channel = f"kline_{event[6:]}"
+        elif low in self.fixed_lower:
+            channel = low
+        else:
+            found = self.events.get(low)
+            if found is None:
+                return None
+            channel = found
+        params = ()
+        if len(parts) == 3:
+            speed = parts[2].lower()
+            if speed not in self.speeds.get(channel, ()):
+                return None
+            params = (("speed", speed),)  # kept as asked: bots see the name they asked for
+        name = "@".join([symbol, channel, *(v for _, v in params)])
+        return SubKey(self.dialect, channel, symbol, params, name)
+
+
+_DEPTH_SPEEDS = ("100ms", "1000ms")
+_NAMES = StreamNames(
+    DialectName.BINANCE,
+    _ALL_MARKET,
+    _SYMBOL,
+    _EVENTS,
+    _FIXED_LOWER,
+    _INTERVALS,
+    {ch: _DEPTH_SPEEDS for ch in ("depth", "depth5", "depth10", "depth20")},
+)
+
+
 def parse_stream(raw: object) -> SubKey | None:
-    """Canonical key of a stream name, or ``None`` when Binance has no such stream."""
-    if not isinstance(raw, str) or not raw:
-        return None
-    if raw[0] == "!":
-        name = _ALL_MARKET.get(raw.lower())
-        if name is None:
-            return None
-        return SubKey(DialectName.BINANCE, name[1:].split("@")[0], "", (), name)
-    parts = raw.split("@")
-    if len(parts) not in (2, 3):
-        return None
-    symbol, event = parts[0].lower(), parts[1]
-    if not _SYMBOL.fullmatch(symbol):
-        return None
-    low = event.lower()
-    params: tuple[tuple[str, str], ...] = ()
-    if low.startswith("kline_"):
-        interval = event[6:]
-        if interval not in _INTERVALS:
-            return None
-        channel = f"kline_{interval}"
-    elif low in _FIXED_LOWER:
-        channel = low
-    else:
-        found = _EVENTS.get(low)
-        if found is None:
-            return None
-        channel = found
-    if len(parts) == 3:
-        if not channel.startswith("depth") or parts[2].lower() not in ("100ms", "1000ms"):
-            return None
-        params = (("speed", parts[2].lower()),)
-    name = "@".join([symbol, channel, *(v for _, v in params)])
-    return SubKey(DialectName.BINANCE, channel, symbol, params, name)
+    """Canonical key of a spot stream name, or ``None`` when Binance has no such stream."""
+    return _NAMES.parse(raw)
 
 
 def _result(result: object, req_id: object) -> Reply:

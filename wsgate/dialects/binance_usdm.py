@@ -22,7 +22,7 @@ from urllib.parse import parse_qs
 
 from wsgate.core.types import DialectName
 from wsgate.dialects.base import SubKey
-from wsgate.dialects.binance import BinanceDialect, BinanceSession, BinanceState
+from wsgate.dialects.binance import BinanceDialect, BinanceSession, BinanceState, StreamNames
 from wsgate.errors import InvalidPath
 
 __all__ = [
@@ -44,12 +44,20 @@ MARKET = "/market/stream"
 _INTERVALS = frozenset(
     {"1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"}
 )
-_SIMPLE = {
+_EVENTS = {
     e.lower(): e
-    for e in ("aggTrade", "trade", "markPrice", "ticker", "miniTicker", "bookTicker", "forceOrder")
+    for e in (
+        "aggTrade",
+        "trade",
+        "markPrice",
+        "ticker",
+        "miniTicker",
+        "bookTicker",
+        "forceOrder",
+        "depth",
+    )
 }
 _PARTIAL = frozenset({"depth5", "depth10", "depth20"})
-_SPEEDS = {"depth": ("100ms", "250ms", "500ms"), "markPrice": ("1s",)}
 _ALL_MARKET = {
     s.lower(): s
     for s in (
@@ -69,45 +77,25 @@ _PUBLIC_CHANNELS = frozenset({"depth", "depth5", "depth10", "depth20", "bookTick
 _LAST_VALUE = frozenset({"bookTicker", "ticker", "miniTicker", "markPrice", *_PARTIAL})
 
 
+_PARTIAL_SPEEDS = ("100ms", "500ms")
+_NAMES = StreamNames(
+    DialectName.BINANCE_USDM,
+    _ALL_MARKET,
+    _SYMBOL,
+    _EVENTS,
+    _PARTIAL,
+    _INTERVALS,
+    {
+        "depth": ("100ms", "250ms", "500ms"),
+        **{ch: _PARTIAL_SPEEDS for ch in _PARTIAL},
+        "markPrice": ("1s",),
+    },
+)
+
+
 def parse_usdm_stream(raw: object) -> SubKey | None:
     """Canonical key of a USD-M stream name, or ``None`` when fstream has no such stream."""
-    if not isinstance(raw, str) or not raw:
-        return None
-    dn = DialectName.BINANCE_USDM
-    params: tuple[tuple[str, str], ...] = ()
-    if raw[0] == "!":
-        name = _ALL_MARKET.get(raw.lower())
-        if name is None:
-            return None
-        channel = name[1:].split("@")[0]
-        params = (("speed", "1s"),) if name.endswith("@1s") else ()
-        return SubKey(dn, channel, "", params, name)
-    parts = raw.split("@")
-    if len(parts) not in (2, 3):
-        return None
-    symbol, event = parts[0].lower(), parts[1]
-    if not _SYMBOL.fullmatch(symbol):
-        return None
-    low = event.lower()
-    if low.startswith("kline_"):
-        if event[6:] not in _INTERVALS:  # 1m and 1M differ by case only
-            return None
-        channel = f"kline_{event[6:]}"
-    elif low in _PARTIAL:
-        channel = low
-    else:
-        found = _SIMPLE.get(low) or ("depth" if low == "depth" else None)
-        if found is None:
-            return None
-        channel = found
-    if len(parts) == 3:
-        speed = parts[2].lower()
-        base = "depth" if channel in _PARTIAL else channel
-        if speed not in _SPEEDS.get(base, ()) or (channel in _PARTIAL and speed == "250ms"):
-            return None
-        params = (("speed", speed),)  # @250ms stays distinct: bots see the name they asked
-    name = "@".join([symbol, channel, *(v for _, v in params)])
-    return SubKey(dn, channel, symbol, params, name)
+    return _NAMES.parse(raw)
 
 
 class UsdmSession(BinanceSession):
