@@ -222,6 +222,7 @@ def test_clients_tokens_routes_limits_and_visibility(beta_file: Path) -> None:
             assert 'wsgate_client_subscriptions{client="alpha"} 2.0' in text
             assert 'wsgate_client_refused_total{client="alpha",reason="max_sessions"} 1.0' in text
             assert 'wsgate_client_sessions_open{client="beta"} 1.0' in text
+            assert 'wsgate_handshakes_rejected_total{reason="too_many"} 1.0' in text
             for secret in (ALPHA, BETA, GAMMA, ROUTE_TOKEN):
                 assert secret not in text and secret not in json.dumps(doc)
 

@@ -4,7 +4,8 @@
 ``wsgate_sessions_open``                            open bot sessions {route}
 ``wsgate_handshakes_rejected_total``                refused WebSocket handshakes {reason}
                                                     (not_found, forbidden, unauthorized,
-                                                    capacity, bad_request, ...)
+                                                    capacity, bad_request, too_many: a
+                                                    client over its max_sessions, ...)
 ``wsgate_messages_dropped_total``                   frames not delivered {route, reason}:
                                                     unrouted (an old channel after a move
                                                     or unsubscribe race), duplicate (a
@@ -72,7 +73,7 @@ _REASONS = {
     HTTPStatus.UNAUTHORIZED: "unauthorized",
     HTTPStatus.SERVICE_UNAVAILABLE: "capacity",
     HTTPStatus.BAD_REQUEST: "bad_request",
-    HTTPStatus.TOO_MANY_REQUESTS: "rate_limited",
+    HTTPStatus.TOO_MANY_REQUESTS: "too_many",  # a client over its max_sessions
 }
 
 
