@@ -56,6 +56,7 @@ def _run(seed: int, kinds: list[str], *, breaking_faults: bool = False) -> Clust
     return d
 
 
+@pytest.mark.timeout(150)  # about 20 s; a loaded CI machine gets room, not a flake
 def test_short_cluster_chaos_drill() -> None:
     seed = 11
     kinds = ["kill", "nats", "fault"]
