@@ -81,6 +81,17 @@ def _receivers(d: DaemonProc, k: int) -> Child:
     return recv
 
 
+def _refresh(nodes: list[DaemonProc], recvs: list[Child], k: int) -> None:
+    """Fresh receivers on every node, each opened before the old one closes (the key
+    never loses its sessions, so ownership stays put). The raw clients answer no pings,
+    so the gateway drops them after ping_interval + ping_timeout (40 s): no cell may
+    use a receiver longer than that."""
+    for i, d in enumerate(nodes):
+        fresh = _receivers(d, k)
+        recvs[i].close()
+        recvs[i] = fresh
+
+
 def _measure(
     feed: Child, recvs: list[Child], rate: float, seconds: float, pids: list[int]
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[float]]:
@@ -234,11 +245,17 @@ def _hop(url: str, hop: Child, rate: float, seconds: float) -> dict[str, float]:
 def _owner(nodes: list[DaemonProc]) -> int:
     found: list[int] = []
 
+    shares: list[dict[str, Any]] = []
+
     def one() -> bool:
-        found[:] = [i for i, d in enumerate(nodes) if _share(d).get("owned") == 1]
+        shares[:] = [_share(d) for d in nodes]
+        found[:] = [i for i, s in enumerate(shares) if s.get("owned") == 1]
         return len(found) == 1
 
-    wait_until(one, 20, "exactly one owner")
+    try:
+        wait_until(one, 20, "exactly one owner")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {shares}") from None
     return found[0]
 
 
@@ -252,6 +269,7 @@ def _failover(
     k: int,
 ) -> dict[str, Any]:
     """Kill the owner during a push; restart it afterwards. Times from the feed's clock."""
+    _refresh(nodes, recvs, k)
     o = _owner(nodes)
     before = len(feed.ask("subscribed_at", reply="subscribed_at"))
     survivors = [r for i, r in enumerate(recvs) if i != o]
@@ -309,7 +327,11 @@ def run(quick: bool = False) -> dict[str, Any]:
                 hop.expect("ready", 30)
                 for _ in range(reps):  # interleaved, so a busy minute hits every cell
                     for rate in rates:
-                        cells[rate].append(_delay_once(feed, nodes, recvs, k, rate, seconds))
+                        _refresh(nodes, recvs, k)
+                        o = _owner(nodes)  # rows: the owner first, then the others
+                        order = [o, *(i for i in range(len(nodes)) if i != o)]
+                        ns, rs = [nodes[i] for i in order], [recvs[i] for i in order]
+                        cells[rate].append(_delay_once(feed, ns, rs, k, rate, seconds))
                         hops[rate].append(_hop(nats.url, hop, rate, seconds))
             delays = [_summary(r, cells[r], hops[r]) for r in rates]
             gaps = [_failover(feed, nats.url, port, cluster, nodes, recvs, k) for _ in range(runs)]
