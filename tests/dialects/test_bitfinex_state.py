@@ -221,3 +221,6 @@ def test_a_hand_over_snapshot_on_a_live_book_becomes_the_updates_a_bot_applies()
     # An update, or a book that never had a snapshot, is not rebased.
     assert live.rebase(ev("[9,[100,3,5]]")) is None
     assert BookState(k).rebase(ev(snap)) is None
+    funding = BookState(key(channel="book", symbol="fUSD", prec="P0"))
+    feed(funding, "[5,[[0.0002,2,3,100]]]")
+    assert funding.rebase(ev("[5,[[0.0003,2,1,50]]]")) is None  # not modelled: a snapshot

@@ -331,8 +331,10 @@ class BookState(_Base):
     def rebase(self, event: ChannelData) -> list[ChannelData] | None:
         """A hand-over's snapshot on a live book: take its book, and return the level (or
         order) updates that turn the sessions' book into it, deletions first. A bot that
-        applies them holds exactly the new book, so the next checksum verifies."""
-        if not (self._has_snapshot and _is_snapshot(event)):
+        applies them holds exactly the new book, so the next checksum verifies. Funding
+        books are not modelled (their entries have other fields): None, the snapshot goes
+        out as it is."""
+        if not (self._has_snapshot and _is_snapshot(event)) or self.key.symbol[:1] != "t":
             return None
         old = {
             **{k: (1, e) for k, e in self._bids.items()},
