@@ -73,6 +73,7 @@ class Step:
     kind: str
     detail: str
     settled_after: float = 0.0
+    violations: list[str] = field(default_factory=list)  # found during this step
 
 
 @dataclass
@@ -240,10 +241,13 @@ class ClusterDrill:
         self.faults = FaultSchedule(random.Random(self.rng.random()))
         for kind in kinds:
             act = {"kill": self.kill, "nats": self.restart_nats, "fault": self.upstream_fault}
+            before = {id(b): len(b.counter.violations) for b in self.bots}
             detail = await act[kind]()
             step = Step(kind, detail)
             self.steps.append(step)
             step.settled_after = await self.settle(f"{kind} {detail}")
+            for b in self.bots:
+                step.violations += b.counter.violations[before.get(id(b), 0) :]
 
 
 def _wait_ready(d: DaemonProc, name: str) -> None:

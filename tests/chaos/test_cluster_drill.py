@@ -37,7 +37,8 @@ def _run(seed: int, kinds: list[str], *, breaking_faults: bool = False) -> Clust
             assert p.proc.poll() is None, f"n{i} died:\n{p.logs()[-3000:]}"
     counters = [b.counter for b in d.bots]
     violations = [v for c in counters for v in c.violations]
-    assert not violations, violations[:20]
+    steps = [(s.kind, s.detail, s.violations[:3]) for s in d.steps]
+    assert not violations, (violations[:20], steps)
     errors = [e for c in counters for e in c.errors]
     assert not errors, errors[:5]
     # Sessions on nodes that were not killed under them survived every step.
