@@ -10,7 +10,10 @@ import asyncio
 import random
 from typing import Any
 
+import pytest
+
 from tests.cluster.memory_engine import MemoryEngine, MemoryServer
+from wsgate.cluster import budgets as budgets_mod
 from wsgate.cluster.budgets import ClusterBudgets
 from wsgate.config.schema import ClusterConfig
 from wsgate.core.budget_ledger import Ledger
@@ -122,5 +125,24 @@ def test_host_budgets_ask_the_cluster_only_for_hosts_of_cluster_routes() -> None
         hb.forget_route("r1")  # a reload made r1 share = "node"
         hb.configure("a:1", 4, 10.0, route="r1")
         assert await hb.acquire("a:1") == (0.0, True) and len(shared.asked) == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_stalled_server_costs_one_timeout_then_the_local_share_answers_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(budgets_mod, "TAKE_TIMEOUT", 0.2)
+
+    async def scenario() -> None:
+        server, (b,) = await nodes(1)
+        assert await b.take_connect("h:1", 9, 60.0) == 0.0
+        server.stall()  # the link looks up; nothing it is asked answers
+        waits = await asyncio.gather(*(b.take_connect("h:1", 9, 60.0) for _ in range(4)))
+        assert waits == [0.0] * 4  # a share of 9 // 1 against 1 used
+        (doc,) = b.snapshot()
+        # One take waited for the timeout; the others did not try the stalled link again.
+        assert doc["mode"] == "local share" and doc["errors"] == 1
+        server.resume()
 
     asyncio.run(scenario())

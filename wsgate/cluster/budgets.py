@@ -47,6 +47,10 @@ log = logging.getLogger("wsgate.cluster")
 
 MAX_TRIES = 8  # compare-and-set attempts per take before asking the caller to come back
 TAKE_TIMEOUT = 2.0  # one take, every attempt included; past it the local share answers
+# After a take that could not reach the ledger on a link that still looks up (a stalled
+# server), the next takes go to the local share at once for this long, or until the link
+# is replaced: a pool of waiting connects must not pay TAKE_TIMEOUT one after another.
+UNREACHABLE_FOR = 5.0
 CONNECT_HOLD = 2.0  # a connect slot is used at once; this bounds "at once"
 WATCH_RETRY = 1.0
 _KEY_CHARS = re.compile(r"[^-_=.a-zA-Z0-9]")
@@ -96,6 +100,7 @@ class ClusterBudgets:
         self.rng = rng or random.Random()
         self._bucket: KvBucket | None = None
         self._bucket_link = 0  # the engine's connect count when the bucket was opened
+        self._unreachable: tuple[int, float] | None = None  # (link, until) after a timeout
         self._budgets: dict[str, _Budget] = {}
 
     def __repr__(self) -> str:
@@ -115,6 +120,11 @@ class ClusterBudgets:
         # A bucket belongs to one link: after a reconnect (which a take between two links
         # may never notice as "not connected") it is opened again.
         link = self.engine.statistics().connects
+        if self._unreachable is not None:
+            bad_link, until = self._unreachable
+            if link == bad_link and time.monotonic() < until:
+                return None
+            self._unreachable = None
         if self._bucket is None or self._bucket_link != link:
             self._bucket = await self.engine.bucket(f"{self.cfg.name}-budgets", ttl=None)
             self._bucket_link = link
@@ -177,6 +187,8 @@ class ClusterBudgets:
         except Exception as exc:  # timeouts, a lost link: the engine's errors vary
             b.errors += 1
             self._bucket = None
+            link = self.engine.statistics().connects
+            self._unreachable = (link, time.monotonic() + UNREACHABLE_FOR)
             log.warning("cluster budget %s: the ledger is out of reach (%r)", b.key, exc)
         return self._take_local(b, want, hold)
 
