@@ -381,8 +381,10 @@ class Daemon:
 
         shares = [rt.hub.share for rt in self.routes.values() if rt.hub and rt.hub.share]
         if shares:  # share = "cluster": successors subscribe before this owner goes
+            from wsgate.cluster.handover import HAND_OVER_EXTRA
+
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(left(self.config.cluster.lease_ttl)):
+                async with asyncio.timeout(left(self.config.cluster.lease_ttl + HAND_OVER_EXTRA)):
                     await asyncio.gather(
                         *(s.hand_over(self.config.cluster.lease_ttl) for s in shares),
                         return_exceptions=True,

@@ -150,8 +150,10 @@ def test_graceful_stop_of_the_owner_no_snapshot_no_repeat_no_missing_trade() -> 
         assert not any(n.startswith("book") for _k, n in out["requests"]), out["requests"]
         owners = [share_of(d)["owned"] for d in (b, c)]
         assert sorted(owners) in ([1, 1], [0, 2]), owners
-        took_over = sum(share_of(d)["taken_over"] for d in (b, c))
-        assert took_over == 2, "both keys continued without a gap (the spread and the stop)"
+        # Both keys continued without a gap (the spread and the stop; b and c may spread
+        # between them afterwards), and nobody needed a takeover from a lost owner.
+        assert sum(share_of(d)["taken_over"] for d in (b, c)) >= 2
+        assert sum(share_of(d)["takeovers"] + share_of(d)["gaps"] for d in (b, c)) == 0
         assert sum(share_of(d)["linked"] for d in (b, c)) >= 2  # the other follower, twice
         print(f"graceful hand-over: stop took {out['took']:.2f}s; trades b={out['b']} c={out['c']}")
         lt.run(sim.close())

@@ -7,13 +7,15 @@ sessions get), *follows* it (feeds its sessions from the owner's frames through 
 own path), or subscribes *locally* because the cluster link is down.
 
 * Lease: key ``<route>.<token>`` in the bucket ``<name>-leases`` (TTL ``lease_ttl``),
-  created if absent, renewed by the owner every ``lease_ttl / 3`` with compare-and-set.
+  created if absent, renewed by the owner every ``lease_ttl / 3`` with compare-and-set;
+  one KV watch per route (``<route>.>``) tells followers of releases, new owners and
+  renewals that stopped.
 * Frames: subject ``<name>.md.<route>.<token>``, JSON ``[epoch, seq, channel, kind, text,
-  start, end, ts]``. The owner publishes from the fan-out's tap, so followers get exactly
-  what the owner's sessions get (trade bridges, Binance depth bridging included).
-* State: subject ``<name>.mds.<route>.<token>``; the owner answers with its epoch, its
-  last sequence and its channel's snapshot. A follower buffers frames (bounded) until the
-  answer, then delivers the snapshot and what came after it.
+  start, end, ts]`` (a successor's link: ``[epoch, 0, old epoch, at]``). The owner
+  publishes from the fan-out's tap: followers get exactly what its sessions get.
+* State: subject ``<name>.mds.<route>.<token>``: the owner's epoch, last sequence and
+  snapshot (a follower buffers frames until it arrives); also a successor's cut request
+  (:mod:`wsgate.cluster.handover`: hand-over without a gap, spread moves).
 
 Nothing on the data path waits on NATS: the tap appends to a bounded queue a publisher
 task drains (a full queue drops and counts; followers see a gap), decisions run in their
@@ -55,7 +57,6 @@ log = logging.getLogger("wsgate.cluster")
 PUBLISH_QUEUE = 65536  # frames waiting for the link; beyond, dropped (followers see a gap)
 STATE_TIMEOUT = 2.0
 LINK_POLL = 0.25
-LINK_WAIT = 5.0  # a successor named in the lease links its stream to ours within this
 HANDING_MAX = 15.0  # a hand-over not cut by then is abandoned
 
 
@@ -245,7 +246,7 @@ class RouteShare:
                     continue
                 if renew_due(own.renewed_at, now, self.ttl):
                     await self._renew(bucket, key, own, now)
-            self._check_followed(now, poll)
+            handover.check_followed(self, now, poll)
             if self._caught_up:
                 handover.spread(self, now)
 
@@ -273,19 +274,6 @@ class RouteShare:
         served, self._take_served = self._take_served, None
         if served is not None:
             await served.stop()
-
-    def _check_followed(self, now: float, poll: float) -> None:
-        """A lease nobody renews any more (its owner died) lapses: look at it again."""
-        if not self._caught_up:
-            return
-        for key, fol in list(self.followed.items()):
-            if not fol.ready or key in self.owned:
-                continue
-            seen = self._owners.get(self._token(key))
-            waited = fol.successor_since is not None and now - fol.successor_since > LINK_WAIT
-            if seen is None or now - seen[2] > self.ttl + poll or waited:
-                fol.successor_since = None
-                self._redecide(key)
 
     def bridge_data(self, key: Any) -> None:
         """The hub: a hand-over's new upstream subscription sent its first data."""
@@ -326,7 +314,8 @@ class RouteShare:
         if self._bucket is None or not self.owned or not self.engine.connected:
             return 0
         keys = list(self.owned)
-        await self._release_and_wait(keys, timeout)
+        # Beyond the TTL: a successor may still be subscribing (then it asks for the cut).
+        await self._release_and_wait(keys, timeout + handover.HAND_OVER_EXTRA)
         log.info("route %s: handed over %d key(s)", self.route, len(keys))
         return len(keys)
 
@@ -518,6 +507,10 @@ class RouteShare:
         if "cut" in req:
             return await handover.answer_cut(self, key, req)
         own = self.owned.get(key)
+        if req.get("notice"):
+            if own is not None and req.get("node"):
+                own.followers[str(req["node"])] = time.monotonic()
+            return None
         sub = self.hub.registry.get(key)
         if own is None or sub is None or not own.publishing or own.cut is not None:
             return None
@@ -620,6 +613,8 @@ class RouteShare:
             fol.owner = seen[0]
         fol.successor_since = None
         self.linked += 1
+        # The new owner learns who follows it (a spread needs that) without a state reply.
+        self.queue(self._subject("mds", key), {"node": self.node_id, "notice": True})
         log.info("route %s: %s continues from %s without a gap", self.route, key, fol.owner)
         held = list(fol.held)
         fol.held.clear()
@@ -660,7 +655,7 @@ class RouteShare:
             self._sending = False
             self._idle.set()
 
-    def queue(self, subject: str, body: list[Any]) -> None:
+    def queue(self, subject: str, body: list[Any] | dict[str, Any]) -> None:
         self._queue.append((subject, json.dumps(body).encode()))
         self._wake.set()
 

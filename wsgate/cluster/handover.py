@@ -38,13 +38,23 @@ from wsgate.errors import KeyConflict
 # import back would be a cycle).
 RouteShare = Any
 
-__all__ = ["answer_cut", "answer_take", "on_lease", "spread", "take_over"]
+__all__ = [
+    "HAND_OVER_EXTRA",
+    "answer_cut",
+    "answer_take",
+    "check_followed",
+    "on_lease",
+    "spread",
+    "take_over",
+]
 
 log = logging.getLogger("wsgate.cluster")
 
 BRIDGE_WAIT = 2.0  # a quiet channel's new subscription may send nothing: cut anyway
 CUT_TIMEOUT = 2.0
 CATCH_UP = 2.0  # the cut's last frames reach the successor within this
+LINK_WAIT = 5.0  # a successor named in the lease links its stream to ours within this
+HAND_OVER_EXTRA = BRIDGE_WAIT + CUT_TIMEOUT  # a graceful stop waits this beyond the TTL
 POLICY = SpreadPolicy()
 
 
@@ -184,6 +194,20 @@ def on_lease(share: RouteShare, entry: KvEntry | None) -> None:
             fol.successor_since = time.monotonic()  # its link to our stream follows
         return
     share._redecide(key)
+
+
+def check_followed(share: RouteShare, now: float, poll: float) -> None:
+    """A lease nobody renews any more (its owner died) lapses: look at it again."""
+    if not share._caught_up:
+        return
+    for key, fol in list(share.followed.items()):
+        if not fol.ready or key in share.owned:
+            continue
+        seen = share._owners.get(share._token(key))
+        waited = fol.successor_since is not None and now - fol.successor_since > LINK_WAIT
+        if seen is None or now - seen[2] > share.ttl + poll or waited:
+            fol.successor_since = None
+            share._redecide(key)
 
 
 def spread(share: RouteShare, now: float) -> None:

@@ -58,6 +58,7 @@ class ClusterBridge:
         self.hub = hub
         self.held: dict[Any, deque[d.ChannelData]] = {}
         self._data: set[Any] = set()  # keys whose new stream has sent data
+        self._switched: set[Any] = set()  # finished before the new stream sent data
         self._on_first_data = on_first_data
         self.started = 0
         self.finished = 0
@@ -81,6 +82,14 @@ class ClusterBridge:
 
     def hold(self, sub: Subscription, ev: d.ChannelData) -> None:
         q = self.held[sub.key]
+        if sub.key in self._switched:
+            # Switched before the new stream sent data: its first frame (the snapshot)
+            # still continues the sessions' state; then the upstream path as usual.
+            if ev.kind is d.DataKind.DATA:
+                del self.held[sub.key]
+                self._switched.discard(sub.key)
+                self.hub.on_bridged_frame(sub, ev)
+            return
         if len(q) >= BRIDGE_BUFFER:
             self.overflows += 1
             log.warning("hand-over of %s: %d frames held; switching now", sub.key, len(q))
@@ -95,11 +104,16 @@ class ClusterBridge:
     def finish(self, key: Any) -> None:
         """The sessions have the old owner's stream up to the cut: continue upstream."""
         q = self.held.pop(key, None)
-        self._data.discard(key)
         sub = self.hub.registry.get(key)
         if q is None or sub is None:
+            self._data.discard(key)
             return
         self.finished += 1
+        if key not in self._data:  # nothing yet: the first data frame is bridged on arrival
+            self.held[key] = deque()
+            self._switched.add(key)
+            return
+        self._data.discard(key)
         for ev in q:
             self.hub.on_bridged_frame(sub, ev)
 

@@ -492,6 +492,8 @@ class Hub:
 
     def _confirmed(self, sub: Subscription) -> None:
         self.intents.ack_waiting(sub)
+        if self._bridging and sub.key in self._bridging:
+            self._bridge_data(sub.key)  # a hand-over's subscription is live: cut the old stream
 
     def _on_subscribe_failed(self, u: Uplink, ev: d.SubscribeFailed) -> None:
         key = ev.key
