@@ -12,8 +12,10 @@ import asyncio
 import json
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import websockets
 
@@ -138,6 +140,35 @@ def finish(lt: LoopThread, sim: Simulator, bots: list[Bot]) -> None:
     lt.run(end())
 
 
+class Pair(NamedTuple):
+    lt: LoopThread
+    nats: NatsServer
+    sim: Simulator
+    a: DaemonProc  # the owner
+    b: DaemonProc  # a follower
+    ba: Bot
+    bb: Bot
+
+
+@contextmanager
+def owner_and_follower() -> Iterator[Pair]:
+    """Nodes a and b sharing the trades channel: a's bot came first (a owns it), b's bot
+    follows, and both have trades. The bots and the simulator end with it."""
+    with LoopThread() as lt, NatsServer() as nats, Nodes() as nodes:
+        sim = counted_sim(lt)
+        a = nodes.start("a", body("a", nats.url, sim))
+        b = nodes.start("b", body("b", nats.url, sim))
+        ba, bb = Bot(a.port), Bot(b.port)
+        try:
+            lt.run(start(ba))
+            wait_until(lambda: len(ba.ids) > 5, 15, "trades on the owner")
+            lt.run(start(bb))
+            wait_until(lambda: len(bb.ids) > 5, 15, "trades on the follower")
+            yield Pair(lt, nats, sim, a, b, ba, bb)
+        finally:
+            finish(lt, sim, [ba, bb])
+
+
 def test_one_upstream_subscription_for_the_cluster_and_failover_after_kill() -> None:
     with LoopThread() as lt, NatsServer() as nats, Nodes() as nodes:
         sim = counted_sim(lt)
@@ -200,15 +231,7 @@ def test_one_upstream_subscription_for_the_cluster_and_failover_after_kill() -> 
 
 
 def test_nats_lost_nodes_subscribe_themselves_and_share_again_when_it_is_back() -> None:
-    with LoopThread() as lt, NatsServer() as nats, Nodes() as nodes:
-        sim = counted_sim(lt)
-        a = nodes.start("a", body("a", nats.url, sim))
-        b = nodes.start("b", body("b", nats.url, sim))
-        ba, bb = Bot(a.port), Bot(b.port)
-        lt.run(start(ba))
-        wait_until(lambda: len(ba.ids) > 5, 15, "trades on the owner")
-        lt.run(start(bb))
-        wait_until(lambda: len(bb.ids) > 5, 15, "trades on the follower")
+    with owner_and_follower() as (lt, nats, sim, _, _, ba, bb):
         assert live_subscriptions(lt, sim) == 1
         lost_at = time.monotonic()
         nats.stop()
@@ -225,19 +248,10 @@ def test_nats_lost_nodes_subscribe_themselves_and_share_again_when_it_is_back() 
             assert bot.snapshots <= 3  # the first, at most one gap each way
         assert took <= LEASE_TTL + 2.0, f"fallback took {took:.2f}s"
         print(f"fallback {took:.2f}s; snapshots a={ba.snapshots} b={bb.snapshots}")
-        finish(lt, sim, [ba, bb])
 
 
 def test_graceful_stop_hands_ownership_over_before_the_lease_would_expire() -> None:
-    with LoopThread() as lt, NatsServer() as nats, Nodes() as nodes:
-        sim = counted_sim(lt)
-        a = nodes.start("a", body("a", nats.url, sim))
-        b = nodes.start("b", body("b", nats.url, sim))
-        ba, bb = Bot(a.port), Bot(b.port)
-        lt.run(start(ba))
-        wait_until(lambda: len(ba.ids) > 5, 15, "trades on the owner")
-        lt.run(start(bb))
-        wait_until(lambda: len(bb.ids) > 5, 15, "trades on the follower")
+    with owner_and_follower() as (lt, _, sim, a, b, _, bb):
         assert subscribes(lt, sim) == 1
         stopped_at = time.monotonic()
         a.proc.send_signal(signal.SIGTERM)
@@ -250,7 +264,6 @@ def test_graceful_stop_hands_ownership_over_before_the_lease_would_expire() -> N
         assert share_of(b)["owned"] == 1
         assert took < LEASE_TTL, f"hand-over took {took:.2f}s (the lease TTL is {LEASE_TTL}s)"
         print(f"hand-over {took:.2f}s; snapshots b={bb.snapshots}")
-        finish(lt, sim, [ba, bb])
 
 
 def test_a_follower_renders_books_per_session_with_valid_checksums() -> None:
@@ -329,15 +342,7 @@ def test_an_owner_in_process_counts_its_keys_and_frames_in_metrics() -> None:
 
 
 def test_an_owner_whose_bots_left_hands_the_key_over_before_it_unsubscribes() -> None:
-    with LoopThread() as lt, NatsServer() as nats, Nodes() as nodes:
-        sim = counted_sim(lt)
-        a = nodes.start("a", body("a", nats.url, sim))
-        b = nodes.start("b", body("b", nats.url, sim))
-        ba, bb = Bot(a.port), Bot(b.port)
-        lt.run(start(ba))
-        wait_until(lambda: len(ba.ids) > 5, 15, "trades on the owner")
-        lt.run(start(bb))
-        wait_until(lambda: len(bb.ids) > 5, 15, "trades on the follower")
+    with owner_and_follower() as (lt, _, sim, a, b, ba, bb):
 
         async def leave() -> None:
             assert ba.task is not None
@@ -353,7 +358,6 @@ def test_an_owner_whose_bots_left_hands_the_key_over_before_it_unsubscribes() ->
         assert share_of(b)["owned"] == 1 and share_of(a)["owned"] == 0
         assert share_of(b)["taken_over"] == 1
         print(f"linger hand-over; snapshots b={bb.snapshots}")
-        finish(lt, sim, [ba, bb])
 
 
 def test_binance_depth_on_a_follower_stays_contiguous_across_a_kill_of_the_owner() -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ pytest.importorskip("ccxt.pro", reason=f"ccxt {INSTALL_HINT}")
 import ccxt.pro as ccxtpro
 
 from wsgate import Gateway
+from wsgate.sim import Simulator
 
 
 def _spot(market_id: str, base: str) -> dict[str, Any]:
@@ -57,29 +59,37 @@ def okx_for(gw: Gateway) -> Any:
     return ex
 
 
+@asynccontextmanager
+async def okx_clients(n: int, **sim_tuning: Any) -> AsyncIterator[tuple[Simulator, list[Any]]]:
+    """The simulator behind wsgate (``rig.stack``) and ``n`` ccxt ``okx`` clients on it,
+    closed before the stack stops."""
+    async with stack(**sim_tuning) as (gw, sim):
+        clients = [okx_for(gw) for _ in range(n)]
+        try:
+            yield sim, clients
+        finally:
+            for ex in clients:
+                await ex.close()
+
+
 async def repeat(n: int, watch: Callable[[], Awaitable[Any]]) -> list[Any]:
     return [await asyncio.wait_for(watch(), 15) for _ in range(n)]
 
 
 def test_ccxt_okx_ticker_trades_and_seq_checked_book_shared() -> None:
     async def scenario() -> None:
-        async with stack() as (gw, sim):
-            a, b = okx_for(gw), okx_for(gw)
-            try:
-                tickers, trades, books = await asyncio.gather(
-                    repeat(2, lambda: a.watch_ticker("BTC/USDT")),
-                    repeat(3, lambda: a.watch_trades("BTC/USDT")),
-                    repeat(30, lambda: a.watch_order_book("BTC/USDT")),
-                )
-                # b joins late: its first book is the gateway's snapshot at the last seqId
-                other_books, other_trades = await asyncio.gather(
-                    repeat(20, lambda: b.watch_order_book("BTC/USDT")),
-                    repeat(2, lambda: b.watch_trades("BTC/USDT")),
-                )
-                shared = upstream_okx_channels(sim)
-            finally:
-                await a.close()
-                await b.close()
+        async with okx_clients(2) as (sim, (a, b)):
+            tickers, trades, books = await asyncio.gather(
+                repeat(2, lambda: a.watch_ticker("BTC/USDT")),
+                repeat(3, lambda: a.watch_trades("BTC/USDT")),
+                repeat(30, lambda: a.watch_order_book("BTC/USDT")),
+            )
+            # b joins late: its first book is the gateway's snapshot at the last seqId
+            other_books, other_trades = await asyncio.gather(
+                repeat(20, lambda: b.watch_order_book("BTC/USDT")),
+                repeat(2, lambda: b.watch_trades("BTC/USDT")),
+            )
+            shared = upstream_okx_channels(sim)
         assert shared == 3  # tickers, trades, books: once upstream for both bots
         assert tickers[-1]["symbol"] == "BTC/USDT" and tickers[-1]["last"] > 0
         assert all(x["price"] > 0 for x in trades[-1] + other_trades[-1])
@@ -92,27 +102,23 @@ def test_ccxt_okx_ticker_trades_and_seq_checked_book_shared() -> None:
 
 def test_ccxt_okx_keeps_receiving_across_a_drop_and_a_service_upgrade_notice() -> None:
     async def scenario() -> None:
-        async with stack(okx_notice_grace=0.5) as (gw, sim):
-            ex = okx_for(gw)
-            try:
-                await repeat(10, lambda: ex.watch_order_book("BTC/USDT"))
-                seen: set[str] = set()
-                for fault in (
-                    lambda: sim.okx.faults.drop(),
-                    lambda: sim.okx.fault_info(20051),  # notice 64008, close 0.5 s later
-                    lambda: sim.okx.faults.drop(),
-                ):
-                    fault()
-                    books = await repeat(20, lambda: ex.watch_order_book("BTC/USDT"))
-                    trades = await repeat(2, lambda: ex.watch_trades("BTC/USDT"))
-                    assert books[-1]["bids"][0][0] < books[-1]["asks"][0][0]
-                    # ccxt's cache holds every trade it was sent: none twice, in id order
-                    ids = [int(t["id"]) for t in trades[-1]]
-                    assert len(set(ids)) == len(ids) and ids == sorted(ids)
-                    seen.update(map(str, ids))
-                assert sim.okx.statistics().connections_total >= 4
-            finally:
-                await ex.close()
+        async with okx_clients(1, okx_notice_grace=0.5) as (sim, (ex,)):
+            await repeat(10, lambda: ex.watch_order_book("BTC/USDT"))
+            seen: set[str] = set()
+            for fault in (
+                lambda: sim.okx.faults.drop(),
+                lambda: sim.okx.fault_info(20051),  # notice 64008, close 0.5 s later
+                lambda: sim.okx.faults.drop(),
+            ):
+                fault()
+                books = await repeat(20, lambda: ex.watch_order_book("BTC/USDT"))
+                trades = await repeat(2, lambda: ex.watch_trades("BTC/USDT"))
+                assert books[-1]["bids"][0][0] < books[-1]["asks"][0][0]
+                # ccxt's cache holds every trade it was sent: none twice, in id order
+                ids = [int(t["id"]) for t in trades[-1]]
+                assert len(set(ids)) == len(ids) and ids == sorted(ids)
+                seen.update(map(str, ids))
+            assert sim.okx.statistics().connections_total >= 4
 
     asyncio.run(scenario())
 
