@@ -21,13 +21,21 @@ from wsgate.config.schema import (
 )
 from wsgate.core.types import ConnectionType, DialectName, StrategyName
 
-__all__ = ["SHARE_MODES", "build_routes", "endpoint_default_name", "name_endpoints"]
+__all__ = [
+    "ENDPOINT_SERVES",
+    "SHARE_MODES",
+    "build_routes",
+    "endpoint_default_name",
+    "name_endpoints",
+]
 
 _ROUTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 # Route defaults come from RouteConfig's own field defaults: written once, in config_schema.
 # How far a route's shared subscriptions are shared: this node's bots, or the cluster's.
 SHARE_MODES = ("node", "cluster")
+# What an endpoint serves: the venue's streams, or (Binance) its WebSocket API host.
+ENDPOINT_SERVES = ("streams", "ws_api")
 
 _RD: dict[str, Any] = {
     f.name: f.default
@@ -87,12 +95,14 @@ def _build_endpoints(t: Table) -> tuple[EndpointConfig, ...]:
         t.problem("endpoints", "a route needs at least one endpoint")
         return ()
     parsed: list[tuple[str, int, str | None]] = []
+    serves: list[str] = []
     ok = True
     for index, item in enumerate(raw):
         ep = Table(t.problems, (*t.at("endpoints"), index), item)
         url = ep.string("url")
         weight = ep.integer("weight", 1, lo=0)
         name = ep.string("name", None)
+        serves.append(ep.string("serves", "streams", choices=ENDPOINT_SERVES))
         ep.finish()
         if url is None or not ep.check_url("url", url, ("ws", "wss")):
             ok = False
@@ -100,7 +110,32 @@ def _build_endpoints(t: Table) -> tuple[EndpointConfig, ...]:
         parsed.append((url, weight, name))
     if ok and all(w == 0 for _, w, _ in parsed):
         t.problem("endpoints", "every endpoint has weight 0; at least one needs weight > 0")
-    return name_endpoints(parsed, Table(t.problems, t.at("endpoints"), {})) if ok else ()
+    if not ok:
+        return ()
+    named = name_endpoints(parsed, Table(t.problems, t.at("endpoints"), {}))
+    return tuple(dataclasses.replace(e, serves=s) for e, s in zip(named, serves, strict=True))
+
+
+def _check_serves(
+    t: Table,
+    dialect: DialectName | None,
+    ctype: ConnectionType | None,
+    endpoints: Sequence[EndpointConfig],
+) -> None:
+    """``serves = "ws_api"`` only where sessions of the WebSocket API exist."""
+    for index, ep in enumerate(endpoints):
+        if ep.serves != "ws_api":
+            continue
+        if dialect not in (DialectName.BINANCE, DialectName.BINANCE_USDM) or not (
+            ctype is not None and ctype.authenticated
+        ):
+            t.problems.add(
+                (*t.at("endpoints"), index, "serves"),
+                'serves = "ws_api" marks a Binance WebSocket API host: it needs a binance or '
+                f"binance_usdm route of type user_data or trading (this one is {dialect} "
+                f"{ctype})",
+                'remove serves (or set "streams"), or move the endpoint to such a route',
+            )
 
 
 def _build_tls(t: Table | None) -> TlsConfig:
@@ -135,6 +170,7 @@ def _build_route(name: str, t: Table, daemon_max: int) -> RouteConfig | None:
     ctype = t.enum("type", ConnectionType)
     strategy = t.enum("strategy", StrategyName, StrategyName.ADAPTIVE)
     endpoints = _build_endpoints(t)
+    _check_serves(t, dialect, ctype, endpoints)
     d_for_defaults = dialect or DialectName.RAW
     first_host = (urlsplit(endpoints[0].url).hostname or "") if endpoints else ""
     # Raw routes, Binance user data and order entry are per-session relays (1:1): every

@@ -156,6 +156,10 @@ class EndpointConfig:
     url: str
     name: str
     weight: int = 1
+    # What the endpoint serves: "streams" (market and user data streams: every route's
+    # default) or "ws_api" (a Binance WebSocket API host, ws-api.binance.com or
+    # ws-fapi.binance.com: its sessions go there, and nothing else does).
+    serves: str = "streams"
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,15 @@ class RouteConfig:
             if name == channel:
                 return seconds
         return None
+
+    def endpoints_serving(self, serves: str) -> tuple[EndpointConfig, ...]:
+        """The endpoints for ``serves``; WebSocket API sessions go to the route's streams
+        endpoints when none is marked ``ws_api`` (one host serving both, or a route of its own
+        pointed at the WebSocket API host)."""
+        found = tuple(e for e in self.endpoints if e.serves == serves)
+        if serves == "ws_api" and not found:
+            return self.endpoints
+        return found
 
     def endpoint(self, name: str) -> EndpointConfig:
         for ep in self.endpoints:

@@ -586,6 +586,10 @@ class BinanceDialect:
     name = DialectName.BINANCE
     shared = True
     url_suffix = "/stream"
+    # The WebSocket API's path (its sessions go to the route's ``serves = "ws_api"``
+    # endpoints) and the listen-key REST path under ``rest_url`` (POST/PUT/DELETE pass).
+    ws_api_path: ClassVar[str] = WS_API_PATH
+    listen_key_rest: ClassVar[str] = "/userDataStream"
     session_type: ClassVar[type[BinanceSession]] = BinanceSession
     state_type: ClassVar[type[BinanceState]] = BinanceState
     # Binance answers a request it cannot serve with code 2 (invalid request) and its id.
@@ -600,8 +604,8 @@ class BinanceDialect:
 
     def open_session(self, path: str, query: str = "") -> BinanceSession:
         path = path.rstrip("/")
-        if path == WS_API_PATH:
-            return BinanceSession(False, private_path=WS_API_PATH)
+        if path == self.ws_api_path:
+            return BinanceSession(False, private_path=self.ws_api_path)
         session = self._stream_session(path, query)
         if session is not None:
             return session
@@ -630,7 +634,7 @@ class BinanceDialect:
             if all(k is not None for k in keys):
                 return new(False, [k for k in keys if k is not None])
             if len(segments) == 1 and _LISTEN_KEY.fullmatch(segments[0]):
-                return new(False, private_path=path)
+                return new(False, private_path=self.user_stream_path(segments[0]))
             # Binance itself accepts any /ws/<name> and then stays silent; so do we.
             log.info(
                 "%s session on unknown stream path %r: no data will flow",
@@ -639,6 +643,10 @@ class BinanceDialect:
             )
             return new(False)
         return None
+
+    def user_stream_path(self, listen_key: str) -> str:
+        """The upstream path of a ``/ws/<listenKey>`` session."""
+        return f"/ws/{listen_key}"
 
     def open_upstream(self, flags: int = 0) -> BinanceUpstream:
         return BinanceUpstream()

@@ -12,7 +12,12 @@ state and dialect are subclassed here (the frames and replies are the same):
   ``/market/...`` or the legacy ``/ws`` and ``/stream``) and get every stream they ask for.
 * Diff depth is chained by ``pu`` (the previous event's ``u``), not ``U == u + 1``.
 * 10 incoming messages per second per connection (spot: 5); ping frames every 3 minutes.
-* ``/private/ws?listenKey=...`` sessions are relayed 1:1 on a dedicated upstream.
+* User data and orders are relayed 1:1 on a dedicated upstream each: ``/private/ws?listenKey=``
+  (``&events=``), ``/private/ws/<listenKey>``, ``/private/stream?listenKey=``, and the legacy
+  ``/ws/<listenKey>``, which goes upstream to ``/private/ws/<listenKey>`` (the root that
+  carried it was retired on 2026-04-23); the futures WebSocket API ``/ws-fapi/v1``
+  (``ws-fapi.binance.com``: a route's ``serves = "ws_api"`` endpoint). Listen keys are
+  managed with ``POST/PUT/DELETE /fapi/v1/listenKey`` through the route's REST pass-through.
 """
 
 from __future__ import annotations
@@ -22,7 +27,13 @@ from urllib.parse import parse_qs
 
 from wsgate.core.types import DialectName
 from wsgate.dialects.base import SubKey
-from wsgate.dialects.binance import BinanceDialect, BinanceSession, BinanceState, StreamNames
+from wsgate.dialects.binance import (
+    BinanceDialect,
+    BinanceSession,
+    BinanceState,
+    StreamNames,
+    _masked_path,
+)
 from wsgate.errors import InvalidPath
 
 __all__ = [
@@ -30,6 +41,7 @@ __all__ = [
     "MAX_MESSAGES_PER_SECOND",
     "MAX_STREAMS",
     "PUBLIC",
+    "WS_API_PATH",
     "BinanceUsdmDialect",
     "UsdmSession",
     "UsdmState",
@@ -40,6 +52,7 @@ MAX_MESSAGES_PER_SECOND = 10
 MAX_STREAMS = 1024  # per session, as the market-streams page documents per connection
 PUBLIC = "/public/stream"
 MARKET = "/market/stream"
+WS_API_PATH = "/ws-fapi/v1"  # on ws-fapi.binance.com
 
 _INTERVALS = frozenset(
     {"1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"}
@@ -124,6 +137,8 @@ class BinanceUsdmDialect(BinanceDialect):
     url_suffix = PUBLIC  # the connections opened at start; /market opens on first use
     session_type = UsdmSession
     state_type = UsdmState
+    ws_api_path = WS_API_PATH
+    listen_key_rest = "/listenKey"
 
     def upstream_suffix(self, key: SubKey) -> str:
         """``/public`` for book streams and raw trades, ``/market`` for the rest (2026 split)."""
@@ -133,6 +148,8 @@ class BinanceUsdmDialect(BinanceDialect):
         path = path.rstrip("/")
         if path.startswith("/private"):
             return self._private(path, query)
+        if path == WS_API_PATH:
+            return UsdmSession(False, private_path=WS_API_PATH)
         for prefix in ("/public", "/market"):
             if path == prefix or path.startswith(prefix + "/"):
                 path = path[len(prefix) :]
@@ -141,9 +158,13 @@ class BinanceUsdmDialect(BinanceDialect):
         if session is not None:
             return session
         raise InvalidPath(
-            "binance_usdm routes serve /public/..., /market/..., /private/... "
-            f"and the legacy /ws, /stream, not {path!r}"
+            "binance_usdm routes serve /public/..., /market/..., /private/..., "
+            f"{WS_API_PATH} and the legacy /ws, /stream, not {_masked_path(path)!r}"
         )
+
+    def user_stream_path(self, listen_key: str) -> str:
+        """A legacy ``/ws/<listenKey>`` goes upstream where fstream carries user data now."""
+        return f"/private/ws/{listen_key}"
 
     def _private(self, path: str, query: str) -> UsdmSession:
         """User data: relayed 1:1 on a dedicated upstream (the key stays in its URL only)."""

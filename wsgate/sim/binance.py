@@ -94,6 +94,8 @@ class _Depth:
 
 class BinanceSim(SimServer):
     name = "binance"
+    ws_api_path = WS_API_PATH  # the WebSocket API on this host
+    listen_key_rest = "/api/v3/userDataStream"  # create, keep alive, close a listen key
 
     def __init__(
         self,
@@ -371,7 +373,7 @@ class BinanceSim(SimServer):
         return streams if all(self._valid_stream(s) for s in streams) else None
 
     def _accepts_path(self, path: str, query: Mapping[str, str]) -> bool:
-        if path.rstrip("/") == WS_API_PATH:
+        if path.rstrip("/") == self.ws_api_path:
             return True
         return self._path_streams(path, query) is not None
 
@@ -423,7 +425,7 @@ class BinanceSim(SimServer):
 
     def _on_message(self, conn: SimConnection, message: str | bytes) -> bool:
         assert isinstance(conn, BinanceConnection)
-        if conn.path.startswith(WS_API_PATH):
+        if conn.path.startswith(self.ws_api_path):
             return self._ws_api(conn, message)
         now = time.monotonic()
         conn.recent.append(now)
@@ -519,7 +521,7 @@ class BinanceSim(SimServer):
     def _http_request(
         self, ws: ServerConnection, request: Request, path: str, query: Mapping[str, str]
     ) -> Response | None:
-        if path.rstrip("/") != "/api/v3/userDataStream":
+        if path.rstrip("/") != self.listen_key_rest:
             return super()._http_request(ws, request, path, query)
         status, body, closed = self.accounts.rest(
             request.method, query, request.headers, request_body(request)

@@ -272,7 +272,7 @@ class Accounts:
         )
 
     @staticmethod
-    def _ok(rid: object, result: dict[str, Any]) -> dict[str, Any]:
+    def _ok(rid: object, result: dict[str, Any] | list[Any]) -> dict[str, Any]:
         return {"id": rid, "status": 200, "result": result, "rateLimits": _RATE_LIMITS}
 
     @staticmethod

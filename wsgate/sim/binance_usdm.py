@@ -7,6 +7,11 @@ and ``/stream`` carry only ``/public`` streams. A stream subscribed on a path th
 carry it is acknowledged and then stays silent, as on the real host: clients (and wsgate)
 must route it.
 
+User data (:mod:`wsgate.sim.binance_usdm_account`): listen keys through
+``POST/PUT/DELETE /fapi/v1/listenKey``, streamed on ``/private/ws?listenKey=<k>[&events=a/b]``,
+``/private/ws/<k>`` and ``/private/stream?listenKey=<k>`` (the legacy ``/ws/<k>`` is accepted
+and stays silent, as the retired root does); the futures WebSocket API on ``/ws-fapi/v1``.
+
 Depth update ids: every book step that changes a level advances the symbol's internal id
 ``k``; the wire id is ``10 k``, and an event covering ids ``a+1..b`` carries ``pu = 10 a``,
 ``U = 10 a + 5`` and ``u = 10 b``. So ``U`` is never ``pu + 1`` (as on futures, where the
@@ -15,18 +20,23 @@ spot rule reports false gaps) and a REST ``lastUpdateId`` always equals some eve
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Response
 
 from wsgate.sim.binance import KLINE_INTERVALS, BinanceConnection, BinanceSim, _Depth
+from wsgate.sim.binance_usdm_account import UsdmAccounts
 from wsgate.sim.market import SymbolMarket
 from wsgate.sim.server import SimConnection, json_response
 
-__all__ = ["BinanceUsdmSim", "wire_id"]
+__all__ = ["WS_API_PATH", "BinanceUsdmSim", "wire_id"]
+
+WS_API_PATH = "/ws-fapi/v1"  # on ws-fapi.binance.com; here on the same port
 
 _SIMPLE = ("aggTrade", "trade", "bookTicker", "ticker", "miniTicker", "markPrice", "markPrice@1s")
 _PUBLIC = ("depth", "bookTicker", "trade")  # prefixes of the kinds /public carries
@@ -53,6 +63,8 @@ def _carries(path: str, kind: str) -> bool:
 
 class BinanceUsdmSim(BinanceSim):
     name = "binance_usdm"
+    ws_api_path = WS_API_PATH
+    listen_key_rest = "/fapi/v1/listenKey"
 
     def __init__(
         self,
@@ -97,6 +109,8 @@ class BinanceUsdmSim(BinanceSim):
         }
         self._partial_last: dict[str, int] = {}
         self._mark_steps = 0
+        self.accounts = UsdmAccounts(random.Random(self.rng.getrandbits(64)), _ms)
+        self._events: dict[int, frozenset[str]] = {}  # /private connection id -> events=
 
     @property
     def rest_url(self) -> str:
@@ -224,8 +238,10 @@ class BinanceUsdmSim(BinanceSim):
         return super()._path_streams(path, query)
 
     def _accepts_path(self, path: str, query: Mapping[str, str]) -> bool:
-        if path.startswith("/private/ws"):
-            return bool(query.get("listenKey")) or len(path) > len("/private/ws/")
+        if path.startswith("/private/"):
+            return bool(_private_key(path, query))
+        if path.rstrip("/") == WS_API_PATH:
+            return True
         return self._path_streams(path, query) is not None
 
     def _valid_stream(self, stream: str) -> bool:
@@ -252,8 +268,18 @@ class BinanceUsdmSim(BinanceSim):
 
     def _on_open(self, conn: SimConnection) -> None:
         assert isinstance(conn, BinanceConnection)
+        if conn.path.startswith(WS_API_PATH):
+            return
         if conn.path.startswith("/private"):
-            return  # user data: nothing happens on the simulated account
+            parts = urlsplit(conn.path)
+            q = dict(parse_qsl(parts.query))
+            key = _private_key(parts.path, q)
+            if self.accounts.live_key(key) is not None:
+                conn.streams[key] = None
+                self.subscribers.setdefault(key, {})[conn.id] = conn
+                if q.get("events"):
+                    self._events[conn.id] = frozenset(q["events"].split("/"))
+            return
         path, _, query = conn.path.partition("?")
         q = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
         for stream in self._path_streams(path, q) or []:
@@ -263,6 +289,20 @@ class BinanceUsdmSim(BinanceSim):
         conn.timers.append(
             self.later(lifetime, lambda: self.spawn(conn.ws.close(1001, "max lifetime")))
         )
+
+    def _on_close(self, conn: SimConnection) -> None:
+        super()._on_close(conn)
+        self._events.pop(conn.id, None)
+
+    def _emit_user(self, api_key: str, event: dict[str, Any]) -> None:
+        """An account event to its listen keys' connections that asked for its kind."""
+        for key in self.accounts.keys_of(api_key):
+            conns = [
+                c
+                for c in self.subscribers.get(key, {}).values()
+                if event.get("e") in self._events.get(c.id, (event.get("e"),))
+            ]
+            self._send_to(conns, key, event)
 
     def _request(
         self, conn: BinanceConnection, req: dict[str, Any], req_id: object
@@ -314,3 +354,12 @@ class BinanceUsdmSim(BinanceSim):
         n = len(self.connections)
         self.close_all_later(0.0, 1001, "max lifetime")
         return n
+
+
+def _private_key(path: str, query: Mapping[str, str]) -> str:
+    """The listen key of a ``/private`` path: ``?listenKey=`` or ``/private/ws/<key>``."""
+    if path.rstrip("/") in ("/private/ws", "/private/stream"):
+        return query.get("listenKey", "")
+    if path.startswith("/private/ws/"):
+        return path[len("/private/ws/") :].strip("/")
+    return ""

@@ -313,12 +313,20 @@ class Gateway:
         if url is None:
             return self._reject(conn, HTTPStatus.NOT_FOUND, f"no REST pass-through for {path}")
         prefix = urlsplit(route.cfg.rest_url).path.rstrip("/")
-        if not rest_allowed(request.method, path[len(prefix) :], route.cfg.type.authenticated):
+        listen_keys = getattr(route.dialect, "listen_key_rest", None)
+        if not rest_allowed(
+            request.method, path[len(prefix) :], route.cfg.type.authenticated, listen_keys
+        ):
+            also = (
+                f"; POST/PUT/DELETE {prefix}{listen_keys} on user_data and trading routes"
+                if listen_keys
+                else ""
+            )
             return self._reject(
                 conn,
                 HTTPStatus.METHOD_NOT_ALLOWED,
                 f"{request.method} {path} does not pass through on route {route.name}"
-                " (GET only; POST/PUT/DELETE userDataStream on user_data and trading routes)",
+                f" (GET only{also})",
             )
         headers = {h: v for h in FORWARDED_HEADERS if (v := request.headers.get(h)) is not None}
         return await self.rest.fetch(url, request.method, headers, request_body(request))

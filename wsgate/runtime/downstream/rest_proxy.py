@@ -5,9 +5,10 @@ from ``lastUpdateId``; serving that GET on the same route the bot already talks 
 (``http://127.0.0.1:8765/binance/api/v3/depth?...``) keeps the bot unchanged.
 
 Binance user data streams need their listen key created, kept alive and closed with
-``POST``/``PUT``/``DELETE <rest>/userDataStream`` and the account's API key in the
-``X-MBX-APIKEY`` header. Those three methods pass through for that path only, and only
-on ``user_data`` and ``trading`` routes (:func:`allowed`); every other path is GET-only.
+``POST``/``PUT``/``DELETE`` on the dialect's listen-key path (spot ``<rest>/userDataStream``,
+USD-M ``<rest>/listenKey``) and the account's API key in the ``X-MBX-APIKEY`` header. Those
+three methods pass through for that path only, and only on ``user_data`` and ``trading``
+routes (:func:`allowed`); every other path is GET-only.
 Only the headers the exchange needs (:data:`FORWARDED_HEADERS`) are forwarded -- never
 the gateway's own bearer token. Bounded in size and time; nothing of a request's query
 or body is logged (it holds the listen key).
@@ -36,14 +37,19 @@ LISTEN_KEY_PATH = "/userDataStream"  # under the route's rest_url
 FORWARDED_HEADERS = ("X-MBX-APIKEY", "Content-Type")
 
 
-def allowed(method: str, rest_path: str, authenticated: bool) -> bool:
-    """May ``method`` pass through to ``rest_path`` (relative to rest_url) on this route?"""
+def allowed(
+    method: str, rest_path: str, authenticated: bool, listen_key_path: str | None = LISTEN_KEY_PATH
+) -> bool:
+    """May ``method`` pass through to ``rest_path`` (relative to rest_url) on this route?
+
+    ``listen_key_path``: the dialect's listen-key path (None: the route has none)."""
     if method == "GET":
         return True
     return (
         authenticated
+        and listen_key_path is not None
         and method in ("POST", "PUT", "DELETE")
-        and rest_path.rstrip("/") == LISTEN_KEY_PATH
+        and rest_path.rstrip("/") == listen_key_path
     )
 
 

@@ -194,15 +194,24 @@ class RouteRuntime:
                 return ep.weight
         return 0  # an endpoint removed by a reload takes no new work
 
-    def pick_endpoint(self) -> tuple[str, str]:
-        """The endpoint for a new connection (policy: core.endpoints), by current weights."""
+    def pick_endpoint(self, serves: str = "streams") -> tuple[str, str]:
+        """The endpoint for a new connection (policy: core.endpoints), by current weights,
+        among those that serve ``serves`` (``streams``, or a Binance ``ws_api`` session)."""
+        eligible = self.cfg.endpoints_serving(serves)
+        if not eligible:
+            raise CapacityError(f"routes.{self.name} has no endpoint that serves {serves}")
         counts: dict[str, int] = {}
         for c in self.connections():
             counts[c.settings.endpoint] = counts.get(c.settings.endpoint, 0) + 1
         name = endpoint_for_new_connection(
-            [(e.name, self.endpoint_weight(e.name)) for e in self.cfg.endpoints], counts
+            [(e.name, self.endpoint_weight(e.name)) for e in eligible], counts
         )
         return name, self.cfg.endpoint(name).url
+
+    def serves_for(self, upstream_path: str) -> str:
+        """``ws_api`` for a session of the dialect's WebSocket API, else ``streams``."""
+        api = getattr(self.dialect, "ws_api_path", None)
+        return "ws_api" if api and upstream_path.split("?")[0] == api else "streams"
 
     def _check_capacity(self) -> None:
         if self.env.total_connections() >= self.env.max_connections:
@@ -215,10 +224,10 @@ class RouteRuntime:
             )
 
     def _new_connection(
-        self, sink: Any, *, dedicated: bool, url_suffix: str = ""
+        self, sink: Any, *, dedicated: bool, url_suffix: str = "", serves: str = "streams"
     ) -> UpstreamConnection:
         self._check_capacity()
-        endpoint, url = self.pick_endpoint()
+        endpoint, url = self.pick_endpoint(serves)
         n = next(self._ids)
         conn_id = f"{self.name}-{'s' if dedicated else 'c'}{n}"
         conn = UpstreamConnection(
@@ -357,6 +366,13 @@ class RouteRuntime:
         """Raise InvalidPath at the handshake, before a session exists."""
         codec = self.dialect.open_session(path, query)
         private = bool(getattr(codec, "private", False))
+        serves = self.serves_for(getattr(codec, "private_path", None) or "")
+        if not self.cfg.endpoints_serving(serves):
+            raise InvalidPath(
+                f"route {self.name} has no endpoint that serves {serves}"
+                ' (every endpoint has serves = "ws_api")',
+                404,
+            )
         if private and not self.cfg.type.authenticated:
             raise InvalidPath(
                 f"route {self.name} is {self.cfg.type.value}: user data and the WebSocket API"
@@ -399,8 +415,10 @@ class RouteRuntime:
     ) -> None:
         holder: list[UpstreamConnection] = []
 
+        serves = self.serves_for(suffix)
+
         def make(relay: Relay) -> UpstreamConnection:
-            conn = self._new_connection(relay, dedicated=True, url_suffix=suffix)
+            conn = self._new_connection(relay, dedicated=True, url_suffix=suffix, serves=serves)
             conn.expects_data = lambda: relay.client_spoke  # silence matters once asked
             holder.append(conn)
             self.relays[conn.id] = conn
