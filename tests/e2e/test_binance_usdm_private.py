@@ -194,24 +194,23 @@ serves = "ws_api"
 def test_ws_api_sessions_go_to_the_ws_api_endpoint_and_streams_never_do() -> None:
     async def scenario() -> None:
         tmp = tempfile.mkdtemp(dir="/tmp")
-        async with _sim() as sim:
-            async with Gateway(parse_config(_two_hosts(sim, tmp)), seed=4) as gw:
-                rt = gw.daemon.routes["fut"]
-                key = "K" * 20 + "1" * 20
-                for _ in range(2):
-                    async with (
-                        connect(gw.url("fut") + "/ws-fapi/v1") as api,
-                        connect(gw.url("fut") + f"/private/ws/{key}"),
-                    ):
-                        await _until(lambda: len(rt.relays) == 2)
-                        by_path = {
-                            c.settings.url.split("/", 3)[3].split("?")[0]: c.settings.endpoint
-                            for c in rt.relays.values()
-                        }
-                        assert by_path == {"ws-fapi/v1": "ws-fapi", f"private/ws/{key}": "fstream"}
-                        await api.send(json.dumps({"id": 1, "method": "time"}))
-                        assert (await recv_json(api))["status"] == 200
-                    await _until(lambda: not rt.relays)
+        async with _sim() as sim, Gateway(parse_config(_two_hosts(sim, tmp)), seed=4) as gw:
+            rt = gw.daemon.routes["fut"]
+            key = "K" * 20 + "1" * 20
+            for _ in range(2):
+                async with (
+                    connect(gw.url("fut") + "/ws-fapi/v1") as api,
+                    connect(gw.url("fut") + f"/private/ws/{key}"),
+                ):
+                    await _until(lambda: len(rt.relays) == 2)
+                    by_path = {
+                        c.settings.url.split("/", 3)[3].split("?")[0]: c.settings.endpoint
+                        for c in rt.relays.values()
+                    }
+                    assert by_path == {"ws-fapi/v1": "ws-fapi", f"private/ws/{key}": "fstream"}
+                    await api.send(json.dumps({"id": 1, "method": "time"}))
+                    assert (await recv_json(api))["status"] == 200
+                await _until(lambda: not rt.relays)
 
     asyncio.run(scenario())
 
