@@ -90,6 +90,7 @@ class RouteShare:
         self._wake = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._closing = False
+        self._abandoned: set[Any] = set()  # hand-overs given up: the lease rules decide
         self._handing: dict[Any, float] = {}  # owned keys being handed over (no renewal): since
         self.on_event = on_event  # spread moves for the event bus
         self._by_token: dict[str, Any] = {}
@@ -241,6 +242,7 @@ class RouteShare:
                     # finds who holds it now).
                     log.warning("route %s: hand-over of %s did not finish", self.route, key)
                     del self._handing[key]
+                    self._abandoned.add(key)
             for key, own in list(self.owned.items()):
                 if key in self._handing or own.cut is not None:
                     continue
@@ -380,12 +382,14 @@ class RouteShare:
             own.renewed_at = now
         except KeyConflict:
             entry = await bucket.get(self._lease_key(key))
-            if entry is not None and parse_doc(entry.value).get("from") == self.epoch:
+            continues = entry is not None and parse_doc(entry.value).get("from") == self.epoch
+            if continues and key not in self._abandoned:
                 # A successor continues our stream: its cut follows.
                 self._handing[key] = time.monotonic()
                 return
             log.warning("route %s: lease of %s taken by another node", self.route, key)
             self.owned.pop(key, None)
+            self._abandoned.discard(key)
             self._redecide(key)
         except Exception as exc:
             log.warning("route %s: lease of %s not renewed (%r)", self.route, key, exc)
