@@ -19,7 +19,8 @@ the state the sessions have instead of starting over:
 
 Other channels whose stream starts with a snapshot (OKX and Bybit books) cannot be turned
 into updates that their own sequence and checksum fields accept: there the snapshot goes
-out, the one announced gap a hand-over may cost.
+out, the one announced gap a hand-over may cost (continuing them by the exchange's own
+sequence, as Binance depth does, is not built).
 
 On the *old owner* (:meth:`ClusterBridge.follow_on`): after the cut its sessions (if any)
 are fed by the successor from the next frame on, and its upstream subscription goes.
