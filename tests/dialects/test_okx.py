@@ -190,3 +190,33 @@ def test_dedup_ids() -> None:
     ev = OkxUpstream().on_upstream_frame(trade)
     assert isinstance(ev, ChannelData) and D.dedup_id(ev) == 130639474
     assert D.dedup_id(_book("update", 77, 76)) == 77
+
+
+def test_a_hand_over_snapshot_continues_the_bots_seq_chain_instead_of_resetting_it() -> None:
+    """The bots' book is at seqId 11. A newer snapshot (15) becomes one update chained on 11
+    that turns their book into it; an older one (9) is dropped and the updates up to 11
+    are duplicates, the next one chains on."""
+    bids = [["100", "1", "0", "1"], ["99", "2", "0", "1"]]
+    state = OkxState(key("books"))
+    state.apply(_book("snapshot", 10, -1, bids))
+    state.apply(_book("update", 11, 10, [["98", "3", "0", "2"]]))
+    (upd,) = state.rebase(
+        _book("snapshot", 15, -1, [["100", "4", "0", "1"], ["98", "3", "0", "2"]])
+    )
+    push = json.loads(upd.text)["data"][0]
+    assert json.loads(upd.text)["action"] == "update"
+    assert (push["prevSeqId"], push["seqId"]) == (11, 15)
+    assert push["bids"] == [["99", "0", "0", "0"], ["100", "4", "0", "1"]]  # 98 unchanged
+    assert state.apply(_book("update", 16, 15)) is Integrity.OK  # the chain goes on
+
+    older = OkxState(key("books"))
+    older.apply(_book("snapshot", 10, -1, bids))
+    older.apply(_book("update", 11, 10))
+    assert older.rebase(_book("snapshot", 9, -1, bids)) == []
+    assert older.apply(_book("update", 10, 9)) is Integrity.DUPLICATE
+    assert older.apply(_book("update", 11, 10)) is Integrity.DUPLICATE
+    assert older.apply(_book("update", 12, 11)) is Integrity.OK
+    assert older.apply(_book("update", 12, 12)) is Integrity.OK  # OKX's "no change" push
+    # Not a book with a seqId yet, or not a snapshot: applied as usual.
+    assert OkxState(key("books")).rebase(_book("snapshot", 9, -1, bids)) is None
+    assert older.rebase(_book("update", 13, 12)) is None

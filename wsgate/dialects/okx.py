@@ -358,6 +358,10 @@ class OkxState:
             self._bids, self._asks = {}, {}
         elif self.seq is None:
             return Integrity.OK  # updates of a subscription being replaced; its snapshot comes
+        elif prev < self.seq and seq <= self.seq:
+            # Already in the book (seqId is the book's, on every connection): a second
+            # stream overlapping the first one (a move, a cluster hand-over) repeats it.
+            return Integrity.DUPLICATE
         elif prev != self.seq:
             self._gaps += 1
             log.warning("%s: sequence gap: prevSeqId=%d after seqId=%d", self.key, prev, self.seq)
@@ -388,6 +392,48 @@ class OkxState:
         self._last = None
         self.seq = None
         self._bids, self._asks = {}, {}
+
+    def rebase(self, event: ChannelData) -> list[ChannelData] | None:
+        """A cluster hand-over's snapshot on a live book: no snapshot for the bots. Older
+        than (or as old as) their book: dropped, and the updates up to their seqId are
+        duplicates. Newer: one update chained on their seqId (``prevSeqId``) that turns
+        their book into the snapshot's (``seqId``), levels gone as size ``"0"``."""
+        if not self.book or self.seq is None:
+            return None
+        try:
+            msg = json.loads(event.text[event.start : event.end])
+            push = msg["data"][0]
+            seq = int(push["seqId"])
+        except (ValueError, KeyError, IndexError, TypeError, RecursionError):
+            return None
+        if msg.get("action") != "snapshot":
+            return None
+        if seq <= self.seq:
+            return []
+        new_bids: dict[Decimal, Level] = {}
+        new_asks: dict[Decimal, Level] = {}
+        self._levels(new_bids, push.get("bids", ()))
+        self._levels(new_asks, push.get("asks", ()))
+        changed = {
+            side: [
+                *([lv[0], "0", "0", "0"] for p, lv in sorted(old.items()) if p not in new),
+                *(lv for p, lv in sorted(new.items()) if old.get(p) != lv),
+            ]
+            for side, old, new in (("asks", self._asks, new_asks), ("bids", self._bids, new_bids))
+        }
+        ts = str(push.get("ts", self.ts))
+        update = {
+            **changed,
+            "ts": ts,
+            "checksum": 0,
+            "prevSeqId": self.seq,
+            "seqId": seq,
+        }
+        text = compact({"arg": _arg(self.key), "action": "update", "data": [update]})
+        ev = ChannelData(self.key.name, _DATA, text, 0, len(text))
+        self._bids, self._asks = new_bids, new_asks
+        self.seq, self.ts = seq, ts
+        return [ev]
 
     def snapshot_event(self) -> ChannelData | None:
         if not self.book:
