@@ -46,6 +46,8 @@ ROUTES = {
     "binance_user": Route("binance_user"),
     "binance_trade": Route("binance_trade"),
     "binance_usdm": Route("binance_usdm", backoff_initial=0.05, backoff_max=0.5, min_uptime=0),
+    "binance_usdm_user": Route("binance_usdm_user"),
+    "binance_usdm_trade": Route("binance_usdm_trade"),
     "okx": Route("okx", backoff_initial=0.05, backoff_max=0.5, min_uptime=0),
     "bybit": Route("bybit", backoff_initial=0.05, backoff_max=0.5, min_uptime=0),
 }

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
+import json
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -189,7 +190,10 @@ class Accounts:
         secret = self.keys.get(api_key)
         if secret is None:
             return api_key, self._fail(rid, 401, -2015, _BAD_KEY)
-        payload = urlencode(sorted((k, v) for k, v in params.items() if k != "signature"))
+        # Values as Binance reads them off the JSON: true/false, not Python's True/False.
+        payload = urlencode(
+            sorted((k, _as_signed(v)) for k, v in params.items() if k != "signature")
+        )
         expected = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, str(params.get("signature", ""))):
             return api_key, self._fail(rid, 400, -1022, "Signature for this request is not valid.")
@@ -278,3 +282,8 @@ class Accounts:
     @staticmethod
     def _fail(rid: object, status: int, code: int, msg: str) -> dict[str, Any]:
         return {"id": rid, "status": status, "error": {"code": code, "msg": msg}}
+
+
+def _as_signed(value: object) -> str:
+    """A JSON parameter value as it enters the signed query string."""
+    return value if isinstance(value, str) else json.dumps(value)

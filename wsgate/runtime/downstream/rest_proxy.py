@@ -97,13 +97,22 @@ class RestProxy:
             return Response(
                 HTTPStatus.BAD_GATEWAY.value,
                 HTTPStatus.BAD_GATEWAY.phrase,
-                Headers([("Content-Type", "text/plain"), ("Content-Length", str(len(text)))]),
+                Headers(
+                    [
+                        ("Content-Type", "text/plain"),
+                        ("Content-Length", str(len(text))),
+                        ("Connection", "close"),
+                    ]
+                ),
                 text,
             )
         headers = Headers(
             [
                 ("Content-Type", r.headers.get("content-type", "application/json")),
                 ("Content-Length", str(len(body))),
+                # websockets closes the socket after any HTTP answer: a client that kept it
+                # for its next call (aiohttp: python-binance) would write into a closed one.
+                ("Connection", "close"),
             ]
         )
         try:
