@@ -6,6 +6,7 @@ ids contiguous and never twice, book checksums)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import time
@@ -387,6 +388,101 @@ url = "{sim.okx_url}"
         assert len(set(ids)) == len(ids), "a trade twice"
         assert share_of(b)["owned"] == 2 and share_of(b)["taken_over"] == 2
         print(f"okx hand-over: no snapshot, chain held, {len(ids)} trades")
+
+        async def end() -> None:
+            for x in tasks:
+                x.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await sim.close()
+
+        lt.run(end())
+
+
+def test_bybit_books_across_a_graceful_stop_continue_without_a_snapshot() -> None:
+    """Bybit's ``u`` is the book's on every connection: the successor's snapshot becomes one
+    delta (or is dropped when older), so bots see ``u`` move forward and no second
+    snapshot; their book equals a fresh late joiner's at the same ``u``."""
+    import websockets
+
+    with LoopThread() as lt, NatsServer() as nats, Nodes() as nodes:
+        sim = Simulator(seed=3, bitfinex=False, binance=False, binance_usdm=False, okx=False)
+        lt.run(sim.start())
+        route = f"""
+[cluster]
+engine = "nats"
+servers = ["{nats.url}"]
+name = "dpy"
+lease_ttl = {LEASE_TTL}
+[routes.bybit]
+dialect = "bybit"
+type = "market_data"
+min_connections = 0
+share = "cluster"
+[[routes.bybit.endpoints]]
+url = "{sim.bybit_url}"
+"""
+        a = nodes.start("a", route)
+        b = nodes.start("b", route)
+        frames: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
+        tasks: list[asyncio.Task[None]] = []
+        topic = "orderbook.50.BTCUSDT"
+
+        async def bot(name: str, port: int) -> None:
+            url = f"ws://127.0.0.1:{port}/bybit/v5/public/linear"
+            async with websockets.connect(url) as ws:
+                await ws.send(json.dumps({"op": "subscribe", "args": [topic]}))
+                async for raw in ws:
+                    m = json.loads(raw)
+                    if isinstance(m, dict) and m.get("topic") == topic:
+                        frames[name].append(m)
+
+        async def join() -> None:
+            loop = asyncio.get_running_loop()
+            tasks.append(loop.create_task(bot("a", a.port)))
+            await until(lambda: len(frames["a"]) >= 5, 15)
+            tasks.append(loop.create_task(bot("b", b.port)))
+
+        lt.run(join(), timeout=30)
+        wait_until(lambda: len(frames["b"]) >= 10 and share_of(b)["followed"] == 1, 15, "b")
+        a.proc.send_signal(signal.SIGTERM)
+        assert a.proc.wait(15) == 0
+        n = len(frames["b"])
+        wait_until(lambda: len(frames["b"]) > n + 20, 15, "books from the successor")
+
+        async def late_joiner() -> dict[str, Any]:
+            url = f"ws://127.0.0.1:{b.port}/bybit/v5/public/linear"
+            async with websockets.connect(url) as ws:
+                await ws.send(json.dumps({"op": "subscribe", "args": [topic]}))
+                async for raw in ws:
+                    m = json.loads(raw)
+                    if isinstance(m, dict) and m.get("topic") == topic:
+                        return dict(m)
+            raise AssertionError("no snapshot")
+
+        snap = lt.run(late_joiner(), timeout=15)
+        assert snap["type"] == "snapshot"
+        at = int(snap["data"]["u"])
+        wait_until(lambda: any(int(m["data"]["u"]) >= at for m in frames["b"]), 10, "u")
+        got = lt.call(lambda: list(frames["b"]))
+        assert [m["type"] for m in got].count("snapshot") == 1 and got[0]["type"] == "snapshot"
+        us = [int(m["data"]["u"]) for m in got]
+        assert all(x < y for x, y in itertools.pairwise(us)), "u must move forward"
+        # The bot's book at that u is the gateway's book a late joiner gets (top 50).
+        book: dict[str, dict[str, str]] = {"b": {}, "a": {}}
+        for m in got[: us.index(at) + 1]:
+            for side in ("b", "a"):
+                if m["type"] == "snapshot":
+                    book[side] = {}
+                for price, size in m["data"][side]:
+                    if float(size) == 0:
+                        book[side].pop(price, None)
+                    else:
+                        book[side][price] = size
+        for side, rev in (("b", True), ("a", False)):
+            top = sorted(book[side].items(), key=lambda kv: float(kv[0]), reverse=rev)[:50]
+            assert [list(kv) for kv in top] == snap["data"][side], side
+        assert share_of(b)["owned"] == 1 and share_of(b)["taken_over"] == 1
+        print(f"bybit hand-over: no snapshot, u forward over {len(us)} frames")
 
         async def end() -> None:
             for x in tasks:

@@ -195,3 +195,29 @@ def test_dedup_ids() -> None:
     trade = '{"topic":"publicTrade.BTCUSDT","type":"snapshot","data":[{"i":"2290000000007764263"}]}'
     ev = BybitUpstream().on_upstream_frame(trade)
     assert isinstance(ev, ChannelData) and D.dedup_id(ev) == 2290000000007764263
+
+
+def test_a_hand_over_snapshot_continues_the_bots_book_as_one_delta() -> None:
+    """u is the book's on every connection: a newer snapshot becomes one delta with its u
+    (levels gone as size "0"); an older one is dropped and the deltas up to the bots' u
+    are duplicates, then the stream goes on; u = 1 is an engine restart: a real reset."""
+    state = BybitState(key("linear", "orderbook.50.BTCUSDT"))
+    state.apply(_book("snapshot", 10, [["100", "1"], ["99", "2"]]))
+    state.apply(_book("delta", 11, [["98", "3"]]))
+    updates = state.rebase(_book("snapshot", 15, [["100", "4"], ["98", "3"]]))
+    assert updates is not None and len(updates) == 1
+    msg = json.loads(updates[0].text)
+    assert msg["type"] == "delta" and msg["data"]["u"] == 15
+    assert msg["data"]["b"] == [["99", "0"], ["100", "4"]]  # 98 unchanged: not sent
+    assert state.apply(_book("delta", 16)) is Integrity.OK
+
+    older = BybitState(key("linear", "orderbook.50.BTCUSDT"))
+    older.apply(_book("snapshot", 10, [["100", "1"]]))
+    older.apply(_book("delta", 12))
+    assert older.rebase(_book("snapshot", 9, [["100", "1"]])) == []
+    assert older.apply(_book("delta", 11)) is Integrity.DUPLICATE
+    assert older.apply(_book("delta", 12)) is Integrity.DUPLICATE
+    assert older.apply(_book("delta", 13)) is Integrity.OK
+    assert older.apply(_book("delta", 13)) is Integrity.MISMATCH  # outside a hand-over
+    assert older.rebase(_book("snapshot", 1, [])) is None  # engine restart
+    assert older.rebase(_book("delta", 20)) is None

@@ -325,6 +325,7 @@ class BybitState:
         self._last: ChannelData | None = None
         self._frames = 0
         self._gaps = 0
+        self._overlap = 0  # after a rebase: deltas up to this u are the old stream's
 
     def __repr__(self) -> str:
         return f"<BybitState {self.category}:{self.key.name} u={self.u} gaps={self._gaps}>"
@@ -361,6 +362,8 @@ class BybitState:
             self._bids, self._asks = {}, {}
         elif self.u is None:
             return Integrity.OK  # deltas of a subscription being replaced: its snapshot comes
+        elif u <= self._overlap:
+            return Integrity.DUPLICATE  # after a rebase: the bots have it from the old stream
         elif u <= self.u:
             self._gaps += 1
             log.warning("%s %s: u=%d after u=%d", self.category, self.key.name, u, self.u)
@@ -377,13 +380,55 @@ class BybitState:
                 else:
                     side[price] = level
         self.u, self.seq, self.ts = u, data.get("seq"), ts
+        self._overlap = 0
         return Integrity.OK
 
     def reset(self) -> None:
         self._last = None
         self._ticker = None
         self.u = None
+        self._overlap = 0
         self._bids, self._asks = {}, {}
+
+    def rebase(self, event: ChannelData) -> list[ChannelData] | None:
+        """A cluster hand-over's snapshot on a live book (``u`` is the book's, on every
+        connection): no snapshot for the bots. Not newer than their book: dropped, and the
+        deltas up to their ``u`` are duplicates. Newer: one delta with its ``u`` that turns
+        their book into it, levels gone as size ``"0"``."""
+        if not self.book or self.u is None:
+            return None
+        try:
+            msg = json.loads(event.text[event.start : event.end])
+            data = msg["data"]
+            u = int(data["u"])
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return None
+        if msg.get("type") != "snapshot" or u == 1:
+            return None  # u = 1: the engine restarted, a real reset
+        if u <= self.u:
+            self._overlap = self.u
+            return []
+        out: dict[str, list[list[str]]] = {}
+        for name, old in (("b", self._bids), ("a", self._asks)):
+            new: dict[Decimal, list[str]] = {}
+            for level in data.get(name) or ():
+                price = _dec(level[0]) if isinstance(level, list) and len(level) >= 2 else None
+                if price is not None and _dec(level[1]) not in (None, 0):
+                    new[price] = level
+            out[name] = [
+                *([lv[0], "0"] for p, lv in sorted(old.items()) if p not in new),
+                *(lv for p, lv in sorted(new.items()) if old.get(p) != lv),
+            ]
+            if name == "b":
+                self._bids = new
+            else:
+                self._asks = new
+        delta = {"s": self.key.symbol, "b": out["b"], "a": out["a"], "u": u, "seq": data.get("seq")}
+        ts = msg.get("ts", self.ts)
+        body = {"topic": self.key.name, "type": "delta", "ts": ts, "data": delta, "cts": ts}
+        self.u, self.seq, self.ts = u, data.get("seq"), ts
+        text = compact(body)
+        return [ChannelData(self.key.name, _DATA, text, 0, len(text))]
 
     def snapshot_event(self) -> ChannelData | None:
         if self.keeps_last or not (self.book or self.merge_ticker):

@@ -10,17 +10,17 @@ the state the sessions have instead of starting over:
 * trade tapes (Bitfinex trades): the new subscription's snapshot is compared with the
   tape (``Integrity.BRIDGED``): only the trades the sessions lack go out, as updates;
   later frames whose trade they already have are dropped (``DUPLICATE``);
-* Bitfinex books and candles, OKX books (:class:`Rebasing`): the snapshot becomes the
-  level (or candle) updates that turn the sessions' book into the new one (on OKX one
-  update chained on their last ``seqId``), so checksums and chains keep verifying and no
-  snapshot reaches a bot;
+* Bitfinex books and candles, OKX and Bybit books (:class:`Rebasing`): the snapshot
+  becomes the level (or candle) updates that turn the sessions' book into the new one
+  (on OKX one update chained on their last ``seqId``, on Bybit one delta with the
+  snapshot's ``u``; an older snapshot is dropped and the overlap's updates are
+  duplicates), so checksums and chains keep verifying and no snapshot reaches a bot;
 * Binance depth and trades: :mod:`depth_sync` and :mod:`trade_sync` keep ``U``/``u`` and
   trade ids continuous from what the sessions last got, as on a re-homing;
 * last-value channels (tickers, status) simply continue with the newest value.
 
-Other channels whose stream starts with a snapshot (Bybit books, Bitfinex funding books)
-are not continued: there the snapshot goes out, the one announced gap a hand-over may
-cost.
+Other channels whose stream starts with a snapshot (Bitfinex funding books) are not
+continued: there the snapshot goes out, the one announced gap a hand-over may cost.
 
 On the *old owner* (:meth:`ClusterBridge.follow_on`): after the cut its sessions (if any)
 are fed by the successor from the next frame on, and its upstream subscription goes.
