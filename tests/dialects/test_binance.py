@@ -125,10 +125,11 @@ def test_subscribe_unsubscribe_list_ids() -> None:
     out = send(
         s, {"method": "SUBSCRIBE", "params": ["btcusdt@aggTrade", "btcusdt@depth"], "id": 1}, 0.0
     )
-    assert reply_of(out[0]) == {"result": None, "id": 1}
-    subs = out[1:]
+    subs = out  # the answer waits for the exchange (test_subscribe_is_answered_...)
     assert [i.key.name for i in subs] == ["btcusdt@aggTrade", "btcusdt@depth"]  # type: ignore[attr-defined]
     assert all(isinstance(i, Subscribe) and i.client_id == 1 for i in subs)
+    for sub in subs:
+        s.render_subscribed(sub, 0)  # type: ignore[arg-type]
     again = send(s, {"method": "SUBSCRIBE", "params": ["btcusdt@aggTrade"], "id": 2}, 0.3)
     assert again == [Reply('{"result":null,"id":2}')]  # already subscribed: no new intent
     listed = send(s, {"method": "LIST_SUBSCRIPTIONS", "id": 3}, 0.5)
@@ -141,6 +142,39 @@ def test_subscribe_unsubscribe_list_ids() -> None:
     assert reply_of(send(s, {"method": "LIST_SUBSCRIPTIONS", "id": 4}, 0.9)[0])["result"] == [
         "btcusdt@aggTrade"
     ]
+
+
+def test_subscribe_is_answered_when_every_stream_is_answered_upstream() -> None:
+    """``{"result":null}`` once the last stream of the request is live (the hub calls
+    render_subscribed when the exchange confirmed it, or at once for a live shared stream);
+    the venue's error instead when one is refused, once, and nothing after it."""
+    s = D.open_session("/ws")
+    a, b = send(
+        s, {"method": "SUBSCRIBE", "params": ["btcusdt@trade", "ethusdt@trade"], "id": 4}, 0
+    )
+    assert isinstance(a, Subscribe) and isinstance(b, Subscribe)
+    assert s.render_subscribed(a, 0) is None  # ethusdt@trade is not answered yet
+    assert json.loads(s.render_subscribed(b, 0) or "") == {"result": None, "id": 4}
+    assert s.render_subscribed(b, 0) is None  # answered once
+    # One refused stream: the request's error (with its id), and the other's later
+    # confirmation says nothing more.
+    c, d = send(
+        s, {"method": "SUBSCRIBE", "params": ["zzzusdt@trade", "bnbusdt@trade"], "id": 5}, 1
+    )
+    assert isinstance(c, Subscribe) and isinstance(d, Subscribe)
+    refused = json.loads(s.render_subscribe_error(c, 2, "Invalid request: unknown stream") or "")
+    assert refused == {"error": {"code": 2, "msg": "Invalid request: unknown stream"}, "id": 5}
+    assert s.render_subscribed(d, 0) is None
+    assert c.key not in s.subs and d.key in s.subs  # bnbusdt@trade flows (not taken back)
+    # Unsubscribing the stream a request still waits for completes it.
+    (e,) = send(s, {"method": "SUBSCRIBE", "params": ["solusdt@trade"], "id": 6}, 2)
+    un = send(s, {"method": "UNSUBSCRIBE", "params": ["solusdt@trade"], "id": 7}, 3)
+    assert [reply_of(i) for i in un[:2]] == [{"result": None, "id": 6}, {"result": None, "id": 7}]
+    assert un[2:] == [Unsubscribe(e.key)]  # type: ignore[attr-defined]
+    # Streams from a /stream?streams= URL belong to no request: an error still names nothing.
+    u = D.open_session("/stream", "streams=btcusdt@trade")
+    (initial,) = u.on_open(0.0)
+    assert isinstance(initial, Subscribe) and u.render_subscribed(initial, 0) is None
 
 
 def test_request_errors_have_binance_shape() -> None:
@@ -301,8 +335,7 @@ def test_dedup_ids_and_cadence() -> None:
 
 def test_subscribe_error_render_drops_the_stream() -> None:
     s = D.open_session("/ws")
-    out = send(s, {"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 5}, 0)
-    sub = out[1]
+    (sub,) = send(s, {"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 5}, 0)
     assert isinstance(sub, Subscribe)
     assert json.loads(s.render_subscribe_error(sub, 2, "Invalid request") or "") == {
         "error": {"code": 2, "msg": "Invalid request"},

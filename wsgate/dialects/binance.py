@@ -13,7 +13,7 @@ import json
 import logging
 import re
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
@@ -44,6 +44,7 @@ from wsgate.dialects.base import (
     UpstreamEvent,
     compact,
 )
+from wsgate.dialects.binance_names import StreamNames
 from wsgate.dialects.jsonspan import int_field, member_span, strip_span, value_end
 from wsgate.errors import InvalidPath
 
@@ -140,57 +141,6 @@ def _masked_path(path: str) -> str:
     return "/".join("***" if _LISTEN_KEY.fullmatch(seg) else seg for seg in path.split("/"))
 
 
-@dataclass(frozen=True)
-class StreamNames:
-    """The stream-name grammar of one Binance host: ``<symbol>@<event>[@<speed>]`` and the
-    ``!``-prefixed all-market streams, each host with its own tables."""
-
-    dialect: DialectName
-    all_market: Mapping[str, str]  # lower-cased name -> the name as documented
-    symbol: re.Pattern[str]
-    events: Mapping[str, str]  # lower-cased event -> channel
-    fixed_lower: frozenset[str]  # events that are channels as lower-cased (depth5, ...)
-    intervals: frozenset[str]  # of kline_<interval>: 1m and 1M differ only by case
-    speeds: Mapping[str, tuple[str, ...]]  # channel -> the @<speed> suffixes it takes
-
-    def parse(self, raw: object) -> SubKey | None:
-        """Canonical key of a stream name, or ``None`` when the host has no such stream."""
-        if not isinstance(raw, str) or not raw:
-            return None
-        if raw[0] == "!":
-            name = self.all_market.get(raw.lower())
-            if name is None:
-                return None
-            params = (("speed", "1s"),) if name.endswith("@1s") else ()
-            return SubKey(self.dialect, name[1:].split("@")[0], "", params, name)
-        parts = raw.split("@")
-        if len(parts) not in (2, 3):
-            return None
-        symbol, event = parts[0].lower(), parts[1]
-        if not self.symbol.fullmatch(symbol):
-            return None
-        low = event.lower()
-        if low.startswith("kline_"):
-            if event[6:] not in self.intervals:  # never lower-cased: 1m is not 1M
-                return None
-            channel = f"kline_{event[6:]}"
-        elif low in self.fixed_lower:
-            channel = low
-        else:
-            found = self.events.get(low)
-            if found is None:
-                return None
-            channel = found
-        params = ()
-        if len(parts) == 3:
-            speed = parts[2].lower()
-            if speed not in self.speeds.get(channel, ()):
-                return None
-            params = (("speed", speed),)  # kept as asked: bots see the name they asked for
-        name = "@".join([symbol, channel, *(v for _, v in params)])
-        return SubKey(self.dialect, channel, symbol, params, name)
-
-
 _DEPTH_SPEEDS = ("100ms", "1000ms")
 _NAMES = StreamNames(
     DialectName.BINANCE,
@@ -214,6 +164,22 @@ def _result(result: object, req_id: object) -> Reply:
 
 def _error(code: int, msg: str, req_id: object = None) -> Error:
     return Error(compact({"error": {"code": code, "msg": msg}, "id": req_id}), code)
+
+
+@dataclass
+class _Request:
+    """One SUBSCRIBE of a bot: its id and the streams not answered yet."""
+
+    req_id: object
+    left: set[SubKey]
+    answered: bool = False
+
+    def complete(self) -> bool:
+        """Whether the success answer is due now (then it counts as sent: true once)."""
+        if self.left or self.answered:
+            return False
+        self.answered = True
+        return True
 
 
 class BinanceSession(SessionBase):
@@ -243,6 +209,8 @@ class BinanceSession(SessionBase):
         # dedicated upstream at this path, never shared, never replayed.
         self.private_path = private_path
         self._recent: deque[float] = deque()
+        # SUBSCRIBE requests not answered yet, by the streams they still wait for.
+        self._asked: dict[SubKey, _Request] = {}
 
     def __repr__(self) -> str:
         kind = " private" if self.private_path else ""
@@ -313,20 +281,42 @@ class BinanceSession(SessionBase):
                     return [self._go_private(params, req_id)]
                 return [_error(2, f"Invalid request: invalid stream name {p!r}", req_id)]
             keys.append(key)
-        out: list[Intent] = [_result(None, req_id)]
         if method == "SUBSCRIBE":
-            new = [k for k in dict.fromkeys(keys) if k not in self.subs]
+            asked = list(dict.fromkeys(keys))
+            new = [k for k in asked if k not in self.subs]
             if len(self.subs) + len(new) > MAX_STREAMS:
                 return [_error(2, f"Invalid request: more than {MAX_STREAMS} streams", req_id)]
+            if not new:
+                return [_result(None, req_id)]
+            # Answered when every new stream is answered (render_subscribed /
+            # render_subscribe_error), not before. (A stream the session asked for earlier
+            # belongs to that earlier request: it is answered there.)
+            request = _Request(req_id, set(new))
+            out: list[Intent] = []
             for key in new:
                 self.subs[key] = None
+                self._asked[key] = request
                 out.append(Subscribe(key, (), req_id))
-        else:
-            for key in dict.fromkeys(keys):
-                if key in self.subs:
-                    del self.subs[key]
-                    out.append(Unsubscribe(key))
-        return out
+            return out
+        replies: list[Intent] = []
+        out = []
+        for key in dict.fromkeys(keys):
+            if key in self.subs:
+                del self.subs[key]
+                out.append(Unsubscribe(key))
+                # A SUBSCRIBE still waiting for this stream waits no more: the bot itself
+                # withdrew it.
+                withdrawn = self._settle(key)
+                if withdrawn is not None and withdrawn.complete():
+                    replies.append(_result(None, withdrawn.req_id))
+        return [*replies, _result(None, req_id), *out]
+
+    def _settle(self, key: SubKey) -> _Request | None:
+        """The request waiting for ``key``, which is answered now (it leaves the request)."""
+        request = self._asked.pop(key, None)
+        if request is not None:
+            request.left.discard(key)
+        return request
 
     def _go_private(self, params: list[str], req_id: object) -> Auth:
         """SUBSCRIBE to a listen key (binance-connector's ``user_data``): this session's
@@ -350,11 +340,23 @@ class BinanceSession(SessionBase):
         return [_result(None, req_id)]
 
     def render_subscribed(self, sub: Subscribe, gateway_chan_id: int) -> str | None:
-        return None  # Binance acknowledges the request ({"result":null}), not each stream
+        """Binance answers the request, not each stream: ``{"result":null}`` once every
+        stream of the request is live (at once when it already was, shared)."""
+        request = self._settle(sub.key)
+        if request is None or not request.complete():
+            return None
+        return _result(None, request.req_id).frame
 
     def render_subscribe_error(self, sub: Subscribe, code: int, msg: str) -> str | None:
+        """The venue's error for the request, once (its other streams are not awaited)."""
         self.subs.pop(sub.key, None)
-        return _error(code, msg, sub.client_id).frame
+        request = self._settle(sub.key)
+        if request is None:  # not a request's (a /stream?streams= one), or answered long ago
+            return _error(code, msg, sub.client_id).frame
+        if request.answered:
+            return None
+        request.answered = True
+        return _error(code, msg, request.req_id).frame
 
     def render(self, event: ChannelData, gateway_chan_id: int, now: float) -> bytes | None:
         if self.form is FrameForm.COMBINED:
