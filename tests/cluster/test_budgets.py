@@ -70,6 +70,8 @@ def test_concurrent_connects_on_three_nodes_never_exceed_the_budget() -> None:
         assert granted == 60, results
         docs = [b.snapshot()[0] for b in budgets]
         assert sum(d["granted"] for d in docs) == 60
+        (st,) = budgets[0].statistics()
+        assert (st.budget, st.limit, st.window, st.used) == ("connect.h_1", 60, 60.0, 60)
         # A node's waiting connects share slices (of at most 60 / 3 / 4 = 5 tokens).
         assert sum(d["slices"] for d in docs) <= 60 / 2
         entry = server.buckets["t-budgets"].last["connect.h_1"]

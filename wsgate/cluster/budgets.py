@@ -12,7 +12,7 @@ writes the ledger a few times, not 40, and the tokens are used at once (a slice 
 usable for ``CONNECT_HOLD`` seconds). No frame ever waits on this.
 
 Without the link (or when NATS does not answer in time) a node grants from its **local
-share**: the budget divided by the nodes it knows to be up, counted against everything
+share**: the budget divided by the nodes it knows that have not left, counted against everything
 it last saw in the ledger plus its own grants since. Those offline grants are written
 into the ledger with the next successful write, so the other nodes count them too.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import re
@@ -41,7 +42,7 @@ from wsgate.core.budget_ledger import (
 )
 from wsgate.errors import KeyConflict
 
-__all__ = ["ClusterBudgets"]
+__all__ = ["BudgetStatistics", "ClusterBudgets"]
 
 log = logging.getLogger("wsgate.cluster")
 
@@ -54,6 +55,27 @@ UNREACHABLE_FOR = 5.0
 CONNECT_HOLD = 2.0  # a connect slot is used at once; this bounds "at once"
 WATCH_RETRY = 1.0
 _KEY_CHARS = re.compile(r"[^-_=.a-zA-Z0-9]")
+
+
+@dataclass(frozen=True)
+class BudgetStatistics:
+    """One cluster budget as this node sees it (status, ``status --cluster``, metrics)."""
+
+    budget: str  # the ledger's key, e.g. connect.api.binance.com_443
+    limit: int
+    window: float
+    mode: str  # cluster | local share
+    used: int  # tokens occupying the budget across the cluster (window + hold + margin)
+    used_here: int  # ... of them this node's
+    share: int  # what this node may use alone without the ledger
+    granted: int
+    slices: int  # ledger writes that granted them
+    granted_local: int  # tokens taken from the local share
+    waits: int
+    last_wait: float
+    conflicts: int  # compare-and-set writes that lost to another node's
+    contention: int  # takes that ran out of attempts
+    errors: int  # takes that could not reach the ledger
 
 
 @dataclass(eq=False)
@@ -287,28 +309,34 @@ class ClusterBudgets:
         b = self._budgets.get("connect." + _KEY_CHARS.sub("_", host))
         return None if b is None or b.limit <= 0 else self._doc(b)
 
-    def _doc(self, b: _Budget) -> dict[str, Any]:
+    def _stats(self, b: _Budget) -> BudgetStatistics:
         now = self.clock()
         seen = b.seen.with_grants(b.unsynced)
-        return {
-            "budget": b.key,
-            "limit": b.limit,
-            "window": b.per,
-            "mode": b.mode,
-            # tokens occupying the budget (a slot counts for its window + hold + margin)
-            "used": seen.used(now, b.per, window_margin(b.per)),
-            "used_here": seen.used_by(self.node_id, now, b.per, window_margin(b.per)),
-            "share": self._share(b),  # what this node may use alone without the link
-            "granted": b.granted,
-            "slices": b.slices,
-            "granted_local": b.local_grants,
-            "waits": b.waits,
-            "last_wait": round(b.last_wait, 3),
-            "conflicts": b.conflicts,
-            "contention": b.contention,
-            "errors": b.errors,
-        }
+        margin = window_margin(b.per)
+        return BudgetStatistics(
+            budget=b.key,
+            limit=b.limit,
+            window=b.per,
+            mode=b.mode,
+            used=seen.used(now, b.per, margin),
+            used_here=seen.used_by(self.node_id, now, b.per, margin),
+            share=self._share(b),
+            granted=b.granted,
+            slices=b.slices,
+            granted_local=b.local_grants,
+            waits=b.waits,
+            last_wait=round(b.last_wait, 3),
+            conflicts=b.conflicts,
+            contention=b.contention,
+            errors=b.errors,
+        )
+
+    def _doc(self, b: _Budget) -> dict[str, Any]:
+        return dataclasses.asdict(self._stats(b))
+
+    def statistics(self) -> tuple[BudgetStatistics, ...]:
+        """Every budget this node uses (ledgers of budgets it never took from are left out)."""
+        return tuple(self._stats(b) for _, b in sorted(self._budgets.items()) if b.limit > 0)
 
     def snapshot(self) -> list[dict[str, Any]]:
-        """Every budget this node uses (ledgers of budgets it never took from are left out)."""
-        return [self._doc(b) for _, b in sorted(self._budgets.items()) if b.limit > 0]
+        return [dataclasses.asdict(st) for st in self.statistics()]

@@ -57,7 +57,7 @@ def budget_metrics(budgets: Any) -> Iterator[Metric]:
     last saw it, its own part, and how its takes went."""
     if budgets is None:
         return
-    docs = budgets.snapshot()
+    docs = budgets.snapshot()  # statistics() as dicts: the same figures as status
     gauges = {
         "limit": GaugeMetricFamily(
             "wsgate_cluster_budget_limit",
