@@ -71,7 +71,8 @@ def test_concurrent_connects_on_three_nodes_never_exceed_the_budget() -> None:
         docs = [b.snapshot()[0] for b in budgets]
         assert sum(d["granted"] for d in docs) == 60
         (st,) = budgets[0].statistics()
-        assert (st.budget, st.limit, st.window, st.used) == ("connect.h_1", 60, 60.0, 60)
+        assert (st.budget, st.limit, st.window) == ("connect.h_1", 60, 60.0)
+        assert st.used <= 60 and st.granted == docs[0]["granted"]  # as it last saw the ledger
         # A node's waiting connects share slices (of at most 60 / 3 / 4 = 5 tokens).
         assert sum(d["slices"] for d in docs) <= 60 / 2
         entry = server.buckets["t-budgets"].last["connect.h_1"]
