@@ -236,6 +236,7 @@ def _interactive(
     import os
     import queue
     import select
+    import signal
     import termios
     import threading
     import tty
@@ -256,11 +257,15 @@ def _interactive(
     threading.Thread(target=pump, name="top-stream", daemon=True).start()
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
-    tty.setcbreak(fd)  # keys arrive one by one; Ctrl-C still raises KeyboardInterrupt
+    tty.setcbreak(fd)  # keys arrive one by one; Ctrl-C still sends SIGINT
+    # Ctrl-C sets a flag the loop reads within 0.1 s, instead of a KeyboardInterrupt that
+    # may land inside Rich's rendering (holding its lock) and leave the screen unrestored.
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda _sig, _frame: interrupted.set())
     try:
         console = Console()
         with Live(render_top(state), console=console, screen=True, auto_refresh=False) as live:
-            while True:
+            while not interrupted.is_set():
                 changed = False
                 ready, _, _ = select.select([fd], [], [], 0.1)
                 if ready:
@@ -284,3 +289,4 @@ def _interactive(
                     live.update(render_top(state), refresh=True)
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        signal.signal(signal.SIGINT, previous)
