@@ -34,7 +34,8 @@ class Tape:
 
     async def run(self) -> None:
         async with websockets.connect(f"ws://127.0.0.1:{self.port}/bfx") as ws:
-            await ws.send(json.dumps({"event": "subscribe", "channel": "trades", "symbol": "tBTCUSD"}))
+            sub = {"event": "subscribe", "channel": "trades", "symbol": "tBTCUSD"}
+            await ws.send(json.dumps(sub))
             async for raw in ws:
                 msg = json.loads(raw)
                 if not isinstance(msg, list) or len(msg) < 2:
@@ -104,6 +105,5 @@ def test_short_nats_outages_never_make_a_silent_gap_on_owner_or_follower() -> No
                 await asyncio.gather(*(t.task for t in tapes if t.task), return_exceptions=True)
 
             lt.run(stop())
-        import pathlib; pathlib.Path("/tmp/rejoin/a.log").write_text(a.logs()); pathlib.Path("/tmp/rejoin/b.log").write_text(b.logs()); pathlib.Path("/tmp/rejoin/tb.txt").write_text(repr(tapes[1].events))
         problems = {name: t.silent_jumps() for name, t in zip("ab", tapes, strict=True)}
         assert problems == {"a": [], "b": []}, (problems, a.logs()[-3000:], b.logs()[-3000:])

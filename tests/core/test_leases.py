@@ -10,6 +10,7 @@ from wsgate.core.leases import (
     key_token,
     plan_spread,
     renew_due,
+    stream_start,
 )
 
 
@@ -77,6 +78,38 @@ def test_a_link_ahead_holds_the_new_epoch_until_the_cut_is_delivered() -> None:
     assert t.after_delivery() is True  # switched: deliver the held frames now
     assert t.observe("new", 1) is SeqVerdict.NEXT
     assert t.linked == 1 and t.gaps == 0
+
+
+def test_a_key_owned_again_in_one_epoch_never_reuses_a_sequence_number() -> None:
+    # An owner published 1..31, fell back while its link was down (its sessions went on,
+    # nothing published), then holds the same lease again with the same epoch. A follower
+    # still on the first stream must see a gap, not 31 frames it takes for ones it has.
+    t = SeqTracker()
+    t.start("e", 0)
+    for seq in range(1, 32):
+        assert t.observe("e", seq) is SeqVerdict.NEXT
+    start = stream_start(31)
+    assert start == 32  # the state a fresh follower fetches is taken at 32
+    assert t.observe("e", start + 1) is SeqVerdict.GAP  # announced by a fresh snapshot
+    fresh = SeqTracker()
+    fresh.start("e", start)
+    assert fresh.observe("e", start + 1) is SeqVerdict.NEXT
+    assert stream_start(None) == 0  # a key this epoch never owned starts at 0
+
+
+def test_a_link_names_where_the_successors_stream_starts() -> None:
+    # A successor owning the key again in its own epoch starts past its earlier numbers.
+    t = SeqTracker()
+    t.start("old", 5)
+    assert t.link("new", "old", 5, 40) is SeqVerdict.NEXT
+    assert (t.epoch, t.seq) == ("new", 40)
+    assert t.observe("new", 41) is SeqVerdict.NEXT
+    held = SeqTracker()
+    held.start("old", 3)
+    assert held.link("new", "old", 5, 40) is SeqVerdict.HOLD
+    assert held.observe("old", 4) is SeqVerdict.NEXT and not held.after_delivery()
+    assert held.observe("old", 5) is SeqVerdict.NEXT and held.after_delivery()
+    assert held.observe("new", 41) is SeqVerdict.NEXT
 
 
 def test_a_link_behind_the_follower_or_without_a_cut_is_a_gap() -> None:

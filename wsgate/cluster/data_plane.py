@@ -11,7 +11,7 @@ own path), or subscribes *locally* because the cluster link is down.
   one KV watch per route (``<route>.>``) tells followers of releases, new owners and
   renewals that stopped.
 * Frames: subject ``<name>.md.<route>.<token>``, JSON ``[epoch, seq, channel, kind, text,
-  start, end, ts]`` (a successor's link: ``[epoch, 0, old epoch, at]``). The owner
+  start, end, ts]`` (a successor's link: ``[epoch, start, old epoch, at]``). The owner
   publishes from the fan-out's tap: followers get exactly what its sessions get.
 * State: subject ``<name>.mds.<route>.<token>``: the owner's epoch, last sequence and
   snapshot (a follower buffers frames until it arrives); also a successor's cut request
@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from wsgate.cluster import handover
+from wsgate.cluster import handover, relink
 from wsgate.cluster.engine import Engine, KvBucket
 from wsgate.cluster.engine import Subscription as Served
 from wsgate.cluster.share_state import Followed, Owned, ShareStatistics, event_of, parse_doc
@@ -45,6 +45,7 @@ from wsgate.core.leases import (
     decide_lease,
     key_token,
     renew_due,
+    stream_start,
 )
 from wsgate.core.subscriptions import Subscription, SubState
 from wsgate.dialects import base as d
@@ -94,6 +95,10 @@ class RouteShare:
         self._handing: dict[Any, float] = {}  # owned keys being handed over (no renewal): since
         self.on_event = on_event  # spread moves for the event bus
         self._by_token: dict[str, Any] = {}
+        # Per key, the last sequence this epoch published: a key owned again continues past
+        # it (one number left out), so a follower still on the old stream sees the gap.
+        self.last_seq: dict[Any, int] = {}
+        self.links = 0  # the engine's connects when the lease watch started (relink)
         # Every lease of this route as the watch last saw it: token -> (node, epoch, seen at).
         self._owners: dict[str, tuple[str, str, float]] = {}
         self._caught_up = False
@@ -161,6 +166,7 @@ class RouteShare:
         if own is None or not own.publishing or own.cut is not None:
             return  # not ours, ours but still bridging from the old owner, or handed over
         own.seq += 1
+        self.last_seq[sub.key] = own.seq
         if len(self._queue) >= PUBLISH_QUEUE:
             self.publish_dropped += 1
             return
@@ -224,17 +230,17 @@ class RouteShare:
             if not self.enabled or self._closing:
                 continue
             bucket = await self._link()
-            if bucket is None:
+            if bucket is None or (was_up and relink.replaced(self)):
                 await self._stop_lease_watch()
                 if was_up or self.followed:
-                    self._fall_back()
+                    relink.fall_back(self)
                 was_up = False
                 continue
             if not was_up or self._lease_task is None or self._lease_task.done():
                 await self._start_lease_watch(bucket)
             if not was_up:
                 was_up = True
-                self._rejoin()
+                relink.rejoin(self)
             now = time.monotonic()
             for key, since in list(self._handing.items()):
                 if now - since > HANDING_MAX and key in self.owned:
@@ -282,32 +288,6 @@ class RouteShare:
         ev = self.bridge_started.get(key)
         if ev is not None:
             ev.set()
-
-    def _fall_back(self) -> None:
-        """The link is gone: followed keys are subscribed here, as share = "node" does."""
-        self._bucket = None
-        for key in list(self.followed):
-            fol = self.followed.pop(key)
-            self.fallbacks += 1
-            log.warning(
-                "route %s: cluster link lost; subscribing %s here (was following %s)",
-                self.route,
-                key,
-                fol.owner,
-            )
-            self.local.add(key)
-            self.hub.cluster_go_local(key)
-        for key in list(self.owned):  # still subscribed here; the lease lapses by itself
-            del self.owned[key]
-            self.local.add(key)
-
-    def _rejoin(self) -> None:
-        """The link is back: every key subscribed here goes back to the lease rules."""
-        for key in list(self.local):
-            sub = self.hub.registry.get(key)
-            if sub is None or not sub.sessions:
-                continue
-            self._redecide(key)
 
     async def hand_over(self, timeout: float) -> int:  # noqa: ASYNC109 - a bound
         """Graceful stop: release every lease we hold, keep publishing until a successor
@@ -470,6 +450,7 @@ class RouteShare:
             held.revision = revision
             return
 
+        seq = stream_start(self.last_seq.get(key))  # never a number used before
         fol = self.followed.get(key)
         if fol is not None and fol.ready and self._tg is not None:
             # Make-before-break: subscribe upstream while the old stream still feeds.
@@ -477,13 +458,15 @@ class RouteShare:
             if self.hub.cluster_bridge(key):
                 # Its state is served after the switch: until then the old owner alone
                 # answers on that subject (a dead one: "no responders", at once).
-                self.owned[key] = Owned(revision, time.monotonic(), publishing=False)
+                self.owned[key] = Owned(revision, time.monotonic(), seq, publishing=False)
+                self.last_seq[key] = seq
                 self.bridge_started[key] = asyncio.Event()
                 self._tg.create_task(handover.take_over(self, key, fol), name="share-takeover")
                 return
             self.local.discard(key)
         was_following = self.followed.pop(key, None)
-        own = self.owned[key] = Owned(revision, time.monotonic())
+        own = self.owned[key] = Owned(revision, time.monotonic(), seq)
+        self.last_seq[key] = seq
         await self.serve_state(key, own)
         if was_following is not None:
             self.takeovers += 1
@@ -578,7 +561,7 @@ class RouteShare:
         except ValueError:
             return
         if not isinstance(body, list) or len(body) not in (4, 8):
-            return  # 8: a frame; 4: a successor's link [epoch, 0, old epoch, at]
+            return  # 8: a frame; 4: a successor's link [epoch, start, old epoch, at]
         self.received += 1
         if not fol.ready:
             fol.buffer.append(body)
@@ -587,7 +570,7 @@ class RouteShare:
 
     def _deliver(self, key: Any, fol: Followed, body: list[Any]) -> None:
         if len(body) == 4:
-            verdict = fol.tracker.link(str(body[0]), str(body[2]), int(body[3]))
+            verdict = fol.tracker.link(str(body[0]), str(body[2]), int(body[3]), int(body[1]))
             if verdict is SeqVerdict.NEXT:
                 self._switched(key, fol)
             elif verdict is SeqVerdict.GAP:

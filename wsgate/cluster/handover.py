@@ -12,7 +12,7 @@ The protocol (see :mod:`wsgate.core.leases` for the follower's side):
    next frame its own sessions follow the successor, and it unsubscribes upstream: the
    exchange sees the new subscribe before the old unsubscribe.
 4. When its sessions have every frame up to ``at``, the successor publishes the link
-   ``[epoch, 0, old epoch, at]`` and switches: the held frames continue the state its
+   ``[epoch, start, old epoch, at]`` and switches: the held frames continue the state its
    sessions have, and what its sessions get is what every follower gets next.
 
 An owner that cannot answer (killed) makes step 3 fail: the successor switches at once,
@@ -102,7 +102,7 @@ async def take_over(share: RouteShare, key: Any, fol: Followed) -> None:
         return
     with contextlib.suppress(Exception):
         await share.serve_state(key, own)
-    share.queue(share._subject("md", key), [share.epoch, 0, fol.epoch, at])
+    share.queue(share._subject("md", key), [share.epoch, own.seq, fol.epoch, at])
     own.publishing = True
     share.local.add(key)
     share.hub.cluster_bridge_done(key)

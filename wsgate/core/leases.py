@@ -8,17 +8,20 @@ taken, released, or expired after the owner died) the next node that needs the c
 creates it, and the KV store's create-if-absent makes exactly one of them the owner.
 
 Frames between nodes carry ``(epoch, seq)``: the epoch is the owner's lease instance (it
-changes when ownership changes), the sequence counts the key's frames from 1 within an
-epoch. A follower delivers a frame only when it is the next one; anything else is a gap,
-announced to its sessions by one fresh snapshot from the owner (the re-homing rule).
+changes when ownership changes), the sequence counts the key's frames within an epoch
+and never repeats in it: a key the same epoch owns again (its link to NATS came back, it
+got the lease back) continues past its last number with one left out
+(:func:`stream_start`), because what its sessions got in between was not published. A
+follower delivers a frame only when it is the next one; anything else is a gap, announced
+to its sessions by one fresh snapshot from the owner (the re-homing rule).
 
 A hand-over from a live owner (graceful stop, an owner whose bots left, a spread move) is
 not a gap: the successor takes the lease naming the epoch it continues (``from``),
 subscribes upstream, then asks the old owner to stop publishing; the old owner answers
 with its last sequence ``at`` and the successor announces its epoch with a *link*
-``(new epoch, old epoch, at)``. A follower delivers the old epoch up to ``at``, then the new
-one from 1 (:meth:`SeqTracker.link`). :func:`plan_spread` decides which owned keys a node
-hands to which follower so that ownership spreads over the nodes.
+``(new epoch, start, old epoch, at)``. A follower delivers the old epoch up to ``at``, then
+the new one from ``start + 1`` (:meth:`SeqTracker.link`). :func:`plan_spread` decides which
+owned keys a node hands to which follower so that ownership spreads over the nodes.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ __all__ = [
     "key_token",
     "plan_spread",
     "renew_due",
+    "stream_start",
 ]
 
 
@@ -80,6 +84,15 @@ def renew_due(last_renewed: float, now: float, ttl: float) -> bool:
     return now - last_renewed >= ttl / 3
 
 
+def stream_start(last: int | None) -> int:
+    """The sequence a key's stream starts from when this epoch owns it (again): past every
+    number the epoch used for it (``last``) with one left out, because frames its sessions
+    got in between (the link was down, another node owned it) were not published. A
+    follower still on the earlier stream then sees a gap instead of taking the new frames
+    for ones it already has (and dropping them unannounced)."""
+    return 0 if last is None else last + 1
+
+
 def key_token(route: str, key: object) -> str:
     """A subject- and KV-safe name of a subscription key, equal on every node."""
     digest = hashlib.sha1(f"{route}\x00{key!r}".encode(), usedforsecurity=False).hexdigest()
@@ -104,6 +117,7 @@ class SeqTracker:
         self.linked = 0
         self.next_epoch: str | None = None  # announced successor, switched to at ``cut``
         self.cut = 0
+        self.next_start = 0  # the successor's sequence before its first frame
         self._previous: str | None = None  # the epoch before the last switch: stale now
 
     def __repr__(self) -> str:
@@ -114,24 +128,25 @@ class SeqTracker:
         self.epoch, self.seq = epoch, seq
         self.next_epoch, self._previous = None, None
 
-    def link(self, new_epoch: str, old_epoch: str, at: int) -> SeqVerdict:
-        """``new_epoch`` continues ``old_epoch`` after its frame ``at``. NEXT: switched now
-        (deliver held frames); HOLD: switch once ``at`` is delivered; GAP: not continuable
-        (``at`` < 0 means the successor could not cut the old stream)."""
+    def link(self, new_epoch: str, old_epoch: str, at: int, start: int = 0) -> SeqVerdict:
+        """``new_epoch`` continues ``old_epoch`` after its frame ``at``; its own frames follow
+        ``start``. NEXT: switched now (deliver held frames); HOLD: switch once ``at`` is
+        delivered; GAP: not continuable (``at`` < 0: the successor could not cut the old
+        stream)."""
         if new_epoch == self.epoch or new_epoch == self.next_epoch:
             return SeqVerdict.STALE  # said twice
         if old_epoch != self.epoch or at < self.seq:
             self.gaps += 1
             return SeqVerdict.GAP
         if at == self.seq:
-            self._switch(new_epoch)
+            self._switch(new_epoch, start)
             return SeqVerdict.NEXT
-        self.next_epoch, self.cut = new_epoch, at
+        self.next_epoch, self.cut, self.next_start = new_epoch, at, start
         return SeqVerdict.HOLD
 
-    def _switch(self, new_epoch: str) -> None:
-        self._previous, self.epoch, self.seq = self.epoch, new_epoch, 0
-        self.next_epoch = None
+    def _switch(self, new_epoch: str, start: int) -> None:
+        self._previous, self.epoch, self.seq = self.epoch, new_epoch, start
+        self.next_epoch, self.next_start = None, 0
         self.linked += 1
 
     def observe(self, epoch: str, seq: int) -> SeqVerdict:
@@ -156,7 +171,7 @@ class SeqTracker:
         """Call after delivering a NEXT frame: True when it was the cut (switched: deliver
         the held frames of the new epoch now)."""
         if self.next_epoch is not None and self.seq == self.cut:
-            self._switch(self.next_epoch)
+            self._switch(self.next_epoch, self.next_start)
             return True
         return False
 
