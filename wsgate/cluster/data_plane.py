@@ -293,7 +293,9 @@ class RouteShare:
         """Graceful stop: release every lease we hold, keep publishing until a successor
         holds each one (or ``timeout``), so followers need not wait for the TTL."""
         self._closing = True
+        handover.leaving(self)
         if self._bucket is None or not self.owned or not self.engine.connected:
+            await self.flushed(1.0)
             return 0
         keys = list(self.owned)
         # Beyond the TTL: a successor may still be subscribing (then it asks for the cut).
@@ -496,7 +498,10 @@ class RouteShare:
         own = self.owned.get(key)
         if req.get("notice"):
             if own is not None and req.get("node"):
-                own.followers[str(req["node"])] = time.monotonic()
+                if req.get("leaving"):
+                    own.followers.pop(str(req["node"]), None)
+                else:
+                    own.followers[str(req["node"])] = time.monotonic()
             return None
         sub = self.hub.registry.get(key)
         if own is None or sub is None or not own.publishing or own.cut is not None:
@@ -656,7 +661,8 @@ class RouteShare:
 
     def statistics(self) -> ShareStatistics:
         return ShareStatistics(
-            owned=len(self.owned),
+            # A key changing hands is the publisher's until the cut, never counted twice.
+            owned=sum(own.publishing and own.cut is None for own in self.owned.values()),
             followed=len(self.followed),
             local=len(self.local.difference(self.owned)),  # alone: no link, or no answer
             published=self.published,

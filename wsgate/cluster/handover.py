@@ -43,6 +43,7 @@ __all__ = [
     "answer_cut",
     "answer_take",
     "check_followed",
+    "leaving",
     "on_lease",
     "spread",
     "take_over",
@@ -194,6 +195,15 @@ def on_lease(share: RouteShare, entry: KvEntry | None) -> None:
             fol.successor_since = time.monotonic()  # its link to our stream follows
         return
     share._redecide(key)
+
+
+def leaving(share: RouteShare) -> None:
+    """Graceful stop: tell the owner of every key we follow that we go. It stops counting
+    us (a node it may hand keys to, a node owning none), or a spread would move a key
+    for a node that is leaving, double the exchange's subscribes for nothing."""
+    for key in share.followed:
+        body = {"node": share.node_id, "notice": True, "leaving": True}
+        share.queue(share._subject("mds", key), body)
 
 
 def check_followed(share: RouteShare, now: float, poll: float) -> None:
