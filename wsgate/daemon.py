@@ -334,6 +334,7 @@ class Daemon:
                     engine,
                     rt.hub,
                     on_event=lambda data: self.events.publish("cluster_move", data),
+                    peer_states=getattr(self.cluster, "peer_states", None),
                 )
             )
         task = tg.create_task(rt.run(), name=f"route-{rt.name}")

@@ -17,6 +17,7 @@
      ├── AlertError             an alert operation named an unknown alert or an invalid silence
  └── ClusterError           the cluster engine is unreachable or refused an operation
       ├── KeyConflict       a KV create/update lost the race (key exists / revision moved)
+      ├── NoResponders      nobody listens on a request's subject (that node is gone)
       └── NodeIdTaken       another live node already holds this daemon.node_id
 """
 
@@ -37,6 +38,7 @@ __all__ = [
     "InvalidPath",
     "KeyConflict",
     "NoCandidateError",
+    "NoResponders",
     "NodeIdTaken",
     "PermissionDenied",
     "ProtocolError",
@@ -185,6 +187,10 @@ class ClusterError(WsgateError):
 
 class KeyConflict(ClusterError):
     """A KV create found the key present, or an update found another revision."""
+
+
+class NoResponders(ClusterError):
+    """Nobody listens on a request's subject: the node that would answer is gone."""
 
 
 class NodeIdTaken(ClusterError):

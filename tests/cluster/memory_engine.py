@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from wsgate.cluster.engine import EngineStatistics, Handler, KvEntry, WatchCallback
-from wsgate.errors import ClusterError, KeyConflict
+from wsgate.errors import ClusterError, KeyConflict, NoResponders
 
 __all__ = ["MemoryEngine", "MemoryServer"]
 
@@ -179,7 +179,7 @@ class MemoryEngine:
         self.check()
         handler = self.server.subjects.get(subject)
         if handler is None:
-            raise ClusterError(f"no node answers on {subject}")
+            raise NoResponders(f"no node answers on {subject}")
         reply = await asyncio.wait_for(handler(data), timeout)
         if reply is None:
             raise ClusterError(f"no answer on {subject}")

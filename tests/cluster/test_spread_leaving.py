@@ -1,7 +1,7 @@
-"""Spread and ``owned`` around a node that stops gracefully, on the in-memory engine: a
-stopping follower must not count as a node owning nothing (a spread would move a key for
-nothing, one more subscribe and unsubscribe at the exchange), and a key changing hands is
-counted by one node only."""
+"""Spread and ``owned`` around a node that stops gracefully or is killed, on the in-memory
+engine: a stopping follower must not count as a node owning nothing (a spread would move a
+key for nothing, one more subscribe and unsubscribe at the exchange), nor must a follower
+the membership says is down, and a key changing hands is counted by one node only."""
 
 from __future__ import annotations
 
@@ -9,22 +9,29 @@ import asyncio
 import time
 from types import SimpleNamespace
 
+from collections.abc import Callable, Mapping
+
 from tests.cluster.memory_engine import MemoryEngine, MemoryServer
 from wsgate.cluster import handover
 from wsgate.cluster.data_plane import RouteShare
 from wsgate.cluster.share_state import Followed, Owned
 from wsgate.config.schema import ClusterConfig
+from wsgate.core.cluster import Membership, NodeState
 
 CFG = ClusterConfig(engine="nats", name="m", lease_ttl=3.0)
 BOOK, TRADES = "bitfinex:book:tBTCUSD", "bitfinex:trades:tBTCUSD"
 
 
-async def share(server: MemoryServer, node_id: str) -> RouteShare:
+async def share(
+    server: MemoryServer,
+    node_id: str,
+    peer_states: Callable[[], Mapping[str, NodeState]] | None = None,
+) -> RouteShare:
     engine = MemoryEngine(server)
     assert await engine.connect(1.0)
     # The hub's part the spread and the state subject read: the route shares with the cluster.
     hub = SimpleNamespace(route=SimpleNamespace(cfg=SimpleNamespace(share="cluster")), registry={})
-    return RouteShare(CFG, node_id, "bfx", engine, hub)
+    return RouteShare(CFG, node_id, "bfx", engine, hub, peer_states=peer_states)
 
 
 def test_a_follower_that_stops_gracefully_is_no_spread_target_and_lowers_no_mean() -> None:
@@ -65,5 +72,71 @@ def test_a_key_changing_hands_is_counted_owned_by_its_publisher_only() -> None:
         new.owned[BOOK].publishing = True  # linked; the old owner dropped it at the cut
         del old.owned[BOOK]
         assert (old.statistics().owned, new.statistics().owned) == (0, 1)
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_a_follower_the_membership_says_is_down_is_no_spread_target_and_lowers_no_mean() -> None:
+    async def scenario() -> None:
+        # b's membership: c and d heartbeat; d is killed (kill -9) and says nothing more.
+        members = Membership("b", node_down_after=3.0, stall_after=10.0)
+        members.set_link(True, 0.0)
+        for node in ("c", "d"):
+            members.observe(node, 1, {"state": "up"}, 0.0, 0.0)
+        members.observe("c", 2, {"state": "up"}, 4.0, 4.0)
+        assert [(c.node_id, c.new) for c in members.tick(4.0)] == [("d", NodeState.DOWN)]
+
+        def states() -> dict[str, NodeState]:
+            return {n: s for n, s, _age in members.peers(4.0)}
+
+        server = MemoryServer()
+        b = await share(server, "b", states)
+        c = MemoryEngine(server)
+        assert await c.connect(1.0)
+        offers: list[bytes] = []
+
+        async def take(payload: bytes) -> bytes:
+            offers.append(payload)
+            return b'{"ok": true}'
+
+        await c.serve("m.mdt.bfx.c", take)  # c answers spread offers; d is gone
+        now = time.monotonic()
+        keys = [f"bitfinex:book:t{s}USD" for s in ("BTC", "ETH", "SOL", "XRP")]
+        for key in keys:  # b owns four keys, c and d follow each
+            b.owned[key] = Owned(1, now, followers={"c": now, "d": now})
+            b._owners[b._token(key)] = ("b", b.epoch, now)
+        b._owners["c-token"] = ("c", "epoch-c", now)  # c owns one key, d none
+        async with asyncio.TaskGroup() as tg:
+            b._tg = tg
+            handover.spread(b, now)
+            async with asyncio.timeout(5):
+                while b.last_move is None and b._handing:
+                    await asyncio.sleep(0.01)
+            b._tg = None
+        # Counted: b 4, c 1 (mean 2.5; with d it would be 1.7, and d the target).
+        assert b.last_move is not None and b.last_move["to"] == "c"
+        assert "cluster mean 2.5" in b.last_move["why"] and len(offers) == 1
+        assert all("d" not in own.followers for own in b.owned.values())
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_an_offer_nobody_answers_drops_that_node_from_every_follower_list() -> None:
+    async def scenario() -> None:
+        server = MemoryServer()
+        b = await share(server, "b")  # no membership word: the offer finds out
+        now = time.monotonic()
+        for key in (BOOK, TRADES, "bitfinex:book:tETHUSD"):
+            b.owned[key] = Owned(1, now, followers={"d": now})
+            b._owners[b._token(key)] = ("b", b.epoch, now)
+        async with asyncio.TaskGroup() as tg:
+            b._tg = tg
+            handover.spread(b, now)
+            assert b._handing  # offered to d, which is gone: no responders
+            async with asyncio.timeout(5):
+                while b._handing:
+                    await asyncio.sleep(0.01)
+            b._tg = None
+        assert b.moves_out == 0 and all(not own.followers for own in b.owned.values())
 
     asyncio.run(asyncio.wait_for(scenario(), 10))

@@ -174,3 +174,22 @@ def test_spread_never_leaves_the_target_above_the_source() -> None:
     assert (
         plan_spread("a", owned, {"a": 4, "b": 3, "c": 0}, 0.0, last_round=None, moved_at={}) == []
     )
+
+
+def test_spread_counts_and_targets_only_the_live_nodes() -> None:
+    # d was killed (kill -9): it still follows every key and owns nothing.
+    owned = {f"k{i}": ("c", "d") for i in range(4)}
+    loads = {"a": 4, "c": 1, "d": 0}
+    moves = plan_spread("a", owned, loads, 0.0, last_round=None, moved_at={})
+    assert [m.target for m in moves] == ["d"]  # without the membership's word: the dead one
+    live = frozenset({"a", "c"})
+    moves = plan_spread("a", owned, loads, 0.0, last_round=None, moved_at={}, live=live)
+    assert [(m.key, m.target) for m in moves] == [("k0", "c")]
+    assert "cluster mean 2.5" in moves[0].why  # (4 + 1) / 2: d lowers no mean
+    # Two live nodes at 3 and 2: within the mean + 1 once d does not count; it would at 0.
+    three = {f"k{i}": ("c", "d") for i in range(3)}
+    loads = {"a": 3, "c": 2, "d": 0}
+    assert [m.target for m in plan_spread("a", three, loads, 0.0, last_round=None, moved_at={})] == [
+        "d"
+    ]
+    assert plan_spread("a", three, loads, 0.0, last_round=None, moved_at={}, live=live) == []

@@ -31,7 +31,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from wsgate.cluster import handover, relink
@@ -39,6 +39,7 @@ from wsgate.cluster.engine import Engine, KvBucket
 from wsgate.cluster.engine import Subscription as Served
 from wsgate.cluster.share_state import Followed, Owned, ShareStatistics, event_of, parse_doc
 from wsgate.config.schema import ClusterConfig
+from wsgate.core.cluster import NodeState
 from wsgate.core.leases import (
     LeaseRole,
     SeqVerdict,
@@ -73,6 +74,7 @@ class RouteShare:
         engine: Engine,
         hub: Any,
         on_event: Callable[[dict[str, Any]], object] | None = None,
+        peer_states: Callable[[], Mapping[str, NodeState]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.node_id = node_id
@@ -94,6 +96,7 @@ class RouteShare:
         self._abandoned: set[Any] = set()  # hand-overs given up: the lease rules decide
         self._handing: dict[Any, float] = {}  # owned keys being handed over (no renewal): since
         self.on_event = on_event  # spread moves for the event bus
+        self.peer_states = peer_states  # the membership's view: who the spread counts
         self._by_token: dict[str, Any] = {}
         # Per key, the last sequence this epoch published: a key owned again continues past
         # it (one number left out), so a follower still on the old stream sees the gap.

@@ -31,8 +31,9 @@ from typing import Any
 
 from wsgate.cluster.engine import KvEntry
 from wsgate.cluster.share_state import Followed, parse_doc
+from wsgate.core.cluster import NodeState
 from wsgate.core.leases import SpreadMove, SpreadPolicy, plan_spread
-from wsgate.errors import KeyConflict
+from wsgate.errors import KeyConflict, NoResponders
 
 # The route's wsgate.cluster.data_plane.RouteShare, which calls into this module (and an
 # import back would be a cycle).
@@ -230,6 +231,14 @@ def spread(share: RouteShare, now: float) -> None:
     for k, at in list(share.moved_at.items()):
         if now - at > POLICY.hold:
             del share.moved_at[k]
+    live: frozenset[str] | None = None
+    if share.peer_states is not None:
+        # A follower killed with kill -9 says nothing: the membership's word decides. A
+        # node we have not heard of yet is no target, but stays a follower.
+        states = share.peer_states()
+        live = frozenset(n for n, s in states.items() if s is NodeState.UP) | {share.node_id}
+        for gone in (n for n, s in states.items() if s is not NodeState.UP):
+            _forget(share, gone)
     owned = {
         k: tuple(own.followers)
         for k, own in share.owned.items()
@@ -251,6 +260,7 @@ def spread(share: RouteShare, now: float) -> None:
         last_round=share.spread_round,
         moved_at=share.moved_at,
         policy=POLICY,
+        live=live,
     )
     if moves:
         share.spread_round = now
@@ -266,6 +276,9 @@ async def _offer(share: RouteShare, mv: SpreadMove) -> None:
     ok = False
     try:
         ok = _parse(await share.engine.request(subject, ask, CUT_TIMEOUT)).get("ok") is True
+    except NoResponders:
+        log.info("route %s: %s is gone, no longer a follower", share.route, mv.target)
+        _forget(share, mv.target)
     except Exception as exc:
         log.info("route %s: %s did not take %s (%r)", share.route, mv.target, key, exc)
     own = share.owned.get(key)
@@ -282,3 +295,9 @@ async def _offer(share: RouteShare, mv: SpreadMove) -> None:
     if share.on_event is not None:
         with contextlib.suppress(Exception):
             share.on_event({**move, "why": mv.why})
+
+
+def _forget(share: RouteShare, node: str) -> None:
+    """``node`` is down (or answers nothing): it follows none of our keys any more."""
+    for own in share.owned.values():
+        own.followers.pop(node, None)

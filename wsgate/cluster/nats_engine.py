@@ -27,7 +27,7 @@ from nats.js.kv import KeyValue
 
 from wsgate.cluster.engine import EngineStatistics, Handler, KvEntry, WatchCallback
 from wsgate.config.schema import ClusterConfig
-from wsgate.errors import ClusterError, KeyConflict
+from wsgate.errors import ClusterError, KeyConflict, NoResponders
 from wsgate.redact import mask_url
 
 __all__ = ["NatsEngine"]
@@ -218,7 +218,7 @@ class NatsEngine:
         try:
             msg = await self._nc.request(subject, data, timeout=timeout)
         except nats.errors.NoRespondersError as exc:
-            raise ClusterError(f"no node answers on {subject}") from exc
+            raise NoResponders(f"no node answers on {subject}") from exc
         except (TimeoutError, nats.errors.Error) as exc:
             raise ClusterError(f"no answer on {subject} within {timeout:g}s") from exc
         return bytes(msg.data)

@@ -429,6 +429,10 @@ class ClusterNode:
         peers = tuple((n, s, round(age, 3)) for n, s, age in self.membership.alert_peers(now))
         return {"peers": peers, "cluster_link_up": self.link_up and self.identity == "held"}
 
+    def peer_states(self) -> dict[str, NodeState]:
+        """Every peer's state as the membership judges it now (the spread counts the up)."""
+        return {n: s for n, s, _age in self.membership.peers(time.monotonic())}
+
     def nodes(self) -> list[dict[str, Any]]:
         self.membership.set_own_summary({**self._summary_fn(), "version": _version()})
         return [v.as_dict() for v in self.membership.view(time.monotonic(), time.time())]

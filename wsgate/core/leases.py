@@ -208,15 +208,18 @@ def plan_spread(
     last_round: float | None,
     moved_at: dict[Any, float],
     policy: SpreadPolicy = SpreadPolicy(),
+    live: frozenset[str] | None = None,
 ) -> list[SpreadMove]:
     """Which owned keys to hand to whom, now. ``owned``: each key this node owns and the
-    live nodes following it (only a follower can take a key: it has sessions for it and
-    the owner's state already); ``loads``: keys owned by every live node (this one too).
-    The target is the least loaded follower (the balancer's least-connections rule, ties
-    by node id, so every run decides the same)."""
+    nodes following it (only a follower can take a key: it has sessions for it and the
+    owner's state already); ``loads``: keys owned by every node (this one too); ``live``:
+    the nodes the membership says are up (None: every node in ``loads``). A node not in
+    it (killed without a word) neither lowers the mean nor becomes a target. The target
+    is the least loaded follower (the balancer's least-connections rule, ties by node id,
+    so every run decides the same)."""
     if last_round is not None and now - last_round < policy.interval:
         return []
-    counts = dict(loads)
+    counts = {n: c for n, c in loads.items() if live is None or n in live}
     counts[node_id] = len(owned)
     mean = sum(counts.values()) / len(counts)
     moves: list[SpreadMove] = []
