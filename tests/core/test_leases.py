@@ -189,7 +189,6 @@ def test_spread_counts_and_targets_only_the_live_nodes() -> None:
     # Two live nodes at 3 and 2: within the mean + 1 once d does not count; it would at 0.
     three = {f"k{i}": ("c", "d") for i in range(3)}
     loads = {"a": 3, "c": 2, "d": 0}
-    assert [m.target for m in plan_spread("a", three, loads, 0.0, last_round=None, moved_at={})] == [
-        "d"
-    ]
+    moves = plan_spread("a", three, loads, 0.0, last_round=None, moved_at={})
+    assert [m.target for m in moves] == ["d"]
     assert plan_spread("a", three, loads, 0.0, last_round=None, moved_at={}, live=live) == []
