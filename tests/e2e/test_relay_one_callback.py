@@ -22,6 +22,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from wsgate import Gateway
 from wsgate.config import parse_config
+from wsgate.runtime import relaypipe
 from wsgate.runtime.downstream.wsserver import LeanServerConnection
 from wsgate.runtime.upstream.wsclient import LeanClientConnection
 
@@ -159,6 +160,10 @@ def test_frames_leave_inside_the_read_that_brought_them_both_ways(
                 async with asyncio.timeout(10):
                     while len(orders) < N + 2:  # noqa: ASYNC110 - the exchange's own record
                         await asyncio.sleep(0.01)
+                if relaypipe.Pipe is not None:  # built: the C step took the reads both ways
+                    to_bot_pipe, to_exchange_pipe = upstream.ws._pipe, session.ws._pipe
+                    assert to_bot_pipe is not None and to_bot_pipe.frames >= N
+                    assert to_exchange_pipe is not None and to_exchange_pipe.frames >= N
                 created.extend(tasks[before:])
                 seen["to_bot"], seen["to_exchange"] = list(to_bot.calls), list(to_exchange.calls)
                 monkeypatch.undo()  # the closing handshake is not what is checked

@@ -23,6 +23,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
 from wsgate.runtime.framing import encode_text
+from wsgate.runtime.relaypipe import Pipe, PipeLike
 from wsgate.runtime.system.faults import Faults
 
 if TYPE_CHECKING:
@@ -181,6 +182,25 @@ class Session:
         self.frames_out += 1
         self.bytes_out += len(frame)
         return True
+
+    def frame_pipe(
+        self, max_message: int | None, holds: tuple[tuple[object, str], ...] = ()
+    ) -> PipeLike | None:
+        """The C relay step writing an exchange's frames to this session as they are.
+
+        None without the C extension. The pipe applies :meth:`write_frame`'s gates --
+        nothing queued, not closed as slow, websockets' state OPEN, the send buffer within
+        bounds -- plus the caller's ``holds``; :meth:`count_piped` counts after its write.
+        """
+        if Pipe is None:
+            return None
+        gates = ((self, "_pending"), (self, "slow_closed"), *holds)
+        limit = self.send_buffer_bytes
+        return Pipe(self._transport, self._protocol, State.OPEN, limit, max_message, False, gates)
+
+    def count_piped(self, nbytes: int) -> None:
+        self.frames_out += 1  # one write, as write_frame counts it
+        self.bytes_out += nbytes
 
     def push_text(self, text: str | bytes) -> bool:
         return self.push(encode_text(text))

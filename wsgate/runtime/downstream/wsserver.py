@@ -27,6 +27,7 @@ from typing import Any
 from websockets.protocol import State
 
 from wsgate.runtime.downstream.httpbody import BodyServerConnection
+from wsgate.runtime.relaypipe import PipeLike
 
 __all__ = ["ClientFrames", "LeanServerConnection"]
 
@@ -40,6 +41,8 @@ class LeanServerConnection(BodyServerConnection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._relay: ClientFrames | None = None
+        self._pipe: PipeLike | None = None  # the C relay step (relaypipe), when built
+        self._piped: Callable[[int, int], None] | None = None
         self._rest = b""  # an incomplete frame carried to the next read
         limit = self.protocol.max_message_size  # a bigger frame takes the scan (1009)
         self._one_frame_limit = limit if limit is not None else 0xFFFF
@@ -49,7 +52,12 @@ class LeanServerConnection(BodyServerConnection):
     def relaying(self) -> bool:
         return self._relay is not None
 
-    def start_relay(self, frames: ClientFrames) -> bool:
+    def start_relay(
+        self,
+        frames: ClientFrames,
+        pipe: PipeLike | None = None,
+        piped: Callable[[int, int], None] | None = None,
+    ) -> bool:
         """Forward the client's data frames to ``frames`` from now on.
 
         Refused (False; keep using ``recv()``) unless websockets holds nothing: no
@@ -61,6 +69,10 @@ class LeanServerConnection(BodyServerConnection):
         if len(self.recv_messages.frames) or self.protocol.reader.buffer:
             return False
         self._relay = frames
+        # ``pipe`` (the C extension) writes a read made only of whole data frames itself,
+        # with the gates of ``frames``' writer; ``piped(nbytes, count)`` counts after it.
+        self._pipe = pipe
+        self._piped = piped
         return True
 
     def data_received(self, data: bytes) -> None:
@@ -68,6 +80,20 @@ class LeanServerConnection(BodyServerConnection):
         if relay is None:
             super().data_received(data)
             return
+        pipe = self._pipe
+        if pipe is not None and not self._rest:
+            # One call into C: scan, gates, write (relaypipe). Counted after the write.
+            try:
+                count = pipe(data)
+            except Exception:
+                log.exception("relay frame pipe failed")
+                return  # as a failed frame handler: the read counts as taken
+            if count:
+                self.relayed_frames += count
+                piped = self._piped
+                if piped is not None:
+                    piped(len(data), count)
+                return
         if not self._rest and len(data) >= 6:
             # The usual order: a read that is exactly one whole masked text or binary
             # frame (FIN, no reserved bits, 7- or 16-bit length) goes out without the scan.
@@ -156,6 +182,6 @@ class LeanServerConnection(BodyServerConnection):
             log.exception("relay frame handler failed")
 
     def _leave(self, rest: bytes) -> None:
-        self._relay = None
+        self._relay = self._pipe = None
         if rest:
             super().data_received(rest)

@@ -21,6 +21,7 @@ from wsgate.errors import UpstreamError
 from wsgate.runtime.downstream.session import Session
 from wsgate.runtime.downstream.wsserver import ClientFrames, LeanServerConnection
 from wsgate.runtime.framing import encode_binary
+from wsgate.runtime.relaypipe import PipeLike
 from wsgate.runtime.upstream.connection import UpstreamConnection
 
 __all__ = ["Relay", "run_relay"]
@@ -60,6 +61,14 @@ class Relay:
         if self.skip_greeting:
             return False  # the first frame needs a look (on_upstream_frame)
         return self.session.write_frame(frames)
+
+    def upstream_pipe(self, max_message: int | None) -> PipeLike | None:
+        """The C relay step for the exchange's frames (None: not built); held while the
+        greeting still needs its look."""
+        return self.session.frame_pipe(max_message, ((self, "skip_greeting"),))
+
+    def on_upstream_piped(self, nbytes: int, count: int) -> None:
+        self.session.count_piped(nbytes)
 
     def on_upstream_closed(self, conn: UpstreamConnection, reason: str) -> None:
         self.close_reason = reason
@@ -140,9 +149,17 @@ async def _client_to_upstream(ws: ServerConnection, conn: UpstreamConnection, re
     """
     lean = ws if isinstance(ws, LeanServerConnection) else None
     forward = _forwarder(conn, relay)
+    session = relay.session
+
+    def piped(nbytes: int, count: int) -> None:
+        session.messages_in += count
+        relay.client_spoke = True
+        conn.count_frames_out(nbytes, count)
+
     with contextlib.suppress(ConnectionClosed):
         while True:
-            if lean is not None and lean.start_relay(forward):
+            pipe = conn.frame_pipe(ws.protocol.max_message_size) if lean is not None else None
+            if lean is not None and lean.start_relay(forward, pipe, piped):
                 await lean.wait_closed()  # orders now leave inside data_received
                 return
             msg = await ws.recv()

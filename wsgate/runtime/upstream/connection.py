@@ -33,6 +33,7 @@ from wsgate.core.types import ConnectionType
 from wsgate.errors import UpstreamError
 from wsgate.redact import mask_text, mask_url
 from wsgate.runtime.downstream.session import Flusher
+from wsgate.runtime.relaypipe import Pipe, PipeLike
 from wsgate.runtime.system.faults import Faults
 from wsgate.runtime.upstream.budgets import HostBudgets
 from wsgate.runtime.upstream.wsclient import LeanClientConnection
@@ -326,6 +327,23 @@ class UpstreamConnection:
         self.metrics.on_message_out(self._clock(), len(frames), count)
         return True
 
+    def frame_pipe(self, max_message: int | None) -> PipeLike | None:
+        """The C relay step writing a bot's masked frames to this connection as they are.
+
+        None without the C extension (or without a connection): the caller keeps
+        :meth:`send_frames_nowait`. The pipe writes only while this connection's
+        websockets state is OPEN and its send buffer is within :data:`SEND_BUFFER_LIMIT`
+        -- the same gates as :meth:`send_frames_nowait` -- and :meth:`count_frames_out`
+        does the bookkeeping after its write.
+        """
+        ws = self.ws
+        if Pipe is None or ws is None:
+            return None
+        return Pipe(ws.transport, ws.protocol, State.OPEN, SEND_BUFFER_LIMIT, max_message, True, ())
+
+    def count_frames_out(self, nbytes: int, count: int) -> None:
+        self.metrics.on_message_out(self._clock(), nbytes, count)
+
     # ------------------------------------------------------------------ main loop
     async def run(self) -> None:
         """Keep the connection alive until :meth:`stop`. Owned by the pool's TaskGroup."""
@@ -509,7 +527,24 @@ class UpstreamConnection:
                     metrics.on_message_in(now, len(frames), count)
                 return True
 
-        ws.set_handler(on_message, self.flusher, on_frame)
+        # The C relay step, when built: the sink (a relay) gives the pipe to its client.
+        pipe: PipeLike | None = None
+        piped: Callable[[int, int], None] | None = None
+        make_pipe: Callable[[int | None], PipeLike | None] | None = getattr(
+            sink, "upstream_pipe", None
+        )
+        if on_frame is not None and make_pipe is not None:
+            pipe = make_pipe(ws.protocol.max_message_size)
+            counted: Callable[[int, int], None] = sink.on_upstream_piped  # type: ignore[attr-defined]
+
+            def piped(nbytes: int, count: int) -> None:
+                counted(nbytes, count)
+                now = clock()
+                self.last_frame_at = now
+                if measure:
+                    metrics.on_message_in(now, nbytes, count)
+
+        ws.set_handler(on_message, self.flusher, on_frame, pipe, piped)
         await ws.wait_closed()
         exc = ws.protocol.close_exc
         if isinstance(exc, ConnectionClosedOK):

@@ -50,6 +50,7 @@ from wsgate.runtime.framing import (
     decode_frame,
     whole_data_frames,
 )
+from wsgate.runtime.relaypipe import PipeLike
 
 __all__ = [
     "SLICE_SECONDS",
@@ -115,6 +116,8 @@ class LeanClientConnection(ClientConnection):
         self._unclaimed_size = 0
         self._handler: MessageHandler | None = None
         self._frame_handler: FrameHandler | None = None
+        self._pipe: PipeLike | None = None  # the C relay step (relaypipe), when built
+        self._piped: Callable[[int, int], None] | None = None
         self._batch: BatchHooks | None = None
         self._yielding = False  # a continuation is scheduled; the transport is paused
         self._paused_unclaimed = False
@@ -135,6 +138,8 @@ class LeanClientConnection(ClientConnection):
         handler: MessageHandler,
         batch: BatchHooks | None = None,
         frames: FrameHandler | None = None,
+        pipe: PipeLike | None = None,
+        piped: Callable[[int, int], None] | None = None,
     ) -> None:
         """Deliver every message to ``handler`` from now on, starting with any backlog.
 
@@ -149,9 +154,16 @@ class LeanClientConnection(ClientConnection):
         ``data_received`` (one scan of the headers, one write). Text is then not
         UTF-8-checked here (the client checks it, as it would reading the exchange
         directly). When it returns False the frames take the normal path.
+
+        ``pipe`` (a relay, with the C extension built) does that same step for a read
+        with no Python frame: it writes the read itself and returns its frame count
+        (0: not taken, the read goes on as above); ``piped(nbytes, count)`` then does the
+        bookkeeping, after the write.
         """
         self._handler = handler
         self._frame_handler = frames
+        self._pipe = pipe if frames is not None else None
+        self._piped = piped
         self._reader.raw = frames is not None
         self._batch = batch
         if self._paused_unclaimed:
@@ -181,6 +193,21 @@ class LeanClientConnection(ClientConnection):
             # else in the read -- a control frame, a fragment, a partial frame, a masked
             # frame, a reserved bit, an oversized frame -- takes the reader, which handles
             # (or fails) it exactly as before.
+            pipe = self._pipe
+            if pipe is not None and not self._backlog and not self._yielding and self._reader.idle:
+                # One call into C: scan, gates, write (relaypipe). Counted after the write.
+                try:
+                    count = pipe(data)
+                except Exception:
+                    self.handler_errors += 1
+                    log.exception("upstream frame pipe failed")
+                    return  # as a failed frame handler: the read counts as taken
+                if count:
+                    self.messages += count
+                    piped = self._piped
+                    if piped is not None:
+                        piped(len(data), count)
+                    return
             frames = self._frame_handler
             if (
                 frames is not None
