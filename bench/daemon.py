@@ -73,12 +73,18 @@ class BenchDaemon:
 
 @contextlib.contextmanager
 def run_daemon(
-    body: str, *, fast: bool, gateway: str = "", metrics: str = ""
+    body: str,
+    *,
+    fast: bool,
+    gateway: str = "",
+    metrics: str = "",
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[BenchDaemon]:
     """Start ``wsgate run`` on a temp config (``body`` = the routes); stop it on exit.
 
     ``fast`` selects uvloop (the daemon uses it when importable; WSGATE_NO_UVLOOP=1
-    turns it off). ``gateway`` is extra ``[gateway]`` keys.
+    turns it off). ``gateway`` is extra ``[gateway]`` keys; ``extra_env`` goes into the
+    daemon's environment (``WSGATE_PURE_PYTHON=1``: the relay without its C step).
     """
     directory = Path(tempfile.mkdtemp(prefix="wsb-", dir="/tmp"))
     port = free_port()
@@ -101,7 +107,7 @@ listen = ""
         + body
     )
     log = directory / "daemon.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     if fast:
         env.pop("WSGATE_NO_UVLOOP", None)
     else:

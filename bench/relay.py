@@ -8,7 +8,8 @@ in the foreground; ``mode http``, the WebSocket-aware setup wsgate is compared w
 and ``mode tcp``, a blind byte pipe) or through a minimal Python byte pipe on asyncio
 and on uvloop (``pipe_*``: a read written to the other socket in the same callback,
 nothing else -- the floor any Python relay starts from), so the paths differ only by
-the hop.
+the hop. ``wsgate_uvloop_py`` is wsgate on uvloop without the relay's C step
+(``WSGATE_PURE_PYTHON=1``; only when the extension is built).
 
 Figures: throughput at saturation (the push server sends flat out for a bounded time)
 and one-way latency at 1000 msg/s, both ways: exchange to bot (the stamped tickers)
@@ -37,6 +38,7 @@ from typing import Any
 from bench.daemon import free_port, run_daemon
 from bench.net import percentiles
 from bench.procs import Child, has_uvloop, orders_main, pipe_main, push_main, recv_main
+from wsgate.runtime import relaypipe
 
 __all__ = ["run"]
 
@@ -189,6 +191,15 @@ def run(quick: bool = False) -> dict[str, Any]:
         if has_uvloop():
             fast = stack.enter_context(run_daemon(ROUTE.format(port=up), fast=True))
             targets["wsgate_uvloop"] = (fast.port, "/raw", fast.pid, True)
+            if relaypipe.Pipe is not None:
+                # The same daemon without the relay's C step (wsgate._relayfast), in the
+                # same rounds: what the extension buys, paired.
+                py = stack.enter_context(
+                    run_daemon(
+                        ROUTE.format(port=up), fast=True, extra_env={"WSGATE_PURE_PYTHON": "1"}
+                    )
+                )
+                targets["wsgate_uvloop_py"] = (py.port, "/raw", py.pid, False)
         for mode, name in (("http", "haproxy"), ("tcp", "haproxy_tcp")):
             hap = stack.enter_context(_haproxy(up, mode))
             if hap is not None:

@@ -73,6 +73,8 @@ def test_python_m_build_produces_a_wheel(tmp_path: Path) -> None:
     assert "License-Expression: MIT" in metadata
     assert "wsgate = wsgate.cli.fast:main" in entry
     assert any(n.startswith("wsgate/runtime/") for n in names)
+    # The relay's C step is compiled into the wheel (the machine building it has a compiler).
+    assert any(n.startswith("wsgate/_relayfast.") and n.endswith(".so") for n in names)
 
 
 def test_make_run_installs_the_runtime_dependencies_and_uvloop_only() -> None:
