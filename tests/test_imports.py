@@ -18,7 +18,9 @@ ROOT = Path(wsgate.__file__).parent
 
 def _modules() -> dict[str, Path]:
     mods: dict[str, Path] = {}
-    for path in ROOT.rglob("*.py"):
+    # A stub without a .py is a compiled module (wsgate/_relayfast.c): a module of its own.
+    stubs = [p for p in ROOT.rglob("*.pyi") if not p.with_suffix(".py").exists()]
+    for path in [*ROOT.rglob("*.py"), *stubs]:
         parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()
