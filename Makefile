@@ -15,11 +15,13 @@ $(BIN)/python:
 # uvloop when it is installed, which takes ~15-35 µs off every relayed frame on the
 # bench box (docs/BENCHMARKS.md, "Relay"). The linters and test tools come with
 # `make test`; `make bench` has both (it measures the daemon on either loop).
-$(RUNTIME): $(BIN)/python pyproject.toml
+$(RUNTIME): $(BIN)/python pyproject.toml setup.py wsgate/_relayfast.c
 	$(BIN)/pip install --quiet -e '.[fast]'
 	touch $(RUNTIME)
 
-$(STAMP): $(BIN)/python pyproject.toml
+# setup.py and the C source: the editable install compiles wsgate/_relayfast.c in place,
+# so a venv made before it (or before a change to it) reinstalls.
+$(STAMP): $(BIN)/python pyproject.toml setup.py wsgate/_relayfast.c
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

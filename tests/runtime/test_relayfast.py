@@ -25,7 +25,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from wsgate import _relayfast
+try:
+    from wsgate import _relayfast
+except ImportError as exc:  # fail, not skip: CI must never lose these checks silently
+    raise ImportError(
+        "wsgate._relayfast is not built: reinstall (`make .venv/.installed`, or "
+        "`pip install -e .` with a C compiler and the Python headers)"
+    ) from exc
 from wsgate.runtime import relaypipe
 from wsgate.runtime.framing import whole_data_frames
 from wsgate.runtime.relaypipe import PyPipe, scan_frames
