@@ -78,6 +78,7 @@ with its suffix. ``url_suffix`` is then the suffix of the connections opened at 
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -434,7 +435,7 @@ class SessionCodec(Protocol):
     def render(self, event: ChannelData, gateway_chan_id: int, now: float) -> bytes | None: ...
 
 
-class SessionBase:
+class SessionBase(ABC):
     """The defaults of :class:`SessionCodec` for a session whose keys live in ``subs``: no
     greeting, nothing on open, the counters of :meth:`statistics`, and data sent as the
     venue wrote it. A dialect's session subclasses it, writes ``_handle`` and overrides
@@ -468,9 +469,9 @@ class SessionBase:
             self._errors += 1
         return out
 
+    @abstractmethod
     def _handle(self, text: str | bytes, now: float) -> list[Intent]:
         """The intents of one client frame (counted by :meth:`on_client_message`)."""
-        raise NotImplementedError
 
     def render_unsubscribed(self, gateway_chan_id: int) -> str | None:
         return None  # answered when the client asked
