@@ -231,23 +231,9 @@ class Hub:
             return
         self.frames_in += 1
         sub.last_data_at = self.clock()
-        ch: Channel = sub.attachment or self.fanout.channel(sub)
-        verdict = ch.state.apply(ev)
-        if verdict is not d.Integrity.OK and not self._verdict(None, sub, ch.state, verdict):
-            return
         # The owner's stream is already continuous; following it here too means a gap or
         # a takeover later is bridged (or announced) from what these sessions last got.
-        if self.depth is not None:
-            synced = self.depth.on_data(sub, ev)
-            if synced is None:
-                return
-            ev = synced
-        if self.trades is not None:
-            onward = self.trades.on_data(sub, ev)
-            if onward is None:
-                return
-            ev = onward
-        self._deliver(sub, ev)
+        self._onward(None, sub, ev)
 
     def _depth_sync(self) -> DepthSync | None:
         rest_url = self.route.cfg.rest_url
@@ -424,6 +410,11 @@ class Hub:
             return
         if self._recent and sub.key in self._recent and not self.placement.fresh(sub.key, ev):
             return
+        self._onward(u, sub, ev)
+
+    def _onward(self, u: Uplink | None, sub: Subscription, ev: d.ChannelData) -> None:
+        """One data event, upstream or followed: channel state, its verdict, the Binance
+        depth and trade continuity, then the fan-out."""
         ch: Channel = sub.attachment or self.fanout.channel(sub)
         verdict = ch.state.apply(ev)
         if verdict is not d.Integrity.OK and not self._verdict(u, sub, ch.state, verdict):
