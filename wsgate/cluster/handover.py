@@ -181,14 +181,20 @@ def on_lease(share: RouteShare, entry: KvEntry | None) -> None:
     tok = entry.key.rsplit(".", 1)[-1]
     key = share._by_token.get(tok)
     fol = share.followed.get(key) if key is not None else None
+    # Subscribed here alone while the link is up (a decision that gave up while the lease
+    # kept changing): every lease event for the key is a chance to share it again.
+    alone = key is not None and fol is None and key in share.local and key not in share.owned
     if entry.deleted:
         share._owners.pop(tok, None)
-        if fol is not None and key not in share.owned:
+        if (fol is not None or alone) and key not in share.owned:
             share._redecide(key)  # released: a successor takes it, make-before-break
         return
     doc = parse_doc(entry.value)
     epoch = str(doc.get("epoch", ""))
     share._owners[tok] = (str(doc.get("node", "")), epoch, time.monotonic())
+    if alone and epoch != share.epoch:
+        share._redecide(key)
+        return
     if fol is None or not fol.ready or epoch == fol.epoch or key in share.owned:
         return
     if doc.get("from") == fol.epoch:
