@@ -293,7 +293,40 @@ Pipe_get_bytes(Pipe *self, void *closure)
     return PyLong_FromUnsignedLongLong(self->bytes);
 }
 
+static PyObject *
+Pipe_get_max_message(Pipe *self, void *closure)
+{
+    if (self->max_message < 0)
+        Py_RETURN_NONE;
+    return PyLong_FromLongLong(self->max_message);
+}
+
+/* A reload lowers the frame limit of open sessions: the pipe must refuse what
+   websockets would refuse from then on. */
+static int
+Pipe_set_max_message(Pipe *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "max_message cannot be deleted");
+        return -1;
+    }
+    long long limit = -1;
+    if (value != Py_None) {
+        limit = PyLong_AsLongLong(value);
+        if (limit == -1 && PyErr_Occurred())
+            return -1;
+        if (limit < 0) {
+            PyErr_SetString(PyExc_ValueError, "max_message must be >= 0 or None");
+            return -1;
+        }
+    }
+    self->max_message = limit;
+    return 0;
+}
+
 static PyGetSetDef Pipe_getset[] = {
+    {"max_message", (getter)Pipe_get_max_message, (setter)Pipe_set_max_message,
+     "the largest frame payload passed on (None: no limit)", NULL},
     {"frames", (getter)Pipe_get_frames, NULL, "data frames written", NULL},
     {"bytes", (getter)Pipe_get_bytes, NULL, "bytes written", NULL},
     {NULL},

@@ -4,6 +4,7 @@ from typing import Any
 def scan(data: bytes, masked: bool, max_message: int | None, /) -> int: ...
 
 class Pipe:
+    max_message: int | None
     @property
     def frames(self) -> int: ...
     @property

@@ -186,6 +186,24 @@ def test_bad_arguments_are_refused_clearly() -> None:
         _relayfast.Pipe(object(), p, OPEN, 10, None, False)
 
 
+def test_a_lowered_max_message_refuses_frames_the_pipe_passed_before() -> None:
+    big = _frame(2, True, 0, True, b"\x00" * 2000, 16, b"abcd")
+    for cls in (_relayfast.Pipe, PyPipe):
+        t = Transport()
+        pipe = cls(t, Proto(OPEN), OPEN, 1 << 20, None, True, ())
+        assert pipe.max_message is None and pipe(big) == 1
+        pipe.max_message = 1000  # a reload lowered gateway.max_message_bytes
+        assert pipe.max_message == 1000 and pipe(big) == 0
+        assert t.writes == [big]
+        pipe.max_message = None
+        assert pipe(big) == 1
+    c_pipe = _relayfast.Pipe(Transport(), Proto(OPEN), OPEN, 10, None, True)
+    with pytest.raises(ValueError, match="max_message"):
+        c_pipe.max_message = -1
+    with pytest.raises(AttributeError):
+        del c_pipe.max_message
+
+
 def test_refcounts_and_memory_stay_flat_over_100k_calls() -> None:
     ok = Transport()
     failing = Transport(fail=True)

@@ -11,12 +11,15 @@ import asyncio
 import base64
 import os
 import struct
+from typing import Any
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from tests.runtime.drill import run
+from wsgate._relayfast import Pipe
 from wsgate.runtime.downstream.wsserver import LeanServerConnection
+from wsgate.runtime.relaypipe import PyPipe
 
 TIMEOUT = 5.0
 
@@ -52,13 +55,29 @@ async def read_server_frame(r: asyncio.StreamReader) -> tuple[int, bytes]:
 class Rig:
     """A server whose handler starts relaying at once (or after ``pre`` messages)."""
 
-    def __init__(self, *, max_size: int = 1 << 20, pre: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        max_size: int = 1 << 20,
+        pre: int = 0,
+        lower_to: int | None = None,
+        pipe: Any = None,
+    ) -> None:
+        self.lower_to = lower_to  # the frame limit set after the relay starts (a reload)
+        self.pipe_cls = pipe  # a relaypipe class writing to ``piped``, or None
+        self.piped: list[bytes] = []
         self.forwarded: list[tuple[bytes, int]] = []
         self.started: bool | None = None
         self.pre_messages: list[str | bytes] = []
         self.max_size = max_size
         self.pre = pre
         self.close_code: int | None = None
+
+    def write(self, data: bytes) -> None:  # the pipe's transport
+        self.piped.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
 
     def forward(self, frames: bytes, count: int) -> bool:
         self.forwarded.append((frames, count))
@@ -69,7 +88,12 @@ class Rig:
         for _ in range(self.pre):
             self.pre_messages.append(await ws.recv())
         await asyncio.sleep(0.05)  # let whatever the client sent next arrive first
-        self.started = ws.start_relay(self.forward)
+        pipe = None
+        if self.pipe_cls is not None:
+            pipe = self.pipe_cls(self, ws.protocol, ws.protocol.state, 1 << 20, self.max_size, True)
+        self.started = ws.start_relay(self.forward, pipe)
+        if self.lower_to is not None:
+            ws.set_frame_limit(self.lower_to)
         await ws.wait_closed()
         self.close_code = ws.close_code
 
@@ -155,6 +179,30 @@ def test_frames_websockets_refuses_fail_the_connection_as_before(
         w.close()
         server.close()  # type: ignore[attr-defined]
         assert [c for _, c in rig.forwarded] == [1]  # the good frame before it went out
+
+    run(main())
+
+
+@pytest.mark.parametrize("pipe", [None, PyPipe, Pipe], ids=["no-pipe", "py-pipe", "c-pipe"])
+@pytest.mark.parametrize("size", [2000, 70_000])  # a 16-bit and a 64-bit length
+def test_a_lowered_frame_limit_holds_on_every_path_of_an_open_relay(
+    pipe: object, size: int
+) -> None:
+    async def main() -> None:
+        rig = Rig(max_size=1 << 20, lower_to=1000, pipe=pipe)
+        r, w, server = await rig.open()
+        await asyncio.sleep(0.1)
+        w.write(cframe(1, b"ok"))
+        await w.drain()
+        await asyncio.sleep(0.05)
+        w.write(cframe(2, b"y" * size))  # one read of its own: shortcut or pipe
+        await w.drain()
+        opcode, payload = await asyncio.wait_for(read_server_frame(r), TIMEOUT)
+        assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == 1009
+        w.close()
+        server.close()  # type: ignore[attr-defined]
+        passed = len(rig.piped) + sum(c for _, c in rig.forwarded)
+        assert passed == 1  # only the small frame went out
 
     run(main())
 

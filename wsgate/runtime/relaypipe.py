@@ -26,6 +26,8 @@ __all__ = ["Pipe", "PipeFactory", "PipeLike", "PyPipe", "scan_frames"]
 
 
 class PipeLike(Protocol):
+    max_message: int | None  # settable: a reload lowers the frame limit of open sessions
+
     @property
     def frames(self) -> int: ...
     @property
@@ -110,14 +112,14 @@ class PyPipe:
         self._protocol = protocol
         self._open = open_state
         self._limit = buffer_limit
-        self._max = max_message
+        self.max_message = max_message
         self._masked = masked
         self._holds = holds
         self.frames = 0
         self.bytes = 0
 
     def __call__(self, data: bytes, /) -> int:
-        count = scan_frames(data, self._masked, self._max)
+        count = scan_frames(data, self._masked, self.max_message)
         if not count or self._protocol.state is not self._open:
             return 0
         for obj, name in self._holds:

@@ -129,7 +129,7 @@ class Gateway:
     def set_max_message_bytes(self, limit: int) -> int:
         """Apply a new frame size limit to every open session; returns how many."""
         for s in self.sessions:
-            s.ws.protocol.max_message_size = limit
+            _set_frame_limit(s.ws, limit)
         return len(self.sessions)
 
     def disconnect_client(self, name: str, code: int, reason: str) -> int:
@@ -157,7 +157,7 @@ class Gateway:
 
     async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         # The live limit, so a reload reaches new sessions (serve() fixed it at start).
-        conn.protocol.max_message_size = self.cfg.max_message_bytes
+        _set_frame_limit(conn, self.cfg.max_message_bytes)
         parts = urlsplit(request.path)
         segments = parts.path.lstrip("/").split("/", 1)
         name = segments[0]
@@ -430,3 +430,10 @@ def _token_matches(request: Request, query: dict[str, list[str]], token_env: str
     expected = os.environ.get(token_env, "")
     given = _presented_token(request, query)
     return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _set_frame_limit(conn: ServerConnection, limit: int) -> None:
+    if isinstance(conn, LeanServerConnection):
+        conn.set_frame_limit(limit)
+    else:
+        conn.protocol.max_message_size = limit

@@ -48,6 +48,14 @@ class LeanServerConnection(BodyServerConnection):
         self._one_frame_limit = limit if limit is not None else 0xFFFF
         self.relayed_frames = 0
 
+    def set_frame_limit(self, limit: int | None) -> None:
+        """The largest message this bot may send from now on, on every path: websockets'
+        parser, the one-frame shortcut and the C pipe (a reload lowers it on open sessions)."""
+        self.protocol.max_message_size = limit
+        self._one_frame_limit = limit if limit is not None else 0xFFFF
+        if self._pipe is not None:
+            self._pipe.max_message = limit
+
     @property
     def relaying(self) -> bool:
         return self._relay is not None
