@@ -30,7 +30,6 @@ from wsgate.dialects.base import (
     Bridge,
     ChannelData,
     DataKind,
-    FrameForm,
     Integrity,
     StateStatistics,
     SubKey,
@@ -104,13 +103,6 @@ class TradesState:
 
     def snapshot_event(self) -> ChannelData | None:
         return snapshot_event(self._payload()) if self._has_snapshot else None
-
-    def snapshot_frame(
-        self, gateway_chan_id: int, form: FrameForm = FrameForm.PLAIN
-    ) -> bytes | None:
-        if not self._has_snapshot:
-            return None
-        return f"[{gateway_chan_id},{self._payload()}]".encode()
 
     def statistics(self) -> StateStatistics:
         return StateStatistics(

@@ -450,12 +450,6 @@ class BybitState:
         text = compact(body)
         return ChannelData(self.key.name, _DATA, text, 0, len(text))
 
-    def snapshot_frame(
-        self, gateway_chan_id: int, form: FrameForm = FrameForm.PLAIN
-    ) -> bytes | None:
-        ev = self.snapshot_event()
-        return None if ev is None else ev.text.encode()
-
     def statistics(self) -> StateStatistics:
         depth = len(self._bids) + len(self._asks)
         has = self.snapshot_event() is not None

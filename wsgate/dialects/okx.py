@@ -454,12 +454,6 @@ class OkxState:
         text = compact({"arg": arg, "action": "snapshot", "data": [push]})
         return ChannelData(self.key.name, _DATA, text, 0, len(text))
 
-    def snapshot_frame(
-        self, gateway_chan_id: int, form: FrameForm = FrameForm.PLAIN
-    ) -> bytes | None:
-        ev = self.snapshot_event()
-        return None if ev is None else ev.text.encode()
-
     def statistics(self) -> StateStatistics:
         depth = len(self._bids) + len(self._asks) if self.book else int(self._last is not None)
         has = self.seq is not None if self.book else self._last is not None
