@@ -38,6 +38,7 @@ _RATE_LIMITS = [
 ]
 
 _BAD_KEY = "Invalid API-key, IP, or permissions for action."
+_NO_KEY = "This listenKey does not exist."
 Emit = Callable[[str, dict[str, Any]], None]  # (api key, event): the sim delivers it
 
 
@@ -52,6 +53,21 @@ class ListenKey:
 @dataclass
 class _Account:
     balances: dict[str, float] = field(default_factory=lambda: {"BTC": 1.0, "USDT": 100000.0})
+
+
+@dataclass(frozen=True)
+class _OrderAsk:
+    """A signed ``order.place`` that passed the checks, with its ids and time given."""
+
+    api_key: str
+    symbol: str
+    side: str
+    kind: str
+    qty: float
+    price: float
+    order_id: int
+    client_id: str
+    now: int
 
 
 class Accounts:
@@ -115,11 +131,20 @@ class Accounts:
         del self.listen_keys[key]
         return True
 
+    def _account_key(self, api_key: str, asked: str) -> str:
+        """The listen key a keepalive or close acts on: on spot, the one the request names."""
+        return asked
+
+    def _kept_alive(self, key: str) -> dict[str, Any]:
+        """What a successful keepalive answers: spot's answer is empty."""
+        return {}
+
     # ---------------------------------------------------------------- REST
     def rest(
         self, method: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes
     ) -> tuple[int, dict[str, Any], str | None]:
-        """``/api/v3/userDataStream``: (status, JSON body, listen key closed or None)."""
+        """The listen-key path (spot ``/api/v3/userDataStream``, futures ``/fapi/v1/listenKey``):
+        (status, JSON body, listen key closed or None)."""
         self.rest_requests += 1
         api_key = headers.get("X-MBX-APIKEY", "")
         if api_key not in self.keys:
@@ -129,15 +154,15 @@ class Accounts:
             params.update(parse_qsl(body.decode("utf-8", "replace")))
         if method == "POST":
             return 200, {"listenKey": self._create(api_key)}, None
-        key = params.get("listenKey", "")
+        key = self._account_key(api_key, params.get("listenKey", ""))
         if method == "PUT":
             if self._keepalive(api_key, key):
-                return 200, {}, None
-            return 400, {"code": -1125, "msg": "This listenKey does not exist."}, None
+                return 200, self._kept_alive(key), None
+            return 400, {"code": -1125, "msg": _NO_KEY}, None
         if method == "DELETE":
             if self._close(api_key, key):
                 return 200, {}, key
-            return 400, {"code": -1125, "msg": "This listenKey does not exist."}, None
+            return 400, {"code": -1125, "msg": _NO_KEY}, None
         return 405, {"code": -1, "msg": f"method {method} not allowed"}, None
 
     # ---------------------------------------------------------------- WebSocket API
@@ -176,13 +201,13 @@ class Accounts:
             return self._fail(rid, 401, -2015, _BAD_KEY)
         if method == "userDataStream.start":
             return self._ok(rid, {"listenKey": self._create(api_key)})
-        key = str(params.get("listenKey", ""))
+        key = self._account_key(api_key, str(params.get("listenKey", "")))
         if method.endswith("ping"):
-            done = self._keepalive(api_key, key)
-        else:
-            done = self._close(api_key, key)
-        if not done:
-            return self._fail(rid, 400, -1125, "This listenKey does not exist.")
+            if not self._keepalive(api_key, key):
+                return self._fail(rid, 400, -1125, _NO_KEY)
+            return self._ok(rid, self._kept_alive(key))
+        if not self._close(api_key, key):
+            return self._fail(rid, 400, -1125, _NO_KEY)
         return self._ok(rid, {})
 
     def _verify(self, rid: object, params: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
@@ -199,7 +224,8 @@ class Accounts:
             return api_key, self._fail(rid, 400, -1022, "Signature for this request is not valid.")
         return api_key, None
 
-    def _place(self, rid: object, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    def _order_ask(self, rid: object, params: dict[str, Any]) -> _OrderAsk | dict[str, Any]:
+        """The checked order of an ``order.place``, or the error to answer."""
         api_key, err = self._verify(rid, params)
         if err is not None:
             return err
@@ -215,8 +241,15 @@ class Accounts:
         price = float(params.get("price", 0) or 0) or 30000.0
         order_id = next(self._order_ids)
         client_id = str(params.get("newClientOrderId") or f"sim{order_id}")
-        now = self._now()
         self.orders_placed += 1
+        return _OrderAsk(api_key, symbol, side, kind, qty, price, order_id, client_id, self._now())
+
+    def _place(self, rid: object, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        ask = self._order_ask(rid, params)
+        if not isinstance(ask, _OrderAsk):
+            return ask
+        api_key, symbol, side, kind, qty = ask.api_key, ask.symbol, ask.side, ask.kind, ask.qty
+        price, order_id, client_id, now = ask.price, ask.order_id, ask.client_id, ask.now
         base = {
             "e": "executionReport",
             "E": now,

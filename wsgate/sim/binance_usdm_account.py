@@ -15,15 +15,11 @@ that live 60 minutes) with the futures shapes:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl
 
-from wsgate.sim.binance_account import _BAD_KEY, Accounts, Emit, _Account
+from wsgate.sim.binance_account import Accounts, Emit, _Account, _OrderAsk
 
 __all__ = ["UsdmAccounts"]
-
-_NO_KEY = "This listenKey does not exist."
 
 
 class UsdmAccounts(Accounts):
@@ -38,29 +34,8 @@ class UsdmAccounts(Accounts):
         live = [k for k in self.keys_of(api_key) if self.live_key(k) is not None]
         return live[0] if live else ""
 
-    def rest(
-        self, method: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes
-    ) -> tuple[int, dict[str, Any], str | None]:
-        """``/fapi/v1/listenKey``: (status, JSON body, listen key closed or None)."""
-        self.rest_requests += 1
-        api_key = headers.get("X-MBX-APIKEY", "")
-        if api_key not in self.keys:
-            return 401, {"code": -2015, "msg": _BAD_KEY}, None
-        params = dict(query)
-        if body:
-            params.update(parse_qsl(body.decode("utf-8", "replace")))
-        if method == "POST":
-            return 200, {"listenKey": self._create(api_key)}, None
-        key = self._account_key(api_key, params.get("listenKey", ""))
-        if method == "PUT":
-            if self._keepalive(api_key, key):
-                return 200, {"listenKey": key}, None
-            return 400, {"code": -1125, "msg": _NO_KEY}, None
-        if method == "DELETE":
-            if self._close(api_key, key):
-                return 200, {}, key
-            return 400, {"code": -1125, "msg": _NO_KEY}, None
-        return 405, {"code": -1, "msg": f"method {method} not allowed"}, None
+    def _kept_alive(self, key: str) -> dict[str, Any]:
+        return {"listenKey": key}
 
     def ws_api(self, req: object, emit: Emit) -> tuple[dict[str, Any], tuple[str, int] | None]:
         if isinstance(req, dict) and req.get("method") == "account.balance":
@@ -72,22 +47,6 @@ class UsdmAccounts(Accounts):
         if isinstance(req, dict) and req.get("method") == "userDataStream.subscribe.signature":
             return self._fail(req.get("id"), 400, -1100, "Unknown method."), None
         return super().ws_api(req, emit)
-
-    def _listen_key_method(
-        self, rid: object, method: str, params: dict[str, Any]
-    ) -> dict[str, Any]:
-        api_key = str(params.get("apiKey", ""))
-        if api_key not in self.keys:
-            return self._fail(rid, 401, -2015, _BAD_KEY)
-        if method == "userDataStream.start":
-            return self._ok(rid, {"listenKey": self._create(api_key)})
-        key = self._account_key(api_key, str(params.get("listenKey", "")))
-        done = (
-            self._keepalive(api_key, key) if method.endswith("ping") else self._close(api_key, key)
-        )
-        if not done:
-            return self._fail(rid, 400, -1125, _NO_KEY)
-        return self._ok(rid, {"listenKey": key} if method.endswith("ping") else {})
 
     def _balances(self, api_key: str) -> list[dict[str, Any]]:
         bal = self._accounts[api_key].balances if api_key in self._accounts else {}
@@ -102,24 +61,12 @@ class UsdmAccounts(Accounts):
         ]
 
     def _place(self, rid: object, params: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        api_key, err = self._verify(rid, params)
-        if err is not None:
-            return err
-        try:
-            symbol = str(params["symbol"]).upper()
-            side = str(params["side"]).upper()
-            kind = str(params["type"]).upper()
-            qty = float(params["quantity"])
-        except (KeyError, ValueError):
-            return self._fail(rid, 400, -1102, "Mandatory parameter missing or malformed.")
-        if side not in ("BUY", "SELL") or qty <= 0:
-            return self._fail(rid, 400, -1102, "Bad side or quantity.")
-        price = float(params.get("price", 0) or 0) or 30000.0
-        order_id = next(self._order_ids)
-        client_id = str(params.get("newClientOrderId") or f"sim{order_id}")
+        ask = self._order_ask(rid, params)
+        if not isinstance(ask, _OrderAsk):
+            return ask
+        api_key, symbol, side, kind, qty = ask.api_key, ask.symbol, ask.side, ask.kind, ask.qty
+        price, order_id, client_id, now = ask.price, ask.order_id, ask.client_id, ask.now
         pos_side = str(params.get("positionSide", "BOTH"))
-        now = self._now()
-        self.orders_placed += 1
         order = {
             "s": symbol,
             "c": client_id,
