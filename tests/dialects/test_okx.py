@@ -16,6 +16,7 @@ from wsgate.dialects.base import (
     ChannelData,
     DataKind,
     Error,
+    ErrorAction,
     Info,
     InfoAction,
     Integrity,
@@ -135,6 +136,27 @@ def test_coalescing_folds_queued_requests_of_one_op() -> None:
     ]
     assert len(queue) == 1  # the unsubscribe is another op: it goes on its own
     assert up.coalesce("ping", deque()) == "ping"
+
+
+def test_an_error_for_a_merged_request_refuses_the_named_arg_and_resends_the_others() -> None:
+    up = OkxUpstream()
+    bad = key("trades", "FOO-USDT")
+    first = up.subscribe_frame(key("trades"), 1)
+    queue = deque([up.subscribe_frame(bad, 2), up.subscribe_frame(key("books"), 3)])
+    up.coalesce(first, queue)
+    msg = (
+        "Wrong URL or channel:trades,instId:FOO-USDT doesn't exist. Please use the correct"
+        " URL, channel and parameters referring to API document."
+    )
+    err = json.dumps({"id": "1", "event": "error", "code": "60018", "msg": msg, "connId": "x"})
+    ev = up.on_upstream_frame(err)
+    assert isinstance(ev, SubscribeFailed)
+    assert ev.action is ErrorAction.FAIL_SUBSCRIPTION and ev.key == bad
+    assert set(ev.retry) == {key("trades"), key("books")}
+    # a request of one arg: that arg is refused, nothing to resend
+    up.subscribe_frame(bad, 4)
+    ev = up.on_upstream_frame(err.replace('"1"', '"4"'))
+    assert isinstance(ev, SubscribeFailed) and ev.key == bad and ev.retry == ()
 
 
 def _book(action: str, seq: int, prev: int, bids: list[list[str]] | None = None) -> ChannelData:

@@ -302,6 +302,10 @@ class SubscribeFailed:
     action: ErrorAction
     key: SubKey | None = None
     req_id: int | None = None
+    # Keys the exchange refused only because they shared the request with ``key`` (OKX
+    # answers a request with one bad arg by one error and subscribes none of its args):
+    # sent again at once, without the bad one.
+    retry: tuple[SubKey, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,17 @@ def arg_key(arg: object) -> SubKey | None:
     return SubKey(DialectName.OKX, channel, inst, (), f"{channel}:{inst}")
 
 
+def _names(msg: str, key: SubKey) -> bool:
+    """Whether OKX's error text names this arg ("...channel:books,instId:FOO-USDT ...")."""
+    for form in (f"{key.channel},instId:{key.symbol}", f'"instId":"{key.symbol}"'):
+        i = msg.find(form)
+        if i >= 0:
+            end = i + len(form)
+            if end == len(msg) or not (msg[end].isalnum() or msg[end] == "-"):
+                return form[0] == '"' or msg[i - 1 : i] in (":", " ", "")
+    return False
+
+
 def _arg(key: SubKey) -> dict[str, str]:
     return {"channel": key.channel, "instId": key.symbol}
 
@@ -273,9 +284,10 @@ class OkxUpstream:
         event = msg.get("event")
         req = msg.get("id")
         op, req_key = self._requests.get(req, ("", None)) if isinstance(req, str) else ("", None)
+        merged: list[tuple[str, SubKey]] = []
         if event != "subscribe" and event != "unsubscribe" and isinstance(req, str):
             self._requests.pop(req, None)
-            self._merged.pop(req, None)
+            merged = self._merged.pop(req, [])
         req_id = int(req) if isinstance(req, str) and req.isdigit() else None
         if event in ("subscribe", "unsubscribe"):
             key = arg_key(msg.get("arg")) or req_key
@@ -286,6 +298,7 @@ class OkxUpstream:
             return Unsubscribed(key.name, req_id)
         if event == "error":
             code = str(msg.get("code", ""))
+            text_msg = str(msg.get("msg", ""))
             action = (
                 ErrorAction.FAIL_SUBSCRIPTION
                 if op == "subscribe" and code != "60014"
@@ -293,12 +306,21 @@ class OkxUpstream:
                 if op == "unsubscribe"
                 else ErrorAction.OTHER
             )
+            retry: tuple[SubKey, ...] = ()
+            if action is ErrorAction.FAIL_SUBSCRIPTION and req_key is not None and merged:
+                # One error for a request of several bots' args, none of them subscribed:
+                # refuse the arg the message names, send the others again.
+                keys = [req_key, *(k for o, k in merged if o == "subscribe")]
+                named = [k for k in keys if _names(text_msg, k)]
+                req_key = named[0] if named else req_key
+                retry = tuple(k for k in keys if k != req_key)
             return SubscribeFailed(
                 int(code) if code.isdigit() else -1,
-                str(msg.get("msg", "")),
+                text_msg,
                 action,
                 req_key,
                 req_id,
+                retry,
             )
         if event == "notice":
             if str(msg.get("code")) == NOTICE_UPGRADE:

@@ -500,6 +500,7 @@ class Hub:
         elif ev.action is not d.ErrorAction.ALREADY_SUBSCRIBED:
             u.conn.metrics.on_error(now, kind)  # the exchange's error on this connection
         if sub is None:
+            self._retry(u, ev.retry)
             return
         if ev.action is d.ErrorAction.PLACE_ELSEWHERE:
             self.registry.unplace(sub, now)
@@ -518,6 +519,14 @@ class Hub:
             pass  # the confirmation we already have stands
         elif ev.action is d.ErrorAction.FAIL_SUBSCRIPTION:
             self.intents.fail(sub, ev.code, ev.msg)
+        self._retry(u, ev.retry)
+
+    def _retry(self, u: Uplink, keys: tuple[d.SubKey, ...]) -> None:
+        """Send again what a refused request carried besides the refused key."""
+        for key in keys:
+            sub = self.registry.get(key)
+            if sub is not None and sub.conn_id == u.conn.id and sub.state is SubState.PENDING:
+                self.placement.resubscribe(u, sub)
 
     def _on_info(self, u: Uplink, ev: d.Info) -> None:
         conn = u.conn
