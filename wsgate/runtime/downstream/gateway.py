@@ -178,14 +178,7 @@ class Gateway:
             return self._reject(
                 conn, HTTPStatus.NOT_FOUND, f"unknown route {name!r}; routes: {known}"
             )
-        refused = self._check_origin(conn, request)
-        if refused is not None:
-            return refused
-        if len(self.sessions) >= self.cfg.max_sessions:
-            return self._reject(
-                conn, HTTPStatus.SERVICE_UNAVAILABLE, "gateway.max_sessions reached"
-            )
-        refused = self._check_fds(conn)
+        refused = self._check_gateway(conn, request)
         if refused is not None:
             return refused
         if route.cfg.max_sessions is not None and len(route.sessions) >= route.cfg.max_sessions:
@@ -256,6 +249,18 @@ class Gateway:
         pending = sum(1 for c in self._admitted.values() if c is client)
         return len(client.sessions) + pending
 
+    def _check_gateway(self, conn: ServerConnection, request: Request) -> Response | None:
+        """What every session passes, a route's or the event stream's: its origin, the
+        gateway's session limit, then a spare descriptor (last: passing notes it open)."""
+        refused = self._check_origin(conn, request)
+        if refused is not None:
+            return refused
+        if len(self.sessions) >= self.cfg.max_sessions:
+            return self._reject(
+                conn, HTTPStatus.SERVICE_UNAVAILABLE, "gateway.max_sessions reached"
+            )
+        return self._check_fds(conn)
+
     def _check_origin(self, conn: ServerConnection, request: Request) -> Response | None:
         # Browsers always send Origin; a page on another site must not reach the gateway.
         origin = request.headers.get("Origin")
@@ -279,14 +284,7 @@ class Gateway:
         self, conn: ServerConnection, request: Request, query: dict[str, list[str]]
     ) -> Response | None:
         """System routes (the event stream): origins, session limit, then the events token."""
-        refused = self._check_origin(conn, request)
-        if refused is not None:
-            return refused
-        if len(self.sessions) >= self.cfg.max_sessions:
-            return self._reject(
-                conn, HTTPStatus.SERVICE_UNAVAILABLE, "gateway.max_sessions reached"
-            )
-        refused = self._check_fds(conn)
+        refused = self._check_gateway(conn, request)
         if refused is not None:
             return refused
         if self.cfg.events_token_env:
