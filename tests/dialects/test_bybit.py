@@ -137,6 +137,25 @@ def test_upstream_acks_by_req_id_coalescing_and_pongs() -> None:
     )
 
 
+def test_a_refused_merged_request_fails_the_named_topic_and_resends_the_others() -> None:
+    up = BybitUpstream()
+    good, bad = key("spot", "publicTrade.BTCUSDT"), key("spot", "publicTrade.BTCUSDTX")
+    first = up.subscribe_frame(good, 1)
+    up.coalesce(first, deque([up.subscribe_frame(bad, 2)]))
+    fail = up.on_upstream_frame(
+        '{"success":false,"ret_msg":"error:handler not found,topic:publicTrade.BTCUSDTX",'
+        '"conn_id":"c","req_id":"1","op":"subscribe"}'
+    )
+    assert isinstance(fail, SubscribeFailed)
+    assert fail.key == bad and fail.retry == (good,)  # BTCUSDT is a prefix, not the name
+    up.subscribe_frame(good, 3)
+    again = up.on_upstream_frame(
+        '{"success":false,"ret_msg":"error:already subscribed,topic:publicTrade.BTCUSDT",'
+        '"conn_id":"c","req_id":"3","op":"subscribe"}'
+    )
+    assert isinstance(again, Result) and [s.key for s in again.subscribed] == [good]
+
+
 def _book(kind: str, u: int, bids: list[list[str]] | None = None) -> ChannelData:
     body = {
         "topic": "orderbook.50.BTCUSDT",

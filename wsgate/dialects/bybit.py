@@ -98,6 +98,17 @@ def topic_key(category: str, topic: object) -> SubKey | None:
     return SubKey(DialectName.BYBIT, channel, symbol, params, topic)
 
 
+def _names(reason: str, key: SubKey) -> bool:
+    """Whether Bybit's ``ret_msg`` names this topic (``...,topic:orderbook.50.FOOUSDT``)."""
+    i = reason.find(key.name)
+    while i >= 0:
+        end = i + len(key.name)
+        if end == len(reason) or not reason[end].isalnum():
+            return True
+        i = reason.find(key.name, i + 1)
+    return False
+
+
 def _conn_id() -> str:
     return f"gw{next(_conn_ids):08x}-wsgate"
 
@@ -286,9 +297,19 @@ class BybitUpstream:
             _sent, keys = self._requests.pop(req, ("", []))
             if msg.get("success") is False:
                 reason = str(msg.get("ret_msg", ""))
-                failed = next((k for k in keys if k.name in reason), keys[0] if keys else None)
-                action = ErrorAction.FAIL_SUBSCRIPTION if op == "subscribe" else ErrorAction.OTHER
-                return SubscribeFailed(10001, reason, action, failed, None)
+                failed = next((k for k in keys if _names(reason, k)), keys[0] if keys else None)
+                if op != "subscribe":
+                    return SubscribeFailed(10001, reason, ErrorAction.OTHER, failed, None)
+                if "already subscribed" in reason and failed is not None:
+                    # It is live on this connection: a confirmation, not a refusal (the other
+                    # topics of such a request are sent again when their answer times out).
+                    return Result(None, msg, (Subscribed(failed, failed.name),))
+                # Bybit refuses the whole request: the topics merged with the bad one (other
+                # bots' topics, often) go again at once, without it.
+                retry = tuple(k for k in keys if k != failed)
+                return SubscribeFailed(
+                    10001, reason, ErrorAction.FAIL_SUBSCRIPTION, failed, None, retry
+                )
             if op == "subscribe":
                 return Result(None, msg, tuple(Subscribed(k, k.name) for k in keys))
             return Result(None, msg, (), tuple(Unsubscribed(k.name) for k in keys))
