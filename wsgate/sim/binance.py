@@ -57,6 +57,10 @@ def _ms() -> int:
     return int(time.time() * 1000)
 
 
+def _level(market: SymbolMarket, price_t: int) -> list[str]:
+    return [market.price_str(price_t), market.amount_str(market.level_amount(price_t))]
+
+
 @dataclass(frozen=True)
 class BinanceConfig:
     symbols: tuple[str, ...] = ("btcusdt", "ethusdt")
@@ -96,6 +100,7 @@ class BinanceSim(SimServer):
     name = "binance"
     ws_api_path = WS_API_PATH  # the WebSocket API on this host
     listen_key_rest = "/api/v3/userDataStream"  # create, keep alive, close a listen key
+    depth_default_speed = "1000ms"  # <symbol>@depth is <symbol>@depth@1000ms
 
     def __init__(
         self,
@@ -187,32 +192,38 @@ class BinanceSim(SimServer):
             self._book_ticker(sym, market)
 
     def _flush_depth(self, market: SymbolMarket, depth: _Depth) -> None:
+        """The diff of the levels changed since the stream's last event, to its listeners."""
         if market.update_id == depth.last_u:
             return
-        first, depth.last_u = depth.last_u + 1, market.update_id
+        prev, depth.last_u = depth.last_u, market.update_id
         dirty, depth.dirty = depth.dirty, {}
         names = [depth.stream]
-        if depth.stream.endswith("@depth"):
-            names.append(depth.stream + "@1000ms")
+        if depth.stream.endswith("@depth"):  # the default speed, also spelt out
+            names.append(f"{depth.stream}@{self.depth_default_speed}")
         if not any(self._listened(n) for n in names):
             return
-        levels = [
-            [market.price_str(p), market.amount_str(market.level_amount(p)), bid]
-            for p, bid in sorted(dirty.items(), reverse=True)
-        ]
-        event = {
-            "e": "depthUpdate",
-            "E": _ms(),
-            "s": market.symbol,
-            "U": first,
-            "u": market.update_id,
-            "b": [lv[:2] for lv in levels if lv[2]],
-            "a": [lv[:2] for lv in reversed(levels) if not lv[2]],
-        }
+        prices = sorted(dirty, reverse=True)  # bids from the best down, asks from the best up
+        bids = [_level(market, p) for p in prices if dirty[p]]
+        asks = [_level(market, p) for p in reversed(prices) if not dirty[p]]
+        event = self._depth_update(market, prev, bids, asks)
         for name in names:
             self._emit(name, event)
 
+    def _depth_update(
+        self, market: SymbolMarket, prev: int, bids: list[list[str]], asks: list[list[str]]
+    ) -> dict[str, object]:
+        return {
+            "e": "depthUpdate",
+            "E": _ms(),
+            "s": market.symbol,
+            "U": prev + 1,
+            "u": market.update_id,
+            "b": bids,
+            "a": asks,
+        }
+
     def _book_ticker(self, sym: str, market: SymbolMarket) -> None:
+        """The best bid and ask, to the symbol's listeners when either moved."""
         bid, ask = market.best_bid() or 0, market.best_ask() or 0
         top = (bid, market.level_amount(bid), ask, market.level_amount(ask))
         if self._top.get(sym) == top:
@@ -220,15 +231,20 @@ class BinanceSim(SimServer):
         self._top[sym] = top
         stream = f"{sym}@bookTicker"
         if self._listened(stream):
-            event = {
-                "u": market.update_id,
-                "s": market.symbol,
-                "b": market.price_str(bid),
-                "B": market.amount_str(top[1]),
-                "a": market.price_str(ask),
-                "A": market.amount_str(top[3]),
-            }
-            self._emit(stream, event)
+            self._emit(stream, self._book_ticker_event(market, top))
+
+    def _book_ticker_event(
+        self, market: SymbolMarket, top: tuple[int, int, int, int]
+    ) -> dict[str, object]:
+        bid, bid_amount, ask, ask_amount = top
+        return {
+            "u": market.update_id,
+            "s": market.symbol,
+            "b": market.price_str(bid),
+            "B": market.amount_str(bid_amount),
+            "a": market.price_str(ask),
+            "A": market.amount_str(ask_amount),
+        }
 
     def _trade_job(self, now: float) -> None:
         if self.faults.data_paused:

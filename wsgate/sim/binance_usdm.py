@@ -65,6 +65,7 @@ class BinanceUsdmSim(BinanceSim):
     name = "binance_usdm"
     ws_api_path = WS_API_PATH
     listen_key_rest = "/fapi/v1/listenKey"
+    depth_default_speed = "250ms"
 
     def __init__(
         self,
@@ -152,22 +153,11 @@ class BinanceUsdmSim(BinanceSim):
             "a": [[market.price_str(p), market.amount_str(-a)] for p, _, a in asks[:n]],
         }
 
-    def _flush_depth(self, market: SymbolMarket, depth: _Depth) -> None:
-        if market.update_id == depth.last_u:
-            return
-        prev, depth.last_u = depth.last_u, market.update_id
-        dirty, depth.dirty = depth.dirty, {}
-        names = [depth.stream]
-        if depth.stream.endswith("@depth"):
-            names.append(depth.stream + "@250ms")
-        if not any(self._listened(n) for n in names):
-            return
-        levels = [
-            [market.price_str(p), market.amount_str(abs(market.level_amount(p))), bid]
-            for p, bid in sorted(dirty.items(), reverse=True)
-        ]
+    def _depth_update(
+        self, market: SymbolMarket, prev: int, bids: list[list[str]], asks: list[list[str]]
+    ) -> dict[str, object]:
         now = _ms()
-        event = {
+        return {
             "e": "depthUpdate",
             "E": now,
             "T": now,
@@ -175,35 +165,26 @@ class BinanceUsdmSim(BinanceSim):
             "U": wire_id(prev) + 5,
             "u": wire_id(market.update_id),
             "pu": wire_id(prev),
-            "b": [lv[:2] for lv in levels if lv[2]],
-            "a": [lv[:2] for lv in reversed(levels) if not lv[2]],
+            "b": bids,
+            "a": asks,
         }
-        for name in names:
-            self._emit(name, event)
 
-    def _book_ticker(self, sym: str, market: SymbolMarket) -> None:
-        bid, ask = market.best_bid() or 0, market.best_ask() or 0
-        top = (bid, market.level_amount(bid), ask, market.level_amount(ask))
-        if self._top.get(sym) == top:
-            return
-        self._top[sym] = top
-        stream = f"{sym}@bookTicker"
-        if self._listened(stream):
-            now = _ms()
-            self._emit(
-                stream,
-                {
-                    "e": "bookTicker",
-                    "u": wire_id(market.update_id),
-                    "E": now,
-                    "T": now,
-                    "s": market.symbol,
-                    "b": market.price_str(bid),
-                    "B": market.amount_str(abs(top[1])),
-                    "a": market.price_str(ask),
-                    "A": market.amount_str(abs(top[3])),
-                },
-            )
+    def _book_ticker_event(
+        self, market: SymbolMarket, top: tuple[int, int, int, int]
+    ) -> dict[str, object]:
+        bid, bid_amount, ask, ask_amount = top
+        now = _ms()
+        return {
+            "e": "bookTicker",
+            "u": wire_id(market.update_id),
+            "E": now,
+            "T": now,
+            "s": market.symbol,
+            "b": market.price_str(bid),
+            "B": market.amount_str(bid_amount),
+            "a": market.price_str(ask),
+            "A": market.amount_str(ask_amount),
+        }
 
     def _mark_job(self, now: float) -> None:
         if self.faults.data_paused:
