@@ -320,13 +320,16 @@ def test_dedup_ids_and_cadence() -> None:
     k = up.on_upstream_frame(combined("bnbbtc@kline_1m", '{"e":"kline","k":{"t":1}}'))
     assert isinstance(t, ChannelData) and isinstance(a, ChannelData) and isinstance(k, ChannelData)
     assert D.dedup_id(t) == 12345 and D.dedup_id(a) == 5933014 and D.dedup_id(k) is None
-    names = ("x1@trade", "x1@depth", "x1@depth@100ms", "x1@kline_1s", "x1@kline_1h", "x1@ticker")
+    names = ("x1@trade", "x1@depth", "x1@depth@100ms", "x1@depth5@100ms", "x1@depth10")
+    names += ("x1@kline_1s", "x1@kline_1h", "x1@ticker")
     keys = {n: parse_stream(n) for n in names}
     cad = {n: D.cadence(k) for n, k in keys.items() if k is not None}
     assert cad == {
         "x1@trade": None,
-        "x1@depth": 1.0,
-        "x1@depth@100ms": 0.1,
+        "x1@depth": 600.0,  # diff depth: pushed on change only
+        "x1@depth@100ms": 600.0,
+        "x1@depth5@100ms": 0.1,  # partial depth: every interval
+        "x1@depth10": 1.0,
         "x1@kline_1s": 1.0,
         "x1@kline_1h": 2.0,
         "x1@ticker": 1.0,

@@ -65,6 +65,10 @@ log = logging.getLogger("wsgate.dialects.binance")
 MAX_MESSAGES_PER_SECOND = 5
 WS_API_PATH = "/ws-api/v3"  # the WebSocket API (requests, orders, user data): relayed
 MAX_STREAMS = 1024
+# A diff-depth stream pushes an event only when the book changed (the speed is the most
+# often it may): a quiet symbol is silent for as long as its book does not move, so only
+# a long silence counts as a stale stream (routes.<name>.channel_cadence overrides it).
+QUIET_DEPTH_CADENCE = 600.0
 
 _INTERVALS = frozenset(
     {
@@ -574,6 +578,8 @@ def _cadence(key: SubKey) -> float | None:
     ch = key.channel
     if ch in ("trade", "aggTrade", "bookTicker"):
         return None  # event driven: silence on a quiet symbol is not a fault
+    if ch == "depth":
+        return QUIET_DEPTH_CADENCE
     if ch.startswith("depth"):
         return 0.1 if key.param("speed") == "100ms" else 1.0
     if ch.startswith("kline_"):

@@ -28,6 +28,7 @@ from urllib.parse import parse_qs
 from wsgate.core.types import DialectName
 from wsgate.dialects.base import SubKey
 from wsgate.dialects.binance import (
+    QUIET_DEPTH_CADENCE,
     BinanceDialect,
     BinanceSession,
     BinanceState,
@@ -180,6 +181,8 @@ class BinanceUsdmDialect(BinanceDialect):
         speed = key.param("speed")
         if ch in ("trade", "aggTrade", "bookTicker", "forceOrder", "contractInfo"):
             return None  # event driven: silence on a quiet symbol is not a fault
+        if ch == "depth":
+            return QUIET_DEPTH_CADENCE  # pushed on change only: a quiet book is silent
         if ch.startswith("depth"):
             return {"100ms": 0.1, "500ms": 0.5}.get(speed, 0.25)
         if ch == "markPrice":
