@@ -154,23 +154,42 @@ def test_subscribe_is_answered_when_every_stream_is_answered_upstream() -> None:
     )
     assert isinstance(a, Subscribe) and isinstance(b, Subscribe)
     assert s.render_subscribed(a, 0) is None  # ethusdt@trade is not answered yet
+    assert s.holds(a.key) and s.holds(b.key)  # no data before the request's answer
     assert json.loads(s.render_subscribed(b, 0) or "") == {"result": None, "id": 4}
+    assert not s.holds(a.key) and not s.holds(b.key)  # both flow from the answer on
     assert s.render_subscribed(b, 0) is None  # answered once
-    # One refused stream: the request's error (with its id), and the other's later
-    # confirmation says nothing more.
+    assert s.withdrawn() == []
+    # One refused stream: the request's error (with its id); Binance subscribes none of
+    # its streams, so the other one is taken back too, confirmed or not.
     c, d = send(
         s, {"method": "SUBSCRIBE", "params": ["zzzusdt@trade", "bnbusdt@trade"], "id": 5}, 1
     )
     assert isinstance(c, Subscribe) and isinstance(d, Subscribe)
+    assert s.render_subscribed(d, 0) is None and s.holds(d.key)  # live, held
     refused = json.loads(s.render_subscribe_error(c, 2, "Invalid request: unknown stream") or "")
     assert refused == {"error": {"code": 2, "msg": "Invalid request: unknown stream"}, "id": 5}
-    assert s.render_subscribed(d, 0) is None
-    assert c.key not in s.subs and d.key in s.subs  # bnbusdt@trade flows (not taken back)
-    # Unsubscribing the stream a request still waits for completes it.
-    (e,) = send(s, {"method": "SUBSCRIBE", "params": ["solusdt@trade"], "id": 6}, 2)
+    assert c.key not in s.subs and d.key not in s.subs
+    assert s.withdrawn() == [d.key] and s.withdrawn() == []  # named once
+    assert not s.holds(d.key) and s.render_subscribed(d, 0) is None
+    listed = send(s, {"method": "LIST_SUBSCRIPTIONS", "id": 9}, 1.5)
+    assert reply_of(listed[0])["result"] == ["btcusdt@trade", "ethusdt@trade"]
+    # A stream the session already held is not the refused request's: it stays.
+    params = ["btcusdt@trade", "xrpusdt@trade", "yyyusdt@trade"]
+    f, g = send(s, {"method": "SUBSCRIBE", "params": params, "id": 8}, 1.6)
+    assert isinstance(f, Subscribe) and isinstance(g, Subscribe)
+    assert s.render_subscribe_error(g, 2, "no") is not None and s.withdrawn() == [f.key]
+    assert "btcusdt@trade" in [k.name for k in s.subs]
+    # Unsubscribing the stream a request still waits for completes it; its confirmed
+    # streams flow from then on.
+    h, e = send(
+        s, {"method": "SUBSCRIBE", "params": ["adausdt@trade", "solusdt@trade"], "id": 6}, 2
+    )
+    assert isinstance(h, Subscribe) and isinstance(e, Subscribe)
+    assert s.render_subscribed(h, 0) is None and s.holds(h.key)
     un = send(s, {"method": "UNSUBSCRIBE", "params": ["solusdt@trade"], "id": 7}, 3)
     assert [reply_of(i) for i in un[:2]] == [{"result": None, "id": 6}, {"result": None, "id": 7}]
     assert un[2:] == [Unsubscribe(e.key)]  # type: ignore[attr-defined]
+    assert not s.holds(h.key)
     # Streams from a /stream?streams= URL belong to no request: an error still names nothing.
     u = D.open_session("/stream", "streams=btcusdt@trade")
     (initial,) = u.on_open(0.0)

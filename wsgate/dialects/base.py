@@ -23,7 +23,10 @@ Intents (client → hub):
   (reference counted). When it is live, answer with ``codec.render_subscribed(intent, gw_id)``
   (may be ``None``: Binance has no per-subscription ack), then send the late-joiner snapshot
   (``state.snapshot_event()`` delivered like any other ChannelData). On an upstream failure use
-  ``codec.render_subscribe_error(intent, code, msg)``.
+  ``codec.render_subscribe_error(intent, code, msg)``. A venue that answers a request as a
+  whole (Binance) holds a confirmed key's data while ``codec.holds(key)`` (its request waits
+  for other keys), and after an error ``codec.withdrawn()`` names the request's other keys:
+  the hub releases them without an answer, as the venue would never have subscribed them.
 * ``Unsubscribe(key, gateway_chan_id)`` - drop this session's reference, then send
   ``codec.render_unsubscribed(gw_id)`` (may be ``None``).
 * ``Reply(frame)`` / ``Error(frame, code)`` - send ``frame`` to this client as is.
@@ -434,6 +437,16 @@ class SessionCodec(Protocol):
 
     def render_subscribe_error(self, sub: Subscribe, code: int, msg: str) -> str | None: ...
 
+    def holds(self, key: SubKey) -> bool:
+        """Whether ``key``'s data must wait although it is live: its request is not
+        answered yet (a venue that answers a request as a whole)."""
+        ...
+
+    def withdrawn(self) -> list[SubKey]:
+        """Keys given up since the last call because their request was refused as a whole
+        (each named once): the session no longer holds them and is told nothing more."""
+        ...
+
     def render_unsubscribed(self, gateway_chan_id: int) -> str | None: ...
 
     def render(self, event: ChannelData, gateway_chan_id: int, now: float) -> bytes | None: ...
@@ -476,6 +489,12 @@ class SessionBase(ABC):
     @abstractmethod
     def _handle(self, text: str | bytes, now: float) -> list[Intent]:
         """The intents of one client frame (counted by :meth:`on_client_message`)."""
+
+    def holds(self, key: SubKey) -> bool:
+        return False  # a key's data flows once the key is live
+
+    def withdrawn(self) -> list[SubKey]:
+        return []  # a refusal takes back only the refused key
 
     def render_unsubscribed(self, gateway_chan_id: int) -> str | None:
         return None  # answered when the client asked

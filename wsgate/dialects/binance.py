@@ -172,18 +172,15 @@ def _error(code: int, msg: str, req_id: object = None) -> Error:
 
 @dataclass
 class _Request:
-    """One SUBSCRIBE of a bot: its id and the streams not answered yet."""
+    """One SUBSCRIBE of a bot: its id, its new streams and those not confirmed yet.
+
+    Binance takes or refuses a request as a whole: until it is answered, its confirmed
+    streams are held (no data), and a refused stream takes the others back with it.
+    """
 
     req_id: object
+    keys: tuple[SubKey, ...]
     left: set[SubKey]
-    answered: bool = False
-
-    def complete(self) -> bool:
-        """Whether the success answer is due now (then it counts as sent: true once)."""
-        if self.left or self.answered:
-            return False
-        self.answered = True
-        return True
 
 
 class BinanceSession(SessionBase):
@@ -213,8 +210,9 @@ class BinanceSession(SessionBase):
         # dedicated upstream at this path, never shared, never replayed.
         self.private_path = private_path
         self._recent: deque[float] = deque()
-        # SUBSCRIBE requests not answered yet, by the streams they still wait for.
+        # SUBSCRIBE requests not answered yet, by each of their streams (confirmed or not).
         self._asked: dict[SubKey, _Request] = {}
+        self._withdrawn: list[SubKey] = []  # streams a refused request took back (withdrawn())
 
     def __repr__(self) -> str:
         kind = " private" if self.private_path else ""
@@ -292,10 +290,10 @@ class BinanceSession(SessionBase):
                 return [_error(2, f"Invalid request: more than {MAX_STREAMS} streams", req_id)]
             if not new:
                 return [_result(None, req_id)]
-            # Answered when every new stream is answered (render_subscribed /
-            # render_subscribe_error), not before. (A stream the session asked for earlier
-            # belongs to that earlier request: it is answered there.)
-            request = _Request(req_id, set(new))
+            # Answered when every new stream is confirmed (render_subscribed), or refused as
+            # a whole when one is not (render_subscribe_error), not before. (A stream the
+            # session asked for earlier belongs to that earlier request: answered there.)
+            request = _Request(req_id, tuple(new), set(new))
             out: list[Intent] = []
             for key in new:
                 self.subs[key] = None
@@ -309,18 +307,20 @@ class BinanceSession(SessionBase):
                 del self.subs[key]
                 out.append(Unsubscribe(key))
                 # A SUBSCRIBE still waiting for this stream waits no more: the bot itself
-                # withdrew it.
-                withdrawn = self._settle(key)
-                if withdrawn is not None and withdrawn.complete():
-                    replies.append(_result(None, withdrawn.req_id))
+                # withdrew it (its other streams, if confirmed, flow from its answer on).
+                pending = self._asked.pop(key, None)
+                if pending is not None:
+                    pending.left.discard(key)
+                    if not pending.left:
+                        replies.append(self._answer(pending))
         return [*replies, _result(None, req_id), *out]
 
-    def _settle(self, key: SubKey) -> _Request | None:
-        """The request waiting for ``key``, which is answered now (it leaves the request)."""
-        request = self._asked.pop(key, None)
-        if request is not None:
-            request.left.discard(key)
-        return request
+    def _answer(self, request: _Request) -> Reply:
+        """The request's success: its streams are no longer held."""
+        for key in request.keys:
+            if self._asked.get(key) is request:
+                del self._asked[key]
+        return _result(None, request.req_id)
 
     def _go_private(self, params: list[str], req_id: object) -> Auth:
         """SUBSCRIBE to a listen key (binance-connector's ``user_data``): this session's
@@ -345,22 +345,38 @@ class BinanceSession(SessionBase):
 
     def render_subscribed(self, sub: Subscribe, gateway_chan_id: int) -> str | None:
         """Binance answers the request, not each stream: ``{"result":null}`` once every
-        stream of the request is live (at once when it already was, shared)."""
-        request = self._settle(sub.key)
-        if request is None or not request.complete():
+        stream of the request is live (at once when it already was, shared). Until then
+        the stream is held (:meth:`holds`): a bot of Binance sees no data before the
+        answer, and none at all of a request that is refused."""
+        request = self._asked.get(sub.key)
+        if request is None or sub.key not in request.left:
             return None
-        return _result(None, request.req_id).frame
+        request.left.discard(sub.key)
+        if request.left:
+            return None
+        return self._answer(request).frame
+
+    def holds(self, key: SubKey) -> bool:
+        return key in self._asked
 
     def render_subscribe_error(self, sub: Subscribe, code: int, msg: str) -> str | None:
-        """The venue's error for the request, once (its other streams are not awaited)."""
+        """The venue's error for the request, once; the request's other new streams are
+        taken back with it (:meth:`withdrawn`), as Binance subscribes none of them."""
         self.subs.pop(sub.key, None)
-        request = self._settle(sub.key)
+        request = self._asked.get(sub.key)
         if request is None:  # not a request's (a /stream?streams= one), or answered long ago
             return _error(code, msg, sub.client_id).frame
-        if request.answered:
-            return None
-        request.answered = True
+        for key in request.keys:
+            if self._asked.get(key) is request:
+                del self._asked[key]
+                if key != sub.key and key in self.subs:
+                    del self.subs[key]
+                    self._withdrawn.append(key)
         return _error(code, msg, request.req_id).frame
+
+    def withdrawn(self) -> list[SubKey]:
+        out, self._withdrawn = self._withdrawn, []
+        return out
 
     def render(self, event: ChannelData, gateway_chan_id: int, now: float) -> bytes | None:
         if self.form is FrameForm.COMBINED:

@@ -345,6 +345,12 @@ class BitfinexSession:
         self.pending.pop(sub.key, None)
         return _error(code, msg, **dict(sub.echo)).frame
 
+    def holds(self, key: SubKey) -> bool:
+        return False  # every subscription is answered on its own
+
+    def withdrawn(self) -> list[SubKey]:
+        return []
+
     def render_unsubscribed(self, gateway_chan_id: int) -> str | None:
         self.active.pop(gateway_chan_id, None)
         return compact({"event": "unsubscribed", "status": "OK", "chanId": gateway_chan_id})

@@ -67,6 +67,12 @@ class RawSession:
     def render_subscribe_error(self, sub: Subscribe, code: int, msg: str) -> str | None:
         return None
 
+    def holds(self, key: SubKey) -> bool:
+        return False  # every subscription is answered on its own
+
+    def withdrawn(self) -> list[SubKey]:
+        return []
+
     def render_unsubscribed(self, gateway_chan_id: int) -> str | None:
         return None
 

@@ -33,7 +33,8 @@ class Member:
     codec: d.SessionCodec
     ws: ServerConnection
     subs: dict[Any, d.Subscribe] = field(default_factory=dict)  # key -> request
-    acked: set[Any] = field(default_factory=set)
+    acked: set[Any] = field(default_factory=set)  # in the fan-out lists
+    held: dict[Any, None] = field(default_factory=dict)  # live, held by an unanswered request
     flags: int = 0
     bucket: TokenBucket | None = None
 

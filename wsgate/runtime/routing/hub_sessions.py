@@ -128,6 +128,7 @@ class SessionIntents:
                     m.session.push_text(frame)
             elif not isinstance(intent, d.Reply):  # the refused request's own answer goes
                 out.append(intent)
+        self._drop_withdrawn(m)  # none of the request was executed: nothing to release
         return out
 
     def _on_slow(self, session: Session) -> None:
@@ -178,6 +179,7 @@ class SessionIntents:
     def _unsubscribe(self, m: Member, req: d.Unsubscribe) -> None:
         key = req.key
         m.subs.pop(key, None)
+        m.held.pop(key, None)
         was_acked = key in m.acked
         m.acked.discard(key)
         self.fanout.remove(self.registry.get(key), m)
@@ -192,6 +194,8 @@ class SessionIntents:
             frame = m.codec.render_unsubscribed(gw)
             if frame is not None:
                 m.session.push_text(frame)
+        if m.held:  # withdrawing a stream may have completed the request holding others
+            self._release_held(m)
 
     def _leave(self, m: Member) -> None:
         self.members.pop(m.session.id, None)
@@ -241,21 +245,46 @@ class SessionIntents:
 
     # ---------------------------------------------------------------- answers
     def ack_waiting(self, sub: Subscription) -> None:
-        """The subscription is live: ack every session waiting for it, with a snapshot."""
-        members = self.fanout.members(sub)
+        """The subscription is live: ack every session waiting for it, with a snapshot.
+
+        A session whose codec holds the key (its request waits for other streams) joins
+        the fan-out when the request is answered, with the request's other streams.
+        """
+        key = sub.key
         for sid in list(sub.sessions):
             m = self.members.get(sid)
-            if m is None or sub.key in m.acked:
+            if m is None or key in m.acked or key in m.held:
                 continue
-            req = m.subs.get(sub.key)
+            req = m.subs.get(key)
             if req is None:
                 continue
-            m.acked.add(sub.key)
-            members.append(m)
             ack = m.codec.render_subscribed(req, sub.gw_id)
             if ack is not None:
                 m.session.push_text(ack)
+            m.held[key] = None
+            self._release_held(m)
+
+    def _release_held(self, m: Member) -> None:
+        """Join every live key of ``m`` its codec no longer holds, in the order they came."""
+        for key in [k for k in m.held if not m.codec.holds(k)]:
+            del m.held[key]
+            sub = self.registry.get(key)
+            if sub is None or m.session.id not in sub.sessions or key not in m.subs:
+                continue
+            m.acked.add(key)
+            self.fanout.members(sub).append(m)
             self.fanout.send_snapshot(m, sub)
+
+    def _drop_withdrawn(self, m: Member) -> None:
+        """Release the keys a refused request took back, telling the session nothing more
+        (the request's error said it all)."""
+        for key in m.codec.withdrawn():
+            if m.subs.pop(key, None) is None:
+                continue
+            m.held.pop(key, None)
+            m.acked.discard(key)
+            self.fanout.remove(self.registry.get(key), m)
+            self.registry.release(key, m.session.id, self.clock())
 
     def session_error(self, session_ids: Iterable[int], kind: str) -> None:
         """Count an error against the sessions that caused it (and the route's tally)."""
@@ -275,10 +304,12 @@ class SessionIntents:
                 continue
             req = m.subs.pop(sub.key, None)
             m.acked.discard(sub.key)
+            m.held.pop(sub.key, None)
             if req is not None:
                 frame = m.codec.render_subscribe_error(req, code, msg)
                 if frame is not None:
                     m.session.push_text(frame)
+                self._drop_withdrawn(m)
 
     def refuse_waiting(self, sub: Subscription, why: d.Refusal) -> None:
         """Answer every session still waiting for ``sub`` with the venue's error for ``why``."""
@@ -295,10 +326,12 @@ class SessionIntents:
             self.registry.release(sub.key, sid, now)
             if m is None or req is None:
                 continue
+            m.held.pop(sub.key, None)
             frame = m.codec.render_subscribe_error(req, code, msg)
             if frame is not None:
                 m.session.push_text(frame)
                 told += 1
+            self._drop_withdrawn(m)
         if told:
             self.session_errors[why.value] = self.session_errors.get(why.value, 0) + told
             log.info(
