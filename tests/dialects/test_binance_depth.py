@@ -107,14 +107,24 @@ def test_gap_is_held_and_bridged_by_one_synthetic_event() -> None:
     assert parse_event(render_event(bridge)) == bridge
 
 
-def test_bridge_waits_for_the_stream_to_pass_the_snapshot() -> None:
+def test_a_snapshot_past_the_held_events_bridges_at_once_and_the_stream_follows_it() -> None:
+    # A quiet book may push nothing for minutes after the gap: the snapshot alone bridges.
     b = seeded()
     b.observe(ev(150, 152))
-    assert b.on_snapshot(snap(160, {"1": "1"}, {})) is SnapshotOutcome.WAITING
-    assert b.observe(ev(153, 158)) is Action.HOLD
-    assert b.observe(ev(159, 161, {"2": "2"})) is Action.BRIDGE
+    assert b.on_snapshot(snap(160, {"1": "1"}, {})) is SnapshotOutcome.DONE
     bridge = b.take_bridge()
-    assert bridge is not None and (bridge.first, bridge.last) == (106, 161)
+    assert bridge is not None and (bridge.first, bridge.last) == (106, 160)
+    assert b.observe(ev(153, 158)) is Action.DROP  # in the snapshot already
+    assert b.observe(ev(159, 161, {"2": "2"})) is Action.REWRITE  # straddles it: U = 161
+    assert b.rewrite_u == 161 and b.delivered_u == 161
+
+
+def test_a_snapshot_older_than_the_held_events_is_fetched_again() -> None:
+    b = seeded()
+    b.observe(ev(150, 152))
+    assert b.on_snapshot(snap(100, {"1": "1"}, {})) is SnapshotOutcome.REFETCH  # too old
+    b.observe(ev(153, 158))
+    assert b.on_snapshot(snap(158, {"1": "1"}, {})) is SnapshotOutcome.DONE
 
 
 def test_truncated_snapshot_does_not_remove_levels_beyond_its_range() -> None:

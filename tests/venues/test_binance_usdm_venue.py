@@ -5,6 +5,8 @@ from the server directly."""
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from websockets.asyncio.client import connect
 
 from tests.venues.base import STYLES
 from tests.venues.binance_usdm_server import UsdmServer
+from tests.venues.books import BookKeeper
 from tests.venues.rig import Inbox, gateway
 
 PUBLIC = ["btcusdt@depth@100ms", "btcusdt@depth5@100ms", "btcusdt@trade"]
@@ -136,3 +139,43 @@ def test_a_24h_cut_loses_no_agg_trade_and_repeats_none() -> None:
             assert [m["a"] for m in via.frames] == ids
 
     asyncio.run(scenario())
+
+
+def test_a_bots_diff_depth_book_survives_a_24h_cut() -> None:
+    """The bot keeps its book by fstream's recipe (REST snapshot, then the ``pu`` chain)
+    through the gateway; the upstream is cut and the book moves while it is down: the bot's
+    chain must hold (bridged) or its session be closed so it resyncs, never silently wrong."""
+
+    async def scenario() -> None:
+        async with (
+            UsdmServer() as srv,
+            gateway("binance_usdm", srv.url, rest_url=srv.rest_url) as gw,
+            connect(gw.url("venue") + "/public/ws/btcusdt@depth@100ms") as v,
+        ):
+            via = Inbox(v)
+            book = BookKeeper()
+            await srv.until(lambda: len(srv.subscribers("btcusdt@depth@100ms")) == 1)
+            await srv.book_update("BTCUSDT", bids=[("95.10", "1")])
+            await via.wait(lambda m: m["e"] == "depthUpdate")
+            rest = "http" + gw.url("venue")[2:] + "/fapi/v1/depth?symbol=BTCUSDT&limit=1000"
+            book.usdm_snapshot(await asyncio.to_thread(_get_json, rest))
+            await srv.book_update("BTCUSDT", asks=[("103.10", "0")])
+            await srv.drop_all()
+            await srv.book_update("BTCUSDT", bids=[("96.10", "2")])  # while the gateway is away
+            await srv.book_update("BTCUSDT", bids=[("99.10", "0")])
+            await srv.until(lambda: len(srv.subscribers("btcusdt@depth@100ms")) == 1, 10)
+            await srv.book_update("BTCUSDT", asks=[("104.10", "7")])
+            u = srv.books["BTCUSDT"].u
+            await via.wait(lambda m: m.get("u") == u)  # no later change: a quiet book
+            for event in via.frames:
+                book.usdm(event)
+            assert book.breaks == []
+            srv_book = srv.books["BTCUSDT"]
+            assert book.same_as(srv_book.bids, srv_book.asks)
+
+    asyncio.run(scenario())
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())

@@ -363,21 +363,28 @@ class DepthBook:
     def _try_bridge(self) -> SnapshotOutcome:
         assert self._pending is not None and self.delivered_u is not None
         snap = self._pending
+        newest = self._buffer[-1] if self._buffer else None
         events = self._after(snap)
         if isinstance(events, SnapshotOutcome):
-            return events
+            if events is not SnapshotOutcome.WAITING or snap.last_update_id <= self.delivered_u:
+                return events
+            # The snapshot already holds every event held since the gap (a quiet book: no
+            # later event may come for minutes): bridge to the snapshot itself now; the next
+            # event, straddling it, is rewritten to follow.
+            events = []
         bids, asks = self._seeded_from(snap, events)
         touched_b = {_dec(p) for ev in events for p, _ in ev.bids}
         touched_a = {_dec(p) for ev in events for p, _ in ev.asks}
         full = self.snapshot_limit
         bid_floor = min(bids.levels, default=None) if len(snap.bids) >= full else None
         ask_cap = max(asks.levels, default=None) if len(snap.asks) >= full else None
-        last = events[-1]
+        last_u = events[-1].last if events else snap.last_update_id
+        last = events[-1] if events else newest
         self._bridge = DepthEvent(
             self.delivered_u + 1,
-            last.last,
-            last.time,
-            last.symbol or self.symbol,
+            last_u,
+            last.time if last is not None else 0,
+            (last.symbol if last is not None else "") or self.symbol,
             tuple(
                 _diff(self._bids, bids, touched_b, lambda p: bid_floor is None or p >= bid_floor)
             ),
@@ -385,7 +392,7 @@ class DepthBook:
             self.delivered_u if self.futures else None,
         )
         self._bids, self._asks = bids, asks
-        self.delivered_u = last.last
+        self.delivered_u = last_u
         self._buffer.clear()
         self._pending = None
         self.phase = Phase.LIVE
