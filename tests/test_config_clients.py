@@ -138,6 +138,18 @@ max_subscriptions = -1
     ]
 
 
+def test_the_name_that_labels_sessions_without_a_client_is_reserved() -> None:
+    found = _problems('[gateway]\n[[gateway.clients]]\nname = "Anonymous"\ntoken_env = "A"\n')
+    assert found == [
+        (
+            3,
+            "gateway.clients[0].name",
+            "client name 'Anonymous' is reserved: it labels the sessions without a client",
+            "give this client another name",
+        )
+    ]
+
+
 @pytest.mark.parametrize(
     ("setup", "message"),
     [

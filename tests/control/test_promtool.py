@@ -236,20 +236,12 @@ def test_operations_alerting_rules_pass_promtool(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_sessions_by_client_names_the_bots(metrics_text: str) -> None:
-    from wsgate.control.metrics_bots import client_name
-
-    assert client_name("ccxt/4.3.1 (+https://github.com/ccxt/ccxt)") == "ccxt"
-    assert client_name("Python/3.11 websockets/17.4") == "python"
-    assert client_name(None) == "unknown" and client_name("  /x") == "unknown"
-    assert client_name("a" * 100) == "a" * 32
-    rows = re.findall(
-        r'wsgate_sessions_by_client\{client="([^"]+)",route="(\w+)"\} (\S+)', metrics_text
-    )
-    rows += [
-        (c, r, v)
-        for r, c, v in re.findall(
-            r'wsgate_sessions_by_client\{route="(\w+)",client="([^"]+)"\} (\S+)', metrics_text
-        )
+def test_sessions_by_client_labels_only_configured_identities(metrics_text: str) -> None:
+    """The demo's bots connect without a [[gateway.clients]] identity: one anonymous
+    series per route, whatever User-Agent they send."""
+    rows = [
+        (dict(re.findall(r'(\w+)="([^"]*)"', body)), float(value))
+        for body, value in re.findall(r"wsgate_sessions_by_client\{([^}]*)\} (\S+)", metrics_text)
     ]
-    assert rows and all(float(v) >= 1 for _, _, v in rows), rows
+    assert rows and all(v >= 1 and set(x) == {"route", "client"} for x, v in rows), rows
+    assert {x["client"] for x, _ in rows} == {"anonymous"}, rows

@@ -14,6 +14,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -200,7 +201,10 @@ def test_clients_tokens_routes_limits_and_visibility(beta_file: Path) -> None:
             assert "client gamma" in bybit_err["ret_msg"]
 
             # The route's own shared token still opens its route (anonymous, no client).
-            anon = await connect(f"{gw.url('shared')}?token={ROUTE_TOKEN}")
+            # Its User-Agent names nothing in the metrics: a bot cannot mint label values.
+            anon = await connect(
+                f"{gw.url('shared')}?token={ROUTE_TOKEN}", user_agent_header="minted-label/1.0"
+            )
 
             # Visibility: status, the sessions, /metrics.
             doc = status(gw.daemon)
@@ -223,6 +227,23 @@ def test_clients_tokens_routes_limits_and_visibility(beta_file: Path) -> None:
             assert 'wsgate_client_refused_total{client="alpha",reason="max_sessions"} 1.0' in text
             assert 'wsgate_client_sessions_open{client="beta"} 1.0' in text
             assert 'wsgate_handshakes_rejected_total{reason="too_many"} 1.0' in text
+            by_client = sorted(
+                (labels["route"], labels["client"], value)
+                for labels, value in (
+                    (dict(re.findall(r'(\w+)="([^"]*)"', body)), value)
+                    for body, value in re.findall(
+                        r"wsgate_sessions_by_client\{([^}]*)\} (\S+)", text
+                    )
+                )
+            )
+            assert by_client == [
+                ("binance", "beta", "1.0"),
+                ("bitfinex", "alpha", "2.0"),
+                ("bybit", "gamma", "1.0"),
+                ("okx", "gamma", "1.0"),
+                ("shared", "anonymous", "1.0"),
+            ]
+            assert "minted" not in text and doc["anonymous_sessions"] == 1
             for secret in (ALPHA, BETA, GAMMA, ROUTE_TOKEN):
                 assert secret not in text and secret not in json.dumps(doc)
 
@@ -234,6 +255,7 @@ def test_clients_tokens_routes_limits_and_visibility(beta_file: Path) -> None:
             shown = console.file.getvalue()  # type: ignore[attr-defined]
             assert "clients" in shown and "alpha" in shown and "2/2" in shown, shown
             assert "route=1 max_sessions=1 max_subscriptions=1" in shown, shown
+            assert re.search(r"anonymous\s*│\s*-\s*│\s*1\s", shown), shown
             state = TopState("clients")
             state.snapshot = top_snapshot(gw.daemon)
             top = Console(file=io.StringIO(), width=200)
@@ -242,6 +264,9 @@ def test_clients_tokens_routes_limits_and_visibility(beta_file: Path) -> None:
             assert "gamma" in table and "okx,bybit" in table, table
             state.view = "sessions"
             assert {r["client"] for r in state.rows()} == {None, "alpha", "beta", "gamma"}
+            top = Console(file=io.StringIO(), width=200)
+            top.print(render_top(state))
+            assert "anonymous" in top.file.getvalue()  # type: ignore[attr-defined]
 
             # A session that ends frees its slot and its subscriptions.
             await a1.close()

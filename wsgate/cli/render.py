@@ -151,7 +151,7 @@ def render_status(r: dict[str, Any]) -> None:
             states,
         )
     _console.print(t)
-    render_clients(r.get("clients") or [])
+    render_clients(r.get("clients") or [], r.get("anonymous_sessions"))
     j = Table(title="jobs", title_justify="left")
     for col in ("job", "every", "runs", "failures", "last run", "next run", "duration"):
         j.add_column(col)
@@ -173,8 +173,9 @@ def _limit(used: int, limit: int | None) -> str:
     return f"{used}/{limit}" if limit is not None else str(used)
 
 
-def render_clients(clients: list[dict[str, Any]]) -> None:
-    """The [[gateway.clients]] identities: what each holds against its limits."""
+def render_clients(clients: list[dict[str, Any]], anonymous: int | None = None) -> None:
+    """The [[gateway.clients]] identities: what each holds against its limits, and (from
+    ``status``) the sessions without one, as the metrics label them."""
     if not clients:
         return
     t = Table(title="clients", title_justify="left")
@@ -191,6 +192,8 @@ def render_clients(clients: list[dict[str, Any]]) -> None:
             refused,
             token,
         )
+    if anonymous:
+        t.add_row("[dim]anonymous[/]", "-", str(anonymous), "-", "-", "-")
     _console.print(t)
 
 

@@ -119,7 +119,8 @@ def _cell(key: str, v: Any) -> str:
     from wsgate.cli.render import fmt_age, fmt_ms
 
     if v is None:
-        return "all" if key == "routes" else "-"
+        # A session without a [[gateway.clients]] identity: the metrics' label for it.
+        return {"routes": "all", "client": "anonymous"}.get(key, "-")
     if key == "routes" and isinstance(v, list):
         return ",".join(str(r) for r in v)
     if key == "latency":

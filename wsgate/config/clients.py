@@ -18,10 +18,12 @@ from collections.abc import Sequence
 from wsgate.config.locate import Table, did_you_mean, short
 from wsgate.config.schema import ClientConfig
 
-__all__ = ["CLIENT_NAME", "build_clients", "token_file_problem"]
+__all__ = ["ANONYMOUS", "CLIENT_NAME", "build_clients", "token_file_problem"]
 
 # A metric label value, a log word and a status column: letters, digits, "_", "-", ".".
 CLIENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+# What metrics and views call a session without a client identity: no client may be named so.
+ANONYMOUS = "anonymous"
 _TOKEN_FILE_MAX = 4096
 
 
@@ -87,6 +89,13 @@ def _build_client(
             "name",
             f"client name {short(name)} is not usable as a label",
             "use letters, digits, '_', '-' or '.', starting with a letter (at most 64)",
+        )
+        name = None
+    elif name is not None and name.lower() == ANONYMOUS:
+        c.problem(
+            "name",
+            f"client name {name!r} is reserved: it labels the sessions without a client",
+            "give this client another name",
         )
         name = None
     elif name is not None:

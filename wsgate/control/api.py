@@ -96,6 +96,7 @@ def status(d: DaemonView) -> dict[str, Any]:
         "sessions": len(d.gateway.sessions),
         # [[gateway.clients]]: each identity's sessions, subscriptions and refusals
         "clients": [dataclasses.asdict(c) for c in d.gateway.clients.statistics()],
+        "anonymous_sessions": sum(1 for s in d.gateway.sessions if s.client is None),
         "loop_lag": round(d.loop_lag, 6),
         "handler_errors": dataclasses.asdict(d.faults.statistics()),
         "tasks": len(asyncio.all_tasks()),  # leak checks: chaos drills compare it over time

@@ -14,9 +14,11 @@
                                                     (a bot's frame the upstream send queue
                                                     could not take)
 ``wsgate_sessions_by_client``                       open bot sessions {route, client}: the
-                                                    product name of the bot's User-Agent
-                                                    (``ccxt``, ``python-binance``, ...), at
-                                                    most 20 names, the rest ``other``
+                                                    ``[[gateway.clients]]`` name the session
+                                                    connected as, ``anonymous`` for every
+                                                    session without one (a route token, or
+                                                    none); the config bounds the values,
+                                                    nothing a bot sends becomes a label
 ``wsgate_client_sessions_open``                     open sessions of each ``[[gateway.clients]]``
                                                     identity {client} (names come from the
                                                     config: bounded)
@@ -52,7 +54,6 @@ removed by a reload takes its series with it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from http import HTTPStatus
 from typing import Protocol
@@ -60,6 +61,7 @@ from typing import Protocol
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from wsgate.config.clients import ANONYMOUS
 from wsgate.runtime.downstream.gateway import Gateway
 from wsgate.runtime.routing.routes import RouteRuntime
 
@@ -75,18 +77,6 @@ _REASONS = {
     HTTPStatus.BAD_REQUEST: "bad_request",
     HTTPStatus.TOO_MANY_REQUESTS: "too_many",  # a client over its max_sessions
 }
-
-
-MAX_CLIENTS = 20  # distinct client names exported; more are counted as "other"
-_CLIENT = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,31}")
-
-
-def client_name(user_agent: str | None) -> str:
-    """``"ccxt/4.3.1 (+https://...)"`` -> ``"ccxt"``: the first product token, bounded."""
-    if not user_agent:
-        return "unknown"
-    m = _CLIENT.match(user_agent.strip())
-    return m.group(0).lower() if m else "unknown"
 
 
 def rejection_reason(status: int) -> str:
@@ -143,7 +133,8 @@ class BotSideCollector(Collector):
         )
         by_client = GaugeMetricFamily(
             "wsgate_sessions_by_client",
-            "Open bot sessions by client (the User-Agent's product name).",
+            "Open bot sessions by client: its [[gateway.clients]] name, anonymous for "
+            "sessions without one.",
             labels=["route", "client"],
         )
         share_keys = GaugeMetricFamily(
@@ -167,16 +158,12 @@ class BotSideCollector(Collector):
             labels=["route", "event"],
         )
         yield from _identities(self.d.gateway)
+        # Labelled by configured identity only: a header a bot chooses (User-Agent) would
+        # let any bot mint series.
         per_client: dict[tuple[str, str], int] = {}
-        names: set[str] = set()
         for session in list(self.d.gateway.sessions):
-            request = getattr(session.ws, "request", None)
-            agent = request.headers.get("User-Agent") if request is not None else None
-            name = client_name(agent)
-            if name not in names and len(names) >= MAX_CLIENTS:
-                name = "other"
-            names.add(name)
-            key = (session.route, name)
+            client = session.client
+            key = (session.route, client.name if client is not None else ANONYMOUS)
             per_client[key] = per_client.get(key, 0) + 1
         for (route, name), n in sorted(per_client.items()):
             by_client.add_metric([route, name], n)
