@@ -10,6 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.venues.base import STYLES
+from tests.venues.books import BookKeeper
 from tests.venues.bybit_server import BybitServer
 from tests.venues.rig import Inbox, gateway
 
@@ -141,5 +142,47 @@ def test_one_bots_bad_topic_does_not_fail_or_delay_another_bots(category: str) -
                 assert "publicTrade.FOOUSDT" in err["ret_msg"]
                 tid = await srv.trade(category, "ETHUSDT", "10", "1")
                 await good.wait(lambda m: m["data"][0]["i"] == tid)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("category", ["spot", "linear"])
+def test_a_bots_book_and_trades_hold_across_an_upstream_loss(category: str) -> None:
+    """A bot keeps its book by Bybit's rules (any snapshot resets, deltas follow ``u``) and
+    its trades by id: across a lost upstream it ends with the server's book, its deltas
+    never skip, and no trade comes twice."""
+
+    async def scenario() -> None:
+        path = f"/v5/public/{category}"
+        name = "orderbook.50.BTCUSDT"
+        async with (
+            BybitServer() as srv,
+            gateway("bybit", srv.url) as gw,
+            connect(gw.url("venue") + path) as a,
+        ):
+            bot = Inbox(a)
+            await bot.send(sub(name, "publicTrade.BTCUSDT"))
+            await bot.wait(topic(name))
+            for k in range(3):
+                await srv.book_delta(category, "BTCUSDT", bids=[(f"9{k}.5", "2")])
+                await srv.trade(category, "BTCUSDT", "100", "1")
+            await srv.drop_all()
+            await srv.book_delta(category, "BTCUSDT", asks=[("101.5", "0")])  # while away
+            await srv.until(lambda: len(srv.subscribers(category, name)) == 1, 10)
+            for k in range(2):
+                await srv.book_delta(category, "BTCUSDT", asks=[(f"10{k + 2}.5", "0")])
+                await srv.trade(category, "BTCUSDT", "101", "1")
+            tid = await srv.trade(category, "BTCUSDT", "102", "1")
+            await bot.wait(lambda m: m["data"][0]["i"] == tid)
+            u = srv.books[(category, "BTCUSDT")].u
+            await bot.wait(lambda m: m["topic"] == name and m["data"]["u"] == u)
+            book = BookKeeper()
+            for m in bot.where(topic(name)):
+                book.bybit(m)
+            assert book.breaks == []
+            server = srv.books[(category, "BTCUSDT")]
+            assert book.same_as(server.bids, server.asks)
+            tids = [t["i"] for m in bot.where(topic("publicTrade.BTCUSDT")) for t in m["data"]]
+            assert len(tids) == len(set(tids)) == 6
 
     asyncio.run(scenario())

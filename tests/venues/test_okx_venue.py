@@ -10,6 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.venues.base import STYLES
+from tests.venues.books import BookKeeper
 from tests.venues.okx_server import OkxServer
 from tests.venues.rig import Inbox, gateway
 
@@ -170,5 +171,57 @@ def test_a_quiet_upstream_outlives_the_30_s_idle_rule() -> None:
             assert srv.idle_closes == 0 and srv.connects == 1
             tid = await srv.trade("BTC-USDT", "100", "1")
             await bot.wait(lambda m: m["data"][0]["tradeId"] == str(tid))
+
+    asyncio.run(scenario())
+
+
+def _book_ok(bot: Inbox, srv: OkxServer, inst: str = "BTC-USDT") -> BookKeeper:
+    book = BookKeeper()
+    for m in bot.where(data_of("books", inst)):
+        book.okx(m)
+    server = srv.books[inst]
+    assert book.breaks == [], book.breaks
+    assert book.same_as(dict(server.bids), dict(server.asks))
+    return book
+
+
+@pytest.mark.parametrize("how", ["notice", "drop"])
+def test_books_and_trades_hold_across_a_64008_rotation_and_an_upstream_loss(how: str) -> None:
+    """A bot keeps its book by OKX's rules (snapshot resets, ``prevSeqId`` chains) and its
+    trades by ``tradeId``: across a 64008 notice (make-before-break) or a lost upstream it
+    sees no break it cannot follow, ends with the server's book, and no trade twice."""
+
+    async def scenario() -> None:
+        async with (
+            OkxServer() as srv,
+            gateway("okx", srv.url) as gw,
+            connect(gw.url("venue") + PUBLIC) as a,
+        ):
+            bot = Inbox(a)
+            await bot.send(sub(("books", "BTC-USDT"), ("trades", "BTC-USDT")))
+            await bot.wait(data_of("books"))
+            for k in range(3):
+                await srv.book_update("BTC-USDT", bids=[(f"9{k}.5", "2")])
+                await srv.trade("BTC-USDT", "100", "1")
+            if how == "notice":
+                await srv.notice()
+                await srv.until(lambda: srv.connects == 2, 10, "the successor")
+            else:
+                await srv.drop_all()
+                await srv.until(lambda: len(srv.subscribers("trades", "BTC-USDT")) == 1, 10)
+            for k in range(3):
+                await srv.book_update("BTC-USDT", asks=[(f"10{k + 1}.5", "0")])
+                await srv.trade("BTC-USDT", "101", "1")
+            if how == "notice":
+                await srv.until(lambda: len(srv.live) == 1, 10, "the old connection retired")
+                await srv.until(lambda: len(srv.subscribers("books", "BTC-USDT")) == 1)
+            await srv.book_update("BTC-USDT", bids=[("90.5", "0")])
+            tid = await srv.trade("BTC-USDT", "102", "1")
+            await bot.wait(lambda m: m["data"][0].get("tradeId") == str(tid))
+            await bot.wait(lambda m: m["data"][0].get("seqId") == srv.books["BTC-USDT"].seq)
+            _book_ok(bot, srv)
+            tids = [m["data"][0]["tradeId"] for m in bot.where(data_of("trades"))]
+            assert len(tids) == len(set(tids)), tids
+            assert bot.where(lambda m: m["event"] in ("notice", "error")) == []
 
     asyncio.run(scenario())
