@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import tempfile
 import threading
@@ -24,7 +23,14 @@ from typing import Any, NamedTuple, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.e2e.harness import WSGATE, DaemonProc, free_port, wait_until, write_config
+from tests.e2e.harness import (
+    WSGATE,
+    DaemonProc,
+    free_port,
+    stop_daemon,
+    wait_until,
+    write_config,
+)
 from tests.runtime.receivers import WebhookReceiver
 from wsgate.sim.simulator import Simulator
 
@@ -239,22 +245,11 @@ def spawn_daemon(
             [*WSGATE, "run", "--config", str(cfg)], stdout=fh, stderr=subprocess.STDOUT, env=env
         )
     d = DaemonProc(proc, directory, cfg, sock, port, log, env)
-
-    def ready() -> bool:
-        return "ready:" in log.read_text(errors="replace")[start:] or proc.poll() is not None
-
     try:
-        wait_until(ready, 20, "daemon to be ready")
-        assert proc.poll() is None, d.logs()
+        d.wait_ready(since=start)
         yield d
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_daemon(proc)
 
 
 def new_dir() -> Path:

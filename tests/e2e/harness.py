@@ -148,6 +148,27 @@ class DaemonProc:
     def wait_log(self, text: str, timeout: float = 10.0) -> None:
         wait_until(lambda: text in self.logs(), timeout, f"log line {text!r}")
 
+    def wait_ready(self, since: int = 0) -> None:
+        """Until the daemon logs ``ready:`` (past character ``since`` of its log); it must
+        still be running then."""
+        wait_until(
+            lambda: "ready:" in self.logs()[since:] or self.proc.poll() is not None,
+            20,
+            "daemon to be ready",
+        )
+        assert self.proc.poll() is None, self.logs()
+
+
+def stop_daemon(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    """SIGTERM (a clean shutdown) if it still runs; SIGKILL when that takes over ``grace``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
 
 def write_config(
     directory: Path,
@@ -156,12 +177,14 @@ def write_config(
     *,
     daemon: str = "",
     gateway: str = "",
+    metrics: str = "",
     socket_name: str = "ctl.sock",
 ) -> tuple[Path, str]:
     """The harness's [daemon], [gateway] and [metrics] tables, plus ``body``.
 
     ``daemon`` and ``gateway`` are extra lines for those tables (TOML cannot reopen them);
-    ``socket_name`` is the control socket's path inside the daemon's directory.
+    ``metrics`` is where /metrics listens (none when empty); ``socket_name`` is the control
+    socket's path inside the daemon's directory.
     """
     sock = str(directory / socket_name)
     cfg = directory / "wsgate.toml"
@@ -176,7 +199,7 @@ shutdown_timeout = 3
 listen = "127.0.0.1:{port}"
 {gateway}
 [metrics]
-listen = ""
+listen = "{metrics}"
 """
         + body
     )
@@ -195,15 +218,23 @@ def run_daemon(
     args: tuple[str, ...] = (),
     daemon: str = "",
     gateway: str = "",
+    metrics: str = "",
     socket_name: str = "ctl.sock",
     nofile: int | None = None,
 ) -> Iterator[DaemonProc]:
-    """``nofile``: the daemon's RLIMIT_NOFILE (to exhaust descriptors in a test)."""
+    """``wsgate run`` on :func:`write_config`'s file and ``args``; stopped on exit.
+    ``nofile``: the daemon's RLIMIT_NOFILE (to exhaust descriptors in a test)."""
     # Unix socket paths are limited to 108 bytes: keep the directory short.
     directory = Path(tempfile.mkdtemp(prefix="wsg-", dir="/tmp"))
     port = free_port()
     cfg, sock = write_config(
-        directory, body, port, daemon=daemon, gateway=gateway, socket_name=socket_name
+        directory,
+        body,
+        port,
+        daemon=daemon,
+        gateway=gateway,
+        metrics=metrics,
+        socket_name=socket_name,
     )
     log = directory / "daemon.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
@@ -217,16 +248,7 @@ def run_daemon(
         )
     d = DaemonProc(proc, directory, cfg, sock, port, log, env)
     try:
-        wait_until(
-            lambda: "ready:" in d.logs() or proc.poll() is not None, 20, "daemon to be ready"
-        )
-        assert proc.poll() is None, d.logs()
+        d.wait_ready()
         yield d
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_daemon(proc)

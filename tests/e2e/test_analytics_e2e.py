@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from tests.e2e.harness import WSGATE, DaemonProc, free_port, wait_until
+from tests.e2e.harness import DaemonProc, free_port, run_daemon, wait_until
 
 DEMO_ROUTES = """
 [jobs]
@@ -46,46 +41,14 @@ url = "wss://stream.binance.com:9443"
 @contextmanager
 def demo_daemon() -> Iterator[tuple[DaemonProc, int]]:
     """`wsgate run --demo` with a config of its own: simulator endpoints, metrics on."""
-    directory = Path(tempfile.mkdtemp(prefix="wsg-", dir="/tmp"))
-    port, metrics_port = free_port(), free_port()
-    sock = str(directory / "ctl.sock")
-    cfg = directory / "wsgate.toml"
-    cfg.write_text(
-        f"""
-[daemon]
-control_socket = "{sock}"
-state_dir = "{directory / "state"}"
-shutdown_timeout = 3
-[gateway]
-listen = "127.0.0.1:{port}"
-events_require_token = false
-[metrics]
-listen = "127.0.0.1:{metrics_port}"
-"""
-        + DEMO_ROUTES
-    )
-    log = directory / "daemon.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            [*WSGATE, "run", "--demo", "--seed", "5", "--config", str(cfg)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    d = DaemonProc(proc, directory, cfg, sock, port, log, env)
-    try:
-        wait_until(lambda: "ready:" in d.logs() or proc.poll() is not None, 20, "daemon ready")
-        assert proc.poll() is None, d.logs()
+    metrics_port = free_port()
+    with run_daemon(
+        DEMO_ROUTES,
+        args=("--demo", "--seed", "5"),
+        gateway="events_require_token = false",
+        metrics=f"127.0.0.1:{metrics_port}",
+    ) as d:
         yield d, metrics_port
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
