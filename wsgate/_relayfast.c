@@ -101,6 +101,7 @@ typedef struct {
     int masked;
     unsigned long long frames;
     unsigned long long bytes;
+    unsigned long long writes;
 } Pipe;
 
 static PyObject *str_state;
@@ -188,48 +189,56 @@ gates_open(Pipe *self)
     return 1;
 }
 
-/* pipe(data) -> the number of frames written (all of data), or 0 (nothing written). */
-static PyObject *
-Pipe_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+/* The step itself: the number of frames written (all of data), 0 (nothing written), or
+ * -1 with an exception set. data must be bytes. */
+static Py_ssize_t
+pipe_step(Pipe *self, PyObject *data)
 {
-    Pipe *self = (Pipe *)callable;
-    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
-        PyErr_SetString(PyExc_TypeError, "Pipe takes one argument: the bytes read");
-        return NULL;
-    }
-    PyObject *data = args[0];
-    if (!PyBytes_Check(data)) {
-        PyErr_SetString(PyExc_TypeError, "Pipe: data must be bytes");
-        return NULL;
-    }
     if (self->write == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Pipe not initialised");
-        return NULL;
+        return -1;
     }
     Py_ssize_t n = PyBytes_GET_SIZE(data);
     Py_ssize_t count =
         scan((const unsigned char *)PyBytes_AS_STRING(data), n, self->masked, self->max_message);
     if (count == 0)
-        return PyLong_FromLong(0);
+        return 0;
     int open = gates_open(self);
     if (open <= 0)
-        return open < 0 ? NULL : PyLong_FromLong(0);
+        return open;
     PyObject *size = PyObject_CallNoArgs(self->buffered);
     if (size == NULL)
-        return NULL;
+        return -1;
     Py_ssize_t buffered = PyLong_AsSsize_t(size);
     Py_DECREF(size);
     if (buffered == -1 && PyErr_Occurred())
-        return NULL;
+        return -1;
     if (buffered > self->buffer_limit)
-        return PyLong_FromLong(0);
+        return 0;
     PyObject *r = PyObject_CallOneArg(self->write, data);
     if (r == NULL)
-        return NULL;
+        return -1;
     Py_DECREF(r);
     self->frames += (unsigned long long)count;
     self->bytes += (unsigned long long)n;
-    return PyLong_FromSsize_t(count);
+    self->writes++;
+    return count;
+}
+
+/* pipe(data) -> the number of frames written (all of data), or 0 (nothing written). */
+static PyObject *
+Pipe_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "Pipe takes one argument: the bytes read");
+        return NULL;
+    }
+    if (!PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "Pipe: data must be bytes");
+        return NULL;
+    }
+    Py_ssize_t count = pipe_step((Pipe *)callable, args[0]);
+    return count < 0 ? NULL : PyLong_FromSsize_t(count);
 }
 
 static PyObject *
@@ -294,6 +303,12 @@ Pipe_get_bytes(Pipe *self, void *closure)
 }
 
 static PyObject *
+Pipe_get_writes(Pipe *self, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(self->writes);
+}
+
+static PyObject *
 Pipe_get_max_message(Pipe *self, void *closure)
 {
     if (self->max_message < 0)
@@ -329,6 +344,7 @@ static PyGetSetDef Pipe_getset[] = {
      "the largest frame payload passed on (None: no limit)", NULL},
     {"frames", (getter)Pipe_get_frames, NULL, "data frames written", NULL},
     {"bytes", (getter)Pipe_get_bytes, NULL, "bytes written", NULL},
+    {"writes", (getter)Pipe_get_writes, NULL, "transport.write calls made", NULL},
     {NULL},
 };
 
@@ -354,6 +370,239 @@ static PyTypeObject PipeType = {
     .tp_members = Pipe_members,
 };
 
+/* An asyncio protocol for a relayed connection: the transport calls its data_received
+ * (a C method: uvloop calls it with no Python frame at all), which runs the Pipe step on
+ * the read; a read the pipe does not take (not armed, a control or partial frame, a
+ * shut gate) and every other callback go to the Python protocol, unchanged. The Python
+ * protocol disarms it while it holds state a read must not overtake (a partial frame, a
+ * backlog), and re-arms it once that is gone. */
+typedef struct {
+    PyObject_HEAD
+    Pipe *pipe;         /* NULL: detached, every read goes to the Python protocol */
+    PyObject *protocol; /* the Python protocol (websockets' connection subclass) */
+    PyObject *on_error; /* called with the exception when the pipe's write raises */
+    int armed;
+} PipedProtocol;
+
+static PyTypeObject PipedProtocolType;
+static PyObject *str_data_received, *str_connection_made, *str_connection_lost,
+    *str_eof_received, *str_pause_writing, *str_resume_writing;
+
+static int
+PipedProtocol_init(PipedProtocol *self, PyObject *args, PyObject *kwds)
+{
+    static char *kw[] = {"pipe", "protocol", "on_error", NULL};
+    PyObject *pipe, *protocol, *on_error;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OO", kw, &PipeType, &pipe, &protocol,
+                                     &on_error))
+        return -1;
+    if (!PyCallable_Check(on_error)) {
+        PyErr_SetString(PyExc_TypeError, "on_error must be callable");
+        return -1;
+    }
+    Py_INCREF(pipe);
+    Py_XSETREF(self->pipe, (Pipe *)pipe);
+    Py_INCREF(protocol);
+    Py_XSETREF(self->protocol, protocol);
+    Py_INCREF(on_error);
+    Py_XSETREF(self->on_error, on_error);
+    self->armed = 0;
+    return 0;
+}
+
+static PyObject *
+PipedProtocol_data_received(PipedProtocol *self, PyObject *data)
+{
+    if (self->armed && self->pipe != NULL && PyBytes_CheckExact(data)) {
+        Pipe *pipe = self->pipe;
+        Py_INCREF(pipe); /* the write may run code that detaches it */
+        Py_ssize_t count = pipe_step(pipe, data);
+        Py_DECREF(pipe);
+        if (count > 0)
+            Py_RETURN_NONE;
+        if (count < 0) {
+            /* As a failed frame handler: reported, and the read counts as taken. */
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            if (tb != NULL)
+                PyException_SetTraceback(value, tb);
+            PyObject *r = PyObject_CallOneArg(self->on_error, value);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+            if (r == NULL)
+                return NULL;
+            Py_DECREF(r);
+            Py_RETURN_NONE;
+        }
+    }
+    if (self->protocol == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "PipedProtocol not initialised");
+        return NULL;
+    }
+    return PyObject_CallMethodOneArg(self->protocol, str_data_received, data);
+}
+
+static PyObject *
+delegate(PipedProtocol *self, PyObject *name, PyObject *arg)
+{
+    if (self->protocol == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "PipedProtocol not initialised");
+        return NULL;
+    }
+    if (arg == NULL)
+        return PyObject_CallMethodNoArgs(self->protocol, name);
+    return PyObject_CallMethodOneArg(self->protocol, name, arg);
+}
+
+static PyObject *
+PipedProtocol_connection_made(PipedProtocol *self, PyObject *transport)
+{
+    return delegate(self, str_connection_made, transport);
+}
+
+static PyObject *
+PipedProtocol_connection_lost(PipedProtocol *self, PyObject *exc)
+{
+    return delegate(self, str_connection_lost, exc);
+}
+
+static PyObject *
+PipedProtocol_eof_received(PipedProtocol *self, PyObject *unused)
+{
+    return delegate(self, str_eof_received, NULL);
+}
+
+static PyObject *
+PipedProtocol_pause_writing(PipedProtocol *self, PyObject *unused)
+{
+    return delegate(self, str_pause_writing, NULL);
+}
+
+static PyObject *
+PipedProtocol_resume_writing(PipedProtocol *self, PyObject *unused)
+{
+    return delegate(self, str_resume_writing, NULL);
+}
+
+static PyObject *
+PipedProtocol_get_armed(PipedProtocol *self, void *closure)
+{
+    return PyBool_FromLong(self->armed);
+}
+
+static int
+PipedProtocol_set_armed(PipedProtocol *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "armed cannot be deleted");
+        return -1;
+    }
+    int armed = PyObject_IsTrue(value);
+    if (armed < 0)
+        return -1;
+    self->armed = armed;
+    return 0;
+}
+
+static PyObject *
+PipedProtocol_get_pipe(PipedProtocol *self, void *closure)
+{
+    if (self->pipe == NULL)
+        Py_RETURN_NONE;
+    Py_INCREF(self->pipe);
+    return (PyObject *)self->pipe;
+}
+
+/* None detaches the pipe for good (the relay ended): every read goes to the protocol. */
+static int
+PipedProtocol_set_pipe(PipedProtocol *self, PyObject *value, void *closure)
+{
+    if (value == NULL || value == Py_None) {
+        Py_CLEAR(self->pipe);
+        return 0;
+    }
+    if (!PyObject_TypeCheck(value, &PipeType)) {
+        PyErr_SetString(PyExc_TypeError, "pipe must be a Pipe or None");
+        return -1;
+    }
+    Py_INCREF(value);
+    Py_XSETREF(self->pipe, (Pipe *)value);
+    return 0;
+}
+
+static PyObject *
+PipedProtocol_get_protocol(PipedProtocol *self, void *closure)
+{
+    if (self->protocol == NULL)
+        Py_RETURN_NONE;
+    Py_INCREF(self->protocol);
+    return self->protocol;
+}
+
+static int
+PipedProtocol_traverse(PipedProtocol *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->pipe);
+    Py_VISIT(self->protocol);
+    Py_VISIT(self->on_error);
+    return 0;
+}
+
+static int
+PipedProtocol_clear(PipedProtocol *self)
+{
+    Py_CLEAR(self->pipe);
+    Py_CLEAR(self->protocol);
+    Py_CLEAR(self->on_error);
+    return 0;
+}
+
+static void
+PipedProtocol_dealloc(PipedProtocol *self)
+{
+    PyObject_GC_UnTrack(self);
+    PipedProtocol_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef PipedProtocol_methods[] = {
+    {"data_received", (PyCFunction)PipedProtocol_data_received, METH_O,
+     "the pipe writes the read, or the Python protocol takes it"},
+    {"connection_made", (PyCFunction)PipedProtocol_connection_made, METH_O, NULL},
+    {"connection_lost", (PyCFunction)PipedProtocol_connection_lost, METH_O, NULL},
+    {"eof_received", (PyCFunction)PipedProtocol_eof_received, METH_NOARGS, NULL},
+    {"pause_writing", (PyCFunction)PipedProtocol_pause_writing, METH_NOARGS, NULL},
+    {"resume_writing", (PyCFunction)PipedProtocol_resume_writing, METH_NOARGS, NULL},
+    {NULL},
+};
+
+static PyGetSetDef PipedProtocol_getset[] = {
+    {"armed", (getter)PipedProtocol_get_armed, (setter)PipedProtocol_set_armed,
+     "reads go to the pipe first (the Python protocol holds nothing they could overtake)",
+     NULL},
+    {"pipe", (getter)PipedProtocol_get_pipe, (setter)PipedProtocol_set_pipe,
+     "the Pipe, or None (detached)", NULL},
+    {"protocol", (getter)PipedProtocol_get_protocol, NULL, "the Python protocol", NULL},
+    {NULL},
+};
+
+static PyTypeObject PipedProtocolType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wsgate._relayfast.PipedProtocol",
+    .tp_doc = "A transport's protocol for a relay: reads through a Pipe, the rest to Python.",
+    .tp_basicsize = sizeof(PipedProtocol),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)PipedProtocol_init,
+    .tp_dealloc = (destructor)PipedProtocol_dealloc,
+    .tp_traverse = (traverseproc)PipedProtocol_traverse,
+    .tp_clear = (inquiry)PipedProtocol_clear,
+    .tp_methods = PipedProtocol_methods,
+    .tp_getset = PipedProtocol_getset,
+};
+
 static PyMethodDef module_methods[] = {
     {"scan", (PyCFunction)(void (*)(void))relayfast_scan, METH_FASTCALL,
      "scan(data, masked, max_message) -> whole data frames in data, exactly; else 0"},
@@ -363,7 +612,7 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "wsgate._relayfast",
-    .m_doc = "The relay's per-read step (scan, gates, write, counters) in C.",
+    .m_doc = "The relay's per-read step (scan, gates, write, counters) and protocol in C.",
     .m_size = -1,
     .m_methods = module_methods,
 };
@@ -372,12 +621,22 @@ PyMODINIT_FUNC
 PyInit__relayfast(void)
 {
     str_state = PyUnicode_InternFromString("state");
-    if (str_state == NULL || PyType_Ready(&PipeType) < 0)
+    str_data_received = PyUnicode_InternFromString("data_received");
+    str_connection_made = PyUnicode_InternFromString("connection_made");
+    str_connection_lost = PyUnicode_InternFromString("connection_lost");
+    str_eof_received = PyUnicode_InternFromString("eof_received");
+    str_pause_writing = PyUnicode_InternFromString("pause_writing");
+    str_resume_writing = PyUnicode_InternFromString("resume_writing");
+    if (str_state == NULL || str_data_received == NULL || str_connection_made == NULL ||
+        str_connection_lost == NULL || str_eof_received == NULL ||
+        str_pause_writing == NULL || str_resume_writing == NULL ||
+        PyType_Ready(&PipeType) < 0 || PyType_Ready(&PipedProtocolType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "Pipe", (PyObject *)&PipeType) < 0) {
+    if (PyModule_AddObjectRef(m, "Pipe", (PyObject *)&PipeType) < 0 ||
+        PyModule_AddObjectRef(m, "PipedProtocol", (PyObject *)&PipedProtocolType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

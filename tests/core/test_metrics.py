@@ -297,3 +297,37 @@ def test_memory_estimate_is_bounded_and_repr_informative() -> None:
     assert 48_000 < m.memory_bytes() < 64 * 1024
     assert repr(m).startswith("ConnectionMetrics(state=None, up=False, in=0")
     assert "history=1000/1000" in repr(m)
+
+
+class _Counts:
+    """Totals kept elsewhere (a relay's C pipe)."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.bytes = 0
+
+
+def test_lazily_counted_frames_are_in_every_read_and_booked_at_the_fold() -> None:
+    m = ConnectionMetrics(rate_window=10.0)
+    m.on_state(0.0, "open", True)
+    inbound, outbound = _Counts(), _Counts()
+    m.count_lazily(inbound, inbound=True)
+    m.count_lazily(outbound, inbound=False)
+    m.on_message_in(1.0, 10)
+    inbound.frames, inbound.bytes = 5, 50
+    outbound.frames, outbound.bytes = 3, 30
+    # Totals include what was not folded yet, without a clock.
+    assert (m.messages_in, m.bytes_in, m.messages_out, m.bytes_out) == (6, 60, 3, 30)
+    assert m.last_message_at == 1.0
+    assert m.fold(2.0) is True and m.fold(2.5) is False
+    assert m.last_message_at == 2.0  # the fold books them as of its now
+    assert (m.messages_in, m.bytes_in, m.messages_out, m.bytes_out) == (6, 60, 3, 30)
+    inbound.frames, inbound.bytes = 9, 90
+    s = m.snapshot(3.0)  # a snapshot folds first
+    assert (s.messages_in, s.bytes_in, s.messages_out) == (10, 100, 3)
+    assert s.msg_rate_in == pytest.approx(10 / 3.0)  # 10 messages in the 3 s since the start
+    # Settled (the socket closed): booked once more, then no longer read.
+    inbound.frames, outbound.frames = 11, 4
+    m.settle(4.0)
+    inbound.frames, outbound.frames = 100, 100
+    assert (m.messages_in, m.messages_out) == (12, 4)

@@ -20,7 +20,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from wsgate import Gateway
+from wsgate import Gateway, _relayfast
 from wsgate.config import parse_config
 from wsgate.runtime import relaypipe
 from wsgate.runtime.downstream.wsserver import LeanServerConnection
@@ -57,13 +57,36 @@ class Reads:
         self.calls: list[tuple[bytes, int]] = []  # (the read, bytes written in the call)
 
 
-def _observe(monkeypatch: pytest.MonkeyPatch, cls: type[Any], reads: Reads) -> None:
+class Observed:
+    """The transport's protocol (the relay protocol once a relay runs, C when built),
+    wrapped: every read the transport hands over, with what was written meanwhile."""
+
+    def __init__(self, inner: Any, reads: Reads) -> None:
+        self.inner = inner
+        self.reads = reads
+
+    def data_received(self, data: bytes) -> None:
+        before = self.reads.written()
+        self.inner.data_received(data)
+        self.reads.calls.append((data, self.reads.written() - before))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _observe(transport: Any, reads: Reads) -> Any:
+    inner = transport.get_protocol()
+    transport.set_protocol(Observed(inner, reads))
+    return inner
+
+
+def _python_reads(monkeypatch: pytest.MonkeyPatch, cls: type[Any], got: list[bytes]) -> None:
+    """Record the reads that reach the connection's Python ``data_received``."""
     original = cls.data_received
 
     def data_received(self: Any, data: bytes) -> None:
-        before = reads.written()
+        got.append(data)
         original(self, data)
-        reads.calls.append((data, reads.written() - before))
 
     monkeypatch.setattr(cls, "data_received", data_received)
 
@@ -144,8 +167,17 @@ def test_frames_leave_inside_the_read_that_brought_them_both_ways(
 
                 to_bot = Reads(lambda: session.bytes_out)
                 to_exchange = Reads(lambda: upstream.metrics.bytes_out)
-                _observe(monkeypatch, LeanClientConnection, to_bot)
-                _observe(monkeypatch, LeanServerConnection, to_exchange)
+                inner_up = _observe(upstream.ws.transport, to_bot)
+                inner_down = _observe(session.ws.transport, to_exchange)
+                if relaypipe.Pipe is not None:  # built: the transports call the C protocol
+                    assert type(inner_up) is _relayfast.PipedProtocol
+                    assert type(inner_down) is _relayfast.PipedProtocol
+                else:
+                    assert inner_up is upstream.ws and inner_down is session.ws
+                python_up: list[bytes] = []
+                python_down: list[bytes] = []
+                _python_reads(monkeypatch, LeanClientConnection, python_up)
+                _python_reads(monkeypatch, LeanServerConnection, python_down)
                 before = len(tasks)
 
                 await bot.send("push")
@@ -164,9 +196,25 @@ def test_frames_leave_inside_the_read_that_brought_them_both_ways(
                     to_bot_pipe, to_exchange_pipe = upstream.ws._pipe, session.ws._pipe
                     assert to_bot_pipe is not None and to_bot_pipe.frames >= N
                     assert to_exchange_pipe is not None and to_exchange_pipe.frames >= N
+                    # ... with no Python frame: no read of data frames reached Python.
+                    assert not [r for r in python_up if _data_bytes(r)], python_up
+                    assert not [r for r in python_down if _data_bytes(r)], python_down
+                else:
+                    assert sum(map(_data_bytes, python_up)) >= N * 8
+                    assert sum(map(_data_bytes, python_down)) >= N * 8
+                # Nothing observable is lost to the lazy counting: the session's and the
+                # upstream's statistics (status, metrics) include the pipes' frames.
+                sst = session.statistics()
+                assert sst.frames_out >= N and sst.messages_in == N + 2
+                ust = upstream.statistics()
+                assert ust.messages_in >= N and ust.messages_out == N + 2
+                assert ust.last_message_age is not None and ust.last_message_age < 5
+                assert ust.msg_rate > 0
                 created.extend(tasks[before:])
                 seen["to_bot"], seen["to_exchange"] = list(to_bot.calls), list(to_exchange.calls)
                 monkeypatch.undo()  # the closing handshake is not what is checked
+                upstream.ws.transport.set_protocol(inner_up)
+                session.ws.transport.set_protocol(inner_down)
 
         assert orders[2:] == [f"o {i}" for i in range(N)]
         for side in ("to_bot", "to_exchange"):

@@ -133,6 +133,7 @@ def test_c_and_python_pipes_agree_on_any_stream_and_split(
         assert c_pipe(read) == py_pipe(read)
     assert c_out.writes == py_out.writes
     assert (c_pipe.frames, c_pipe.bytes) == (py_pipe.frames, py_pipe.bytes)
+    assert c_pipe.writes == py_pipe.writes == len(c_out.writes)
     assert c_pipe.bytes == sum(map(len, c_out.writes))
     if not masked:  # the reader's own check for server frames says the same
         assert _relayfast.scan(data, False, limit) == whole_data_frames(data, limit)
@@ -247,6 +248,212 @@ def test_refcounts_and_memory_stay_flat_over_100k_calls() -> None:
 
 def test_wsgate_pure_python_disables_the_extension(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WSGATE_PURE_PYTHON", raising=False)
-    assert relaypipe._load() is _relayfast.Pipe
+    assert relaypipe._load() == (_relayfast.Pipe, _relayfast.PipedProtocol)
     monkeypatch.setenv("WSGATE_PURE_PYTHON", "1")
     assert relaypipe._load() is None
+
+
+class Target:
+    """A Python protocol behind the relay protocol: records every callback it gets."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def data_received(self, data: bytes) -> None:
+        self.calls.append(("data", data))
+
+    def connection_made(self, transport: object) -> None:
+        self.calls.append(("made", transport))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.calls.append(("lost", exc))
+
+    def eof_received(self) -> bool:
+        self.calls.append(("eof", None))
+        return True
+
+    def pause_writing(self) -> None:
+        self.calls.append(("pause", None))
+
+    def resume_writing(self) -> None:
+        self.calls.append(("resume", None))
+
+
+def _protocols(masked: bool, limit: int | None, **gates: Any) -> list[tuple[Any, Target, Any]]:
+    c_pipe, py_pipe, _ = _pair(masked, limit, **gates)
+    made = []
+    for cls, pipe in ((_relayfast.PipedProtocol, c_pipe), (relaypipe.PyPipedProtocol, py_pipe)):
+        target = Target()
+        errors: list[BaseException] = []
+        made.append((cls(pipe, target, errors.append), target, errors))
+    return made
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    stream=st.lists(chunks, max_size=8),
+    cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=6),
+    masked=st.booleans(),
+    limit=st.sampled_from(LIMITS),
+    armed=st.lists(st.booleans(), min_size=1, max_size=8),
+    state=st.sampled_from([OPEN, OPEN, CLOSING]),
+)
+def test_c_and_python_relay_protocols_agree_on_any_stream(
+    stream: list[bytes],
+    cuts: list[int],
+    masked: bool,
+    limit: int | None,
+    armed: list[bool],
+    state: object,
+) -> None:
+    """Every read goes either through the pipe (written, counted) or to the Python
+    protocol, never both, never neither, the same way in C and in Python."""
+    data = b"".join(stream)
+    pair = _protocols(masked, limit, state=state)
+    reads = _splits(data, cuts) if data else [b""]
+    for proto, target, errors in pair:
+        for i, read in enumerate(reads):
+            proto.armed = armed[i % len(armed)]
+            assert proto.armed is armed[i % len(armed)]
+            writes, before, calls = proto.pipe.writes, proto.pipe.bytes, len(target.calls)
+            proto.data_received(read)
+            took = proto.pipe.writes == writes + 1
+            assert proto.pipe.bytes - before == (len(read) if took else 0)
+            handed = target.calls[calls:] == [("data", read)]
+            assert took != handed, (took, handed)  # one or the other, never both
+            assert took or len(target.calls) == calls + 1
+        assert errors == []
+    (c, c_target, _), (py, py_target, _) = pair
+    assert c_target.calls == py_target.calls
+    assert (c.pipe.frames, c.pipe.bytes, c.pipe.writes) == (
+        py.pipe.frames,
+        py.pipe.bytes,
+        py.pipe.writes,
+    )
+
+
+def test_the_relay_protocol_hands_every_other_callback_to_python() -> None:
+    for cls, pipe in (
+        (_relayfast.PipedProtocol, _relayfast.Pipe(Transport(), Proto(OPEN), OPEN, 9, None, 0)),
+        (relaypipe.PyPipedProtocol, PyPipe(Transport(), Proto(OPEN), OPEN, 9, None, False)),
+    ):
+        target = Target()
+        proto = cls(pipe, target, print)
+        assert proto.protocol is target and proto.pipe is pipe and proto.armed is False
+        transport, exc = object(), ConnectionResetError("gone")
+        proto.connection_made(transport)
+        assert proto.eof_received() is True
+        proto.pause_writing()
+        proto.resume_writing()
+        proto.connection_lost(exc)
+        proto.connection_lost(None)
+        assert target.calls == [
+            ("made", transport),
+            ("eof", None),
+            ("pause", None),
+            ("resume", None),
+            ("lost", exc),
+            ("lost", None),
+        ]
+        proto.armed = True
+        proto.data_received(b"\x81\x01a")  # taken by the pipe
+        assert pipe.frames == 1 and len(target.calls) == 6
+        proto.pipe = None  # detached for good: the relay ended
+        proto.data_received(b"\x81\x01a")
+        assert proto.pipe is None and target.calls[-1] == ("data", b"\x81\x01a")
+
+
+def test_a_failing_write_is_reported_and_the_read_counts_as_taken() -> None:
+    for cls, pipe_cls in (
+        (_relayfast.PipedProtocol, _relayfast.Pipe),
+        (relaypipe.PyPipedProtocol, PyPipe),
+    ):
+        pipe = pipe_cls(Transport(fail=True), Proto(OPEN), OPEN, 9, None, False, ())
+        target = Target()
+        errors: list[BaseException] = []
+        proto = cls(pipe, target, errors.append)
+        proto.armed = True
+        assert proto.data_received(b"\x81\x01a") is None
+        assert [type(e) for e in errors] == [ConnectionResetError] and target.calls == []
+        assert errors[0].__traceback__ is not None
+
+
+def test_the_c_relay_protocol_refuses_bad_arguments_clearly() -> None:
+    pipe = _relayfast.Pipe(Transport(), Proto(OPEN), OPEN, 9, None, False)
+    with pytest.raises(TypeError):
+        _relayfast.PipedProtocol(
+            PyPipe(Transport(), Proto(OPEN), OPEN, 9, None, False), Target(), print
+        )  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="on_error"):
+        _relayfast.PipedProtocol(pipe, Target(), 1)
+    proto = _relayfast.PipedProtocol(pipe, Target(), print)
+    with pytest.raises(TypeError, match="pipe"):
+        proto.pipe = object()  # type: ignore[assignment]
+    with pytest.raises(AttributeError):
+        del proto.armed
+    # A C pipe gets the C protocol, a Python pipe its Python specification.
+    assert type(relaypipe.piped_protocol(pipe, Target(), print)) is _relayfast.PipedProtocol
+    py = PyPipe(Transport(), Proto(OPEN), OPEN, 9, None, False)
+    assert type(relaypipe.piped_protocol(py, Target(), print)) is relaypipe.PyPipedProtocol
+
+
+def test_relay_protocol_refcounts_and_memory_stay_flat_over_100k_reads() -> None:
+    ok, failing = Transport(), Transport(fail=True)
+    proto = Proto(OPEN)
+    target = Target()
+    errors: list[BaseException] = []
+    taking = _relayfast.PipedProtocol(
+        _relayfast.Pipe(ok, proto, OPEN, 1 << 30, None, False), target, errors.append
+    )
+    raising = _relayfast.PipedProtocol(
+        _relayfast.Pipe(failing, proto, OPEN, 1 << 30, None, False), target, errors.append
+    )
+    taking.armed = raising.armed = True
+    frame, partial = b"\x81\x05hello", b"\x81\x05hel"
+    watched = (frame, partial, proto, target, ok, failing, taking, raising, taking.pipe)
+
+    def burst(n: int) -> None:
+        for _ in range(n):
+            taking.data_received(frame)
+            taking.data_received(partial)  # declined: to the Python protocol
+            raising.data_received(frame)  # reported to on_error
+            taking.eof_received()
+        ok.writes.clear()
+        target.calls.clear()
+        errors.clear()
+
+    burst(1000)
+    gc.collect()
+    counts = [sys.getrefcount(o) for o in watched]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        burst(100_000)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert [sys.getrefcount(o) for o in watched] == counts
+    assert grown < 64 * 1024, grown
+    pipe = taking.pipe
+    assert pipe is not None and pipe.frames == pipe.writes == 101_000
+
+
+def test_a_cycle_through_the_relay_protocol_is_collected() -> None:
+    """The Python protocol holds its relay protocol (as the connections do): a cycle."""
+
+    def alive() -> int:
+        return sum(type(o) is _relayfast.PipedProtocol for o in gc.get_objects())
+
+    gc.collect()
+    before = alive()
+    for _ in range(10):
+        target = Target()
+        proto = _relayfast.PipedProtocol(
+            _relayfast.Pipe(Transport(), Proto(OPEN), OPEN, 9, None, False), target, print
+        )
+        target.held = proto  # type: ignore[attr-defined]
+    assert alive() >= before + 9
+    del target, proto
+    gc.collect()
+    assert alive() == before

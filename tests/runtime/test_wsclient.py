@@ -21,7 +21,9 @@ from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, Inv
 from websockets.frames import Frame, Opcode
 
 from tests.runtime.drill import run, wait_for
+from wsgate._relayfast import Pipe
 from wsgate.runtime.framing import encode_binary, encode_text
+from wsgate.runtime.relaypipe import PyPipe
 from wsgate.runtime.upstream.connection import HostBudgets, UpstreamConnection, UpstreamSettings
 from wsgate.runtime.upstream.wsclient import LeanClientConnection
 
@@ -553,6 +555,68 @@ def test_relay_frames_are_offered_verbatim_and_the_rest_takes_the_message_path(
         assert messages == ["declined", "frag"]
         assert pongs == [(0xA, b"p", True)]
         assert ws.statistics().messages == 6
+
+    run(main())
+
+
+class PipeOut:
+    """The bot side of a relay pipe: its writes, in order, with the frame handler's."""
+
+    def __init__(self, out: list[bytes]) -> None:
+        self.out = out
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+@pytest.mark.parametrize("pipe_cls", [PyPipe, Pipe], ids=["py-pipe", "c-pipe"])
+@pytest.mark.parametrize("chunk", [1, 5, 4096, 200_000])
+def test_a_relay_pipe_takes_whole_reads_and_the_python_path_the_rest(
+    chunk: int, pipe_cls: Any
+) -> None:
+    """With a pipe the transport calls the relay protocol: reads of whole data frames
+    leave through the pipe, a partial frame, a ping or a fragment through this class,
+    in order either way; the pipe's frames count in :meth:`statistics`."""
+    wire = [text("one"), frame(2, b"\x00\x01"), frame(1, b"b" * 70_000), text('{"x": 1}')]
+    data = b"".join(wire) + frame(9, b"p") + frame(1, b"fr", fin=False) + frame(0, b"ag")
+    data += text("after")
+    pongs: list[tuple[int, bytes, bool]] = []
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        for i in range(0, len(data), chunk):
+            w.write(data[i : i + chunk])
+            await w.drain()
+        pongs.append(await read_client_frame(r))
+        await asyncio.sleep(0.05)
+        w.write(text("last"))  # a read of its own, after everything: the pipe's
+        await w.drain()
+        await asyncio.sleep(0.05)
+        w.write(close_frame(1000))
+        await w.drain()
+        await read_client_frame(r)
+
+    async def main() -> None:
+        out: list[bytes] = []
+        messages: list[str | bytes] = []
+
+        def on_frame(raw: bytes, count: int) -> bool:
+            out.append(raw)
+            return True
+
+        async with RawServer(script) as url:
+            ws = await lean_connect(url)
+            pipe = pipe_cls(PipeOut(out), ws.protocol, ws.protocol.state, 1 << 20, None, False)
+            ws.set_handler(messages.append, None, on_frame, pipe)
+            assert ws.transport.get_protocol() is not ws  # the relay protocol
+            await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+        assert b"".join(out) == b"".join(wire) + text("after") + text("last")
+        assert messages == ["frag"]
+        assert pongs == [(0xA, b"p", True)]
+        assert pipe.frames >= 1  # "last" at least
+        assert ws.statistics().messages == 7
 
     run(main())
 

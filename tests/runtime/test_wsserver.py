@@ -67,24 +67,29 @@ class Rig:
         self.pipe_cls = pipe  # a relaypipe class writing to ``piped``, or None
         self.piped: list[bytes] = []
         self.forwarded: list[tuple[bytes, int]] = []
+        self.out: list[bytes] = []  # piped and forwarded, in the order they left
         self.started: bool | None = None
         self.pre_messages: list[str | bytes] = []
         self.max_size = max_size
         self.pre = pre
         self.close_code: int | None = None
+        self.conn: ServerConnection | None = None
 
     def write(self, data: bytes) -> None:  # the pipe's transport
         self.piped.append(data)
+        self.out.append(data)
 
     def get_write_buffer_size(self) -> int:
         return 0
 
     def forward(self, frames: bytes, count: int) -> bool:
         self.forwarded.append((frames, count))
+        self.out.append(frames)
         return True
 
     async def handler(self, ws: ServerConnection) -> None:
         assert isinstance(ws, LeanServerConnection)
+        self.conn = ws
         for _ in range(self.pre):
             self.pre_messages.append(await ws.recv())
         await asyncio.sleep(0.05)  # let whatever the client sent next arrive first
@@ -119,8 +124,13 @@ class Rig:
         return r, w, server
 
 
+@pytest.mark.parametrize("pipe", [None, PyPipe, Pipe], ids=["no-pipe", "py-pipe", "c-pipe"])
 @pytest.mark.parametrize("chunk", [1, 7, 100_000])
-def test_data_frames_leave_verbatim_and_control_frames_stay_with_websockets(chunk: int) -> None:
+def test_data_frames_leave_verbatim_and_control_frames_stay_with_websockets(
+    chunk: int, pipe: object
+) -> None:
+    """With a pipe, the relay protocol takes the transport's reads: whole frames go
+    through the pipe, a partial frame or a ping through the Python path, in order."""
     order = cframe(1, b'{"method":"order.place","id":1}')
     frag = [cframe(1, b"par", fin=False), cframe(0, b"t-", fin=False), cframe(0, b"two")]
     big = cframe(2, b"\x00" * 70_000)
@@ -128,7 +138,7 @@ def test_data_frames_leave_verbatim_and_control_frames_stay_with_websockets(chun
     wire = order + frag[0] + ping + frag[1] + frag[2] + big
 
     async def main() -> None:
-        rig = Rig()
+        rig = Rig(pipe=pipe)
         r, w, server = await rig.open()
         await asyncio.sleep(0.1)  # relay on
         for i in range(0, len(wire), chunk):
@@ -141,9 +151,17 @@ def test_data_frames_leave_verbatim_and_control_frames_stay_with_websockets(chun
         w.close()
         server.close()  # type: ignore[attr-defined]
         assert rig.started is True
-        sent = b"".join(f for f, _ in rig.forwarded)
+        sent = b"".join(rig.out)
         assert sent == order + frag[0] + frag[1] + frag[2] + big  # bytes as sent, in order
-        assert sum(c for _, c in rig.forwarded) == 5
+        ws = rig.conn
+        assert isinstance(ws, LeanServerConnection)
+        assert ws.relayed_frames == 5
+        if pipe is None:
+            assert not rig.piped
+        else:
+            assert ws._pipe is not None and ws._pipe.frames == ws.relayed_frames - sum(
+                c for _, c in rig.forwarded
+            )
 
     run(main())
 

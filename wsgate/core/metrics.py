@@ -25,7 +25,7 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from wsgate.core.windows import Ewma, PeakEwma, RateCounter, RingBuffer, quantiles
 
@@ -33,6 +33,7 @@ __all__ = [
     "ConnectionMetrics",
     "ConnectionStats",
     "Ewma",
+    "FrameCounts",
     "HistoryPoint",
     "PeakEwma",
     "RateCounter",
@@ -91,6 +92,25 @@ class ConnectionStats:
     operator_reconnects: int = 0
 
 
+class FrameCounts(Protocol):
+    """Running totals kept by someone else (a relay's C pipe)."""
+
+    @property
+    def frames(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+
+
+class _Lazy:
+    __slots__ = ("bytes", "counter", "frames", "inbound")
+
+    def __init__(self, counter: FrameCounts, inbound: bool) -> None:
+        self.counter = counter
+        self.inbound = inbound
+        self.frames = counter.frames  # what was booked already
+        self.bytes = counter.bytes
+
+
 class ConnectionMetrics:
     """Everything wsgate measures about one upstream connection.
 
@@ -102,6 +122,7 @@ class ConnectionMetrics:
     """
 
     __slots__ = (
+        "_bytes_out",
         "_downtime",
         "_err_rate",
         "_errors_at_rollup",
@@ -114,11 +135,12 @@ class ConnectionMetrics:
         "_h_ts",
         "_lat_app_ring",
         "_lat_ws_ring",
+        "_lazy",
+        "_messages_out",
         "_rate_in",
         "_reconnect_times",
         "_state_since",
         "_uptime",
-        "bytes_out",
         "errors_total",
         "history_points",
         "is_up",
@@ -127,7 +149,6 @@ class ConnectionMetrics:
         "latency_peak",
         "latency_sink",
         "latency_ws",
-        "messages_out",
         "operator_reconnects",
         "rate_window",
         "reconnects_total",
@@ -145,8 +166,9 @@ class ConnectionMetrics:
     ) -> None:
         self.history_points = history_points
         self.rate_window = rate_window
-        self.messages_out = 0
-        self.bytes_out = 0
+        self._messages_out = 0
+        self._bytes_out = 0
+        self._lazy: list[_Lazy] = []  # counted elsewhere, folded in when read
         self.last_message_at: float | None = None
         self._rate_in = RateCounter(rate_window, 10)
         self._err_rate = RateCounter(rate_window, 10)
@@ -196,27 +218,74 @@ class ConnectionMetrics:
     # The inbound totals live in the rate counter so a frame costs one call, not three.
     @property
     def messages_in(self) -> int:
-        return self._rate_in.total
+        return self._rate_in.total + self._unfolded(True, True)
 
     @property
     def bytes_in(self) -> int:
-        return self._rate_in.total_bytes
+        return self._rate_in.total_bytes + self._unfolded(True, False)
+
+    @property
+    def messages_out(self) -> int:
+        return self._messages_out + self._unfolded(False, True)
+
+    @property
+    def bytes_out(self) -> int:
+        return self._bytes_out + self._unfolded(False, False)
 
     def msg_rate(self, now: float) -> float:
         """Inbound messages per second over the rate window (cheap: no snapshot)."""
+        self.fold(now)
         return self._rate_in.rate(now)
 
     def error_rate(self, now: float) -> float:
         """Errors per second over the rate window."""
         return self._err_rate.rate(now)
 
+    def count_lazily(self, counter: FrameCounts, *, inbound: bool) -> None:
+        """Frames ``counter`` counts (a relay's C pipe: no Python runs per frame) are this
+        connection's too, inbound or outbound: every read of these metrics includes them,
+        and :meth:`fold` books them as of its ``now`` (the rate window's bucket, the last
+        message time), so a rate is exact over any span longer than the folds' spacing."""
+        self._lazy.append(_Lazy(counter, inbound))
+
+    def fold(self, now: float) -> bool:
+        """Book what the lazy counters counted since the last fold; True if any frame."""
+        moved = False
+        for lazy in self._lazy:
+            frames, nbytes = lazy.counter.frames, lazy.counter.bytes
+            if frames == lazy.frames:
+                continue
+            count, size = frames - lazy.frames, nbytes - lazy.bytes
+            lazy.frames, lazy.bytes = frames, nbytes
+            moved = True
+            if lazy.inbound:
+                self.on_message_in(now, size, count)
+            else:
+                self.on_message_out(now, size, count)
+        return moved
+
+    def settle(self, now: float) -> None:
+        """Book the lazy counters one last time and forget them (their socket closed)."""
+        self.fold(now)
+        self._lazy.clear()
+
+    def _unfolded(self, inbound: bool, frames: bool) -> int:
+        total = 0
+        for lazy in self._lazy:
+            if lazy.inbound == inbound:
+                if frames:
+                    total += lazy.counter.frames - lazy.frames
+                else:
+                    total += lazy.counter.bytes - lazy.bytes
+        return total
+
     def on_message_in(self, now: float, nbytes: int, count: int = 1) -> None:
         self.last_message_at = now
         self._rate_in.add(now, nbytes, count)
 
     def on_message_out(self, now: float, nbytes: int, count: int = 1) -> None:
-        self.messages_out += count
-        self.bytes_out += nbytes
+        self._messages_out += count
+        self._bytes_out += nbytes
 
     # -- events -----------------------------------------------------------------------
 
@@ -288,6 +357,7 @@ class ConnectionMetrics:
         return ws if app is None else max(ws, app)
 
     def roll_up(self, now: float, queue_depth: int = 0) -> HistoryPoint:
+        self.fold(now)
         latency = self._latency()
         msg_rate = self._rate_in.rate(now)
         bytes_rate = self._rate_in.bytes_rate(now)
@@ -322,6 +392,7 @@ class ConnectionMetrics:
         return sum(1 for t in self._reconnect_times.values() if t > cutoff)
 
     def snapshot(self, now: float) -> ConnectionStats:
+        self.fold(now)
         ring = self._lat_ws_ring if len(self._lat_ws_ring) else self._lat_app_ring
         samples = ring.values()
         p50, p95, p99 = quantiles(samples) if samples else (None, None, None)

@@ -8,6 +8,15 @@ cost ~20-30 µs of latency over HAProxy (docs/BENCHMARKS.md, "Relay"). The C ext
 :func:`scan_frames` are its specification (tests/runtime/test_relayfast.py checks the C
 against them on arbitrary byte streams).
 
+The step alone still left a Python ``data_received`` frame and the bookkeeping after the
+write on every read. :data:`PipedProtocol` removes both: a relayed connection's
+transport gets it as its protocol (``transport.set_protocol``) once the relay starts, so
+the transport calls C for a read, the pipe writes it, and nothing Python runs; a read
+the pipe declines and every other callback go to the connection's Python protocol. The
+pipe's counters (``frames``, ``bytes``, ``writes``) are the bookkeeping: the owners
+fold them into their statistics when those are read (:class:`PyPipedProtocol` is the
+specification).
+
 :data:`Pipe` is the C type when it is built and not disabled (``WSGATE_PURE_PYTHON=1``),
 else None: callers then keep their existing Python path (the frame handlers in
 :mod:`wsgate.runtime.upstream.wsclient` and :mod:`wsgate.runtime.downstream.wsserver`).
@@ -22,7 +31,17 @@ import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["Pipe", "PipeFactory", "PipeLike", "PyPipe", "scan_frames"]
+__all__ = [
+    "Pipe",
+    "PipeFactory",
+    "PipeLike",
+    "PipedProtocol",
+    "PipedProtocolLike",
+    "PyPipe",
+    "PyPipedProtocol",
+    "piped_protocol",
+    "scan_frames",
+]
 
 
 class PipeLike(Protocol):
@@ -32,6 +51,8 @@ class PipeLike(Protocol):
     def frames(self) -> int: ...
     @property
     def bytes(self) -> int: ...
+    @property
+    def writes(self) -> int: ...
     def __call__(self, data: builtins.bytes, /) -> int: ...
 
 
@@ -117,6 +138,7 @@ class PyPipe:
         self._holds = holds
         self.frames = 0
         self.bytes = 0
+        self.writes = 0
 
     def __call__(self, data: bytes, /) -> int:
         count = scan_frames(data, self._masked, self.max_message)
@@ -130,18 +152,96 @@ class PyPipe:
         self._write(data)
         self.frames += count
         self.bytes += len(data)
+        self.writes += 1
         return count
 
 
-def _load() -> PipeFactory | None:
+class PipedProtocolLike(Protocol):
+    armed: bool
+    pipe: Any  # the pipe; None detaches it for good
+
+    @property
+    def protocol(self) -> Any: ...
+    def data_received(self, data: builtins.bytes, /) -> None: ...
+
+
+# (pipe, protocol, on_error) -> the transport's protocol for a relay
+PipedProtocolFactory = Callable[[Any, Any, Callable[[BaseException], None]], PipedProtocolLike]
+
+
+class PyPipedProtocol:
+    """What the C ``PipedProtocol`` does, in Python: the reference for its tests.
+
+    Installed with ``transport.set_protocol()`` once a relay starts, it is what the
+    transport calls. ``data_received`` runs ``pipe`` on the read while ``armed`` (the
+    Python ``protocol`` holds nothing the read could overtake: it disarms it while it
+    does); a read the pipe does not take goes to ``protocol.data_received``, and so does
+    every other callback. A pipe that raises (its write) reports to ``on_error`` and the
+    read counts as taken, as a failed frame handler's does.
+    """
+
+    def __init__(
+        self, pipe: PipeLike, protocol: Any, on_error: Callable[[BaseException], None]
+    ) -> None:
+        self.pipe: PipeLike | None = pipe
+        self._protocol = protocol
+        self._on_error = on_error
+        self.armed = False
+
+    @property
+    def protocol(self) -> Any:
+        return self._protocol
+
+    def data_received(self, data: bytes, /) -> None:
+        pipe = self.pipe
+        if self.armed and pipe is not None and type(data) is bytes:
+            try:
+                if pipe(data):
+                    return
+            except Exception as exc:
+                self._on_error(exc)
+                return
+        self._protocol.data_received(data)
+
+    def connection_made(self, transport: Any, /) -> None:
+        self._protocol.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None, /) -> None:
+        self._protocol.connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        result: bool | None = self._protocol.eof_received()
+        return result
+
+    def pause_writing(self) -> None:
+        self._protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._protocol.resume_writing()
+
+
+def piped_protocol(
+    pipe: PipeLike, protocol: Any, on_error: Callable[[BaseException], None]
+) -> PipedProtocolLike:
+    """The relay protocol for ``pipe``: C for a C pipe, else its Python specification."""
+    if PipedProtocol is not None and Pipe is not None and isinstance(pipe, Pipe):  # type: ignore[arg-type]
+        return PipedProtocol(pipe, protocol, on_error)
+    return PyPipedProtocol(pipe, protocol, on_error)
+
+
+def _load() -> tuple[PipeFactory, PipedProtocolFactory] | None:
     if os.environ.get("WSGATE_PURE_PYTHON"):
         return None
     try:
         from wsgate._relayfast import Pipe as CPipe
+        from wsgate._relayfast import PipedProtocol as CPipedProtocol
     except ImportError:  # not built (no compiler at install time): the Python path serves
         return None
-    return CPipe
+    return CPipe, CPipedProtocol
 
 
-Pipe: PipeFactory | None = _load()
+_built = _load()
+Pipe: PipeFactory | None = _built[0] if _built else None
 """The C pipe type, or None (not built, or ``WSGATE_PURE_PYTHON`` set)."""
+PipedProtocol: PipedProtocolFactory | None = _built[1] if _built else None
+"""The C relay protocol type (None exactly when :data:`Pipe` is)."""

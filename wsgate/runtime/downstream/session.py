@@ -110,6 +110,16 @@ class SessionStats:
     subscriptions: int = 0  # held on a shared route (waiting ones included)
 
 
+class _Folded:
+    """A relay pipe and the counts of it a session has added to its own counters."""
+
+    __slots__ = ("bytes", "frames", "pipe", "writes")
+
+    def __init__(self, pipe: PipeLike) -> None:
+        self.pipe = pipe
+        self.frames, self.bytes, self.writes = pipe.frames, pipe.bytes, pipe.writes
+
+
 class Session:
     def __init__(
         self,
@@ -126,9 +136,9 @@ class Session:
         self.send_buffer_bytes = send_buffer_bytes
         self.slow_close_code = slow_close_code
         self.created = time.monotonic()
-        self.frames_out = 0
-        self.bytes_out = 0
-        self.messages_in = 0
+        self._frames_out = 0
+        self._bytes_out = 0
+        self._messages_in = 0
         self.errors = 0
         self.errors_by_kind: dict[str, int] = {}
         self.slow_closed = False
@@ -138,6 +148,9 @@ class Session:
         self.client: ClientState | None = None  # set by the gateway at the handshake
         # Subscriptions it holds on a shared route; the hub serving it replaces this.
         self.subscription_count: Callable[[], int] = _none
+        # Relay pipes (C) counting for this session: what each counted by the last fold.
+        self._piped_out: list[_Folded] = []  # writing to the bot: frames_out, bytes_out
+        self._piped_in: list[_Folded] = []  # taking the bot's frames: messages_in
         self._pending: list[bytes] = []
         self._scheduled = False
         self._loop = asyncio.get_running_loop()
@@ -148,6 +161,35 @@ class Session:
         self._protocol = ws.protocol  # websockets' state, read on every relayed frame
         addr = ws.remote_address
         self.peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+
+    # The counters include what relay pipes counted (in C, no Python per frame): a read
+    # folds that in first.
+    @property
+    def frames_out(self) -> int:
+        self.fold_piped()
+        return self._frames_out
+
+    @frames_out.setter
+    def frames_out(self, value: int) -> None:
+        self._frames_out = value
+
+    @property
+    def bytes_out(self) -> int:
+        self.fold_piped()
+        return self._bytes_out
+
+    @bytes_out.setter
+    def bytes_out(self, value: int) -> None:
+        self._bytes_out = value
+
+    @property
+    def messages_in(self) -> int:
+        self.fold_piped()
+        return self._messages_in
+
+    @messages_in.setter
+    def messages_in(self, value: int) -> None:
+        self._messages_in = value
 
     @property
     def open(self) -> bool:
@@ -179,8 +221,8 @@ class Session:
         if transport.get_write_buffer_size() > self.send_buffer_bytes:
             return False
         transport.write(frame)
-        self.frames_out += 1
-        self.bytes_out += len(frame)
+        self._frames_out += 1
+        self._bytes_out += len(frame)
         return True
 
     def frame_pipe(
@@ -190,17 +232,34 @@ class Session:
 
         None without the C extension. The pipe applies :meth:`write_frame`'s gates --
         nothing queued, not closed as slow, websockets' state OPEN, the send buffer within
-        bounds -- plus the caller's ``holds``; :meth:`count_piped` counts after its write.
+        bounds -- plus the caller's ``holds``. Its counters are this session's
+        ``frames_out`` (one per write, as :meth:`write_frame` counts) and ``bytes_out``,
+        folded in when they are read (:meth:`fold_piped`).
         """
         if Pipe is None:
             return None
         gates = ((self, "_pending"), (self, "slow_closed"), *holds)
         limit = self.send_buffer_bytes
-        return Pipe(self._transport, self._protocol, State.OPEN, limit, max_message, False, gates)
+        pipe = Pipe(self._transport, self._protocol, State.OPEN, limit, max_message, False, gates)
+        self._piped_out.append(_Folded(pipe))
+        return pipe
 
-    def count_piped(self, nbytes: int) -> None:
-        self.frames_out += 1  # one write, as write_frame counts it
-        self.bytes_out += nbytes
+    def count_orders(self, pipe: PipeLike) -> None:
+        """``pipe`` takes this bot's frames upstream: its frames are ``messages_in``."""
+        self._piped_in.append(_Folded(pipe))
+
+    def fold_piped(self) -> None:
+        """Add what the relay pipes counted since the last fold to the plain counters
+        (the pipes count in C so that no Python runs per relayed frame)."""
+        for f in self._piped_out:
+            writes, nbytes = f.pipe.writes, f.pipe.bytes
+            self._frames_out += writes - f.writes
+            self._bytes_out += nbytes - f.bytes
+            f.writes, f.bytes = writes, nbytes
+        for f in self._piped_in:
+            frames = f.pipe.frames
+            self._messages_in += frames - f.frames
+            f.frames = frames
 
     def push_text(self, text: str | bytes) -> bool:
         return self.push(encode_text(text))
@@ -219,12 +278,12 @@ class Session:
         if len(pending) == 1:
             frame = pending[0]
             transport.write(frame)
-            self.frames_out += 1
-            self.bytes_out += len(frame)
+            self._frames_out += 1
+            self._bytes_out += len(frame)
             return
         transport.writelines(pending)
-        self.frames_out += len(pending)
-        self.bytes_out += sum(map(len, pending))
+        self._frames_out += len(pending)
+        self._bytes_out += sum(map(len, pending))
 
     def _close_slow(self) -> None:
         self.slow_closed = self.refusing = True

@@ -27,7 +27,7 @@ from typing import Any
 from websockets.protocol import State
 
 from wsgate.runtime.downstream.httpbody import BodyServerConnection
-from wsgate.runtime.relaypipe import PipeLike
+from wsgate.runtime.relaypipe import PipedProtocolLike, PipeLike, piped_protocol
 
 __all__ = ["ClientFrames", "LeanServerConnection"]
 
@@ -42,11 +42,17 @@ class LeanServerConnection(BodyServerConnection):
         super().__init__(*args, **kwargs)
         self._relay: ClientFrames | None = None
         self._pipe: PipeLike | None = None  # the C relay step (relaypipe), when built
-        self._piped: Callable[[int, int], None] | None = None
+        self._piped: PipedProtocolLike | None = None  # the transport's protocol, then
         self._rest = b""  # an incomplete frame carried to the next read
         limit = self.protocol.max_message_size  # a bigger frame takes the scan (1009)
         self._one_frame_limit = limit if limit is not None else 0xFFFF
-        self.relayed_frames = 0
+        self._relayed_frames = 0
+
+    @property
+    def relayed_frames(self) -> int:
+        """The bot's data frames relayed: by the Python path and by the pipe (lazily)."""
+        pipe = self._pipe
+        return self._relayed_frames + (pipe.frames if pipe is not None else 0)
 
     def set_frame_limit(self, limit: int | None) -> None:
         """The largest message this bot may send from now on, on every path: websockets'
@@ -64,7 +70,6 @@ class LeanServerConnection(BodyServerConnection):
         self,
         frames: ClientFrames,
         pipe: PipeLike | None = None,
-        piped: Callable[[int, int], None] | None = None,
     ) -> bool:
         """Forward the client's data frames to ``frames`` from now on.
 
@@ -77,31 +82,26 @@ class LeanServerConnection(BodyServerConnection):
         if len(self.recv_messages.frames) or self.protocol.reader.buffer:
             return False
         self._relay = frames
-        # ``pipe`` (the C extension) writes a read made only of whole data frames itself,
-        # with the gates of ``frames``' writer; ``piped(nbytes, count)`` counts after it.
-        self._pipe = pipe
-        self._piped = piped
+        if pipe is not None and self._piped is None:
+            # ``pipe`` (the C extension) writes a read made only of whole data frames
+            # itself, with the gates of ``frames``' writer, called by the transport
+            # directly: the relay protocol installed here hands it every read while
+            # nothing partial is held (``_rest``), and this class the rest. The pipe's
+            # counters are the bookkeeping (read lazily: :attr:`relayed_frames`).
+            self._pipe = pipe
+            self._piped = piped_protocol(pipe, self, self._pipe_failed)
+            self.transport.set_protocol(self._piped)  # type: ignore[arg-type]
+            self._piped.armed = True
         return True
+
+    def _pipe_failed(self, exc: BaseException) -> None:
+        log.error("relay frame pipe failed", exc_info=exc)  # the read counts as taken
 
     def data_received(self, data: bytes) -> None:
         relay = self._relay
         if relay is None:
             super().data_received(data)
             return
-        pipe = self._pipe
-        if pipe is not None and not self._rest:
-            # One call into C: scan, gates, write (relaypipe). Counted after the write.
-            try:
-                count = pipe(data)
-            except Exception:
-                log.exception("relay frame pipe failed")
-                return  # as a failed frame handler: the read counts as taken
-            if count:
-                self.relayed_frames += count
-                piped = self._piped
-                if piped is not None:
-                    piped(len(data), count)
-                return
         if not self._rest and len(data) >= 6:
             # The usual order: a read that is exactly one whole masked text or binary
             # frame (FIN, no reserved bits, 7- or 16-bit length) goes out without the scan.
@@ -115,7 +115,7 @@ class LeanServerConnection(BodyServerConnection):
                     length = b1 & 0x7F
                     end = 6 + length
                 if end == len(data) and length <= self._one_frame_limit:
-                    self.relayed_frames += 1
+                    self._relayed_frames += 1
                     try:
                         relay(data, 1)
                     except Exception:
@@ -127,6 +127,9 @@ class LeanServerConnection(BodyServerConnection):
         pos = self._forward(data)
         if pos < len(data) and self._relay is not None:
             self._rest = data[pos:]
+        piped = self._piped
+        if piped is not None:
+            piped.armed = self._relay is not None and not self._rest
 
     def _forward(self, data: bytes) -> int:
         """Forward whole frames from ``data``; return where an incomplete frame starts."""
@@ -182,7 +185,7 @@ class LeanServerConnection(BodyServerConnection):
     def _flush_run(self, data: bytes, start: int, end: int, count: int) -> None:
         if not count or self._relay is None:
             return
-        self.relayed_frames += count
+        self._relayed_frames += count
         chunk = data if start == 0 and end == len(data) else data[start:end]
         try:
             self._relay(chunk, count)
@@ -190,6 +193,9 @@ class LeanServerConnection(BodyServerConnection):
             log.exception("relay frame handler failed")
 
     def _leave(self, rest: bytes) -> None:
-        self._relay = self._pipe = None
+        self._relay = None
+        if self._piped is not None:
+            self._piped.armed = False
+            self._piped.pipe = None  # for good: websockets takes every byte from here
         if rest:
             super().data_received(rest)

@@ -41,7 +41,20 @@ class Relay:
         self.opened = asyncio.Event()
         self.closed = asyncio.Event()
         self.close_reason = ""
-        self.client_spoke = False
+        self._spoke = False
+        self.orders_pipe: PipeLike | None = None  # the C step taking the bot's frames
+
+    @property
+    def client_spoke(self) -> bool:
+        """The bot sent a frame (the pipe's count is read here, not kept per frame)."""
+        if self._spoke:
+            return True
+        pipe = self.orders_pipe
+        return pipe is not None and pipe.frames > 0
+
+    @client_spoke.setter
+    def client_spoke(self, spoke: bool) -> None:
+        self._spoke = spoke
 
     def on_upstream_open(self, conn: UpstreamConnection) -> None:
         self.opened.set()
@@ -64,11 +77,8 @@ class Relay:
 
     def upstream_pipe(self, max_message: int | None) -> PipeLike | None:
         """The C relay step for the exchange's frames (None: not built); held while the
-        greeting still needs its look."""
+        greeting still needs its look. The session reads its counters."""
         return self.session.frame_pipe(max_message, ((self, "skip_greeting"),))
-
-    def on_upstream_piped(self, nbytes: int, count: int) -> None:
-        self.session.count_piped(nbytes)
 
     def on_upstream_closed(self, conn: UpstreamConnection, reason: str) -> None:
         self.close_reason = reason
@@ -151,15 +161,17 @@ async def _client_to_upstream(ws: ServerConnection, conn: UpstreamConnection, re
     forward = _forwarder(conn, relay)
     session = relay.session
 
-    def piped(nbytes: int, count: int) -> None:
-        session.messages_in += count
-        relay.client_spoke = True
-        conn.count_frames_out(nbytes, count)
-
+    pipe = conn.frame_pipe(ws.protocol.max_message_size) if lean is not None else None
     with contextlib.suppress(ConnectionClosed):
         while True:
-            pipe = conn.frame_pipe(ws.protocol.max_message_size) if lean is not None else None
-            if lean is not None and lean.start_relay(forward, pipe, piped):
+            if pipe is not None:
+                pipe.max_message = ws.protocol.max_message_size  # a reload may have lowered it
+            if lean is not None and lean.start_relay(forward, pipe):
+                if pipe is not None:
+                    # Counted by the pipe alone: the session, the relay and the upstream's
+                    # metrics read its counters when they are asked.
+                    relay.orders_pipe = pipe
+                    session.count_orders(pipe)
                 await lean.wait_closed()  # orders now leave inside data_received
                 return
             msg = await ws.recv()

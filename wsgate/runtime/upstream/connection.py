@@ -176,6 +176,10 @@ class UpstreamConnection:
         self.ws: ClientConnection | None = None
         self.opened_at: float | None = None
         self.last_frame_at: float | None = None
+        # A relay's C pipe writing this connection's frames on: what it counted by the
+        # last look, so a look at the time of the last frame (staleness, status) sees them.
+        self._in_pipe: PipeLike | None = None
+        self._in_pipe_seen = 0
         self.created_at = now
         self._retry_at: float | None = None
         self._wake = asyncio.Event()  # interrupts backoff sleeps and admin waits
@@ -333,16 +337,22 @@ class UpstreamConnection:
         None without the C extension (or without a connection): the caller keeps
         :meth:`send_frames_nowait`. The pipe writes only while this connection's
         websockets state is OPEN and its send buffer is within :data:`SEND_BUFFER_LIMIT`
-        -- the same gates as :meth:`send_frames_nowait` -- and :meth:`count_frames_out`
-        does the bookkeeping after its write.
+        -- the same gates as :meth:`send_frames_nowait` -- and counts what it writes, which
+        the metrics read lazily (no bookkeeping per frame).
         """
         ws = self.ws
         if Pipe is None or ws is None:
             return None
-        return Pipe(ws.transport, ws.protocol, State.OPEN, SEND_BUFFER_LIMIT, max_message, True, ())
+        pipe = Pipe(ws.transport, ws.protocol, State.OPEN, SEND_BUFFER_LIMIT, max_message, True, ())
+        self.metrics.count_lazily(pipe, inbound=False)
+        return pipe
 
-    def count_frames_out(self, nbytes: int, count: int) -> None:
-        self.metrics.on_message_out(self._clock(), nbytes, count)
+    def _look_at_pipe(self, now: float) -> None:
+        """The inbound pipe wrote frames since the last look: the last frame is as of now."""
+        pipe = self._in_pipe
+        if pipe is not None and pipe.frames != self._in_pipe_seen:
+            self._in_pipe_seen = pipe.frames
+            self.last_frame_at = now
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> None:
@@ -462,6 +472,10 @@ class UpstreamConnection:
         finally:
             self.ws = None
             self._tg = None
+            closed = self._clock()
+            self._look_at_pipe(closed)
+            self._in_pipe = None
+            self.metrics.settle(closed)  # the socket's pipes count no more: booked, dropped
             uptime = self._clock() - now
             if self.state not in (ConnState.DISABLED, ConnState.DRAINING):
                 self._move(ConnState.CLOSING, self._close_reason)
@@ -528,23 +542,20 @@ class UpstreamConnection:
                 return True
 
         # The C relay step, when built: the sink (a relay) gives the pipe to its client.
+        # The transport then calls C for a read; the pipe's counters are the bookkeeping,
+        # read lazily (metrics, staleness, status).
         pipe: PipeLike | None = None
-        piped: Callable[[int, int], None] | None = None
         make_pipe: Callable[[int | None], PipeLike | None] | None = getattr(
             sink, "upstream_pipe", None
         )
         if on_frame is not None and make_pipe is not None:
             pipe = make_pipe(ws.protocol.max_message_size)
-            counted: Callable[[int, int], None] = sink.on_upstream_piped  # type: ignore[attr-defined]
-
-            def piped(nbytes: int, count: int) -> None:
-                counted(nbytes, count)
-                now = clock()
-                self.last_frame_at = now
+            if pipe is not None:
+                self._in_pipe, self._in_pipe_seen = pipe, pipe.frames
                 if measure:
-                    metrics.on_message_in(now, nbytes, count)
+                    metrics.count_lazily(pipe, inbound=True)
 
-        ws.set_handler(on_message, self.flusher, on_frame, pipe, piped)
+        ws.set_handler(on_message, self.flusher, on_frame, pipe)
         await ws.wait_closed()
         exc = ws.protocol.close_exc
         if isinstance(exc, ConnectionClosedOK):
@@ -578,8 +589,15 @@ class UpstreamConnection:
     async def _stale_watch(self, ws: ClientConnection) -> None:
         limit = self.settings.stale_after
         while True:
+            self._look_at_pipe(self._clock())
             last = self.last_frame_at or self._clock()
-            await asyncio.sleep(max(0.05, last + limit - self._clock()))
+            delay = max(0.05, last + limit - self._clock())
+            if self._in_pipe is not None:
+                # Frames the pipe writes are seen at the next look: look often enough that
+                # a silence is noticed within a quarter of the limit of its start.
+                delay = min(delay, max(0.05, limit / 4))
+            await asyncio.sleep(delay)
+            self._look_at_pipe(self._clock())
             if not self.expects_data() or self.sm.state is ConnState.DEGRADED:
                 self.last_frame_at = self._clock()
                 continue
@@ -602,6 +620,7 @@ class UpstreamConnection:
     # ------------------------------------------------------------------ stats
     def statistics(self) -> UpstreamStats:
         now = self._clock()
+        self._look_at_pipe(now)
         m = self.metrics.snapshot(now)
         return UpstreamStats(
             id=self.id,

@@ -50,7 +50,7 @@ from wsgate.runtime.framing import (
     decode_frame,
     whole_data_frames,
 )
-from wsgate.runtime.relaypipe import PipeLike
+from wsgate.runtime.relaypipe import PipedProtocolLike, PipeLike, piped_protocol
 
 __all__ = [
     "SLICE_SECONDS",
@@ -117,7 +117,7 @@ class LeanClientConnection(ClientConnection):
         self._handler: MessageHandler | None = None
         self._frame_handler: FrameHandler | None = None
         self._pipe: PipeLike | None = None  # the C relay step (relaypipe), when built
-        self._piped: Callable[[int, int], None] | None = None
+        self._piped: PipedProtocolLike | None = None  # the transport's protocol, then
         self._batch: BatchHooks | None = None
         self._yielding = False  # a continuation is scheduled; the transport is paused
         self._paused_unclaimed = False
@@ -139,7 +139,6 @@ class LeanClientConnection(ClientConnection):
         batch: BatchHooks | None = None,
         frames: FrameHandler | None = None,
         pipe: PipeLike | None = None,
-        piped: Callable[[int, int], None] | None = None,
     ) -> None:
         """Deliver every message to ``handler`` from now on, starting with any backlog.
 
@@ -155,16 +154,20 @@ class LeanClientConnection(ClientConnection):
         UTF-8-checked here (the client checks it, as it would reading the exchange
         directly). When it returns False the frames take the normal path.
 
-        ``pipe`` (a relay, with the C extension built) does that same step for a read
-        with no Python frame: it writes the read itself and returns its frame count
-        (0: not taken, the read goes on as above); ``piped(nbytes, count)`` then does the
-        bookkeeping, after the write.
+        ``pipe`` (a relay, with the C extension built) does that same step with no
+        Python at all: the transport gets a :func:`~wsgate.runtime.relaypipe.piped_protocol`
+        as its protocol, which hands the read to ``pipe`` while this connection holds
+        nothing the read could overtake (a backlog, a partial frame, a paused slice) and
+        to :meth:`data_received` otherwise. The pipe counts what it writes; the owner
+        reads its counters (:meth:`statistics` includes them), nothing is counted per read.
         """
         self._handler = handler
         self._frame_handler = frames
-        self._pipe = pipe if frames is not None else None
-        self._piped = piped
         self._reader.raw = frames is not None
+        if frames is not None and pipe is not None and self._piped is None:
+            self._pipe = pipe
+            self._piped = piped_protocol(pipe, self, self._pipe_failed)
+            self.transport.set_protocol(self._piped)  # type: ignore[arg-type]
         self._batch = batch
         if self._paused_unclaimed:
             self._paused_unclaimed = False
@@ -172,11 +175,34 @@ class LeanClientConnection(ClientConnection):
         unclaimed, self._unclaimed, self._unclaimed_size = self._unclaimed, [], 0
         if self._mode == _LEAN and unclaimed:
             self._reader_data(b"".join(unclaimed))
+        self._rearm()
+
+    def _rearm(self) -> None:
+        """Reads may go to the pipe exactly while nothing here could be overtaken."""
+        piped = self._piped
+        if piped is not None:
+            piped.armed = (
+                self._mode == _LEAN
+                and not self._backlog
+                and not self._yielding
+                and self._reader.idle
+                and self._handler is not None
+            )
+
+    def _pipe_failed(self, exc: BaseException) -> None:
+        self.handler_errors += 1  # as a failed frame handler: the read counts as taken
+        log.error("upstream frame pipe failed", exc_info=exc)
+
+    @property
+    def piped_messages(self) -> int:
+        """Frames the relay's pipe wrote on (not in :attr:`messages`: counted lazily)."""
+        pipe = self._pipe
+        return pipe.frames if pipe is not None else 0
 
     def statistics(self) -> LeanReaderStats:
         return LeanReaderStats(
             mode=_MODE_NAMES[self._mode],
-            messages=self.messages,
+            messages=self.messages + self.piped_messages,
             control_frames=self.control_frames,
             yields=self.yields,
             handler_errors=self.handler_errors,
@@ -192,22 +218,8 @@ class LeanClientConnection(ClientConnection):
             # nothing decoded or copied, the handler writes ``data`` to the bot. Anything
             # else in the read -- a control frame, a fragment, a partial frame, a masked
             # frame, a reserved bit, an oversized frame -- takes the reader, which handles
-            # (or fails) it exactly as before.
-            pipe = self._pipe
-            if pipe is not None and not self._backlog and not self._yielding and self._reader.idle:
-                # One call into C: scan, gates, write (relaypipe). Counted after the write.
-                try:
-                    count = pipe(data)
-                except Exception:
-                    self.handler_errors += 1
-                    log.exception("upstream frame pipe failed")
-                    return  # as a failed frame handler: the read counts as taken
-                if count:
-                    self.messages += count
-                    piped = self._piped
-                    if piped is not None:
-                        piped(len(data), count)
-                    return
+            # (or fails) it exactly as before. (With the C relay protocol installed, only
+            # what its pipe declined arrives here.)
             frames = self._frame_handler
             if (
                 frames is not None
@@ -235,6 +247,8 @@ class LeanClientConnection(ClientConnection):
                         self.messages += count
                         return
             self._reader_data(data)
+            if self._piped is not None:
+                self._rearm()
             return
         if mode == _PASSTHROUGH:
             super().data_received(data)
@@ -384,6 +398,8 @@ class LeanClientConnection(ClientConnection):
             self._deliver()
         if not self._yielding and not self.transport.is_closing():
             self.transport.resume_reading()
+        if self._piped is not None:
+            self._rearm()
 
     def _failed(self, f: Failure) -> None:
         exc: Exception | None = f.exc
@@ -419,6 +435,7 @@ class LeanClientConnection(ClientConnection):
 
     def __repr__(self) -> str:
         return (
-            f"<LeanClientConnection {_MODE_NAMES[self._mode]} messages={self.messages} "
+            f"<LeanClientConnection {_MODE_NAMES[self._mode]} "
+            f"messages={self.messages + self.piped_messages} "
             f"buffered={self._reader.buffered}>"
         )
