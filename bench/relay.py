@@ -9,7 +9,9 @@ and ``mode tcp``, a blind byte pipe) or through a minimal Python byte pipe on as
 and on uvloop (``pipe_*``: a read written to the other socket in the same callback,
 nothing else -- the floor any Python relay starts from), so the paths differ only by
 the hop. ``wsgate_uvloop_py`` is wsgate on uvloop without the relay's C step
-(``WSGATE_PURE_PYTHON=1``; only when the extension is built).
+(``WSGATE_PURE_PYTHON=1``; only when the extension is built). ``WSGATE_BENCH_BASE=<a
+source tree>`` adds ``wsgate_uvloop_base``: wsgate on uvloop run from that tree (another
+commit, its extension built in place), in the same rounds -- a paired before/after.
 
 Figures: throughput at saturation (the push server sends flat out for a bounded time)
 and one-way latency at 1000 msg/s, both ways: exchange to bot (the stamped tickers)
@@ -200,6 +202,14 @@ def run(quick: bool = False) -> dict[str, Any]:
                     )
                 )
                 targets["wsgate_uvloop_py"] = (py.port, "/raw", py.pid, False)
+            base = os.environ.get("WSGATE_BENCH_BASE")
+            if base:
+                # PYTHONSAFEPATH: the daemon imports wsgate from PYTHONPATH, not the cwd.
+                env = {"PYTHONPATH": base, "PYTHONSAFEPATH": "1"}
+                old = stack.enter_context(
+                    run_daemon(ROUTE.format(port=up), fast=True, extra_env=env)
+                )
+                targets["wsgate_uvloop_base"] = (old.port, "/raw", old.pid, False)
         for mode, name in (("http", "haproxy"), ("tcp", "haproxy_tcp")):
             hap = stack.enter_context(_haproxy(up, mode))
             if hap is not None:
