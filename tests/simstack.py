@@ -24,7 +24,7 @@ from wsgate import Gateway
 from wsgate.config import parse_config
 from wsgate.sim import Simulator
 
-__all__ = ["KINDS", "Route", "stack", "stack_config"]
+__all__ = ["KINDS", "Route", "daemon_head", "stack", "stack_config"]
 
 # kind -> (dialect, type, the simulator's WebSocket URL attribute, its REST URL attribute)
 KINDS: dict[str, tuple[str, str, str, str | None]] = {
@@ -79,7 +79,14 @@ def stack_config(
     extra: str = "",
 ) -> str:
     """The TOML of the stack: ``gateway`` adds ``[gateway]`` keys, ``extra`` whole tables."""
-    head = f"""
+    body = "\n".join(r.toml(name, sim) for name, r in routes.items())
+    return daemon_head(tmp, gateway=gateway) + body + "\n" + extra
+
+
+def daemon_head(tmp: str, *, gateway: str = "") -> str:
+    """The [daemon], [gateway] and [metrics] tables of an in-process gateway: its files in
+    ``tmp``, bots on a free port, no /metrics listener; ``gateway`` adds [gateway] keys."""
+    return f"""
 [daemon]
 control_socket = "{tmp}/ctl.sock"
 state_dir = "{tmp}/state"
@@ -89,7 +96,6 @@ listen = "127.0.0.1:0"
 [metrics]
 listen = ""
 """
-    return head + "\n".join(r.toml(name, sim) for name, r in routes.items()) + "\n" + extra
 
 
 @asynccontextmanager

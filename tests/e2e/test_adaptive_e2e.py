@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from prometheus_client import generate_latest
 
+from tests.simstack import daemon_head
 from wsgate import Gateway
 from wsgate.config import parse_config
 from wsgate.control.api import status
@@ -21,14 +22,9 @@ from wsgate.sim import Simulator
 
 
 def _config(url: str, tmp: str, *, strategy: str, weights: tuple[int, int]) -> str:
-    return f"""
-[daemon]
-control_socket = "{tmp}/ctl.sock"
-state_dir = "{tmp}/state"
-[gateway]
-listen = "127.0.0.1:0"
-[metrics]
-listen = ""
+    return (
+        daemon_head(tmp)
+        + f"""
 [jobs]
 health_check_interval = 1
 [routes.bitfinex]
@@ -46,6 +42,7 @@ url = "{url}?mirror=1"
 weight = {weights[1]}
 name = "mirror"
 """
+    )
 
 
 async def _until(cond: Callable[[], object], limit: float = 15.0) -> None:

@@ -22,6 +22,7 @@ from websockets.asyncio.client import connect
 
 import wsgate.daemon
 import wsgate.runtime.ops.alerting
+from tests.simstack import daemon_head
 from wsgate import Gateway
 from wsgate.config import parse_config
 from wsgate.control.api import status
@@ -32,14 +33,9 @@ from wsgate.sim import Simulator
 
 
 def _config(bitfinex_url: str, tmp: str) -> str:
-    return f"""
-[daemon]
-control_socket = "{tmp}/ctl.sock"
-state_dir = "{tmp}/state"
-[gateway]
-listen = "127.0.0.1:0"
-[metrics]
-listen = ""
+    return (
+        daemon_head(tmp)
+        + f"""
 [jobs]
 health_check_interval = 1
 analytics_interval = 1
@@ -53,6 +49,7 @@ app_ping_interval = 0.2
 [[routes.bitfinex.endpoints]]
 url = "{bitfinex_url}"
 """
+    )
 
 
 async def _until(cond: Callable[[], bool], what: str, within: float = 15.0) -> None:

@@ -10,6 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.e2e.harness import until
+from tests.simstack import daemon_head
 from wsgate import Gateway
 from wsgate.config import parse_config
 from wsgate.errors import NoCandidateError
@@ -17,14 +18,9 @@ from wsgate.sim import Simulator
 
 
 def _config(bitfinex_url: str, tmp: str) -> str:
-    return f"""
-[daemon]
-control_socket = "{tmp}/ctl.sock"
-state_dir = "{tmp}/state"
-[gateway]
-listen = "127.0.0.1:0"
-[metrics]
-listen = ""
+    return (
+        daemon_head(tmp)
+        + f"""
 [routes.bitfinex]
 dialect = "bitfinex"
 type = "market_data"
@@ -32,6 +28,7 @@ min_connections = 2
 [[routes.bitfinex.endpoints]]
 url = "{bitfinex_url}"
 """
+    )
 
 
 def test_gateway_context_manager_end_to_end() -> None:

@@ -13,6 +13,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from tests.simstack import daemon_head
 from wsgate import Gateway
 from wsgate.config import parse_config
 from wsgate.sim import Simulator
@@ -21,15 +22,9 @@ PUBLIC = "/ws/v5/public"
 
 
 def _config(sim: Simulator, tmp: str) -> str:
-    return f"""
-[daemon]
-control_socket = "{tmp}/ctl.sock"
-state_dir = "{tmp}/state"
-[gateway]
-listen = "127.0.0.1:0"
-linger = 0.5
-[metrics]
-listen = ""
+    return (
+        daemon_head(tmp, gateway="linger = 0.5")
+        + f"""
 [routes.okx]
 dialect = "okx"
 type = "market_data"
@@ -46,6 +41,7 @@ min_connections = 0
 [[routes.okx_private.endpoints]]
 url = "{sim.okx_url}"
 """
+    )
 
 
 @asynccontextmanager

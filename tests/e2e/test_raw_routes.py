@@ -9,19 +9,15 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from tests.simstack import daemon_head
 from wsgate import Gateway
 from wsgate.config import parse_config
 
 
 def _config(url: str, tmp: str, max_connections: int) -> str:
-    return f"""
-[daemon]
-control_socket = "{tmp}/ctl.sock"
-state_dir = "{tmp}/state"
-[gateway]
-listen = "127.0.0.1:0"
-[metrics]
-listen = ""
+    return (
+        daemon_head(tmp)
+        + f"""
 [routes.echo]
 dialect = "raw"
 type = "market_data"
@@ -29,6 +25,7 @@ max_connections = {max_connections}
 [[routes.echo.endpoints]]
 url = "{url}"
 """
+    )
 
 
 async def _until(cond: object, limit: float = 10.0) -> None:
