@@ -8,6 +8,7 @@ collecting table reader in :mod:`wsgate.config.locate`; this module holds the ru
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import logging
@@ -160,8 +161,16 @@ def _parse(
         # tomli refuses inline arrays/tables nested past its limit with a RecursionError.
         raise ConfigError([nesting_problem(text)], filename) from None
     env = os.environ if environ is None else environ
-    applied = [*env_overrides(env, _secret_env_names(doc), doc), *overrides]
-    override_problems = apply_overrides(doc, applied)
+    secrets = _secret_env_names(doc)
+    applied = [*env_overrides(env, secrets, doc), *overrides]
+    merged = copy.deepcopy(doc)
+    override_problems = apply_overrides(merged, applied)
+    more = _secret_env_names(merged) - secrets
+    if more:  # a list set from the environment (gateway.clients) names secret variables too
+        applied = [*env_overrides(env, secrets | more, doc), *overrides]
+        merged = copy.deepcopy(doc)
+        override_problems = apply_overrides(merged, applied)
+    doc = merged
     problems = Problems(SourceLocator(text))
     cfg = _build(Table(problems, (), doc), filename, digest)
     if problems.items or override_problems or cfg is None:
@@ -174,13 +183,17 @@ def _parse(
 
 
 def _blame(problems: list[ConfigProblem], applied: Sequence[Override]) -> list[ConfigProblem]:
-    """A problem with an overridden key names the variable or flag that set it."""
+    """A problem with an overridden key (or with an item or key inside an overridden list,
+    ``cluster.servers[1]``) names the variable or flag that set it, not a line of the file."""
     sources = {ov.key: ov.source for ov in applied}
     out = []
     for p in problems:
-        source = sources.get(p.path)
+        source = sources.get(p.path) or next(
+            (s for key, s in sources.items() if p.path.startswith((key + "[", key + "."))), None
+        )
         if source is not None:
-            p = dataclasses.replace(p, line=None, hint=f"set by {source}")
+            hint = f"{p.hint}; set by {source}" if p.hint else f"set by {source}"
+            p = dataclasses.replace(p, line=None, hint=hint)
         out.append(p)
     return out
 

@@ -29,8 +29,14 @@ def build_cluster(t: Table | None) -> ClusterConfig:
     engine = t.string("engine", d.engine, choices=ENGINES)
     servers = d.servers
     if "servers" in t.data:
-        given = t.strings("servers")
-        good = tuple(u for i, u in enumerate(given) if _check_server(t, i, u))
+        given = set(t.strings("servers"))  # reports the items that are not strings
+        raw = t.data["servers"] if isinstance(t.data["servers"], list) else []
+        # Checked at their own index: servers[1] stays servers[1] after a bad servers[0].
+        good = tuple(
+            u
+            for i, u in enumerate(raw)
+            if isinstance(u, str) and u in given and _check_server(t, i, u)
+        )
         if t.data["servers"] == []:
             t.problem(
                 "servers", "expected at least one server URL", 'e.g. ["nats://127.0.0.1:4222"]'

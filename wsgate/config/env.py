@@ -7,8 +7,16 @@ then the default. Routes, alert channels and rules the file defines take
 ``WSGATE_ROUTES_<ROUTE>_<KEY>`` (``WSGATE_ROUTES_BINANCE_STRATEGY``,
 ``WSGATE_ROUTES_BINANCE_TLS_VERIFY``), ``WSGATE_ALERTS_CHANNELS_<NAME>_<KEY>`` and
 ``WSGATE_ALERTS_RULES_<TYPE>_<KEY>``; a name with underscores is matched against the
-names in the file. Lists (endpoints) stay in the file. An override goes through the same
-validation as the file, and a problem with it names the variable or flag.
+names in the file. An override goes through the same validation as the file, and a
+problem with it names the variable or flag.
+
+A list key takes the whole list (it replaces the file's, never adds to it): a TOML or JSON
+array (``WSGATE_CLUSTER_SERVERS='["nats://a:4222", "nats://b:4222"]'``) or, for a list
+of strings, a comma-separated one (``WSGATE_GATEWAY_ORIGINS=https://a.example,https://b.example``;
+an empty value is an empty list). The two arrays of tables a deployment may need to
+set, ``routes.<route>.endpoints`` and ``gateway.clients``, take an array of inline tables:
+``WSGATE_ROUTES_BINANCE_ENDPOINTS='[{url = "wss://a.example:9443"}, {url = "wss://b.example:9443"}]'``
+(or the JSON ``[{"url": "wss://a.example:9443"}]``).
 
 Variables that the config names as secret sources (``*_env`` keys such as
 ``events_token_env = "WSGATE_GATEWAY_TOKEN"``) are never read as overrides.
@@ -17,6 +25,7 @@ Variables that the config names as secret sources (``*_env`` keys such as
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,10 +33,17 @@ from typing import Any
 
 import tomli
 
-from wsgate.config.locate import did_you_mean
+from wsgate.config.locate import did_you_mean, short
 from wsgate.errors import ConfigProblem
 
-__all__ = ["ENV_PREFIX", "Override", "apply_overrides", "env_overrides", "override_keys"]
+__all__ = [
+    "ENV_PREFIX",
+    "ListOf",
+    "Override",
+    "apply_overrides",
+    "env_overrides",
+    "override_keys",
+]
 
 ENV_PREFIX = "WSGATE_"
 
@@ -50,24 +66,49 @@ def _sections() -> dict[str, type]:
     }
 
 
+# Arrays of tables an override may set as a whole (the other tuples of tables, such as
+# alerts.channels, are tables of tables in the file, or pairs).
+_TABLE_LISTS = frozenset({"endpoints", "clients"})
+
+
+@dataclass(frozen=True)
+class ListOf:
+    """The declared type of a list key: of strings, or of tables (``tables``)."""
+
+    tables: bool
+
+
+def _list_item(tp: Any) -> Any | None:
+    """The item type of ``tuple[X, ...]`` (or ``tuple[X, ...] | None``), else None."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is tuple:
+        return args[0] if len(args) == 2 and args[1] is Ellipsis else None
+    items = [_list_item(a) for a in args if a is not type(None)]
+    return items[0] if len(items) == 1 else None
+
+
 def _scalar(tp: Any) -> bool:
     args = typing.get_args(tp)
-    if args:  # X | None, tuple[...]
-        if typing.get_origin(tp) is tuple:
-            return all(a is str or a is Ellipsis for a in args)  # origins = ["a", "b"]
-        return all(_scalar(a) for a in args)
+    if args:  # X | None
+        return typing.get_origin(tp) is not tuple and all(_scalar(a) for a in args)
     return not (isinstance(tp, type) and dataclasses.is_dataclass(tp))
 
 
 def _fields(cls: type, prefix: str = "") -> dict[str, Any]:
-    """Dotted scalar keys of a config dataclass (nested tables such as tls. included) -> type."""
+    """Dotted settable keys of a config dataclass (nested tables such as tls. included) ->
+    type: scalars, and lists as :class:`ListOf`."""
     hints = typing.get_type_hints(cls)
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         tp = hints.get(f.name, Any)
+        item = _list_item(tp)
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             out.update(_fields(tp, f"{prefix}{f.name}."))
-        elif _scalar(tp):
+        elif item is str:
+            out[f"{prefix}{f.name}"] = ListOf(tables=False)
+        elif dataclasses.is_dataclass(item) and f.name in _TABLE_LISTS:
+            out[f"{prefix}{f.name}"] = ListOf(tables=True)
+        elif item is None and _scalar(tp):
             out[f"{prefix}{f.name}"] = tp
     return out
 
@@ -185,6 +226,47 @@ def _convert(tp: Any, raw: str) -> Any:
         return raw  # "5s" for a duration; anything else fails validation with the key named
 
 
+def _list_hint(ov: Override, tables: bool) -> str:
+    name = ov.source.removeprefix("$")
+    if tables:
+        return (
+            f'write an array of inline tables, e.g. {name}=\'[{{url = "wss://a.example"}}, '
+            f'{{url = "wss://b.example", weight = 2}}]\', or the same in JSON'
+        )
+    return (
+        f'write a TOML or JSON array, e.g. {name}=\'["x", "y"]\', or a comma-separated '
+        f"list, {name}=x,y"
+    )
+
+
+def _list_value(ov: Override, of: ListOf) -> list[Any] | ConfigProblem:
+    """The list an override names: an array literal (TOML, else JSON) or, for strings only,
+    comma-separated items (an empty value: an empty list)."""
+    raw = ov.raw.strip()
+
+    def problem(message: str) -> ConfigProblem:
+        return ConfigProblem(ov.key, f"{ov.source}: {message}", None, _list_hint(ov, of.tables))
+
+    if raw.startswith("["):
+        try:
+            value: Any = tomli.loads(f"v = {raw}")["v"]
+        except tomli.TOMLDecodeError as exc:
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                return problem(f"{short(raw)} is not a TOML or JSON array ({exc})")
+        if isinstance(value, list):
+            return value
+    if of.tables:
+        return problem(f"expected an array of tables, got {short(raw)}")
+    if not raw:
+        return []
+    items = [item.strip() for item in raw.split(",")]
+    if not all(items):
+        return problem(f"an empty item in the comma-separated list {short(raw)}")
+    return items
+
+
 def _known_keys(doc: dict[str, Any]) -> list[str]:
     keys = [f"{s}.{k}" for s, ks in override_keys().items() for k in ks]
     entities = _entity_fields()
@@ -222,5 +304,12 @@ def apply_overrides(doc: dict[str, Any], overrides: Sequence[Override]) -> list[
                 break
             node = node.setdefault(part, {})
         if isinstance(node, dict):  # else the file's own problem is reported by validation
-            node[path[-1]] = _convert(tp, ov.raw)
+            if isinstance(tp, ListOf):
+                value = _list_value(ov, tp)
+                if isinstance(value, ConfigProblem):
+                    problems.append(value)
+                    continue
+                node[path[-1]] = value
+            else:
+                node[path[-1]] = _convert(tp, ov.raw)
     return problems
