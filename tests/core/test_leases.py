@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import random
+
 from wsgate.core.leases import (
     LeaseRole,
     SeqTracker,
     SeqVerdict,
+    TargetHealth,
     decide_lease,
     key_token,
     plan_spread,
     renew_due,
+    route_health,
     stream_start,
+    target_unfit,
 )
 
 
@@ -192,3 +197,66 @@ def test_spread_counts_and_targets_only_the_live_nodes() -> None:
     moves = plan_spread("a", three, loads, 0.0, last_round=None, moved_at={})
     assert [m.target for m in moves] == ["d"]
     assert plan_spread("a", three, loads, 0.0, last_round=None, moved_at={}, live=live) == []
+
+
+def test_a_node_with_bad_upstream_health_not_up_or_near_its_connect_budget_is_no_target() -> None:
+    fine = {"state": "up", "route_health": {"bfx": 96.0}, "connect_budget": {"bfx": 0.2}}
+    assert target_unfit(fine, "bfx") is None
+    assert target_unfit(None, "bfx") is None  # nothing heard beyond its being up
+    # No upstream connection on the route (it follows every key): no figure, room to spare.
+    assert target_unfit({"state": "up", "route_health": {"okx": 10.0}}, "bfx") is None
+    assert route_health({"route_health": {"okx": 10.0}}, "bfx") == 100.0
+    sick = {**fine, "route_health": {"bfx": 31.0}}
+    assert target_unfit(sick, "bfx") == "upstream health 31 on bfx (below 50)"
+    assert target_unfit(sick, "okx") is None  # judged per route
+    assert target_unfit({**fine, "state": "left"}, "bfx") == "state left"
+    spent = {**fine, "connect_budget": {"bfx": 0.85}}
+    assert target_unfit(spent, "bfx") == "connect budget 85% used"
+    assert target_unfit({**fine, "route_health": {"bfx": "bad"}}, "bfx") is None  # not a figure
+
+
+def test_an_unfit_node_stays_out_until_it_looked_fit_for_the_recovery_time() -> None:
+    targets = TargetHealth()  # recover: 30 s
+    targets.observe("b", "upstream health 31 on bfx (below 50)", 0.0)
+    targets.observe("c", None, 0.0)
+    assert targets.unfit(0.0) == {"b": "upstream health 31 on bfx (below 50)"}
+    # Its health went back above the threshold at 5 s and dips once more at 20 s.
+    targets.observe("b", None, 5.0)
+    assert "b" in targets.unfit(29.0)
+    targets.observe("b", "upstream health 49 on bfx (below 50)", 20.0)
+    assert "b" in targets.unfit(45.0)
+    assert targets.unfit(50.0) == {}  # 30 s since it last looked unfit
+
+
+def test_spread_skips_unfit_followers_and_prefers_the_healthiest_of_the_least_loaded() -> None:
+    owned = {f"k{i}": ("b", "c", "d") for i in range(6)}
+    loads = {"a": 6, "b": 0, "c": 0, "d": 1}
+
+    def plan(
+        unfit: dict[str, str] | None = None, health: dict[str, float] | None = None
+    ) -> list[tuple[str, str]]:
+        moves = plan_spread(
+            "a", owned, loads, 0.0, last_round=None, moved_at={}, unfit=unfit, health=health
+        )
+        return [(m.key, m.target) for m in moves]
+
+    assert plan() == [("k0", "b")]  # least loaded, ties by node id
+    assert plan(unfit={"b": "upstream health 31 on bfx (below 50)"}) == [("k0", "c")]
+    assert plan(health={"b": 70.0, "c": 99.0}) == [("k0", "c")]  # equal load: healthier
+    # Every follower unfit: nothing moves (spreading is never urgent), though a is over.
+    assert plan(unfit={"b": "x", "c": "x", "d": "x"}) == []
+    # Unfit nodes still count in the mean: a at 6 with b, c, d at 0, 0, 1 is over it.
+    assert plan(unfit={"b": "x", "c": "x"}) == [("k0", "d")]
+
+
+def test_spread_draws_among_equal_targets_with_the_seeded_rng() -> None:
+    owned = {f"k{i}": ("b", "c", "d", "e") for i in range(9)}
+    loads = {"a": 9, "b": 0, "c": 0, "d": 0, "e": 0}
+
+    def target(seed: int) -> str:
+        rng = random.Random(seed)
+        return plan_spread("a", owned, loads, 0.0, last_round=None, moved_at={}, rng=rng)[0].target
+
+    picks = {target(seed) for seed in range(20)}
+    assert picks == {"b", "c", "d", "e"}  # owners spreading at once do not all pick b
+    assert target(7) == target(7)  # the same seed decides the same

@@ -27,6 +27,8 @@ owned keys a node hands to which follower so that ownership spreads over the nod
 from __future__ import annotations
 
 import hashlib
+import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -38,11 +40,14 @@ __all__ = [
     "SeqVerdict",
     "SpreadMove",
     "SpreadPolicy",
+    "TargetHealth",
     "decide_lease",
     "key_token",
     "plan_spread",
     "renew_due",
+    "route_health",
     "stream_start",
+    "target_unfit",
 ]
 
 
@@ -184,12 +189,20 @@ class SpreadPolicy:
     """When a node hands keys over. ``slack``: owning up to this many keys more than the
     cluster's mean is fine (hysteresis); a move must leave the target with fewer keys than
     the source (so two nodes never trade a key back and forth); at most ``per_round``
-    moves start per ``interval`` seconds, and a key that moved stays put for ``hold``."""
+    moves start per ``interval`` seconds, and a key that moved stays put for ``hold``.
+
+    Targets (:func:`target_unfit`, :class:`TargetHealth`): a node whose upstream health on
+    the route is below ``unhealthy_below`` (the balancer's threshold), whose heartbeat
+    says it is not up, or whose connect budget for the route's host is ``budget_near``
+    used, takes no key; once it looks fit again it stays out for ``recover`` seconds."""
 
     slack: int = 1
     interval: float = 1.0
     per_round: int = 1
     hold: float = 60.0
+    unhealthy_below: float = 50.0
+    budget_near: float = 0.8
+    recover: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +210,61 @@ class SpreadMove:
     key: Any
     target: str
     why: str
+
+
+def target_unfit(
+    summary: Mapping[str, Any] | None, route: str, policy: SpreadPolicy = SpreadPolicy()
+) -> str | None:
+    """Why a node should take no key of ``route`` now, from its heartbeat summary (None:
+    it may). A node with no upstream connection on the route has no health figure: it is
+    fit (its connections have nothing wrong; it has room)."""
+    if not summary:
+        return None
+    state = summary.get("state", "up")
+    if state != "up":
+        return f"state {state}"
+    health = _route_figure(summary.get("route_health"), route)
+    if health is not None and health < policy.unhealthy_below:
+        return f"upstream health {health:.0f} on {route} (below {policy.unhealthy_below:.0f})"
+    use = _route_figure(summary.get("connect_budget"), route)
+    if use is not None and use >= policy.budget_near:
+        return f"connect budget {use:.0%} used"
+    return None
+
+
+def _route_figure(doc: Any, route: str) -> float | None:
+    value = doc.get(route) if isinstance(doc, Mapping) else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def route_health(summary: Mapping[str, Any] | None, route: str) -> float:
+    """A node's upstream health on ``route`` for ranking targets: 100 without connections."""
+    health = _route_figure((summary or {}).get("route_health"), route)
+    return 100.0 if health is None else health
+
+
+class TargetHealth:
+    """Which nodes take no key now, with hysteresis: a node seen unfit stays out until it
+    has looked fit for ``policy.recover`` seconds, so a health score hovering at the
+    threshold never sends keys back and forth (a move costs a subscribe and an unsubscribe
+    at the exchange). Pure: the caller passes ``now``."""
+
+    def __init__(self, policy: SpreadPolicy = SpreadPolicy()) -> None:
+        self.policy = policy
+        self._bad: dict[str, tuple[float, str]] = {}  # node -> (last seen unfit, why)
+
+    def __repr__(self) -> str:
+        return f"<TargetHealth unfit={sorted(self._bad)}>"
+
+    def observe(self, node: str, why: str | None, now: float) -> None:
+        if why is not None:
+            self._bad[node] = (now, why)
+
+    def unfit(self, now: float) -> dict[str, str]:
+        for node, (at, _why) in list(self._bad.items()):
+            if now - at >= self.policy.recover:
+                del self._bad[node]
+        return {node: why for node, (_at, why) in self._bad.items()}
 
 
 def plan_spread(
@@ -209,16 +277,24 @@ def plan_spread(
     moved_at: dict[Any, float],
     policy: SpreadPolicy = SpreadPolicy(),
     live: frozenset[str] | None = None,
+    unfit: Mapping[str, str] | None = None,
+    health: Mapping[str, float] | None = None,
+    rng: random.Random | None = None,
 ) -> list[SpreadMove]:
     """Which owned keys to hand to whom, now. ``owned``: each key this node owns and the
     nodes following it (only a follower can take a key: it has sessions for it and the
     owner's state already); ``loads``: keys owned by every node (this one too); ``live``:
     the nodes the membership says are up (None: every node in ``loads``). A node not in
-    it (killed without a word) neither lowers the mean nor becomes a target. The target
-    is the least loaded follower (the balancer's least-connections rule, ties by node id,
-    so every run decides the same)."""
+    it (killed without a word) neither lowers the mean nor becomes a target. ``unfit``:
+    nodes that take no key (:class:`TargetHealth`); they still count in the mean (they
+    are up and own what they own). The target is the least loaded fit follower (the
+    balancer's least-connections rule), then the healthiest (``health``: its health-based
+    rule), then a draw from ``rng`` (so owners that spread at the same moment do not all
+    pick the same node; without ``rng``, the first by node id)."""
     if last_round is not None and now - last_round < policy.interval:
         return []
+    unfit = unfit or {}
+    health = health or {}
     counts = {n: c for n, c in loads.items() if live is None or n in live}
     counts[node_id] = len(owned)
     mean = sum(counts.values()) / len(counts)
@@ -232,10 +308,10 @@ def plan_spread(
         at = moved_at.get(key)
         if at is not None and now - at < policy.hold:
             continue
-        followers = [n for n in owned[key] if n != node_id and n in counts]
+        followers = [n for n in owned[key] if n != node_id and n in counts and n not in unfit]
         if not followers:
             continue
-        target = min(followers, key=lambda n: (counts[n], n))
+        target = _pick(followers, counts, health, rng)
         if counts[target] + 1 > mine - 1:
             continue  # would leave the target owning more than us: no better spread
         moves.append(
@@ -248,3 +324,17 @@ def plan_spread(
         counts[node_id] -= 1
         counts[target] += 1
     return moves
+
+
+def _pick(
+    followers: list[str],
+    counts: Mapping[str, int],
+    health: Mapping[str, float],
+    rng: random.Random | None,
+) -> str:
+    def rank(n: str) -> tuple[int, float]:
+        return counts[n], -health.get(n, 100.0)
+
+    best = min(rank(n) for n in followers)
+    tied = sorted(n for n in followers if rank(n) == best)
+    return tied[0] if rng is None or len(tied) == 1 else rng.choice(tied)
