@@ -335,6 +335,8 @@ class Daemon:
                     rt.hub,
                     on_event=lambda data: self.events.publish("cluster_move", data),
                     peer_states=getattr(self.cluster, "peer_states", None),
+                    peer_summaries=getattr(self.cluster, "peer_summaries", None),
+                    rng=random.Random(self.rng.random()),
                 )
             )
         task = tg.create_task(rt.run(), name=f"route-{rt.name}")

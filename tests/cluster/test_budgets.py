@@ -149,3 +149,20 @@ def test_a_stalled_server_costs_one_timeout_then_the_local_share_answers_at_once
         server.resume()
 
     asyncio.run(scenario())
+
+
+def test_route_use_is_the_used_fraction_of_each_cluster_routes_host_budget() -> None:
+    async def scenario() -> None:
+        _server, (cb,) = await nodes(1)
+        hb = HostBudgets()
+        assert hb.route_use() == {}  # no cluster: nothing to report
+        hb.shared = cb
+        hb.configure("a:1", 4, 60.0, route="r1", cluster=True)
+        hb.configure("a:1", 4, 60.0, route="r3", cluster=True)
+        hb.configure("b:1", 4, 60.0, route="r2")  # share = "node": not the cluster's
+        assert hb.route_use() == {}  # nothing taken yet: no ledger seen
+        for _ in range(3):
+            assert await hb.acquire("a:1") == (0.0, True)
+        assert hb.route_use() == {"r1": 0.75, "r3": 0.75}  # what the heartbeat carries
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))

@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from types import SimpleNamespace
+from typing import Any
 
 from tests.cluster.memory_engine import MemoryEngine, MemoryServer
 from wsgate.cluster import handover
@@ -25,12 +26,15 @@ async def share(
     server: MemoryServer,
     node_id: str,
     peer_states: Callable[[], Mapping[str, NodeState]] | None = None,
+    peer_summaries: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> RouteShare:
     engine = MemoryEngine(server)
     assert await engine.connect(1.0)
     # The hub's part the spread and the state subject read: the route shares with the cluster.
     hub = SimpleNamespace(route=SimpleNamespace(cfg=SimpleNamespace(share="cluster")), registry={})
-    return RouteShare(CFG, node_id, "bfx", engine, hub, peer_states=peer_states)
+    return RouteShare(
+        CFG, node_id, "bfx", engine, hub, peer_states=peer_states, peer_summaries=peer_summaries
+    )
 
 
 def test_a_follower_that_stops_gracefully_is_no_spread_target_and_lowers_no_mean() -> None:
@@ -135,5 +139,50 @@ def test_an_offer_nobody_answers_drops_that_node_from_every_follower_list() -> N
             and b.moves_out == 0
             and all(not own.followers for own in b.owned.values())
         )
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_a_follower_whose_heartbeat_reports_bad_upstream_health_is_no_spread_target() -> None:
+    async def scenario() -> None:
+        # Heartbeat summaries as b's membership last saw them: c's connections on the
+        # route are failing, d is fine; b itself is the owner.
+        summaries: dict[str, dict[str, Any]] = {
+            "b": {"state": "up", "route_health": {"bfx": 95.0}},
+            "c": {"state": "up", "route_health": {"bfx": 20.0}},
+            "d": {"state": "up", "route_health": {"bfx": 90.0}},
+        }
+        server = MemoryServer()
+        b = await share(server, "b", peer_summaries=lambda: summaries)
+        offers: dict[str, int] = {"c": 0, "d": 0}
+        for node in offers:
+            engine = MemoryEngine(server)
+            assert await engine.connect(1.0)
+
+            async def take(payload: bytes, node: str = node) -> bytes:
+                offers[node] += 1
+                return b'{"ok": true}'
+
+            await engine.serve(f"m.mdt.bfx.{node}", take)
+        now = time.monotonic()
+        for key in (f"bitfinex:book:t{s}USD" for s in ("BTC", "ETH", "SOL", "XRP")):
+            b.owned[key] = Owned(1, now, followers={"c": now, "d": now})
+            b._owners[b._token(key)] = ("b", b.epoch, now)
+        b._owners["d-token"] = ("d", "epoch-d", now)  # d owns one key, c none
+        async with asyncio.TaskGroup() as tg:
+            b._tg = tg
+            handover.spread(b, now)
+        b._tg = None
+        # Least loaded is c (0 keys), but its upstream health is 20: d gets the key.
+        assert offers == {"c": 0, "d": 1} and b.last_move is not None
+        assert b.statistics().unfit == {"c": "upstream health 20 on bfx (below 50)"}
+        # c recovers; it stays out for the recovery time (30 s), then is a target again.
+        summaries["c"]["route_health"] = {"bfx": 97.0}
+        b.spread_round = b.spread_checked = None
+        assert b.unfit == {"c": "upstream health 20 on bfx (below 50)"}
+        handover._fitness(b, {"b": 3, "c": 0, "d": 2}, now + 10)
+        assert "c" in b.unfit
+        handover._fitness(b, {"b": 3, "c": 0, "d": 2}, now + 31)
+        assert b.unfit == {}
 
     asyncio.run(asyncio.wait_for(scenario(), 10))

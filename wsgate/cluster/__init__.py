@@ -43,6 +43,7 @@ def node_summary(daemon: Any) -> dict[str, Any]:
             label = conn.state.label
             upstreams[label] = upstreams.get(label, 0) + 1
     overview = daemon.analytics.overview()
+    budgets = getattr(daemon, "budgets", None)
     alerting = daemon.alerting
     gw = daemon.config.gateway  # before the listener binds (join), its configured port
     return {
@@ -54,6 +55,11 @@ def node_summary(daemon: Any) -> dict[str, Any]:
         "upstreams": upstreams,
         "alerts": alerting.engine.statistics().firing if alerting is not None else 0,
         "routes": sorted(daemon.routes),
+        # What a spread weighs before handing this node a key (wsgate.core.leases).
+        "route_health": {
+            r.route: round(r.health, 1) for r in overview.by_route if r.health is not None
+        },
+        "connect_budget": budgets.route_use() if budgets is not None else {},
     }
 
 

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 import uuid
 from collections import deque
@@ -43,6 +44,7 @@ from wsgate.core.cluster import NodeState
 from wsgate.core.leases import (
     LeaseRole,
     SeqVerdict,
+    TargetHealth,
     decide_lease,
     key_token,
     renew_due,
@@ -75,6 +77,8 @@ class RouteShare:
         hub: Any,
         on_event: Callable[[dict[str, Any]], object] | None = None,
         peer_states: Callable[[], Mapping[str, NodeState]] | None = None,
+        peer_summaries: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.cfg = cfg
         self.node_id = node_id
@@ -97,6 +101,11 @@ class RouteShare:
         self._handing: dict[Any, float] = {}  # owned keys being handed over (no renewal): since
         self.on_event = on_event  # spread moves for the event bus
         self.peer_states = peer_states  # the membership's view: who the spread counts
+        # Every node's last heartbeat summary (this one's too): who the spread may target.
+        self.peer_summaries = peer_summaries
+        self.rng = rng or random.Random()
+        self.targets = TargetHealth(handover.POLICY)
+        self.unfit: dict[str, str] = {}  # nodes that take no key now, and why
         self._by_token: dict[str, Any] = {}
         # Per key, the last sequence this epoch published: a key owned again continues past
         # it (one number left out), so a follower still on the old stream sees the gap.
@@ -680,4 +689,5 @@ class RouteShare:
             moves_out=self.moves_out,
             moves_in=self.moves_in,
             last_move=self.last_move,
+            unfit=dict(self.unfit),
         )

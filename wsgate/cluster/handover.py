@@ -32,7 +32,7 @@ from typing import Any
 from wsgate.cluster.engine import KvEntry
 from wsgate.cluster.share_state import Followed, parse_doc
 from wsgate.core.cluster import NodeState
-from wsgate.core.leases import SpreadMove, SpreadPolicy, plan_spread
+from wsgate.core.leases import SpreadMove, SpreadPolicy, plan_spread, route_health, target_unfit
 from wsgate.errors import KeyConflict, NoResponders
 
 # The route's wsgate.cluster.data_plane.RouteShare, which calls into this module (and an
@@ -258,6 +258,7 @@ def spread(share: RouteShare, now: float) -> None:
         for node in followers:
             loads.setdefault(node, 0)
     loads[share.node_id] = len(share.owned)
+    unfit, health = _fitness(share, loads, now)
     moves = plan_spread(
         share.node_id,
         owned,
@@ -267,12 +268,38 @@ def spread(share: RouteShare, now: float) -> None:
         moved_at=share.moved_at,
         policy=POLICY,
         live=live,
+        unfit=unfit,
+        health=health,
+        rng=share.rng,
     )
     if moves:
         share.spread_round = now
     for mv in moves:
         share._handing[mv.key] = now  # no renewal: the target takes the lease over
         share._tg.create_task(_offer(share, mv), name=f"share-{share.route}-move")
+
+
+def _fitness(
+    share: RouteShare, nodes: dict[str, int], now: float
+) -> tuple[dict[str, str], dict[str, float]]:
+    """Who takes no key of this route now (with the reason), and every node's upstream
+    health on it, from the heartbeat summaries (:func:`target_unfit`)."""
+    if share.peer_summaries is None:
+        return {}, {}
+    summaries = share.peer_summaries()
+    health: dict[str, float] = {}
+    for node in nodes:
+        summary = summaries.get(node)
+        health[node] = route_health(summary, share.route)
+        share.targets.observe(node, target_unfit(summary, share.route, POLICY), now)
+    unfit = share.targets.unfit(now)
+    for node, why in unfit.items():
+        if share.unfit.get(node) != why:
+            log.info("route %s: %s takes no key for now (%s)", share.route, node, why)
+    for node in set(share.unfit) - set(unfit):
+        log.info("route %s: %s may take keys again", share.route, node)
+    share.unfit = unfit
+    return unfit, health
 
 
 async def _offer(share: RouteShare, mv: SpreadMove) -> None:

@@ -24,7 +24,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -432,6 +432,10 @@ class ClusterNode:
     def peer_states(self) -> dict[str, NodeState]:
         """Every peer's state as the membership judges it now (the spread counts the up)."""
         return {n: s for n, s, _age in self.membership.peers(time.monotonic())}
+
+    def peer_summaries(self) -> dict[str, Mapping[str, Any]]:
+        """Every node's last heartbeat summary (the spread's targets judge their health)."""
+        return self.membership.summaries()
 
     def nodes(self) -> list[dict[str, Any]]:
         self.membership.set_own_summary({**self._summary_fn(), "version": _version()})

@@ -59,6 +59,7 @@ class ShareStatistics:
     moves_out: int = 0  # spread moves this node started
     moves_in: int = 0  # spread moves this node accepted
     last_move: dict[str, Any] | None = None
+    unfit: dict[str, str] = field(default_factory=dict)  # nodes the spread targets not, why
 
 
 def event_of(raw: Any) -> d.ChannelData | None:

@@ -262,6 +262,12 @@ class Membership:
         """(node_id, state, seconds since its last heartbeat) for every known peer."""
         return [(p.node_id, p.state, now - p.heard_at) for p in self._sorted()]
 
+    def summaries(self) -> dict[str, Mapping[str, Any]]:
+        """Every node's last heartbeat summary, this node's own included."""
+        out = {p.node_id: p.summary for p in self._peers.values()}
+        out[self.self_id] = self._own_summary
+        return out
+
     def alert_peers(self, now: float) -> list[tuple[str, str, float]]:
         """Like :meth:`peers` for the alert rule, with ``unknown`` for a peer we have only
         seen in the bucket's replay and not heard since: the rule holds its alert as it

@@ -84,6 +84,24 @@ class HostBudgets:
             return wait, wait <= 0
         return self.reserve(host), True
 
+    def route_use(self) -> dict[str, float]:
+        """Per ``share = "cluster"`` route, the used fraction of its host's connect budget
+        as this node sees it (the cluster's use; this node's share without the ledger)."""
+        out: dict[str, float] = {}
+        if self.shared is None:
+            return out
+        for host, routes in self._cluster_routes.items():
+            doc = self.shared.connect_snapshot(host) if routes else None
+            if not doc or not doc.get("limit"):
+                continue
+            if doc.get("mode") == "local share" and doc.get("share"):
+                use = doc["used_here"] / doc["share"]
+            else:
+                use = doc["used"] / doc["limit"]
+            for route in routes:
+                out[route] = round(min(1.0, use), 3)
+        return out
+
     def snapshot(self) -> dict[str, dict[str, Any]]:
         now = self._clock()
         out: dict[str, dict[str, Any]] = {}
