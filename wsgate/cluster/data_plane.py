@@ -690,4 +690,5 @@ class RouteShare:
             moves_in=self.moves_in,
             last_move=self.last_move,
             unfit=dict(self.unfit),
+            handing=len(self._handing),
         )

@@ -60,6 +60,7 @@ class ShareStatistics:
     moves_in: int = 0  # spread moves this node accepted
     last_move: dict[str, Any] | None = None
     unfit: dict[str, str] = field(default_factory=dict)  # nodes the spread targets not, why
+    handing: int = 0  # owned keys being handed over now (a successor holds the lease)
 
 
 def event_of(raw: Any) -> d.ChannelData | None:
