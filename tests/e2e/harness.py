@@ -148,12 +148,12 @@ class DaemonProc:
     def wait_log(self, text: str, timeout: float = 10.0) -> None:
         wait_until(lambda: text in self.logs(), timeout, f"log line {text!r}")
 
-    def wait_ready(self, since: int = 0) -> None:
+    def wait_ready(self, since: int = 0, timeout: float = 20.0) -> None:
         """Until the daemon logs ``ready:`` (past character ``since`` of its log); it must
         still be running then."""
         wait_until(
             lambda: "ready:" in self.logs()[since:] or self.proc.poll() is not None,
-            20,
+            timeout,
             "daemon to be ready",
         )
         assert self.proc.poll() is None, self.logs()
