@@ -7,9 +7,8 @@ from dataclasses import replace
 
 import pytest
 
+from tests.core.alert_rules import OFF, conn, only
 from wsgate.core.alerts import (
-    ALERT_TYPES,
-    DEFAULT_RULES,
     AlertEngine,
     AlertInputs,
     AlertState,
@@ -17,16 +16,11 @@ from wsgate.core.alerts import (
     ConnInput,
     EvalResult,
 )
-from wsgate.core.types import ConnectionType, Severity
+from wsgate.core.types import Severity
 from wsgate.errors import AlertError
 
-OFF = {t: replace(DEFAULT_RULES[t], enabled=False) for t in ALERT_TYPES}
-RULES = {**OFF, "high_latency": replace(DEFAULT_RULES["high_latency"], pending_samples=1, window=1)}
+RULES = only("high_latency")
 CHANNELS = (ChannelRoute("ops"),)
-
-
-def conn(cid: str, latency: float) -> ConnInput:
-    return ConnInput(cid, "bitfinex", ConnectionType.MARKET_DATA, True, latency=latency)
 
 
 def evaluate(engine: AlertEngine, now: float, *conns: ConnInput) -> EvalResult:

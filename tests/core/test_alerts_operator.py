@@ -7,25 +7,17 @@ from dataclasses import replace
 
 import pytest
 
+from tests.core.alert_rules import conn, only
 from wsgate.core.alerts import (
-    ALERT_TYPES,
-    DEFAULT_RULES,
     AlertEngine,
     AlertInputs,
     AlertState,
     ChannelRoute,
-    ConnInput,
 )
-from wsgate.core.types import ConnectionType
 from wsgate.errors import AlertError
 
-OFF = {t: replace(DEFAULT_RULES[t], enabled=False) for t in ALERT_TYPES}
-RULES = {**OFF, "high_latency": replace(DEFAULT_RULES["high_latency"], pending_samples=1, window=1)}
+RULES = only("high_latency")
 CHANNELS = (ChannelRoute("ops"),)
-
-
-def conn(cid: str, latency: float) -> ConnInput:
-    return ConnInput(cid, "bitfinex", ConnectionType.MARKET_DATA, True, latency=latency)
 
 
 def firing(engine: AlertEngine, n: int) -> list[str]:

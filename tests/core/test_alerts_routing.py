@@ -10,8 +10,8 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.core.alert_rules import OFF, conn, only
 from wsgate.core.alerts import (
-    ALERT_TYPES,
     DEFAULT_RULES,
     AlertEngine,
     AlertInputs,
@@ -19,15 +19,8 @@ from wsgate.core.alerts import (
     ConnInput,
     EvalResult,
     Notification,
-    RuleSpec,
 )
-from wsgate.core.types import ConnectionType, Severity
-
-OFF = {t: replace(DEFAULT_RULES[t], enabled=False) for t in ALERT_TYPES}
-
-
-def immediate(alertname: str) -> RuleSpec:
-    return replace(DEFAULT_RULES[alertname], pending_samples=1, window=1)
+from wsgate.core.types import Severity
 
 
 def engine_for(
@@ -36,18 +29,8 @@ def engine_for(
     send_resolved: bool = True,
     external_url: str = "",
 ) -> AlertEngine:
-    rules = {
-        **OFF,
-        "high_latency": immediate("high_latency"),
-        "connection_failure": immediate("connection_failure"),
-    }
+    rules = only("high_latency", "connection_failure")
     return AlertEngine(rules, channels, send_resolved=send_resolved, external_url=external_url)
-
-
-def conn(cid: str, latency: float, route: str = "bitfinex", up: bool = True) -> ConnInput:
-    return ConnInput(
-        cid, route, ConnectionType.MARKET_DATA, up, seconds_down=0 if up else 30, latency=latency
-    )
 
 
 def evaluate(engine: AlertEngine, now: float, *conns: ConnInput) -> EvalResult:

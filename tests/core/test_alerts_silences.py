@@ -7,9 +7,8 @@ from dataclasses import replace
 
 import pytest
 
+from tests.core.alert_rules import only
 from wsgate.core.alerts import (
-    ALERT_TYPES,
-    DEFAULT_RULES,
     Ack,
     AlertEngine,
     AlertInputs,
@@ -23,17 +22,9 @@ from wsgate.core.alerts.silences import InhibitRule, inhibitions
 from wsgate.core.types import ConnectionType
 from wsgate.errors import AlertError
 
-OFF = {t: replace(DEFAULT_RULES[t], enabled=False) for t in ALERT_TYPES}
-
 
 def make_engine() -> AlertEngine:
-    rules = {
-        **OFF,
-        **{
-            name: replace(DEFAULT_RULES[name], pending_samples=1, window=1)
-            for name in ("high_latency", "connection_failure", "anomaly_detected")
-        },
-    }
+    rules = only("high_latency", "connection_failure", "anomaly_detected")
     return AlertEngine(rules, [ChannelRoute("ops")])
 
 

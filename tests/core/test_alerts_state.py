@@ -6,32 +6,25 @@ import hashlib
 from dataclasses import replace
 from typing import Any
 
+from tests.core.alert_rules import OFF, conn
 from wsgate.core.alerts import (
-    ALERT_TYPES,
     DEFAULT_RULES,
     AlertEngine,
     AlertInputs,
     AlertState,
     ChannelRoute,
-    ConnInput,
     EvalResult,
     Notification,
     RuleSpec,
     fingerprint,
 )
 from wsgate.core.alerts.state import AlertRecord
-from wsgate.core.types import ConnectionType, Severity
-
-OFF = {t: replace(DEFAULT_RULES[t], enabled=False) for t in ALERT_TYPES}
+from wsgate.core.types import Severity
 
 
 def latency_engine(channels: tuple[ChannelRoute, ...] = (), **rule: Any) -> AlertEngine:
     spec: RuleSpec = replace(DEFAULT_RULES["high_latency"], **rule)
     return AlertEngine({**OFF, "high_latency": spec}, channels, group_wait=0.0)
-
-
-def conn(cid: str, latency: float | None, route: str = "bitfinex") -> ConnInput:
-    return ConnInput(cid, route, ConnectionType.MARKET_DATA, True, latency=latency)
 
 
 def feed(engine: AlertEngine, now: float, *latencies: float | None) -> EvalResult:
