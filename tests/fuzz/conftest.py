@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,6 +64,24 @@ class Watcher:
         wait_until(lambda: self.bot.trades_seen() > before, 10, "watcher still receiving")
         assert self.bot.closed is None, self.bot.closed
         assert not self.bot.violations, self.bot.violations[:5]
+
+
+def send_and_drain(s: socket.socket, data: bytes, *, half_close: bool = True) -> bytes:
+    """Send ``data``, optionally half-close, and read all the daemon says until it closes
+    (a reset ends the reading as a close does)."""
+    s.sendall(data)
+    if half_close:
+        s.shutdown(socket.SHUT_WR)
+    out = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
 
 
 @dataclass

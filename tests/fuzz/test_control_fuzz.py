@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.e2e.harness import wait_until
-from tests.fuzz.conftest import Stack
+from tests.fuzz.conftest import Stack, send_and_drain
 from wsgate.control import wire
 from wsgate.control.admission import MAX_CONNECTIONS, PRIVILEGED_RESERVE
 from wsgate.control.client import ControlClient
@@ -44,18 +44,7 @@ def _exchange(path: str, data: bytes, *, half_close: bool = True) -> list[dict[s
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(5)
         s.connect(path)
-        s.sendall(data)
-        if half_close:
-            s.shutdown(socket.SHUT_WR)
-        buf = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            buf += chunk
+        buf = send_and_drain(s, data, half_close=half_close)
     return [json.loads(line) for line in buf.splitlines()]
 
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
-from tests.fuzz.conftest import Stack
+from tests.fuzz.conftest import Stack, send_and_drain
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 
@@ -83,19 +83,7 @@ def _close_code(s: socket.socket, already: bytes = b"") -> int | None:
 
 def _http(stack: Stack, request: bytes, *, half_close: bool = True) -> bytes:
     with socket.create_connection(("127.0.0.1", stack.daemon.port), timeout=15) as s:
-        s.sendall(request)
-        if half_close:
-            s.shutdown(socket.SHUT_WR)
-        out = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        return out
+        return send_and_drain(s, request, half_close=half_close)
 
 
 def test_invalid_utf8_text_frame_is_closed_1007(stack: Stack) -> None:
