@@ -10,6 +10,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from tests.simstack import daemon_head
 from wsgate import Gateway
 from wsgate.config import parse_config
 from wsgate.runtime.downstream.wsserver import LeanServerConnection
@@ -34,14 +35,8 @@ def test_orders_queued_before_the_upstream_opened_go_first_then_verbatim() -> No
             port = up.sockets[0].getsockname()[1]
             tmp = tempfile.mkdtemp(dir="/tmp")
             cfg = parse_config(
-                f"""
-[daemon]
-control_socket = "{tmp}/ctl.sock"
-state_dir = "{tmp}/state"
-[gateway]
-listen = "127.0.0.1:0"
-[metrics]
-listen = ""
+                daemon_head(tmp)
+                + f"""
 [routes.raw]
 dialect = "raw"
 type = "trading"

@@ -20,6 +20,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
+from tests.simstack import daemon_head
 from wsgate import Gateway, _relayfast
 from wsgate.config import parse_config
 from wsgate.runtime import relaypipe
@@ -32,14 +33,9 @@ TICK = '{"e":"24hrTicker","s":"BTCUSDT","c":"43000.10"}'
 
 def _config(port: int) -> str:
     tmp = tempfile.mkdtemp(dir="/tmp")
-    return f"""
-[daemon]
-control_socket = "{tmp}/ctl.sock"
-state_dir = "{tmp}/state"
-[gateway]
-listen = "127.0.0.1:0"
-[metrics]
-listen = ""
+    return (
+        daemon_head(tmp)
+        + f"""
 [routes.raw]
 dialect = "raw"
 type = "trading"
@@ -47,6 +43,7 @@ min_connections = 0
 [[routes.raw.endpoints]]
 url = "ws://127.0.0.1:{port}"
 """
+    )
 
 
 class Reads:
