@@ -99,15 +99,19 @@ async def test_one_winner_per_transition_across_nodes() -> None:
     a, b = make(server, "a"), make(server, "b")
     async with running(a, b):
         await until(lambda: a.link_up and b.link_up)
+
+        def key(node: Any, state: AlertState) -> Any:
+            return node.claim_key(view(state))
+
         won = await asyncio.gather(
-            a.claim(view(AlertState.FIRING)), b.claim(view(AlertState.FIRING))
+            a.claim(key(a, AlertState.FIRING)), b.claim(key(b, AlertState.FIRING))
         )
         assert sorted(won) == [False, True]
         winner, loser = (a, b) if won[0] else (b, a)
-        assert await winner.claim(view(AlertState.FIRING))  # its second channel
-        assert not await loser.claim(view(AlertState.FIRING))
+        assert await winner.claim(key(winner, AlertState.FIRING))  # its second channel
+        assert await loser.claim(key(loser, AlertState.FIRING)) is False
         won = await asyncio.gather(
-            a.claim(view(AlertState.RESOLVED)), b.claim(view(AlertState.RESOLVED))
+            a.claim(key(a, AlertState.RESOLVED)), b.claim(key(b, AlertState.RESOLVED))
         )
         assert sorted(won) == [False, True]
         assert a.claims_won + b.claims_won == 2 and a.claims_lost + b.claims_lost == 2
@@ -145,7 +149,8 @@ async def test_no_judgement_without_the_link_and_grace_after() -> None:
         await asyncio.sleep(CFG.node_down_after * 3)
         assert seen(a, "b") == "up"  # blind, not judging
         assert a.alert_fields(0.0)["cluster_link_up"] is False
-        assert not await a.claim(view(AlertState.FIRING))  # and paging nothing about peers
+        # and paging nothing about peers: the claim cannot be settled (None), not lost
+        assert await a.claim(a.claim_key(view(AlertState.FIRING))) is None
         server.up()
         await until(lambda: a.link_up and b.link_up, 10)
         await asyncio.sleep(CFG.node_down_after * 2)

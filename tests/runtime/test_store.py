@@ -77,6 +77,26 @@ def test_events_filter_order_and_prune(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_held_row_is_not_sent_until_its_claim_is_settled(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db")
+    claim = [{"fingerprint": "fp", "alertname": "x", "proposal": "firing", "episode": "e"}]
+    assert store.outbox_put("n1", "hook", {"id": "n1", "v": 1}, now=1.0, claim=claim)
+    assert store.outbox_put("n2", "hook", {"id": "n2"}, now=2.0, claim=claim)
+    assert store.outbox_head("hook") is None  # held rows never go out
+    assert store.outbox_count("hook") == 2
+    assert [(r.id, r.claim) for r in store.outbox_claims()] == [("n1", claim), ("n2", claim)]
+    assert store.outbox_settle("n1", "hook", {"id": "n1", "v": 2})  # won: sent from now on
+    head = store.outbox_head("hook")
+    assert head is not None and (head.id, head.payload, head.claim) == (
+        "n1",
+        {"id": "n1", "v": 2},
+        None,
+    )
+    assert not store.outbox_settle("n1", "hook", None)  # settled once: a ready row stays
+    assert store.outbox_settle("n2", "hook", None)  # lost: dropped
+    assert [r.id for r in store.outbox_rows("hook")] == ["n1"] and store.outbox_claims() == []
+
+
 def test_outbox_rows_delivery_bookkeeping(tmp_path: Path) -> None:
     store = Store(tmp_path / "db")
     assert store.outbox_put("n1", "slack", {"id": "n1"}, now=1.0)

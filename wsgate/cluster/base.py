@@ -15,6 +15,7 @@ from wsgate.cluster.shared import SharedAlertState
 
 __all__ = [
     "CLUSTER_SCOPED",
+    "ClaimKey",
     "Cluster",
     "ClusterStatistics",
     "LocalCluster",
@@ -28,6 +29,35 @@ CLUSTER_SCOPED = frozenset({"cluster_node_down"})
 
 SummaryFn = Callable[[], Mapping[str, Any]]
 StatusFn = Callable[[], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ClaimKey:
+    """What a notification claim is about: one transition of one alert in one down
+    episode. Kept with the notification in the outbox until the claim is settled, so a
+    node restarted in between asks again for the same fact, never for a new one."""
+
+    fingerprint: str
+    alertname: str
+    proposal: str  # the transition to notify: "firing" | "resolved"
+    episode: str  # the peer's down episode as this node saw it ("" if it never saw one)
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "fingerprint": self.fingerprint,
+            "alertname": self.alertname,
+            "proposal": self.proposal,
+            "episode": self.episode,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ClaimKey:
+        return cls(
+            str(d["fingerprint"]),
+            str(d.get("alertname", "")),
+            str(d["proposal"]),
+            str(d["episode"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -67,7 +97,8 @@ class Cluster(Protocol):
     def nodes(self) -> list[dict[str, Any]]: ...
     async def status_all(self, timeout: float) -> list[dict[str, Any]]: ...  # noqa: ASYNC109
     def scoped(self, view: Any) -> bool: ...
-    async def claim(self, view: Any) -> bool: ...
+    def claim_key(self, view: Any) -> ClaimKey: ...
+    async def claim(self, key: ClaimKey) -> bool | None: ...
     def statistics(self) -> ClusterStatistics: ...
 
 
@@ -124,7 +155,10 @@ class LocalCluster:
     def scoped(self, view: Any) -> bool:
         return False  # nothing to share: every notification is this node's
 
-    async def claim(self, view: Any) -> bool:
+    def claim_key(self, view: Any) -> ClaimKey:
+        return ClaimKey(view.fingerprint, view.alertname, view.state.value, "")
+
+    async def claim(self, key: ClaimKey) -> bool | None:
         return True
 
     def statistics(self) -> ClusterStatistics:

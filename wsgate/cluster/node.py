@@ -30,6 +30,7 @@ from typing import Any
 
 from wsgate.cluster.base import (
     CLUSTER_SCOPED,
+    ClaimKey,
     ClusterStatistics,
     StatusFn,
     SummaryFn,
@@ -469,26 +470,33 @@ class ClusterNode:
     def scoped(self, view: Any) -> bool:
         return str(getattr(view, "alertname", "")) in CLUSTER_SCOPED
 
-    async def claim(self, view: Any) -> bool:
-        """True when this node sends ``view``'s notification (see ``decide_claim``)."""
+    def claim_key(self, view: Any) -> ClaimKey:
+        """The fact ``view``'s notification is about, with the peer's episode as seen now."""
         peer = str(view.labels.get("peer", ""))
-        episode = self.membership.episode(peer)
-        proposal = view.state.value
-        cache_key = f"{view.fingerprint}.{proposal}.{episode}"
+        return ClaimKey(
+            view.fingerprint, view.alertname, view.state.value, self.membership.episode(peer)
+        )
+
+    async def claim(self, key: ClaimKey) -> bool | None:
+        """True when this node sends the notification (see ``decide_claim``), False when
+        another node does, None when the cluster could not be asked (no link, no answer):
+        then nobody knows, and this node pages nothing about peers."""
+        fingerprint, proposal, episode = key.fingerprint, key.proposal, key.episode
+        cache_key = f"{fingerprint}.{proposal}.{episode}"
         cached = self._claim_cache.get(cache_key)
         if cached is not None:
             return cached
         claims = self._claims
         if claims is None or not self.link_up:
             self.claim_failures += 1
-            return False  # without the link we page nothing about peers
+            return None
         try:
             async with asyncio.timeout(3 * CLAIM_TIMEOUT):
-                won = await self._claim(claims, view.fingerprint, proposal, episode)
+                won = await self._claim(claims, fingerprint, proposal, episode)
         except Exception as exc:
             self.claim_failures += 1
             log.warning("cluster: claim of %s failed (%r); not sending", cache_key, exc)
-            return False
+            return None
         if len(self._claim_cache) >= _CLAIM_CACHE_MAX:
             self._claim_cache.clear()
         self._claim_cache[cache_key] = won
@@ -496,7 +504,7 @@ class ClusterNode:
             self.claims_won += 1
         else:
             self.claims_lost += 1
-            log.info("cluster: %s notice for %s sent elsewhere", proposal, view.fingerprint)
+            log.info("cluster: %s notice for %s sent elsewhere", proposal, fingerprint)
         return won
 
     async def _claim(self, claims: KvBucket, key: str, proposal: str, episode: str) -> bool:

@@ -44,6 +44,7 @@ from wsgate.core.alerts.units import format_value
 from wsgate.core.types import Severity
 from wsgate.errors import AlertError
 from wsgate.runtime.ops.alert_inputs import AlertSource, AnomalySettings, InputBuilder
+from wsgate.runtime.ops.claims import RETRY, ClaimSettler
 from wsgate.runtime.ops.notifiers import DeliveryResult, Notifier, build_notifier
 from wsgate.runtime.ops.outbox import Outbox
 from wsgate.runtime.persistence.store import Store
@@ -212,9 +213,13 @@ class Alerting:
         self._alerts_cfg = cfg.alerts
         self._notifiers: dict[str, Notifier] = {}
         self.outbox = self._new_outbox(cfg.alerts)
+        self.claims = ClaimSettler(
+            self.store, self.outbox, notification_payload, self._clock, self._spawn
+        )
         self._outbox_stop = asyncio.Event()
         self._outbox_task: asyncio.Task[None] | None = None
         self._tick_task: asyncio.Task[None] | None = None
+        self._claims_task: asyncio.Task[None] | None = None
         self._disabled: dict[str, str] = {}
         self._evaluations = 0
         self._last_cost: float | None = None
@@ -262,6 +267,11 @@ class Alerting:
         self._tg = tg
         self._outbox_task = tg.create_task(self.outbox.run(self._outbox_stop), name="outbox")
         self._tick_task = tg.create_task(self._tick_loop(), name="alerts-tick")
+        # Cluster notifications a previous run held and never settled (a crash between
+        # queueing and claiming) are asked for again, as are claims NATS did not answer.
+        self._claims_task = tg.create_task(
+            every(RETRY, self._retry_claims, self.faults, "alerts.claims"), name="alerts-claims"
+        )
 
     def _restore(self, now: float) -> None:
         state = self.store.load_engine_state()
@@ -294,10 +304,11 @@ class Alerting:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        if self._tick_task is not None:
-            self._tick_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tick_task
+        for task in (self._tick_task, self._claims_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._persist()
         self._outbox_stop.set()
         delivered = await self.outbox.flush(max(0.0, deadline - loop.time()))
@@ -380,10 +391,15 @@ class Alerting:
         for n in notes:
             if n.channel not in self._notifiers:
                 continue  # a channel removed by a reload a moment ago
-            if cluster is not None and any(cluster.scoped(a) for a in n.alerts):
-                self._spawn(self._deliver_claimed(cluster, n))
-                continue
-            self._enqueue(n)
+            # A fact about the cluster is paged once cluster-wide, by the node that claims
+            # it; it is queued (held) before the claim is asked for (runtime/ops/claims.py).
+            held = self.claims.hold(cluster, n) if cluster is not None else None
+            if held is None:
+                self._enqueue(n)
+            elif held:
+                self._enqueued += 1
+            else:
+                self._deduped += 1
 
     def _enqueue(self, n: Notification) -> None:
         if self.outbox.enqueue(n.channel, notification_payload(n)):
@@ -391,15 +407,10 @@ class Alerting:
         else:
             self._deduped += 1
 
-    async def _deliver_claimed(self, cluster: Any, n: Notification) -> None:
-        """A fact about the cluster is paged once cluster-wide: by the node that claims it."""
-        won = [a for a in n.alerts if not cluster.scoped(a) or await cluster.claim(a)]
-        for a in n.alerts:
-            if a not in won:
-                data = {"fingerprint": a.fingerprint, "alertname": a.alertname, "status": a.state}
-                self.store.add_event(self._clock(), "notification_sent_elsewhere", data)
-        if won and n.channel in self._notifiers:
-            self._enqueue(dataclasses.replace(n, alerts=tuple(won)))
+    def _retry_claims(self) -> None:
+        cluster = getattr(self.daemon, "cluster", None)
+        if cluster is not None:
+            self.claims.retry(cluster)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         if self._tg is None:  # not started (a unit test driving evaluate() by hand)
@@ -467,6 +478,7 @@ class Alerting:
         for name in channels_changed:
             self._disabled.pop(name, None)
         self.outbox = self._new_outbox(new_cfg.alerts)
+        self.claims.outbox = self.outbox
         self._outbox_stop = asyncio.Event()
         if self._tg is not None:
             self._outbox_task = self._tg.create_task(
@@ -679,6 +691,7 @@ _OPERATOR_KINDS = frozenset(
         "channel_disabled",
         "notification_dropped",
         "notification_sent_elsewhere",
+        "notification_unclaimed",
         "operator_action",
     }
 )

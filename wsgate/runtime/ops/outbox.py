@@ -261,11 +261,14 @@ class Outbox:
 
     # -- producer side ---------------------------------------------------------------------------
 
-    def enqueue(self, channel: str, payload: NotificationPayload) -> bool:
+    def enqueue(
+        self, channel: str, payload: NotificationPayload, claim: list[dict[str, Any]] | None = None
+    ) -> bool:
         """Persist one notification for one channel (never waits).
 
         Returns ``False`` when the channel's filters (enabled, min_severity,
-        send_resolved) drop it, or when this id is already queued or delivered.
+        send_resolved) drop it, or when this id is already queued or delivered. With
+        ``claim`` (a cluster fact) it is held until :meth:`settle`.
         """
         ch = self._channels.get(channel)
         if ch is None:
@@ -275,10 +278,22 @@ class Outbox:
         notification_id = str(payload.get("id") or "")
         if not notification_id:
             raise ValueError("a notification needs a stable 'id' for idempotent delivery")
-        added = self._store.outbox_put(notification_id, channel, payload, self._clock())
+        added = self._store.outbox_put(
+            notification_id, channel, payload, self._clock(), claim=claim
+        )
         if added:
             ch.wake.set()
         return added
+
+    def settle(
+        self, channel: str, notification_id: str, payload: NotificationPayload | None
+    ) -> bool:
+        """A held notification's claim is decided: send ``payload``, or drop it (``None``)."""
+        settled = self._store.outbox_settle(notification_id, channel, payload)
+        ch = self._channels.get(channel)
+        if settled and payload is not None and ch is not None:
+            ch.wake.set()
+        return settled
 
     async def send_test(self, channel: str) -> DeliveryResult:
         """Send a test notification now, bypassing queue, bucket and breaker."""

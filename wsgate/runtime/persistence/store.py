@@ -81,6 +81,11 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE deliveries ADD COLUMN skipped TEXT;
     """,
+    # v3: a notification about the cluster is queued before its claim is asked for; until
+    # the claim is settled the row holds it (JSON) and is not sent.
+    """
+    ALTER TABLE outbox ADD COLUMN claim TEXT;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -94,6 +99,9 @@ class OutboxRow:
     next_attempt_at: float
     created_at: float
     last_error: str | None
+    # Set while the row waits for the cluster's claim (not sent before it is settled):
+    # what was asked, e.g. [{"fingerprint": ..., "proposal": "firing", "episode": ...}].
+    claim: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -285,31 +293,77 @@ class Store:
     # -- outbox ---------------------------------------------------------------------------------
 
     def outbox_put(
-        self, notification_id: str, channel: str, payload: dict[str, Any], now: float
+        self,
+        notification_id: str,
+        channel: str,
+        payload: dict[str, Any],
+        now: float,
+        *,
+        claim: list[dict[str, Any]] | None = None,
     ) -> bool:
-        """Queue a delivery; ``False`` when it is already queued or already delivered."""
+        """Queue a delivery; ``False`` when it is already queued or already delivered.
+
+        With ``claim`` the row waits, unsent, until :meth:`outbox_settle` says whether
+        this node sends it: it is durable before the cluster is asked, so a crash between
+        winning the claim and queueing cannot lose the page.
+        """
         with self._tx():
             if self.is_delivered(notification_id, channel):
                 return False
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO outbox (id, channel, payload, attempts, next_attempt_at,"
-                " created_at) VALUES (?, ?, ?, 0, ?, ?)",
-                (notification_id, channel, _dumps(payload), now, now),
+                " created_at, claim) VALUES (?, ?, ?, 0, ?, ?, ?)",
+                (
+                    notification_id,
+                    channel,
+                    _dumps(payload),
+                    now,
+                    now,
+                    None if claim is None else _dumps(claim),
+                ),
             )
             return cur.rowcount == 1
 
+    def outbox_settle(
+        self, notification_id: str, channel: str, payload: dict[str, Any] | None
+    ) -> bool:
+        """A claim is settled: send ``payload`` (what this node won of the notification)
+        from now on, or drop the row (``None``: another node sends it). ``False`` when no
+        row waited for it."""
+        if payload is None:
+            cur = self._db.execute(
+                "DELETE FROM outbox WHERE id = ? AND channel = ? AND claim IS NOT NULL",
+                (notification_id, channel),
+            )
+        else:
+            cur = self._db.execute(
+                "UPDATE outbox SET payload = ?, claim = NULL"
+                " WHERE id = ? AND channel = ? AND claim IS NOT NULL",
+                (_dumps(payload), notification_id, channel),
+            )
+        return cur.rowcount == 1
+
+    def outbox_claims(self) -> list[OutboxRow]:
+        """Rows still waiting for their claim (left by a crash, or being settled now)."""
+        rows = self._db.execute(self._ROW + " WHERE claim IS NOT NULL ORDER BY created_at, rowid")
+        return [self._row(r) for r in rows]
+
     _ROW = (
-        "SELECT id, channel, payload, attempts, next_attempt_at, created_at, last_error FROM outbox"
+        "SELECT id, channel, payload, attempts, next_attempt_at, created_at, last_error, claim"
+        " FROM outbox"
     )
 
     @staticmethod
     def _row(r: tuple[Any, ...]) -> OutboxRow:
-        return OutboxRow(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6])
+        claim = None if r[7] is None else json.loads(r[7])
+        return OutboxRow(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], claim)
 
     def outbox_head(self, channel: str) -> OutboxRow | None:
-        """The oldest queued row of a channel: deliveries go out in the order raised."""
+        """The oldest queued row of a channel that may be sent (its claim, if any, won):
+        deliveries go out in the order raised."""
         r = self._db.execute(
-            self._ROW + " WHERE channel = ? ORDER BY created_at, rowid LIMIT 1", (channel,)
+            self._ROW + " WHERE channel = ? AND claim IS NULL ORDER BY created_at, rowid LIMIT 1",
+            (channel,),
         ).fetchone()
         return None if r is None else self._row(r)
 
