@@ -60,14 +60,6 @@ HAND_OVER_EXTRA = BRIDGE_WAIT + CUT_TIMEOUT  # a graceful stop waits this beyond
 POLICY = SpreadPolicy()
 
 
-def _parse(raw: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
 async def take_over(share: RouteShare, key: Any, fol: Followed) -> None:
     """The successor's steps 2-4 (the lease is ours, the upstream subscribe is sent)."""
     own = share.owned.get(key)
@@ -80,7 +72,9 @@ async def take_over(share: RouteShare, key: Any, fol: Followed) -> None:
                     await started.wait()
         ask = json.dumps({"cut": fol.epoch, "by": share.node_id}).encode()
         try:
-            reply = _parse(await share.engine.request(share._subject("mds", key), ask, CUT_TIMEOUT))
+            reply = parse_doc(
+                await share.engine.request(share._subject("mds", key), ask, CUT_TIMEOUT)
+            )
             if reply.get("epoch") == fol.epoch:
                 at = int(reply.get("at", -1))
         except Exception as exc:
@@ -148,7 +142,7 @@ async def answer_cut(share: RouteShare, key: Any, req: dict[str, Any]) -> bytes 
 
 async def answer_take(share: RouteShare, payload: bytes) -> bytes | None:
     """A spread move offered to us: take the lease if we follow that very stream."""
-    req = _parse(payload)
+    req = parse_doc(payload)
     key = share._by_token.get(str(req.get("token", "")))
     fol = share.followed.get(key) if key is not None else None
     bucket = share._bucket
@@ -161,7 +155,7 @@ async def answer_take(share: RouteShare, payload: bytes) -> bytes | None:
     try:
         async with asyncio.timeout(share.ttl / 2):
             entry = await bucket.get(lease)
-            if entry is None or _parse(entry.value).get("epoch") != fol.epoch:
+            if entry is None or parse_doc(entry.value).get("epoch") != fol.epoch:
                 return no
             rev = await bucket.update(lease, share._lease_doc(fol.epoch), entry.revision)
     except (KeyConflict, TimeoutError):
@@ -308,7 +302,7 @@ async def _offer(share: RouteShare, mv: SpreadMove) -> None:
     subject = f"{share.cfg.name}.mdt.{share.route}.{mv.target}"
     ok = False
     try:
-        ok = _parse(await share.engine.request(subject, ask, CUT_TIMEOUT)).get("ok") is True
+        ok = parse_doc(await share.engine.request(subject, ask, CUT_TIMEOUT)).get("ok") is True
     except NoResponders:
         log.info("route %s: %s is gone, no longer a follower", share.route, mv.target)
         _forget(share, mv.target)

@@ -36,6 +36,7 @@ from wsgate.cluster.base import (
     SummaryFn,
 )
 from wsgate.cluster.engine import Engine, KvBucket, KvEntry
+from wsgate.cluster.share_state import parse_doc
 from wsgate.cluster.shared import SharedAlertState
 from wsgate.config.schema import ClusterConfig
 from wsgate.core.backoff import Backoff
@@ -175,7 +176,8 @@ class ClusterNode:
                 async with asyncio.timeout(2.0):
                     entry = await nodes.get(self.node_id)
                     mine = (
-                        entry is not None and _parse(entry.value).get("instance") == self.instance
+                        entry is not None
+                        and parse_doc(entry.value).get("instance") == self.instance
                     )
                     last = entry.revision if mine and entry is not None else self._rev
                     await nodes.update(self.node_id, self._doc("left"), last)
@@ -282,7 +284,7 @@ class ClusterNode:
                 if entry is None:
                     self._rev = await nodes.create(self.node_id, self._doc("up"))
                 else:
-                    holder = _parse(entry.value)
+                    holder = parse_doc(entry.value)
                     mine = holder.get("instance") == self.instance
                     if not mine and holder.get("state") != "left":
                         # Alive if its heartbeat moves within two of its own intervals.
@@ -328,7 +330,7 @@ class ClusterNode:
             self._acknowledged()
         except KeyConflict:
             entry = await nodes.get(self.node_id)
-            holder = _parse(entry.value) if entry is not None else {}
+            holder = parse_doc(entry.value) if entry is not None else {}
             if entry is not None and holder.get("instance") != self.instance:
                 raise NodeIdTaken(_holder_line(self.node_id, holder)) from None
             self.identity = "pending"
@@ -362,7 +364,7 @@ class ClusterNode:
     def _on_node_entry(self, entry: KvEntry | None) -> None:
         if entry is None or entry.deleted:
             return
-        doc = _parse(entry.value)
+        doc = parse_doc(entry.value)
         if not doc:
             log.debug("cluster: unreadable heartbeat for %s ignored", entry.key)
             return
@@ -510,7 +512,7 @@ class ClusterNode:
     async def _claim(self, claims: KvBucket, key: str, proposal: str, episode: str) -> bool:
         for _ in range(5):
             entry = await claims.get(key)
-            current = _parse(entry.value) if entry is not None else None
+            current = parse_doc(entry.value) if entry is not None else None
             verdict = decide_claim(current, proposal, episode, self.node_id)
             if verdict is not ClaimVerdict.WRITE:
                 return verdict is ClaimVerdict.WON
@@ -543,14 +545,6 @@ class ClusterNode:
             claim_failures=self.claim_failures,
             engine_stats=self.engine.statistics(),
         )
-
-
-def _parse(raw: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def _holder_line(node_id: str, holder: dict[str, Any]) -> str:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wsgate.cluster.engine import KvBucket, KvEntry
+from wsgate.cluster.share_state import parse_doc
 
 __all__ = ["SharedAlertState", "SharedStatistics"]
 
@@ -129,7 +130,7 @@ class SharedAlertState:
         self._seen[SILENCES].add(entry.key)
         if (SILENCES, entry.key) in self._pending:
             return  # our own newer change is on its way
-        doc = _parse(entry.value)
+        doc = parse_doc(entry.value)
         if entry.deleted:
             applied = alerting.apply_shared_unsilence(entry.key)
         elif doc:
@@ -150,17 +151,9 @@ class SharedAlertState:
         self._seen[ACKS].add(entry.key)
         if entry.deleted or (ACKS, entry.key) in self._pending:
             return  # an ack ends when its alert resolves, on each node by itself
-        doc = _parse(entry.value)
+        doc = parse_doc(entry.value)
         if doc:
             self.applied += int(bool(alerting.apply_shared_ack(doc)))
 
     def statistics(self) -> SharedStatistics:
         return SharedStatistics(len(self._pending), self.pushed, self.push_failures, self.applied)
-
-
-def _parse(raw: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
