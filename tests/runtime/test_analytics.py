@@ -329,3 +329,28 @@ def test_follow_yields_until_stopped() -> None:
     out = asyncio.run(main())
     assert [k for k, _ in out] == ["transition", "health"]
     assert out[1][1]["data"] == {"n": 2}
+
+
+def test_follow_says_how_many_were_dropped_before_the_next_event() -> None:
+    async def main() -> list[tuple[str, Any]]:
+        bus = EventBus(queue_size=1)
+        stop = asyncio.Event()
+        out: list[tuple[str, Any]] = []
+
+        async def consume() -> None:
+            async for item in follow(bus, stop):
+                out.append(item)
+                if len(out) == 2:
+                    stop.set()
+
+        task = asyncio.create_task(consume())
+        while bus.statistics().subscribers == 0:  # noqa: ASYNC110 - the consumer subscribes
+            await asyncio.sleep(0)
+        for n in range(3):  # one fits the queue: the first two are dropped
+            bus.publish("transition", {"n": n})
+        await asyncio.wait_for(task, 5)
+        return out
+
+    out = asyncio.run(main())
+    assert out[0] == ("dropped", {"count": 2})
+    assert out[1][0] == "transition" and out[1][1]["data"] == {"n": 2}

@@ -212,22 +212,31 @@ async def follow(
 ) -> AsyncIterator[tuple[str, Any]]:
     """Yield ``(kind, event dict)`` until ``stop`` is set; reports gaps as ``dropped``."""
     with bus.subscribe(kinds) as sub:
-        stopper = asyncio.ensure_future(stop.wait())
-        try:
-            reported = 0
-            while not stop.is_set():
-                getter = asyncio.ensure_future(sub.wait_get())
-                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
-                    break
-                if sub.dropped != reported:
-                    reported = sub.dropped
-                    yield "dropped", {"count": reported}
-                ev = getter.result()
-                yield ev.kind, ev.as_dict()
-        finally:
-            stopper.cancel()
+        async for got in _until(sub, stop):
+            if isinstance(got, int):
+                yield "dropped", {"count": got}
+            else:
+                yield got.kind, got.as_dict()
+
+
+async def _until(sub: EventSubscriber, stop: asyncio.Event) -> AsyncIterator[BusEvent | int]:
+    """``sub``'s events as they come until ``stop`` is set; before the first event after
+    a loss, the subscriber's dropped count (an int) so the reader can say so."""
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        reported = 0
+        while not stop.is_set():
+            getter = asyncio.ensure_future(sub.wait_get())
+            done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                break
+            if sub.dropped != reported:
+                reported = sub.dropped
+                yield reported
+            yield getter.result()
+    finally:
+        stopper.cancel()
 
 
 def _kinds_from(path: str) -> frozenset[str] | None:
@@ -263,22 +272,18 @@ async def serve_events_ws(bus: EventBus, ws: ServerConnection, session: Session)
         return
     with sub:
         reader = asyncio.ensure_future(drain())
+        closed = asyncio.Event()  # the bot left: its frames ended
+        reader.add_done_callback(lambda _: closed.set())
         try:
             hello = {"kind": "hello", "data": {"kinds": sorted(kinds) if kinds else None}}
             await ws.send(json.dumps(hello))
             for ev in bus.recent(backlog, kinds):
                 await ws.send(json.dumps(ev.as_dict(), default=str))
-            reported = 0
-            while not reader.done():
-                getter = asyncio.ensure_future(sub.wait_get())
-                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
-                    break
-                if sub.dropped != reported:
-                    reported = sub.dropped
-                    await ws.send(json.dumps({"kind": "dropped", "data": {"count": reported}}))
-                await ws.send(json.dumps(getter.result().as_dict(), default=str))
+            async for got in _until(sub, closed):
+                if isinstance(got, int):
+                    await ws.send(json.dumps({"kind": "dropped", "data": {"count": got}}))
+                else:
+                    await ws.send(json.dumps(got.as_dict(), default=str))
         except ConnectionClosed:
             pass
         finally:
