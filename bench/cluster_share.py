@@ -39,7 +39,7 @@ from typing import Any
 from bench.daemon import cpu_seconds
 from bench.net import TS_BASE, percentiles, ticker_frame
 from bench.procs import Child, _pace, feed_main, recv_main
-from tests.cluster.rig import NatsServer, Nodes
+from tests.cluster.rig import NatsServer, Nodes, shared_route
 from tests.e2e.harness import DaemonProc, wait_until
 
 __all__ = ["run"]
@@ -51,20 +51,14 @@ FAILOVER_RATE = 200.0
 
 
 def _body(nats_url: str, feed_port: int) -> str:
-    return f"""
-[cluster]
-engine = "nats"
-servers = ["{nats_url}"]
-name = "bench"
-lease_ttl = {LEASE_TTL}
-[routes.bfx]
-dialect = "bitfinex"
-type = "market_data"
-min_connections = 0
-share = "cluster"
-[[routes.bfx.endpoints]]
-url = "ws://127.0.0.1:{feed_port}"
-"""
+    return shared_route(
+        nats_url,
+        "bench",
+        route="bfx",
+        dialect="bitfinex",
+        url=f"ws://127.0.0.1:{feed_port}",
+        lease_ttl=LEASE_TTL,
+    )
 
 
 def _share(d: DaemonProc) -> dict[str, Any]:
