@@ -6,6 +6,7 @@ import asyncio
 import random
 import time
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 from wsgate.config import parse_config
@@ -305,52 +306,45 @@ def test_bus_drops_oldest_and_counts() -> None:
     assert [e.seq for e in bus.recent(2)] == [5, 6]
 
 
+async def _followed(bus: EventBus, n: int, publish: Callable[[], object]) -> list[tuple[str, Any]]:
+    """The first ``n`` items :func:`follow` yields when ``publish`` runs once it subscribed."""
+    stop = asyncio.Event()
+    out: list[tuple[str, Any]] = []
+
+    async def consume() -> None:
+        async for item in follow(bus, stop):
+            out.append(item)
+            if len(out) == n:
+                stop.set()
+
+    task = asyncio.create_task(consume())
+    while bus.statistics().subscribers == 0:  # noqa: ASYNC110 - the consumer subscribes
+        await asyncio.sleep(0)
+    publish()
+    await asyncio.wait_for(task, 5)
+    assert bus.statistics().subscribers == 0
+    return out
+
+
 def test_follow_yields_until_stopped() -> None:
-    async def main() -> list[tuple[str, Any]]:
-        bus = EventBus()
-        stop = asyncio.Event()
-        out: list[tuple[str, Any]] = []
+    bus = EventBus()
 
-        async def consume() -> None:
-            async for item in follow(bus, stop):
-                out.append(item)
-                if len(out) == 2:
-                    stop.set()
-
-        task = asyncio.create_task(consume())
-        while bus.statistics().subscribers == 0:  # noqa: ASYNC110 - the consumer subscribes
-            await asyncio.sleep(0)
+    def publish() -> None:
         bus.publish("transition", {"n": 1})
         bus.publish("health", {"n": 2})
-        await asyncio.wait_for(task, 5)
-        assert bus.statistics().subscribers == 0
-        return out
 
-    out = asyncio.run(main())
+    out = asyncio.run(_followed(bus, 2, publish))
     assert [k for k, _ in out] == ["transition", "health"]
     assert out[1][1]["data"] == {"n": 2}
 
 
 def test_follow_says_how_many_were_dropped_before_the_next_event() -> None:
-    async def main() -> list[tuple[str, Any]]:
-        bus = EventBus(queue_size=1)
-        stop = asyncio.Event()
-        out: list[tuple[str, Any]] = []
+    bus = EventBus(queue_size=1)
 
-        async def consume() -> None:
-            async for item in follow(bus, stop):
-                out.append(item)
-                if len(out) == 2:
-                    stop.set()
-
-        task = asyncio.create_task(consume())
-        while bus.statistics().subscribers == 0:  # noqa: ASYNC110 - the consumer subscribes
-            await asyncio.sleep(0)
+    def publish() -> None:
         for n in range(3):  # one fits the queue: the first two are dropped
             bus.publish("transition", {"n": n})
-        await asyncio.wait_for(task, 5)
-        return out
 
-    out = asyncio.run(main())
+    out = asyncio.run(_followed(bus, 2, publish))
     assert out[0] == ("dropped", {"count": 2})
     assert out[1][0] == "transition" and out[1][1]["data"] == {"n": 2}
