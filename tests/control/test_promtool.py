@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import WSGATE, free_port, wait_until
+from tests.e2e.harness import WSGATE, free_port, stop_daemon, wait_until
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
 
@@ -86,12 +86,7 @@ def metrics_text() -> Iterator[str]:
             assert exc.code == 404
         yield scrape()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_daemon(proc)
         log.close()
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import WSGATE, free_port, wait_until
+from tests.e2e.harness import WSGATE, free_port, stop_daemon, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +55,7 @@ def demo() -> Iterator[dict[str, str]]:
         wait_until(up, 60, "demo daemon with its bots")
         yield env
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_daemon(proc)
         log.close()
         shutil.rmtree(directory, ignore_errors=True)
 
