@@ -12,46 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from types import SimpleNamespace
 from typing import Any
 
 from tests.cluster.memory_engine import MemoryEngine, MemoryServer
+from tests.cluster.share_hub import ShareHub
+from wsgate.cluster import renewal
 from wsgate.cluster.data_plane import RouteShare
 from wsgate.config.schema import ClusterConfig
-from wsgate.core.subscriptions import SubState
-from wsgate.dialects import base as d
 
 CFG = ClusterConfig(engine="nats", name="m", lease_ttl=3.0)
 KEY = "bitfinex:trades:tBTCUSD"
 
 
-class Hub:
-    """The hub's side of the seam the share calls: which keys it subscribes upstream here
-    and which it feeds from another node (the runtime hub does the same bookkeeping)."""
-
-    def __init__(self) -> None:
-        self.route = SimpleNamespace(cfg=SimpleNamespace(share="cluster"))
-        sub = SimpleNamespace(key=KEY, sessions={1}, attachment=None, state=SubState.CONFIRMED)
-        self.registry: dict[Any, Any] = {KEY: sub}
-        self.upstream: set[Any] = set()
-        self.follows: dict[Any, str] = {}
-
-    def cluster_go_local(self, key: Any) -> None:
-        self.upstream.add(key)
-        self.follows.pop(key, None)
-
-    def cluster_follow(self, key: Any, owner: str, snapshot: d.ChannelData | None) -> None:
-        self.upstream.discard(key)
-        self.follows[key] = owner
-
-    def cluster_bridge(self, key: Any) -> bool:
-        return False
-
-
-async def node(server: MemoryServer, node_id: str) -> tuple[RouteShare, Hub]:
+async def node(server: MemoryServer, node_id: str) -> tuple[RouteShare, ShareHub]:
     engine = MemoryEngine(server)
     assert await engine.connect(1.0)
-    hub = Hub()
+    hub = ShareHub([KEY])
     return RouteShare(CFG, node_id, "bfx", engine, hub), hub
 
 
@@ -61,7 +37,7 @@ async def until(cond: Any, within: float = 10.0) -> None:
             await asyncio.sleep(0.01)
 
 
-async def alone_next_to_an_owner(tg: asyncio.TaskGroup) -> tuple[RouteShare, Hub, RouteShare]:
+async def alone_next_to_an_owner(tg: asyncio.TaskGroup) -> tuple[RouteShare, ShareHub, RouteShare]:
     """a subscribed alone (its decision gave up), b holding the lease and serving now."""
     server = MemoryServer()
     (a, hub_a), (b, hub_b) = await node(server, "a"), await node(server, "b")
@@ -88,7 +64,7 @@ def test_a_key_alone_here_follows_the_owner_on_its_next_renewal() -> None:
             a, hub_a, b = await alone_next_to_an_owner(tg)
             bucket_b = await b._link()
             assert bucket_b is not None
-            await b._renew(bucket_b, KEY, b.owned[KEY], time.monotonic())
+            await renewal.renew(b, bucket_b, KEY, b.owned[KEY], time.monotonic())
             await until(lambda: a.followed.get(KEY) is not None and a.followed[KEY].ready)
             # One upstream subscription in the cluster: b's; a feeds its bots from b.
             assert hub_a.upstream == set() and hub_a.follows == {KEY: "b"}

@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from wsgate.cluster import handover, relink
+from wsgate.cluster import handover, relink, renewal
 from wsgate.cluster.engine import Engine, KvBucket
 from wsgate.cluster.engine import Subscription as Served
 from wsgate.cluster.share_state import Followed, Owned, ShareStatistics, event_of, parse_doc
@@ -47,7 +47,6 @@ from wsgate.core.leases import (
     TargetHealth,
     decide_lease,
     key_token,
-    renew_due,
     stream_start,
 )
 from wsgate.core.subscriptions import Subscription, SubState
@@ -115,6 +114,7 @@ class RouteShare:
         self._owners: dict[str, tuple[str, str, float]] = {}
         self._caught_up = False
         self._lease_task: asyncio.Task[None] | None = None
+        self._busy_at: float | None = None  # the last time the route had a key here
         self._take_served: Served | None = None
         self._sending = False
         self._idle = asyncio.Event()  # the publisher drained its queue
@@ -128,6 +128,7 @@ class RouteShare:
         self.moves_out = 0
         self.moves_in = 0
         self.last_move: dict[str, Any] | None = None
+        self.lease_events = 0  # entries the route's lease watch delivered (renewals mostly)
         self.published = 0
         self.publish_dropped = 0
         self.received = 0
@@ -248,12 +249,15 @@ class RouteShare:
                     relink.fall_back(self)
                 was_up = False
                 continue
-            if not was_up or self._lease_task is None or self._lease_task.done():
+            now = time.monotonic()
+            if not renewal.needs_leases(self, now):
+                if self._lease_task is not None:
+                    await self._stop_lease_watch()
+            elif not was_up or self._lease_task is None or self._lease_task.done():
                 await self._start_lease_watch(bucket)
             if not was_up:
                 was_up = True
                 relink.rejoin(self)
-            now = time.monotonic()
             for key, since in list(self._handing.items()):
                 if now - since > HANDING_MAX and key in self.owned:
                     # No successor cut our stream: the lease rules decide again (renewing
@@ -261,11 +265,7 @@ class RouteShare:
                     log.warning("route %s: hand-over of %s did not finish", self.route, key)
                     del self._handing[key]
                     self._abandoned.add(key)
-            for key, own in list(self.owned.items()):
-                if key in self._handing or own.cut is not None:
-                    continue
-                if renew_due(own.renewed_at, now, self.ttl):
-                    await self._renew(bucket, key, own, now)
+            await renewal.renew_due(self, bucket, now)
             handover.check_followed(self, now, poll)
             if self._caught_up:
                 handover.spread(self, now)
@@ -287,6 +287,7 @@ class RouteShare:
             await bucket.follow(lambda e: handover.on_lease(self, e), f"{self.route}.>")
 
     async def _stop_lease_watch(self) -> None:
+        self._caught_up = False
         task, self._lease_task = self._lease_task, None
         if task is not None:
             task.cancel()
@@ -366,27 +367,6 @@ class RouteShare:
             return
         self._deciding.add(key)
         self._tg.create_task(self._decide(key), name=f"share-{self.route}-decide")
-
-    async def _renew(self, bucket: KvBucket, key: Any, own: Owned, now: float) -> None:
-        try:
-            async with asyncio.timeout(self.ttl / 3):
-                own.revision = await bucket.update(
-                    self._lease_key(key), self._lease_doc(), own.revision
-                )
-            own.renewed_at = now
-        except KeyConflict:
-            entry = await bucket.get(self._lease_key(key))
-            continues = entry is not None and parse_doc(entry.value).get("from") == self.epoch
-            if continues and key not in self._abandoned:
-                # A successor continues our stream: its cut follows.
-                self._handing[key] = time.monotonic()
-                return
-            log.warning("route %s: lease of %s taken by another node", self.route, key)
-            self.owned.pop(key, None)
-            self._abandoned.discard(key)
-            self._redecide(key)
-        except Exception as exc:
-            log.warning("route %s: lease of %s not renewed (%r)", self.route, key, exc)
 
     async def _release(self, key: Any, own: Owned) -> None:
         if own.served is not None:
@@ -691,4 +671,5 @@ class RouteShare:
             last_move=self.last_move,
             unfit=dict(self.unfit),
             handing=len(self._handing),
+            lease_events=self.lease_events,
         )

@@ -172,6 +172,7 @@ def on_lease(share: RouteShare, entry: KvEntry | None) -> None:
     if entry is None:
         share._caught_up = True
         return
+    share.lease_events += 1
     tok = entry.key.rsplit(".", 1)[-1]
     key = share._by_token.get(tok)
     fol = share.followed.get(key) if key is not None else None

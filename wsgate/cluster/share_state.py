@@ -61,6 +61,7 @@ class ShareStatistics:
     last_move: dict[str, Any] | None = None
     unfit: dict[str, str] = field(default_factory=dict)  # nodes the spread targets not, why
     handing: int = 0  # owned keys being handed over now (a successor holds the lease)
+    lease_events: int = 0  # entries the route's lease watch delivered (what idle keys cost)
 
 
 def event_of(raw: Any) -> d.ChannelData | None:

@@ -40,12 +40,13 @@
                                                     direction=published|received|dropped}
 ``wsgate_cluster_share_events_total``               {route, event=gap|takeover|fallback|
                                                     handed_over|taken_over|linked|move_out|
-                                                    move_in}: a follower's gaps (announced
-                                                    by one snapshot), keys taken over from
-                                                    a lost owner, keys subscribed alone for
-                                                    lack of a cluster link; hand-overs
+                                                    move_in|lease_watch}: a follower's gaps
+                                                    (announced by one snapshot), keys taken
+                                                    over from a lost owner, keys subscribed
+                                                    alone for lack of a cluster link; hand-overs
                                                     without a gap (given, taken, followed
-                                                    on), spread moves
+                                                    on), spread moves, lease watch
+                                                    entries received
 ==================================================  =====================================
 
 The counters come from the route hubs and the gateway, which only count up; a route
@@ -209,6 +210,7 @@ class BotSideCollector(Collector):
                     ("linked", share.linked),
                     ("move_out", share.moves_out),
                     ("move_in", share.moves_in),
+                    ("lease_watch", share.lease_events),
                 ):
                     share_events.add_metric([rt.name, event], n)
             counts = [len(m.subs) for m in hub.intents.members.values()]
