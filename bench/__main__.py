@@ -6,7 +6,8 @@ Scenarios: core, cli, recovery, relay, scale, fanout (which also runs the daemon
 uvloop when it is installed; ``--only uvloop`` is an alias for it), cluster (ten nodes
 on a real nats-server), cluster_share (three nodes, one subscription: a non-owner's
 added delay and CPU at 1k and 10k msg/s, failover after kill -9), cluster_budget (a
-connect slot from the cluster ledger: latency, and a burst of three nodes).
+connect slot from the cluster ledger: latency, and a burst of three nodes), cluster_idle
+(lease watch entries per node for idle shared keys).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ SCENARIOS = (
     "cluster",
     "cluster_share",
     "cluster_budget",
+    "cluster_idle",
     "venues",
 )
 CORE_MODULES = ("core_placement", "core_metrics", "core_alerts", "core_locate")
@@ -304,6 +306,11 @@ def render(res: dict[str, Any]) -> str:
         from bench.cluster_budget import render as render_budget
 
         out += render_budget(cb)
+    ci = res.get("cluster_idle")
+    if ci and "rows" in ci:
+        from bench.cluster_idle import render as render_idle
+
+        out += render_idle(ci)
     for name, err in res.get("errors", {}).items():
         out.append(f"- {name} FAILED: {err.splitlines()[-1] if err else ''}")
     return "\n".join(out)
