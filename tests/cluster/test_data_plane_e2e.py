@@ -334,7 +334,7 @@ def test_an_owner_in_process_counts_its_keys_and_frames_in_metrics() -> None:
                 }
                 assert events == {
                     *("gap", "takeover", "fallback", "handed_over", "taken_over"),
-                    *("linked", "move_out", "move_in"),
+                    *("linked", "move_out", "move_in", "lease_watch"),
                 }
                 task.cancel()
 
