@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
 import socket
@@ -20,7 +19,14 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from tests.e2e.harness import WSGATE, DaemonProc, free_port, stop_daemon, wait_until, write_config
+from tests.e2e.harness import (
+    DaemonProc,
+    free_port,
+    start_daemon,
+    stop_daemon,
+    wait_until,
+    write_config,
+)
 from wsgate.sim import Simulator
 
 __all__ = [
@@ -207,17 +213,10 @@ class Nodes:
         cfg.write_text(
             cfg.read_text().replace("[daemon]\n", f"[daemon]\nnode_id = {node_id!r}\n", 1)
         )
-        log = directory / "daemon.log"
-        start = log.stat().st_size if log.exists() else 0
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with log.open("ab") as fh:
-            proc = subprocess.Popen(
-                [*WSGATE, "run", "--config", str(cfg)], stdout=fh, stderr=subprocess.STDOUT, env=env
-            )
-        d = DaemonProc(proc, directory, cfg, sock, port, log, env)
+        d = start_daemon(directory, cfg, sock, port)
         self.procs.append(d)
         if wait_ready:
-            d.wait_ready(since=start, timeout=30)
+            d.wait_ready(timeout=30)
         return d
 
     def stop(self, d: DaemonProc) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import tempfile
 import threading
 import time
@@ -24,9 +22,9 @@ from typing import Any, NamedTuple, TypeVar
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.e2e.harness import (
-    WSGATE,
     DaemonProc,
     free_port,
+    start_daemon,
     stop_daemon,
     wait_until,
     write_config,
@@ -237,19 +235,14 @@ def spawn_daemon(
     """Start ``wsgate run`` with its state in ``directory``; SIGTERM on exit if still alive."""
     port = port or free_port()
     cfg, sock = write_config(directory, body, port)
-    log = directory / "daemon.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", SECRET_ENV: SECRET, **(extra_env or {})}
-    start = log.stat().st_size if log.exists() else 0
-    with log.open("ab") as fh:
-        proc = subprocess.Popen(
-            [*WSGATE, "run", "--config", str(cfg)], stdout=fh, stderr=subprocess.STDOUT, env=env
-        )
-    d = DaemonProc(proc, directory, cfg, sock, port, log, env)
+    d = start_daemon(
+        directory, cfg, sock, port, extra_env={SECRET_ENV: SECRET, **(extra_env or {})}
+    )
     try:
-        d.wait_ready(since=start)
+        d.wait_ready()
         yield d
     finally:
-        stop_daemon(proc)
+        stop_daemon(d.proc)
 
 
 def new_dir() -> Path:

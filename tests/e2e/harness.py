@@ -109,6 +109,7 @@ class DaemonProc:
     port: int
     log: Path
     env: dict[str, str] = field(default_factory=dict)
+    log_start: int = 0  # where this run's lines begin in a log earlier runs wrote too
 
     def cli(self, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -148,11 +149,10 @@ class DaemonProc:
     def wait_log(self, text: str, timeout: float = 10.0) -> None:
         wait_until(lambda: text in self.logs(), timeout, f"log line {text!r}")
 
-    def wait_ready(self, since: int = 0, timeout: float = 20.0) -> None:
-        """Until the daemon logs ``ready:`` (past character ``since`` of its log); it must
-        still be running then."""
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Until this run of the daemon logs ``ready:``; it must still be running then."""
         wait_until(
-            lambda: "ready:" in self.logs()[since:] or self.proc.poll() is not None,
+            lambda: "ready:" in self.logs()[self.log_start :] or self.proc.poll() is not None,
             timeout,
             "daemon to be ready",
         )
@@ -206,6 +206,32 @@ listen = "{metrics}"
     return cfg, sock
 
 
+def start_daemon(
+    directory: Path,
+    cfg: Path,
+    sock: str,
+    port: int,
+    *,
+    extra_env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    nofile: int | None = None,
+) -> DaemonProc:
+    """``wsgate run --config cfg`` (and ``args``), its output appended to the directory's
+    daemon.log; ``nofile``: its RLIMIT_NOFILE (to exhaust descriptors in a test)."""
+    log = directory / "daemon.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    start = log.stat().st_size if log.exists() else 0
+    with log.open("ab") as fh:
+        proc = subprocess.Popen(
+            [*WSGATE, "run", "--config", str(cfg), *args],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=None if nofile is None else (lambda: _set_nofile(nofile)),
+        )
+    return DaemonProc(proc, directory, cfg, sock, port, log, env, start)
+
+
 def _set_nofile(n: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
 
@@ -236,19 +262,9 @@ def run_daemon(
         metrics=metrics,
         socket_name=socket_name,
     )
-    log = directory / "daemon.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            [*WSGATE, "run", "--config", str(cfg), *args],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env=env,
-            preexec_fn=None if nofile is None else (lambda: _set_nofile(nofile)),
-        )
-    d = DaemonProc(proc, directory, cfg, sock, port, log, env)
+    d = start_daemon(directory, cfg, sock, port, extra_env=extra_env, args=args, nofile=nofile)
     try:
         d.wait_ready()
         yield d
     finally:
-        stop_daemon(proc)
+        stop_daemon(d.proc)
