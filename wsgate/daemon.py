@@ -337,6 +337,7 @@ class Daemon:
                     peer_states=getattr(self.cluster, "peer_states", None),
                     peer_summaries=getattr(self.cluster, "peer_summaries", None),
                     rng=random.Random(self.rng.random()),
+                    flusher=self.env.flusher,
                 )
             )
         task = tg.create_task(rt.run(), name=f"route-{rt.name}")

@@ -132,6 +132,7 @@ class MemoryEngine:
         self._closed = asyncio.Event()
         self._closed.set()
         self.connects = 0
+        self._delivering: set[asyncio.Future[bytes | None]] = set()
 
     @property
     def connected(self) -> bool:
@@ -169,6 +170,17 @@ class MemoryEngine:
         handler = self.server.subjects.get(subject)
         if handler is not None:
             await handler(data)
+
+    def publish_nowait(self, subject: str, data: bytes) -> bool:
+        if not self._linked:
+            return False
+        handler = self.server.subjects.get(subject)
+        if handler is not None:
+            # Delivered in a later turn, in order (tasks start in the order created).
+            task = asyncio.ensure_future(handler(data))
+            self._delivering.add(task)
+            task.add_done_callback(self._delivering.discard)
+        return True
 
     async def serve(self, subject: str, handler: Handler) -> _Served:
         self.check()

@@ -10,16 +10,19 @@ own path), or subscribes *locally* because the cluster link is down.
   created if absent, renewed by the owner every ``lease_ttl / 3`` with compare-and-set;
   one KV watch per route (``<route>.>``) tells followers of releases, new owners and
   renewals that stopped.
-* Frames: subject ``<name>.md.<route>.<token>``, JSON ``[epoch, seq, channel, kind, text,
-  start, end, ts]`` (a successor's link: ``[epoch, start, old epoch, at]``). The owner
-  publishes from the fan-out's tap: followers get exactly what its sessions get.
+* Frames: subject ``<name>.md.<route>.<token>``, what the owner's fan-out delivered, each
+  with a per-key sequence number: the frames of one loop turn in one message
+  (:mod:`wsgate.cluster.wire`, v2), or one JSON list per frame for a follower that did not
+  say it reads v2 (v1; a successor's link: ``[epoch, start, old epoch, at]``, always v1).
 * State: subject ``<name>.mds.<route>.<token>``: the owner's epoch, last sequence and
   snapshot (a follower buffers frames until it arrives); also a successor's cut request
   (:mod:`wsgate.cluster.handover`: hand-over without a gap, spread moves).
 
-Nothing on the data path waits on NATS: the tap appends to a bounded queue a publisher
-task drains (a full queue drops and counts; followers see a gap), decisions run in their
-own tasks, and a subscription waits in DESIRED until its decision lands.
+Nothing on the data path waits on NATS: the tap adds each frame to its key's message
+(bounded: beyond ``PUBLISH_QUEUE`` frames waiting it drops and counts; followers see a
+gap), and at the end of the turn (the fan-out's flush) each message is handed to the
+client without waiting (a link that is behind drops and counts too). Decisions run in
+their own tasks, and a subscription waits in DESIRED until its decision lands.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from wsgate.cluster import handover, relink, renewal
+from wsgate.cluster import handover, relink, renewal, wire
 from wsgate.cluster.engine import Engine, KvBucket
 from wsgate.cluster.engine import Subscription as Served
 from wsgate.cluster.share_state import Followed, Owned, ShareStatistics, event_of, parse_doc
@@ -53,14 +57,28 @@ from wsgate.core.subscriptions import Subscription, SubState
 from wsgate.dialects import base as d
 from wsgate.errors import KeyConflict
 
+if TYPE_CHECKING:
+    from wsgate.runtime.downstream.session import Flusher
+
 __all__ = ["RouteShare", "ShareStatistics"]
 
 log = logging.getLogger("wsgate.cluster")
 
 PUBLISH_QUEUE = 65536  # frames waiting for the link; beyond, dropped (followers see a gap)
+BATCH_FRAMES = 256  # frames of one key in one message at most
+BATCH_BYTES = 256 * 1024  # ... and their text (NATS refuses a message over max_payload, 1 MB)
 STATE_TIMEOUT = 2.0
 LINK_POLL = 0.25
 HANDING_MAX = 15.0  # a hand-over not cut by then is abandoned
+
+
+@dataclass(eq=False, slots=True)
+class _Batch:
+    """Frames of one key tapped in this turn, sequences ``first``, ``first + 1``, ..."""
+
+    first: int
+    events: list[d.ChannelData]
+    size: int
 
 
 class RouteShare:
@@ -78,6 +96,7 @@ class RouteShare:
         peer_states: Callable[[], Mapping[str, NodeState]] | None = None,
         peer_summaries: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
         rng: random.Random | None = None,
+        flusher: Flusher | None = None,
     ) -> None:
         self.cfg = cfg
         self.node_id = node_id
@@ -92,8 +111,14 @@ class RouteShare:
         self.owned: dict[Any, Owned] = {}
         self.followed: dict[Any, Followed] = {}
         self._deciding: set[Any] = set()
-        self._queue: deque[tuple[str, bytes]] = deque()
-        self._wake = asyncio.Event()
+        # Messages ready for the link, in order: (subject, data, frames in it).
+        self._queue: deque[tuple[str, bytes, int]] = deque()
+        self._open: dict[str, _Batch] = {}  # subject -> the message this turn is filling
+        self._waiting = 0  # frames in both, against PUBLISH_QUEUE
+        self._pump_due = False
+        # The fan-out's flusher: a turn's messages go out when its sessions' writes do.
+        self.flusher = flusher
+        self._unknown_seen = False
         self._tg: asyncio.TaskGroup | None = None
         self._closing = False
         self._abandoned: set[Any] = set()  # hand-overs given up: the lease rules decide
@@ -116,8 +141,6 @@ class RouteShare:
         self._lease_task: asyncio.Task[None] | None = None
         self._busy_at: float | None = None  # the last time the route had a key here
         self._take_served: Served | None = None
-        self._sending = False
-        self._idle = asyncio.Event()  # the publisher drained its queue
         self.bridge_started: dict[Any, asyncio.Event] = {}  # successor: new stream runs
         self.moved_at: dict[Any, float] = {}
         self.spread_round: float | None = None  # the last round that moved keys
@@ -130,6 +153,7 @@ class RouteShare:
         self.last_move: dict[str, Any] | None = None
         self.lease_events = 0  # entries the route's lease watch delivered (renewals mostly)
         self.published = 0
+        self.published_messages = 0
         self.publish_dropped = 0
         self.received = 0
         self.gaps = 0
@@ -178,14 +202,28 @@ class RouteShare:
         own = self.owned.get(sub.key)
         if own is None or not own.publishing or own.cut is not None:
             return  # not ours, ours but still bridging from the old owner, or handed over
-        own.seq += 1
-        self.last_seq[sub.key] = own.seq
-        if len(self._queue) >= PUBLISH_QUEUE:
+        seq = own.seq = own.seq + 1
+        self.last_seq[sub.key] = seq
+        if self._waiting >= PUBLISH_QUEUE:
             self.publish_dropped += 1
             return
-        body = [self.epoch, own.seq, ev.channel, ev.kind.value, ev.text, ev.start, ev.end, ev.ts]
-        self._queue.append((self._subject("md", sub.key), json.dumps(body).encode()))
-        self._wake.set()
+        self._waiting += 1
+        subject = self._subject("md", sub.key)
+        if own.legacy:
+            self._seal(subject)
+            self._queue.append((subject, wire.encode_v1(self.epoch, seq, ev), 1))
+        else:
+            batch = self._open.get(subject)
+            if batch is not None and batch.first + len(batch.events) == seq:
+                batch.events.append(ev)
+                batch.size += len(ev.text)
+                if len(batch.events) >= BATCH_FRAMES or batch.size >= BATCH_BYTES:
+                    self._seal(subject)
+            else:  # the first of this turn, or after a drop: one message has no hole
+                self._seal(subject)
+                self._open[subject] = _Batch(seq, [ev], len(ev.text))
+        if not self._pump_due:
+            self._schedule()
 
     def resync(self, key: Any) -> None:
         fol = self.followed.pop(key, None)
@@ -216,7 +254,6 @@ class RouteShare:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
-            tg.create_task(self._publisher(), name=f"share-{self.route}-publish")
             tg.create_task(self._watch(), name=f"share-{self.route}-leases")
 
     async def _link(self) -> KvBucket | None:
@@ -499,6 +536,11 @@ class RouteShare:
         if own is None or sub is None or not own.publishing or own.cut is not None:
             return None
         own.asked += 1
+        reads = req.get("wire")
+        if not (isinstance(reads, int) and reads >= 2) and not own.legacy:
+            # A node that reads only v1 follows: this key's frames go one per message.
+            log.info("route %s: a follower of %s reads v1 frames only", self.route, key)
+            own.legacy = True
         if req.get("node"):
             own.followers[str(req["node"])] = time.monotonic()
         snap = None
@@ -519,7 +561,7 @@ class RouteShare:
             await old.served.stop()
 
         fol.served = await self.engine.serve(self._subject("md", key), self.frame_handler(key, fol))
-        ask = json.dumps({"node": self.node_id}).encode()
+        ask = json.dumps({"node": self.node_id, "wire": 2}).encode()
         try:
             raw = await self.engine.request(self._subject("mds", key), ask, STATE_TIMEOUT)
             state = json.loads(raw)
@@ -553,17 +595,32 @@ class RouteShare:
     def _on_frame(self, key: Any, fol: Followed, payload: bytes) -> None:
         if self.followed.get(key) is not fol:
             return
-        try:
-            body = json.loads(payload)
-        except ValueError:
+        bodies = wire.decode(payload)
+        if bodies is None:
+            if not self._unknown_seen:
+                self._unknown_seen = True
+                log.warning(
+                    "route %s: ignoring frames in a format this node does not read (%s); "
+                    "is a newer version running on another node?",
+                    self.route,
+                    wire.version_of(payload),
+                )
             return
-        if not isinstance(body, list) or len(body) not in (4, 8):
-            return  # 8: a frame; 4: a successor's link [epoch, start, old epoch, at]
-        self.received += 1
+        self.received += len(bodies)
         if not fol.ready:
-            fol.buffer.append(body)
+            fol.buffer.extend(bodies)
             return
-        self._deliver(key, fol, body)
+        flusher = self.flusher
+        if flusher is not None:
+            flusher.begin()  # the message's frames reach the sessions in this turn
+        try:
+            for body in bodies:
+                if self.followed.get(key) is not fol:
+                    return  # a gap ended this stream: the rest waits for the state
+                self._deliver(key, fol, body)
+        finally:
+            if flusher is not None:
+                flusher.end()
 
     def _deliver(self, key: Any, fol: Followed, body: list[Any]) -> None:
         if len(body) == 4:
@@ -624,32 +681,43 @@ class RouteShare:
 
     # ------------------------------------------------------------------ publishing
 
-    async def _publisher(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            self._sending = True
-            while self._queue:
-                subject, data = self._queue.popleft()
-                try:
-                    await self.engine.publish(subject, data)
-                    self.published += 1
-                except Exception:
-                    self.publish_dropped += 1  # the followers see the gap
-            self._sending = False
-            self._idle.set()
+    def _schedule(self) -> None:
+        self._pump_due = True
+        if self.flusher is not None:
+            self.flusher.call(self._pump)
+        else:
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _seal(self, subject: str) -> None:
+        batch = self._open.pop(subject, None)
+        if batch is not None:
+            data = wire.encode_frames(self.epoch, batch.first, batch.events)
+            self._queue.append((subject, data, len(batch.events)))
+
+    def _pump(self) -> None:
+        """Everything tapped or queued so far to the link, in order, without waiting."""
+        self._pump_due = False
+        for subject in list(self._open):
+            self._seal(subject)
+        queue, publish = self._queue, self.engine.publish_nowait
+        while queue:
+            subject, data, frames = queue.popleft()
+            self._waiting -= frames
+            if publish(subject, data):
+                self.published += frames
+                self.published_messages += 1
+            else:
+                self.publish_dropped += max(frames, 1)  # the followers see the gap
 
     def queue(self, subject: str, body: list[Any] | dict[str, Any]) -> None:
-        self._queue.append((subject, json.dumps(body).encode()))
-        self._wake.set()
+        self._seal(subject)  # after the frames before it
+        self._queue.append((subject, json.dumps(body).encode(), 0))
+        if not self._pump_due:
+            self._schedule()
 
     async def flushed(self, within: float) -> None:
-        """Until everything queued so far went to the link (bounded)."""
-        if self._queue or self._sending:
-            self._idle.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(within):
-                    await self._idle.wait()
+        """Everything queued so far handed to the link (at once: nothing waits)."""
+        self._pump()
 
     def statistics(self) -> ShareStatistics:
         return ShareStatistics(
@@ -658,6 +726,7 @@ class RouteShare:
             followed=len(self.followed),
             local=len(self.local.difference(self.owned)),  # alone: no link, or no answer
             published=self.published,
+            published_messages=self.published_messages,
             publish_dropped=self.publish_dropped,
             received=self.received,
             gaps=self.gaps,

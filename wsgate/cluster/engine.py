@@ -100,6 +100,12 @@ class Engine(Protocol):
 
     async def publish(self, subject: str, data: bytes) -> None: ...
 
+    def publish_nowait(self, subject: str, data: bytes) -> bool:
+        """Hand ``data`` to the link in this loop turn, never waiting (the data plane's
+        frames): False when it cannot go at once (no link, the link's send buffer full,
+        too large); the caller counts the loss."""
+        ...
+
     async def serve(self, subject: str, handler: Handler) -> Subscription:
         """Call ``handler`` for each message on ``subject``; reply with what it returns."""
         ...

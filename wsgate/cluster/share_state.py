@@ -40,6 +40,7 @@ class Owned:
     publishing: bool = True  # False while a hand-over to us still follows the old owner
     cut: int | None = None  # handed over: the last sequence we published
     followers: dict[str, float] = field(default_factory=dict)  # node -> when it last asked
+    legacy: bool = False  # a follower reads v1 frames only (wsgate.cluster.wire)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class ShareStatistics:
     owned: int
     followed: int
     local: int
-    published: int
+    published: int  # frames
     publish_dropped: int
     received: int
     gaps: int
@@ -62,6 +63,7 @@ class ShareStatistics:
     unfit: dict[str, str] = field(default_factory=dict)  # nodes the spread targets not, why
     handing: int = 0  # owned keys being handed over now (a successor holds the lease)
     lease_events: int = 0  # entries the route's lease watch delivered (what idle keys cost)
+    published_messages: int = 0  # NATS messages the published frames took
 
 
 def event_of(raw: Any) -> d.ChannelData | None:

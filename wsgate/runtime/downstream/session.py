@@ -46,10 +46,13 @@ class Flusher:
     relayed frame costs no extra loop iteration.
     """
 
-    __slots__ = ("dirty", "faults", "handle", "holding")
+    __slots__ = ("dirty", "faults", "handle", "holding", "hooks")
 
     def __init__(self, faults: Faults | None = None) -> None:
         self.dirty: list[Session] = []
+        # Run once at the next flush, before the sessions' writes (the cluster data
+        # plane's publish: what this turn fanned out, one message per key).
+        self.hooks: list[Callable[[], None]] = []
         self.handle: asyncio.Handle | None = None
         self.holding = 0
         self.faults = faults or Faults()
@@ -59,18 +62,31 @@ class Flusher:
         if self.handle is None and not self.holding:
             self.handle = asyncio.get_running_loop().call_soon(self.flush)
 
+    def call(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` at this batch's end, or in the next loop turn outside a batch."""
+        self.hooks.append(hook)
+        if self.handle is None and not self.holding:
+            self.handle = asyncio.get_running_loop().call_soon(self.flush)
+
     def begin(self) -> None:
         self.holding += 1
 
     def end(self) -> None:
         self.holding -= 1
-        if not self.holding and self.dirty:
+        if not self.holding and (self.dirty or self.hooks):
             self.flush()
 
     def flush(self) -> None:
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
+        if self.hooks:
+            hooks, self.hooks = self.hooks, []
+            for hook in hooks:
+                try:
+                    hook()
+                except Exception as exc:
+                    self.faults.record("session.flush", exc, "flush hook")
         dirty, self.dirty = self.dirty, []
         for session in dirty:
             try:
