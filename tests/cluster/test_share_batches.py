@@ -53,7 +53,7 @@ def test_one_message_per_key_and_turn_then_v1_for_a_follower_that_reads_only_v1(
         assert bodies is not None
         assert [b[1] for b in bodies] == [11, 12, 13, 14, 15]
         assert [b[4] for b in bodies] == [ev(i).text for i in range(5)]
-        assert owner.published == 5 and owner.published_messages == 1
+        assert owner.out.published == 5 and owner.out.messages == 1
 
         got.clear()
         reply: Any = await owner._answer_state(KEY, json.dumps({"node": "old"}).encode())

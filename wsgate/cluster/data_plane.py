@@ -19,9 +19,8 @@ own path), or subscribes *locally* because the cluster link is down.
   (:mod:`wsgate.cluster.handover`: hand-over without a gap, spread moves).
 
 Nothing on the data path waits on NATS: the tap adds each frame to its key's message
-(bounded: beyond ``PUBLISH_QUEUE`` frames waiting it drops and counts; followers see a
-gap), and at the end of the turn (the fan-out's flush) each message is handed to the
-client without waiting (a link that is behind drops and counts too). Decisions run in
+in the :class:`~wsgate.cluster.outbox.Outbox` (bounded; a drop is a gap the followers
+see), handed to the client at the end of the turn without waiting. Decisions run in
 their own tasks, and a subscription waits in DESIRED until its decision lands.
 """
 
@@ -34,14 +33,13 @@ import logging
 import random
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from wsgate.cluster import handover, relink, renewal, wire
 from wsgate.cluster.engine import Engine, KvBucket
 from wsgate.cluster.engine import Subscription as Served
+from wsgate.cluster.outbox import Outbox
 from wsgate.cluster.share_state import Followed, Owned, ShareStatistics, event_of, parse_doc
 from wsgate.config.schema import ClusterConfig
 from wsgate.core.cluster import NodeState
@@ -64,21 +62,9 @@ __all__ = ["RouteShare", "ShareStatistics"]
 
 log = logging.getLogger("wsgate.cluster")
 
-PUBLISH_QUEUE = 65536  # frames waiting for the link; beyond, dropped (followers see a gap)
-BATCH_FRAMES = 256  # frames of one key in one message at most
-BATCH_BYTES = 256 * 1024  # ... and their text (NATS refuses a message over max_payload, 1 MB)
 STATE_TIMEOUT = 2.0
 LINK_POLL = 0.25
 HANDING_MAX = 15.0  # a hand-over not cut by then is abandoned
-
-
-@dataclass(eq=False, slots=True)
-class _Batch:
-    """Frames of one key tapped in this turn, sequences ``first``, ``first + 1``, ..."""
-
-    first: int
-    events: list[d.ChannelData]
-    size: int
 
 
 class RouteShare:
@@ -111,13 +97,9 @@ class RouteShare:
         self.owned: dict[Any, Owned] = {}
         self.followed: dict[Any, Followed] = {}
         self._deciding: set[Any] = set()
-        # Messages ready for the link, in order: (subject, data, frames in it).
-        self._queue: deque[tuple[str, bytes, int]] = deque()
-        self._open: dict[str, _Batch] = {}  # subject -> the message this turn is filling
-        self._waiting = 0  # frames in both, against PUBLISH_QUEUE
-        self._pump_due = False
         # The fan-out's flusher: a turn's messages go out when its sessions' writes do.
         self.flusher = flusher
+        self.out = Outbox(engine, self.epoch, flusher)
         self._unknown_seen = False
         self._tg: asyncio.TaskGroup | None = None
         self._closing = False
@@ -152,9 +134,6 @@ class RouteShare:
         self.moves_in = 0
         self.last_move: dict[str, Any] | None = None
         self.lease_events = 0  # entries the route's lease watch delivered (renewals mostly)
-        self.published = 0
-        self.published_messages = 0
-        self.publish_dropped = 0
         self.received = 0
         self.gaps = 0
         self.takeovers = 0
@@ -204,26 +183,7 @@ class RouteShare:
             return  # not ours, ours but still bridging from the old owner, or handed over
         seq = own.seq = own.seq + 1
         self.last_seq[sub.key] = seq
-        if self._waiting >= PUBLISH_QUEUE:
-            self.publish_dropped += 1
-            return
-        self._waiting += 1
-        subject = self._subject("md", sub.key)
-        if own.legacy:
-            self._seal(subject)
-            self._queue.append((subject, wire.encode_v1(self.epoch, seq, ev), 1))
-        else:
-            batch = self._open.get(subject)
-            if batch is not None and batch.first + len(batch.events) == seq:
-                batch.events.append(ev)
-                batch.size += len(ev.text)
-                if len(batch.events) >= BATCH_FRAMES or batch.size >= BATCH_BYTES:
-                    self._seal(subject)
-            else:  # the first of this turn, or after a drop: one message has no hole
-                self._seal(subject)
-                self._open[subject] = _Batch(seq, [ev], len(ev.text))
-        if not self._pump_due:
-            self._schedule()
+        self.out.frame(self._subject("md", sub.key), seq, ev, own.legacy)
 
     def resync(self, key: Any) -> None:
         fol = self.followed.pop(key, None)
@@ -681,43 +641,12 @@ class RouteShare:
 
     # ------------------------------------------------------------------ publishing
 
-    def _schedule(self) -> None:
-        self._pump_due = True
-        if self.flusher is not None:
-            self.flusher.call(self._pump)
-        else:
-            asyncio.get_running_loop().call_soon(self._pump)
-
-    def _seal(self, subject: str) -> None:
-        batch = self._open.pop(subject, None)
-        if batch is not None:
-            data = wire.encode_frames(self.epoch, batch.first, batch.events)
-            self._queue.append((subject, data, len(batch.events)))
-
-    def _pump(self) -> None:
-        """Everything tapped or queued so far to the link, in order, without waiting."""
-        self._pump_due = False
-        for subject in list(self._open):
-            self._seal(subject)
-        queue, publish = self._queue, self.engine.publish_nowait
-        while queue:
-            subject, data, frames = queue.popleft()
-            self._waiting -= frames
-            if publish(subject, data):
-                self.published += frames
-                self.published_messages += 1
-            else:
-                self.publish_dropped += max(frames, 1)  # the followers see the gap
-
     def queue(self, subject: str, body: list[Any] | dict[str, Any]) -> None:
-        self._seal(subject)  # after the frames before it
-        self._queue.append((subject, json.dumps(body).encode(), 0))
-        if not self._pump_due:
-            self._schedule()
+        self.out.message(subject, json.dumps(body).encode())
 
     async def flushed(self, within: float) -> None:
         """Everything queued so far handed to the link (at once: nothing waits)."""
-        self._pump()
+        self.out.pump()
 
     def statistics(self) -> ShareStatistics:
         return ShareStatistics(
@@ -725,9 +654,9 @@ class RouteShare:
             owned=sum(own.publishing and own.cut is None for own in self.owned.values()),
             followed=len(self.followed),
             local=len(self.local.difference(self.owned)),  # alone: no link, or no answer
-            published=self.published,
-            published_messages=self.published_messages,
-            publish_dropped=self.publish_dropped,
+            published=self.out.published,
+            published_messages=self.out.messages,
+            publish_dropped=self.out.dropped,
             received=self.received,
             gaps=self.gaps,
             takeovers=self.takeovers,
