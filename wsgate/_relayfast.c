@@ -93,7 +93,7 @@ typedef struct {
     vectorcallfunc vectorcall; /* calls skip the args tuple: the per-read call is cheap */
     PyObject *write;      /* transport.write */
     PyObject *buffered;   /* transport.get_write_buffer_size */
-    PyObject *protocol;   /* websockets' protocol of the peer connection */
+    PyObject *protocol;   /* websockets' protocol of the peer connection (its _state) */
     PyObject *open_state; /* State.OPEN */
     PyObject *holds;      /* tuple of (object, attribute name): write only while all falsy */
     Py_ssize_t buffer_limit;
@@ -620,7 +620,9 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__relayfast(void)
 {
-    str_state = PyUnicode_InternFromString("state");
+    /* websockets' Protocol.state is a Python property: its slot is read instead, so the
+       gate runs no Python frame. */
+    str_state = PyUnicode_InternFromString("_state");
     str_data_received = PyUnicode_InternFromString("data_received");
     str_connection_made = PyUnicode_InternFromString("connection_made");
     str_connection_lost = PyUnicode_InternFromString("connection_lost");

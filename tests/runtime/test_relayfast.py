@@ -59,7 +59,7 @@ class Transport:
 
 class Proto:
     def __init__(self, state: object) -> None:
-        self.state = state
+        self._state = state  # as websockets' Protocol keeps it (``state`` is a property)
 
 
 class Holder:

@@ -110,10 +110,11 @@ class PyPipe:
     """What the C ``Pipe`` does, in Python: the reference for the differential test.
 
     ``pipe(data)`` writes ``data`` to ``transport`` and returns its frame count when it is
-    made only of whole valid frames (:func:`scan_frames`), ``protocol.state`` is
-    ``open_state``, every ``(object, attribute)`` in ``holds`` is falsy (a queue in
-    front, a slow-consumer close, a greeting still to filter) and the transport's write
-    buffer is within ``buffer_limit``; otherwise it writes nothing and returns 0.
+    made only of whole valid frames (:func:`scan_frames`), ``protocol._state`` (what
+    websockets' ``state`` property returns) is ``open_state``, every ``(object,
+    attribute)`` in ``holds`` is falsy (a queue in front, a slow-consumer close, a
+    greeting still to filter) and the transport's write buffer is within
+    ``buffer_limit``; otherwise it writes nothing and returns 0.
     """
 
     def __init__(
@@ -142,7 +143,8 @@ class PyPipe:
 
     def __call__(self, data: bytes, /) -> int:
         count = scan_frames(data, self._masked, self.max_message)
-        if not count or self._protocol.state is not self._open:
+        # ``_state``: websockets' ``state`` property is a Python call per read.
+        if not count or self._protocol._state is not self._open:
             return 0
         for obj, name in self._holds:
             if getattr(obj, name):
