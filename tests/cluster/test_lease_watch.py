@@ -1,6 +1,7 @@
 """What idle keys cost a node, on the in-memory engine: a node watches a route's leases
 only while it has keys of that route (and ``lease_ttl`` after its last one), so a node
-without bots on a route receives none of the renewals of its keys."""
+without bots on a route receives none of the renewals of its keys; spread offers reach
+it all the same."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ def test_a_node_watches_a_routes_leases_only_while_it_has_keys_of_it() -> None:
             started = time.monotonic()
             await until(lambda: a.lease_events >= 6)  # two rounds of a's renewals
             assert b._lease_task is None and b.lease_events == 0
+            # Offers reach b all the same: an owner that counts b as a follower the moment
+            # it asked for a key's state may offer it that key before b's watch starts.
+            await until(lambda: "m.mdt.bfx.b" in server.subjects)
             # b's bots come: it follows a, and from then on hears every renewal.
             for key in KEYS:
                 b.gate(b.hub.registry[key])
@@ -52,6 +56,7 @@ def test_a_node_watches_a_routes_leases_only_while_it_has_keys_of_it() -> None:
             renewed = a.lease_events
             await until(lambda: a.lease_events >= renewed + 6)
             assert b.lease_events == seen and time.monotonic() - started < 20
+            assert "m.mdt.bfx.b" in server.subjects
             for task in runs:
                 task.cancel()
 

@@ -247,9 +247,11 @@ class RouteShare:
                 was_up = False
                 continue
             now = time.monotonic()
+            if not was_up or self._take_served is None:
+                await self._serve_offers()
             if not renewal.needs_leases(self, now):
                 if self._lease_task is not None:
-                    await self._stop_lease_watch()
+                    await self._stop_lease_watch(offers=False)
             elif not was_up or self._lease_task is None or self._lease_task.done():
                 await self._start_lease_watch(bucket)
             if not was_up:
@@ -268,11 +270,18 @@ class RouteShare:
                 handover.spread(self, now)
 
     async def _start_lease_watch(self, bucket: KvBucket) -> None:
-        await self._stop_lease_watch()
+        await self._stop_lease_watch(offers=False)
         self._owners.clear()
-        self._caught_up = False
         assert self._tg is not None
         self._lease_task = self._tg.create_task(self._follow_leases(bucket))
+
+    async def _serve_offers(self) -> None:
+        """Spread offers reach this node on every link, keys or none: an owner counts a
+        node as a follower as soon as it asked for a key's state, and drops it from every
+        follower list when an offer finds nobody listening."""
+        served, self._take_served = self._take_served, None
+        if served is not None:
+            await served.stop()
         with contextlib.suppress(Exception):
             self._take_served = await self.engine.serve(
                 f"{self.cfg.name}.mdt.{self.route}.{self.node_id}",
@@ -283,15 +292,16 @@ class RouteShare:
         with contextlib.suppress(Exception):
             await bucket.follow(lambda e: handover.on_lease(self, e), f"{self.route}.>")
 
-    async def _stop_lease_watch(self) -> None:
+    async def _stop_lease_watch(self, *, offers: bool = True) -> None:
         self._caught_up = False
         task, self._lease_task = self._lease_task, None
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        served, self._take_served = self._take_served, None
-        if served is not None:
-            await served.stop()
+        if offers:
+            served, self._take_served = self._take_served, None
+            if served is not None:
+                await served.stop()
 
     def bridge_data(self, key: Any) -> None:
         """The hub: a hand-over's new upstream subscription sent its first data."""
