@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from tests.cluster.memory_engine import MemoryEngine, MemoryServer
+from wsgate.cli.cluster import _shared
 from wsgate.cluster import handover
 from wsgate.cluster.data_plane import RouteShare
 from wsgate.cluster.share_state import Followed, Owned
@@ -188,3 +189,11 @@ def test_a_follower_whose_heartbeat_reports_bad_upstream_health_is_no_spread_tar
         assert b.unfit == {}
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_status_cluster_names_the_nodes_a_spread_leaves_out() -> None:
+    doc = {"owned": 3, "followed": 1, "local": 0, "gaps": 0, "moves_out": 2, "moves_in": 0}
+    assert _shared([{"cluster_share": doc}]) == "3/1/0 (moved 2 out, 0 in)"
+    why = {"c": "upstream health 20 on bfx (below 50)", "d": "connect budget 85% used"}
+    routes = [{"cluster_share": {**doc, "unfit": why}}, {"cluster_share": None}]
+    assert _shared(routes) == "3/1/0 (moved 2 out, 0 in) (spread skips c, d)"

@@ -136,4 +136,7 @@ def _shared(routes: list[dict[str, Any]]) -> str:
     gaps = sum(int(d["gaps"]) for d in docs)
     out_, in_ = (sum(int(d.get(k, 0)) for d in docs) for k in ("moves_out", "moves_in"))
     moved = f" (moved {out_} out, {in_} in)" if out_ or in_ else ""
-    return f"{own}/{fol}/{loc}" + (f" ({gaps} gaps)" if gaps else "") + moved
+    # Nodes this node's spread leaves out now (bad upstream health, connect budget).
+    unfit = sorted({str(n) for d in docs for n in (d.get("unfit") or {})})
+    skips = f" (spread skips {', '.join(unfit)})" if unfit else ""
+    return f"{own}/{fol}/{loc}" + (f" ({gaps} gaps)" if gaps else "") + moved + skips
