@@ -119,23 +119,22 @@ class ClaimSettler:
             if any(won is None for won in outcomes):
                 return  # not answered: stays held, asked again by retry()
             lost = [k for k, won in zip(keys, outcomes, strict=True) if not won]
-            now = self._clock()
-            for k in lost:
-                data = {
-                    "fingerprint": k.fingerprint,
-                    "alertname": k.alertname,
-                    "status": k.proposal,
-                }
-                self.store.add_event(now, "notification_sent_elsewhere", data)
             gone = {k.fingerprint for k in lost}
             n = Notification.from_dict(payload)
             kept = tuple(a for a in n.alerts if a.fingerprint not in gone)
             won = self._render(dataclasses.replace(n, alerts=kept)) if kept else None
-            if self.outbox.settle(channel, notification_id, won):
-                if won is None:
-                    self.lost += 1
-                else:
-                    self.won += 1
+            if not self.outbox.settle(channel, notification_id, won):
+                return  # settled already (or the row is gone): nothing more to say
+            if won is None:
+                self.lost += 1
+            else:
+                self.won += 1
+            now = self._clock()
+            for k in lost:
+                data = {"fingerprint": k.fingerprint, "alertname": k.alertname}
+                self.store.add_event(
+                    now, "notification_sent_elsewhere", {**data, "status": k.proposal}
+                )
         finally:
             self._settling.discard((channel, notification_id))
 
