@@ -169,11 +169,8 @@ def _error(code: int, msg: str, req_id: object = None) -> Error:
 
 @dataclass
 class _Request:
-    """One SUBSCRIBE of a bot: its id, its new streams and those not confirmed yet.
-
-    Binance takes or refuses a request as a whole: until it is answered, its confirmed
-    streams are held (no data), and a refused stream takes the others back with it.
-    """
+    """One SUBSCRIBE of a bot: its id, its new streams and those not confirmed yet (Binance
+    takes or refuses a request as a whole: until answered, its confirmed streams are held)."""
 
     req_id: object
     keys: tuple[SubKey, ...]
@@ -287,9 +284,8 @@ class BinanceSession(SessionBase):
                 return [_error(2, f"Invalid request: more than {MAX_STREAMS} streams", req_id)]
             if not new:
                 return [_result(None, req_id)]
-            # Answered when every new stream is confirmed (render_subscribed), or refused as
-            # a whole when one is not (render_subscribe_error), not before. (A stream the
-            # session asked for earlier belongs to that earlier request: answered there.)
+            # Answered once every new stream is confirmed, or refused as a whole when one is
+            # not; a stream asked for earlier belongs to that earlier request.
             request = _Request(req_id, tuple(new), set(new))
             out: list[Intent] = []
             for key in new:
@@ -342,9 +338,8 @@ class BinanceSession(SessionBase):
 
     def render_subscribed(self, sub: Subscribe, gateway_chan_id: int) -> str | None:
         """Binance answers the request, not each stream: ``{"result":null}`` once every
-        stream of the request is live (at once when it already was, shared). Until then
-        the stream is held (:meth:`holds`): a bot of Binance sees no data before the
-        answer, and none at all of a request that is refused."""
+        stream of the request is live (at once when it already was, shared). Until then it
+        is held (:meth:`holds`): no data before the answer, none of a refused request."""
         request = self._asked.get(sub.key)
         if request is None or sub.key not in request.left:
             return None
