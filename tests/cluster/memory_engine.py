@@ -182,6 +182,9 @@ class MemoryEngine:
             task.add_done_callback(self._delivering.discard)
         return True
 
+    def send_now(self) -> None:
+        pass  # publish_nowait delivers already
+
     async def serve(self, subject: str, handler: Handler) -> _Served:
         self.check()
         self.server.subjects[subject] = handler

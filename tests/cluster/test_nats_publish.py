@@ -1,6 +1,8 @@
-"""NatsEngine.publish_nowait on a real nats-server. It drives nats-py's publish()
-coroutine in one step; this fails loudly if a nats-py release makes that coroutine wait
-in the normal case (the frames would then be lost, counted as publish_dropped)."""
+"""NatsEngine.publish_nowait and send_now on a real nats-server. publish_nowait drives
+nats-py's publish() coroutine in one step, send_now writes nats-py's pending list itself:
+this fails loudly if a nats-py release makes that coroutine wait in the normal case (the
+frames would be lost, counted as publish_dropped) or moves the internals send_now uses
+(it would fall back to nats-py's flusher, one loop turn later: slower, still correct)."""
 
 from __future__ import annotations
 
@@ -34,8 +36,12 @@ def test_publish_nowait_hands_every_message_over_in_order_without_waiting() -> N
 
             await until(probed, 10, "the subscription")
             sent = [b"%d" % i + b"x" * (i % 500) for i in range(2000)]
-            assert all(pub.publish_nowait("pn.md.x", m) for m in sent)
-            assert pub._suspended == 0
+            for i in range(0, len(sent), 100):  # a turn's messages, then the turn's write
+                assert all(pub.publish_nowait("pn.md.x", m) for m in sent[i : i + 100])
+                assert pub._nc is not None and pub._nc.pending_data_size > 0
+                pub.send_now()
+                assert pub._nc.pending_data_size == 0  # written here, not in a later turn
+            assert pub._suspended == 0 and pub.sent_now == len(sent) // 100
             frames = lambda: [m for m in got if m != b"probe"]  # noqa: E731
             await until(lambda: len(frames()) == len(sent), 10, "every message")
             assert frames() == sent

@@ -106,6 +106,11 @@ class Engine(Protocol):
         too large); the caller counts the loss."""
         ...
 
+    def send_now(self) -> None:
+        """Write what :meth:`publish_nowait` handed over in this turn now, when the
+        client would otherwise write it in a later turn (a no-op where it cannot)."""
+        ...
+
     async def serve(self, subject: str, handler: Handler) -> Subscription:
         """Call ``handler`` for each message on ``subject``; reply with what it returns."""
         ...

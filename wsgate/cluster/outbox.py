@@ -92,6 +92,8 @@ class Outbox:
         for subject in list(self._open):
             self._seal(subject)
         queue, publish = self._queue, self.engine.publish_nowait
+        if not queue:
+            return
         while queue:
             subject, data, frames = queue.popleft()
             self._waiting -= frames
@@ -100,6 +102,7 @@ class Outbox:
                 self.messages += 1
             else:
                 self.dropped += max(frames, 1)  # the followers see the gap
+        self.engine.send_now()  # in this turn, after the sessions' writes (Flusher.flush)
 
     def _schedule(self) -> None:
         self._due = True

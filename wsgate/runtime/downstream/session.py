@@ -50,7 +50,7 @@ class Flusher:
 
     def __init__(self, faults: Faults | None = None) -> None:
         self.dirty: list[Session] = []
-        # Run once at the next flush, before the sessions' writes (the cluster data
+        # Run once at the next flush, after the sessions' writes (the cluster data
         # plane's publish: what this turn fanned out, one message per key).
         self.hooks: list[Callable[[], None]] = []
         self.handle: asyncio.Handle | None = None
@@ -80,13 +80,6 @@ class Flusher:
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
-        if self.hooks:
-            hooks, self.hooks = self.hooks, []
-            for hook in hooks:
-                try:
-                    hook()
-                except Exception as exc:
-                    self.faults.record("session.flush", exc, "flush hook")
         dirty, self.dirty = self.dirty, []
         for session in dirty:
             try:
@@ -94,6 +87,13 @@ class Flusher:
             except Exception as exc:  # one broken session must not strand the others' frames
                 self.faults.record("session.flush", exc, f"session {session.id}")
                 session.abort_broken()
+        if self.hooks:  # after the sessions' writes: they go first
+            hooks, self.hooks = self.hooks, []
+            for hook in hooks:
+                try:
+                    hook()
+                except Exception as exc:
+                    self.faults.record("session.flush", exc, "flush hook")
 
     def __repr__(self) -> str:
         return f"<Flusher dirty={len(self.dirty)} holding={self.holding}>"
